@@ -1,0 +1,254 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"go.etcd.io/etcd/api/v3/version"
+)
+
+// Targets of SPEC section 10.
+const (
+	maxSaveVsPipeline = 0.90
+	maxSaveVsEtcdctl  = 1.10
+	maxAnon           = 64 << 20
+	// flatSlack is how much peak anonymous memory may grow from the smallest
+	// to the largest database and still count as flat: sampling and the
+	// garbage collector's pacing move it by a few MiB from run to run.
+	flatSlack     = 4 << 20
+	flatSlackFrac = 0.10
+)
+
+// verdicts prints one PASS or FAIL line per target and counts them.
+type verdicts struct{ pass, fail int }
+
+func (v *verdicts) check(ok bool, format string, args ...any) {
+	word := "PASS"
+	if ok {
+		v.pass++
+	} else {
+		word = "FAIL"
+		v.fail++
+	}
+	fmt.Printf("- **%s** %s\n", word, fmt.Sprintf(format, args...))
+}
+
+func (v *verdicts) summary() {
+	fmt.Printf("\n%d targets met, %d missed.\n", v.pass, v.fail)
+}
+
+func printFacts(ctx context.Context, bin string, tools etcdTools) {
+	fmt.Println("## Machine")
+	fmt.Println()
+	fmt.Printf("- CPUs: %d × %s\n", runtime.NumCPU(), procField("/proc/cpuinfo", "model name"))
+	fmt.Printf("- memory: %s; kernel %s\n", procField("/proc/meminfo", "MemTotal"), kernel())
+	fmt.Printf("- load average at start: %s (other work on the machine skews wall times; ratios come from alternating runs)\n", loadAvg())
+	fmt.Printf("- Go %s; etcd server %s embedded in the bench process; official etcdctl and etcdutl %s\n", strings.TrimPrefix(runtime.Version(), "go"), version.Version, tools.version)
+	v, err := runQuiet(ctx, "", nil, bin, "version")
+	if err != nil {
+		v = "unknown: " + err.Error()
+	}
+	fmt.Printf("- %s: %s\n", bin, strings.ReplaceAll(v, "\n", "; "))
+	fmt.Println()
+}
+
+func procField(path, key string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return "unknown"
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == key {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}
+
+func kernel() string {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return "unknown"
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
+}
+
+// printSize prints the table and the verdicts of one database size.
+func printSize(res sizeResult, v *verdicts) {
+	n := len(res.runs[ourSave])
+	fmt.Printf("## %s database\n\n", sizeLabel(res.target))
+	fmt.Printf("Member DB size %s, snapshot %s. %d measured runs of each, alternating, after one warm-up run of each; "+
+		"times are medians (min–max), memory the largest of the runs.\n\n", mib(res.dbSize), mib(res.snapSize), n)
+
+	walls, cpus, rss, anon := [contenders][]float64{}, [contenders][]float64{}, [contenders]int64{}, [contenders]int64{}
+	for c := range contenders {
+		for _, u := range res.runs[c] {
+			walls[c] = append(walls[c], u.wall.Seconds())
+			cpus[c] = append(cpus[c], u.cpu.Seconds())
+			rss[c], anon[c] = max(rss[c], u.peakRSS), max(anon[c], u.peakAnon)
+		}
+	}
+	vsEtcdctl := median(roundRatios(walls[ourSave], walls[bareEtcdctl]))
+	vsPipeline := median(roundRatios(walls[ourSave], walls[scriptPipeline]))
+
+	rows := [][]string{{"measure", ourSave.String(), bareEtcdctl.String(), scriptPipeline.String(), "save ÷ etcdctl", "save ÷ pipeline"}}
+	row := func(name string, cell func(c contender) string, r1, r2 string) {
+		cells := []string{name}
+		for c := range contenders {
+			cells = append(cells, cell(c))
+		}
+		rows = append(rows, append(cells, r1, r2))
+	}
+	row("wall time, s", func(c contender) string {
+		return fmt.Sprintf("%.2f (%.2f–%.2f)", median(walls[c]), slices.Min(walls[c]), slices.Max(walls[c]))
+	}, ratio(vsEtcdctl), ratio(vsPipeline))
+	mbps := func(c contender) float64 { return float64(res.snapSize) / (1 << 20) / median(walls[c]) }
+	row("throughput, MiB/s", func(c contender) string { return fmt.Sprintf("%.0f", mbps(c)) },
+		ratio(mbps(ourSave)/mbps(bareEtcdctl)), ratio(mbps(ourSave)/mbps(scriptPipeline)))
+	row("CPU time (user + sys), s", func(c contender) string { return fmt.Sprintf("%.2f", median(cpus[c])) },
+		ratio(median(cpus[ourSave])/median(cpus[bareEtcdctl])), ratio(median(cpus[ourSave])/median(cpus[scriptPipeline])))
+	row(fmt.Sprintf("peak RSS, MiB (VmHWM, read every %s)", sampleEvery), func(c contender) string { return mibN(rss[c]) },
+		ratio(float64(rss[ourSave])/float64(rss[bareEtcdctl])), ratio(float64(rss[ourSave])/float64(rss[scriptPipeline])))
+	row(fmt.Sprintf("peak anon, MiB (RssAnon, sampled every %s)", sampleEvery), func(c contender) string { return mibN(anon[c]) },
+		ratio(float64(anon[ourSave])/float64(anon[bareEtcdctl])), ratio(float64(anon[ourSave])/float64(anon[scriptPipeline])))
+	printTable(rows)
+	fmt.Println("\nRatios of times are the median of the per-round ratios. The pipeline's time and CPU are the sums of its three steps, " +
+		"its memory the largest of them. RSS counts mapped file pages (etcdutl maps the whole snapshot); anonymous memory does not.")
+	printPhases(res, median(walls[bareEtcdctl]))
+	fmt.Println()
+
+	v.check(vsPipeline <= maxSaveVsPipeline, "save ≤ %.2f × script pipeline: %.2f (%.2f s against %.2f s)",
+		maxSaveVsPipeline, vsPipeline, median(walls[ourSave]), median(walls[scriptPipeline]))
+	v.check(vsEtcdctl <= maxSaveVsEtcdctl, "save ≤ %.2f × bare etcdctl: %.2f (%.2f s against %.2f s)",
+		maxSaveVsEtcdctl, vsEtcdctl, median(walls[ourSave]), median(walls[bareEtcdctl]))
+	v.check(anon[ourSave] <= maxAnon, "save peak anonymous memory ≤ %s: %s (sampled)", mib(maxAnon), mib(anon[ourSave]))
+	fmt.Println()
+}
+
+// printPhases shows where save's time goes, from its log timestamps.
+func printPhases(res sizeResult, etcdctlWall float64) {
+	var cols [phaseCount][]float64
+	for _, p := range res.phases {
+		if !p.ok {
+			continue
+		}
+		for i, d := range p.d {
+			cols[i] = append(cols[i], d.Seconds())
+		}
+	}
+	if len(cols[0]) == 0 {
+		fmt.Println("\nsave phases: the log lines that mark them were not found")
+		return
+	}
+	parts := make([]string, phaseCount)
+	for i := range cols {
+		parts[i] = fmt.Sprintf("%s %.2f s", phaseNames[i], median(cols[i]))
+	}
+	fmt.Printf("\nsave phases (median, from its JSON log timestamps): %s.\n", strings.Join(parts, "; "))
+	s := res.stream
+	if !s.ok {
+		fmt.Println("stream timing: too few progress lines to place the end of the stream")
+		return
+	}
+	fmt.Printf("stream timing (one more save, progress logged every %s): snapshot requested at %.2f s, stream ended ≈ %.2f s (%.2f s, against %.2f s for all of bare etcdctl), "+
+		"\"Snapshot saved\" at %.2f s: %.2f s after the stream for fsync, the bbolt check and waiting on the archive; anonymous memory peaked at %.2f s.\n",
+		diagInterval, s.preflight.Seconds(), s.end.Seconds(), (s.end - s.preflight).Seconds(), etcdctlWall, s.saved.Seconds(), (s.saved - s.end).Seconds(), s.anonAt.Seconds())
+}
+
+// printFlatness checks that save's memory does not grow with the database.
+func printFlatness(all []sizeResult, v *verdicts) {
+	if len(all) < 2 {
+		return
+	}
+	peak := func(r sizeResult) int64 {
+		var m int64
+		for _, u := range r.runs[ourSave] {
+			m = max(m, u.peakAnon)
+		}
+		return m
+	}
+	first, last := all[0], all[len(all)-1]
+	a, b := peak(first), peak(last)
+	allowed := max(int64(flatSlack), int64(float64(a)*flatSlackFrac))
+	fmt.Println("## Memory as the database grows")
+	fmt.Println()
+	v.check(b-a <= allowed, "save peak anonymous memory flat: %s at %s, %s at %s (%+.1f MiB; allowed +%s)",
+		mib(a), sizeLabel(first.target), mib(b), sizeLabel(last.target), float64(b-a)/(1<<20), mib(allowed))
+}
+
+// roundRatios divides a by b run by run: runs of one round saw the same load.
+func roundRatios(a, b []float64) []float64 {
+	r := make([]float64, min(len(a), len(b)))
+	for i := range r {
+		r[i] = a[i] / b[i]
+	}
+	return r
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(xs))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func ratio(r float64) string { return fmt.Sprintf("%.2f", r) }
+
+func mib(n int64) string  { return mibN(n) + " MiB" }
+func mibN(n int64) string { return fmt.Sprintf("%.1f", float64(n)/(1<<20)) }
+
+func sizeLabel(n int64) string {
+	if n%(1<<30) == 0 {
+		return fmt.Sprintf("%d GiB", n>>30)
+	}
+	return fmt.Sprintf("%d MiB", n>>20)
+}
+
+// printTable prints rows as a Markdown table with aligned columns; the first
+// row is the header.
+func printTable(rows [][]string) {
+	width := make([]int, len(rows[0]))
+	for _, r := range rows {
+		for i, c := range r {
+			width[i] = max(width[i], len([]rune(c)))
+		}
+	}
+	line := func(cells []string) {
+		var b strings.Builder
+		for i, c := range cells {
+			fmt.Fprintf(&b, "| %s%s ", c, strings.Repeat(" ", width[i]-len([]rune(c))))
+		}
+		fmt.Println(b.String() + "|")
+	}
+	line(rows[0])
+	sep := make([]string, len(width))
+	for i, w := range width {
+		sep[i] = strings.Repeat("-", w)
+	}
+	line(sep)
+	for _, r := range rows[1:] {
+		line(r)
+	}
+}

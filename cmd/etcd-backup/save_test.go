@@ -1,0 +1,486 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
+	"github.com/etcd-backup/etcd-backup/internal/manifest"
+	"github.com/etcd-backup/etcd-backup/internal/testcluster"
+)
+
+// master is a running member with its host tree, and how to call save on it
+// with no configuration but the node name, as the Task does.
+type master struct {
+	*testcluster.Cluster
+	env map[string]string
+}
+
+func newMaster(t *testing.T, opts testcluster.Options) *master {
+	c := testcluster.New(t, opts)
+	return &master{Cluster: c, env: map[string]string{"NODE_NAME": c.NodeName}}
+}
+
+func (m *master) save(t *testing.T, dir string, flags ...string) (int, string) {
+	t.Helper()
+	args := append([]string{"save", "--host-root", m.HostRoot}, flags...)
+	code, _, stderr := cli(t, m.env, append(args, dir)...)
+	return code, stderr
+}
+
+func readManifest(t *testing.T, dir string) *manifest.Backup {
+	t.Helper()
+	f, err := os.Open(filepath.Join(dir, manifest.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b, err := manifest.Parse(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+func TestSaveZeroConfig(t *testing.T) {
+	m := newMaster(t, testcluster.Options{Keys: 300})
+	dir := filepath.Join(t.TempDir(), "new", "backup") // parents are created, as the script does
+	results := t.TempDir()
+	code, stderr := m.save(t, dir, "--results-dir", results)
+	if code != 0 {
+		t.Fatalf("save exit %d:\n%s", code, stderr)
+	}
+	b := readManifest(t, dir)
+	ts := b.Timestamp
+	if !regexp.MustCompile(`^\d{4}-\d\d-\d\d_\d{6}$`).MatchString(ts) {
+		t.Errorf("timestamp %q", ts)
+	}
+	want := []string{manifest.FileName, manifest.SnapshotName(ts, false), manifest.ResourcesName(ts, false)}
+	slices.Sort(want)
+	if got := dirNames(t, dir); !slices.Equal(got, want) {
+		t.Errorf("backup dir holds %v, want %v", got, want)
+	}
+	for _, name := range want {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %v, want 0600", name, fi.Mode().Perm())
+		}
+	}
+
+	// The manifest describes this member and this cluster.
+	switch {
+	case b.Etcd.Endpoint != m.Endpoint:
+		t.Errorf("snapshot taken from %s, want the local member %s", b.Etcd.Endpoint, m.Endpoint)
+	case b.Cluster.ID != m.ClusterID || b.Cluster.Version != testcluster.DefaultVersion || b.Cluster.Platform != "openshift":
+		t.Errorf("cluster %+v", b.Cluster)
+	case b.Dirty || len(b.SkippedChecks) != 0:
+		t.Errorf("clean backup marked dirty %v or with skipped checks %v", b.Dirty, b.SkippedChecks)
+	case b.Etcd.KeyCount < 300 || b.Etcd.Revision <= 0 || b.Etcd.MemberName == "" || b.Etcd.ServerVersion == "":
+		t.Errorf("etcd %+v", b.Etcd)
+	case !b.EncryptionConfigArchived:
+		t.Error("encryption config not recorded as archived")
+	case b.EarliestCertExpiry == nil || b.EarliestCertExpiry.Path != m.EarliestCertPath ||
+		!b.EarliestCertExpiry.NotAfter.Equal(m.EarliestCertNotAfter.Truncate(time.Second)):
+		t.Errorf("earliest cert %+v, want %s at %s", b.EarliestCertExpiry, m.EarliestCertPath, m.EarliestCertNotAfter)
+	}
+	for _, p := range b.StaticPods {
+		if m.Revisions[p.Component] != p.Revision {
+			t.Errorf("%s revision %d, running is %d", p.Component, p.Revision, m.Revisions[p.Component])
+		}
+	}
+	if len(b.StaticPods) != 4 {
+		t.Errorf("static pods %v", b.StaticPods)
+	}
+
+	// Console lines keep the script's vocabulary.
+	for _, line := range []string{
+		"found latest kube-apiserver-pod: /etc/kubernetes/static-pod-resources/kube-apiserver-pod-",
+		"Snapshot saved at " + filepath.Join(dir, manifest.SnapshotName(ts, false)),
+		"snapshot db and kube resources are successfully saved to " + dir,
+	} {
+		if !strings.Contains(stderr, line) {
+			t.Errorf("output lacks %q:\n%s", line, stderr)
+		}
+	}
+
+	// Results: every one written, verbatim.
+	snap := b.File(manifest.KindSnapshot)
+	wantResults := map[string]string{
+		"backup-dir":      dir,
+		"snapshot-path":   filepath.Join(dir, snap.Name),
+		"resources-path":  filepath.Join(dir, b.File(manifest.KindResources).Name),
+		"snapshot-sha256": snap.SHA256,
+		"cluster-version": testcluster.DefaultVersion,
+		"timestamp":       ts,
+		"dirty":           "false",
+	}
+	if got := dirNames(t, results); len(got) != 9 {
+		t.Errorf("results %v, want 9", got)
+	}
+	for name, want := range wantResults {
+		got, err := os.ReadFile(filepath.Join(results, name))
+		if err != nil || string(got) != want {
+			t.Errorf("result %s = %q (%v), want %q", name, got, err, want)
+		}
+	}
+
+	if code, _, stderr := cli(t, nil, "verify", "--restore", dir); code != 0 {
+		t.Errorf("verify --restore of a fresh backup: exit %d\n%s", code, stderr)
+	}
+	extractAsRestore(t, m, dir, b)
+}
+
+// extractAsRestore unpacks the archive exactly as cluster-restore.sh does
+// and compares it with the host's running revision directories.
+func extractAsRestore(t *testing.T, m *master, dir string, b *manifest.Backup) {
+	t.Helper()
+	out := t.TempDir()
+	tarball := filepath.Join(dir, b.File(manifest.KindResources).Name)
+	if msg, err := exec.Command("tar", "-C", out, "-xzf", tarball, "static-pod-resources").CombinedOutput(); err != nil {
+		t.Fatalf("GNU tar: %v\n%s", err, msg)
+	}
+	kube := filepath.Join(m.HostRoot, "etc", "kubernetes")
+	var want []string
+	for _, p := range b.StaticPods {
+		want = append(want, treeOf(t, kube, filepath.Join("static-pod-resources", p.Component+"-pod-"+strconv.Itoa(p.Revision)))...)
+	}
+	got := treeOf(t, out, "static-pod-resources")
+	slices.Sort(want)
+	if !slices.Equal(got[1:], want) { // got[0] is static-pod-resources itself
+		t.Errorf("extracted tree differs from the host:\n got %v\nwant %v", got, want)
+	}
+}
+
+// treeOf lists rel under root as "path mode [-> target | sha]" lines.
+func treeOf(t *testing.T, root, rel string) []string {
+	t.Helper()
+	var lines []string
+	err := filepath.WalkDir(filepath.Join(root, rel), func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := os.Lstat(path)
+		if err != nil {
+			return err
+		}
+		r, _ := filepath.Rel(root, path)
+		line := r + " " + fi.Mode().String()
+		switch {
+		case fi.Mode()&fs.ModeSymlink != 0:
+			target, _ := os.Readlink(path)
+			line += " -> " + target
+		case fi.Mode().IsRegular():
+			data, _ := os.ReadFile(path)
+			line += " " + string(bytes.TrimSpace(data[:min(len(data), 32)]))
+		}
+		lines = append(lines, line)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lines
+}
+
+func TestSavePreflight(t *testing.T) {
+	tests := []struct {
+		name   string
+		opts   testcluster.Options
+		break_ func(t *testing.T, m *master)
+		want   string
+		// forcedCode is the exit status with --force: 0 where the backup can
+		// still be taken, 1 where something it needs is missing.
+		forcedCode int
+	}{
+		{name: "operator progressing", opts: testcluster.Options{Progressing: []string{"kube-apiserver"}}, want: "ClusterOperator kube-apiserver is progressing"},
+		{name: "mid-upgrade", opts: testcluster.Options{Upgrading: true}, want: "cluster is mid-upgrade"},
+		{name: "young cluster", opts: testcluster.Options{ClusterAge: time.Hour}, want: "younger than 24h0m0s"},
+		{name: "alarm", break_: func(t *testing.T, m *master) {
+			if err := m.RaiseAlarm(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+		}, want: "active alarms NOSPACE"},
+		{name: "running revision missing", break_: func(t *testing.T, m *master) {
+			dir := filepath.Join(m.HostRoot, "etc/kubernetes/static-pod-resources", "kube-scheduler-pod-"+strconv.Itoa(m.Revisions["kube-scheduler"]))
+			if err := os.RemoveAll(dir); err != nil {
+				t.Fatal(err)
+			}
+		}, want: "kube-scheduler-pod-", forcedCode: exitcode.Failure},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := newMaster(t, tt.opts)
+			if tt.break_ != nil {
+				tt.break_(t, m)
+			}
+			dir := t.TempDir()
+			code, stderr := m.save(t, dir)
+			if code != exitcode.Preflight || !strings.Contains(stderr, tt.want) || !strings.Contains(stderr, "--force") {
+				t.Fatalf("exit %d, want %d with %q and how to override:\n%s", code, exitcode.Preflight, tt.want, stderr)
+			}
+			if got := dirNames(t, dir); len(got) != 0 {
+				t.Fatalf("refused save left %v", got)
+			}
+			code, stderr = m.save(t, dir, "--force")
+			if code != tt.forcedCode {
+				t.Fatalf("--force: exit %d, want %d:\n%s", code, tt.forcedCode, stderr)
+			}
+			if code != 0 {
+				if got := dirNames(t, dir); len(got) != 0 {
+					t.Errorf("failed save left %v", got)
+				}
+				return
+			}
+			b := readManifest(t, dir)
+			if !b.Dirty || len(b.SkippedChecks) == 0 || !strings.Contains(b.File(manifest.KindSnapshot).Name, manifest.DirtySuffix) {
+				t.Errorf("forced backup not marked dirty: %+v", b.Files)
+			}
+			if code, _, stderr := cli(t, nil, "verify", dir); code != 0 {
+				t.Errorf("verify of a forced backup: exit %d\n%s", code, stderr)
+			}
+		})
+	}
+}
+
+func TestSaveUsage(t *testing.T) {
+	m := newMaster(t, testcluster.Options{})
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	holding := t.TempDir()
+	if err := os.WriteFile(filepath.Join(holding, "snapshot_2026-01-01_000000.db"), []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"unknown command", nil, []string{"backup"}, "unknown command"},
+		{"unknown flag", m.env, []string{"save", "--frobnicate", t.TempDir()}, "unknown flag"},
+		{"bad duration", m.env, []string{"save", "--timeout", "soon", t.TempDir()}, "invalid argument"},
+		{"bad env value", map[string]string{"ETCD_BACKUP_FORCE": "maybe"}, []string{"save", t.TempDir()}, "$ETCD_BACKUP_FORCE"},
+		{"no DIR", m.env, []string{"save"}, "missing DIR"},
+		{"two DIRs", m.env, []string{"save", "a", "b"}, "too many arguments"},
+		{"bad log format", m.env, []string{"save", "--log-format", "xml", t.TempDir()}, "log format"},
+		{"several members", m.env, []string{"save", "--host-root", m.HostRoot, "--endpoints", "https://a:2379,https://b:2379", t.TempDir()}, "exactly one"},
+		{"no etcd.env", m.env, []string{"save", "--host-root", t.TempDir(), t.TempDir()}, "--endpoints"},
+		{"no node name", nil, []string{"save", "--host-root", m.HostRoot, t.TempDir()}, "NODE_NAME"},
+		{"DIR is a file", m.env, []string{"save", "--host-root", m.HostRoot, file}, "is a file"},
+		{"DIR holds a backup", m.env, []string{"save", "--host-root", m.HostRoot, holding}, "already holds"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, _, stderr := cli(t, tt.env, tt.args...)
+			if code != exitcode.Usage || !strings.Contains(stderr, tt.want) {
+				t.Fatalf("exit %d, want %d with %q:\n%s", code, exitcode.Usage, tt.want, stderr)
+			}
+			if n := strings.Count(strings.TrimSpace(stderr), "\n"); n != 0 {
+				t.Errorf("usage error is %d lines, want one:\n%s", n+1, stderr)
+			}
+		})
+	}
+	if got, _ := os.ReadFile(filepath.Join(holding, "snapshot_2026-01-01_000000.db")); string(got) != "old" {
+		t.Error("an existing backup was touched")
+	}
+}
+
+func TestSaveEnvFallback(t *testing.T) {
+	m := newMaster(t, testcluster.Options{})
+	dir := t.TempDir()
+	env := map[string]string{
+		"NODE_NAME":                   m.NodeName,
+		"ETCD_BACKUP_HOST_ROOT":       m.HostRoot,
+		"ETCD_BACKUP_DIR":             dir,
+		"ETCDCTL_ENDPOINTS":           m.Endpoint,
+		"ETCDCTL_CACERT":              m.CACert,
+		"ETCDCTL_CERT":                m.Cert,
+		"ETCDCTL_KEY":                 m.Key,
+		"ETCD_BACKUP_MIN_CLUSTER_AGE": "1h",
+	}
+	if code, _, stderr := cli(t, env, "save"); code != 0 {
+		t.Fatalf("save from environment alone: exit %d\n%s", code, stderr)
+	}
+	// A flag wins over the environment: this one makes the check refuse.
+	if code, _, stderr := cli(t, env, "save", "--min-cluster-age", "1000h", t.TempDir()); code != exitcode.Preflight {
+		t.Fatalf("flag did not win over environment: exit %d\n%s", code, stderr)
+	}
+}
+
+func TestSaveUnreachable(t *testing.T) {
+	m := newMaster(t, testcluster.Options{})
+	tests := []struct {
+		name  string
+		flags []string
+		code  int
+		want  string
+	}{
+		{"dead endpoint", []string{"--endpoints", "https://" + m.IP + ":1"}, exitcode.Preflight, "is etcd running"},
+		{"dead endpoint forced", []string{"--force", "--endpoints", "https://" + m.IP + ":1"}, exitcode.Failure, "is etcd running"},
+		{"wrong CA", []string{"--cacert", m.Cert}, exitcode.Preflight, "certificate signed by unknown authority"},
+		{"plain http", []string{"--endpoints", "http://" + m.IP + ":2379"}, exitcode.Usage, "not https"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			code, stderr := m.save(t, dir, append(tt.flags, "--request-timeout", "2s")...)
+			if code != tt.code || !strings.Contains(stderr, tt.want) {
+				t.Fatalf("exit %d, want %d with %q:\n%s", code, tt.code, tt.want, stderr)
+			}
+			if got := dirNames(t, dir); len(got) != 0 {
+				t.Errorf("failed save left %v", got)
+			}
+		})
+	}
+}
+
+// stalledSave starts a save through a proxy that stalls the snapshot midway,
+// and returns once it has stalled.
+func stalledSave(t *testing.T) (*master, *stallProxy, string) {
+	m := newMaster(t, testcluster.Options{})
+	if err := m.Fill(t.Context(), 24<<20); err != nil {
+		t.Fatal(err)
+	}
+	p := newStallProxy(t, m.IP, strings.TrimPrefix(m.Endpoint, "https://"), 8<<20)
+	return m, p, t.TempDir()
+}
+
+func TestSaveEtcdStopsMidSnapshot(t *testing.T) {
+	m, p, dir := stalledSave(t)
+	done := make(chan int, 1)
+	var stderr string
+	go func() {
+		var code int
+		code, stderr = m.save(t, dir, "--endpoints", p.endpoint())
+		done <- code
+	}()
+	select {
+	case <-p.stalled:
+	case code := <-done:
+		t.Fatalf("save finished (exit %d) before the snapshot stalled:\n%s", code, stderr)
+	}
+	// The member goes down and its connections with it. Stop waits for its
+	// streams, so the connections are cut while it stops.
+	stopped := make(chan struct{})
+	go func() { m.Stop(); close(stopped) }()
+	p.Close()
+	<-stopped
+	if code := <-done; code != exitcode.Failure {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitcode.Failure, stderr)
+	}
+	if got := dirNames(t, dir); len(got) != 0 {
+		t.Errorf("interrupted save left %v", got)
+	}
+}
+
+func TestSaveSIGTERM(t *testing.T) {
+	m, p, dir := stalledSave(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	cmd := selfCommand(ctx, "save", "--host-root", m.HostRoot, "--endpoints", p.endpoint(), dir)
+	cmd.Env = append(cmd.Env, "NODE_NAME="+m.NodeName)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	<-p.stalled
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != exitcode.Failure {
+		t.Fatalf("after SIGTERM: %v, want exit %d:\n%s", err, exitcode.Failure, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "interrupted by terminated") {
+		t.Errorf("no word of the signal:\n%s", stderr.String())
+	}
+	if got := dirNames(t, dir); len(got) != 0 {
+		t.Errorf("SIGTERM left %v", got)
+	}
+}
+
+// TestSaveUnwritableDir runs as an unprivileged user where the tests run as
+// root, since root writes through permission bits.
+func TestSaveUnwritableDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ro")
+	if err := os.Mkdir(dir, 0o555); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	var cmd *exec.Cmd
+	if os.Geteuid() == 0 {
+		bin := copyExecutable(t)
+		cmd = exec.CommandContext(ctx, bin, "save", dir)
+		cmd.Env = []string{"ETCD_BACKUP_TEST_MAIN=1"}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	} else {
+		cmd = selfCommand(ctx, "save", dir)
+	}
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != exitcode.Usage || !strings.Contains(string(out), "not writable") {
+		t.Fatalf("%v, want exit %d saying the directory is not writable:\n%s", err, exitcode.Usage, out)
+	}
+}
+
+// copyExecutable puts this test binary where an unprivileged user may run it.
+func copyExecutable(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src, err := os.Open(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	bin := filepath.Join(dir, "etcd-backup")
+	dst, err := os.OpenFile(bin, os.O_CREATE|os.O_WRONLY, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}

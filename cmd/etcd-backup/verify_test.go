@@ -1,0 +1,112 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
+	"github.com/etcd-backup/etcd-backup/internal/manifest"
+	"github.com/etcd-backup/etcd-backup/internal/testcluster"
+)
+
+// copyBackup copies the files of a backup directory into a new one.
+func copyBackup(t *testing.T, src string) string {
+	t.Helper()
+	dst := t.TempDir()
+	for _, name := range dirNames(t, src) {
+		data, err := os.ReadFile(filepath.Join(src, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
+}
+
+func flipByte(t *testing.T, path string, at func(size int64) int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, _ := f.Stat()
+	off := at(fi.Size())
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0x01
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestVerifyCatchesDamage(t *testing.T) {
+	m := newMaster(t, testcluster.Options{Keys: 200})
+	good := t.TempDir()
+	if code, stderr := m.save(t, good); code != 0 {
+		t.Fatalf("save: exit %d\n%s", code, stderr)
+	}
+	b := readManifest(t, good)
+	snap := b.File(manifest.KindSnapshot).Name
+	res := b.File(manifest.KindResources).Name
+	tests := []struct {
+		name   string
+		damage func(t *testing.T, dir string)
+		want   string
+	}{
+		{"snapshot byte flipped", func(t *testing.T, dir string) {
+			flipByte(t, filepath.Join(dir, snap), func(n int64) int64 { return n / 2 })
+		}, "trailer"},
+		{"trailer byte flipped", func(t *testing.T, dir string) {
+			flipByte(t, filepath.Join(dir, snap), func(n int64) int64 { return n - 1 })
+		}, "trailer"},
+		{"archive byte flipped", func(t *testing.T, dir string) {
+			flipByte(t, filepath.Join(dir, res), func(n int64) int64 { return n / 2 })
+		}, res},
+		{"snapshot truncated", func(t *testing.T, dir string) {
+			if err := os.Truncate(filepath.Join(dir, snap), 4096); err != nil {
+				t.Fatal(err)
+			}
+		}, "bytes"},
+		{"archive missing", func(t *testing.T, dir string) {
+			os.Remove(filepath.Join(dir, res))
+		}, "missing"},
+		{"second snapshot", func(t *testing.T, dir string) {
+			os.WriteFile(filepath.Join(dir, "snapshot_2020-01-01_000000.db"), []byte("x"), 0o600)
+		}, "does not list"},
+		{"manifest missing", func(t *testing.T, dir string) {
+			os.Remove(filepath.Join(dir, manifest.FileName))
+		}, "not a complete backup"},
+		{"manifest garbage", func(t *testing.T, dir string) {
+			os.WriteFile(filepath.Join(dir, manifest.FileName), []byte("{"), 0o600)
+		}, manifest.FileName},
+		{"mode widened", func(t *testing.T, dir string) {
+			os.Chmod(filepath.Join(dir, snap), 0o644)
+		}, "mode"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := copyBackup(t, good)
+			if code, _, stderr := cli(t, nil, "verify", dir); code != 0 {
+				t.Fatalf("verify of the intact copy: exit %d\n%s", code, stderr)
+			}
+			tt.damage(t, dir)
+			code, _, stderr := cli(t, nil, "verify", dir)
+			if code != exitcode.Verify || !strings.Contains(stderr, tt.want) {
+				t.Fatalf("exit %d, want %d with %q:\n%s", code, exitcode.Verify, tt.want, stderr)
+			}
+		})
+	}
+}
+
+func TestVerifyNotADirectory(t *testing.T) {
+	if code, _, stderr := cli(t, nil, "verify", filepath.Join(t.TempDir(), "none")); code != exitcode.Usage {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitcode.Usage, stderr)
+	}
+}

@@ -1,0 +1,161 @@
+// Package archive writes and checks static_kuberesources_<ts>.tar.gz, the
+// archive of the running static pod revisions that cluster-restore.sh
+// extracts with `tar -C /etc/kubernetes -xzf FILE static-pod-resources`.
+//
+// Members are named static-pod-resources/<component>-pod-<N>/... relative to
+// /etc/kubernetes, with no "./" prefix, and carry directory entries, modes,
+// numeric owners and modification times as on the host. Symbolic links are
+// stored as links with their targets unchanged and are never followed, so
+// nothing outside the revision directories can end up in the archive. The
+// revision directories hold only what the static pod installer writes (files,
+// directories, symlinks); any other file type is an error rather than being
+// silently left out, because a restore from an archive missing a file would
+// differ from the host in a way nobody notices.
+package archive
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"path"
+	"strings"
+
+	"github.com/etcd-backup/etcd-backup/internal/manifest"
+	"github.com/etcd-backup/etcd-backup/internal/staticpod"
+)
+
+// maxCertFileSize bounds the certificate files whose expiry is read: CA
+// bundles are tens of KiB, and larger files are not worth holding in memory.
+const maxCertFileSize = 1 << 20
+
+// encryptionConfig is where the kube-apiserver revision keeps the etcd
+// encryption keys, relative to its revision directory.
+const encryptionConfig = "secrets/encryption-config/encryption-config"
+
+// Summary describes the content of an archive. Write and Check return the
+// same Summary for the same archive, so a verifier can compare them.
+type Summary struct {
+	Files    int
+	Dirs     int
+	Symlinks int
+	// Bytes is the total size of the regular files.
+	Bytes int64
+	// EncryptionConfig is set when the archive holds the kube-apiserver
+	// encryption config, without which encrypted resources in the snapshot
+	// cannot be read after a restore.
+	EncryptionConfig bool
+	// EarliestCert is the certificate in a .crt or .pem member that expires
+	// first, nil if there is none.
+	EarliestCert *manifest.CertExpiry
+}
+
+// addFile counts a regular file member; data is its content if it is a
+// certificate file small enough to inspect, else nil.
+func (s *Summary) addFile(name string, size int64, data []byte) {
+	s.Files++
+	s.Bytes += size
+	if isEncryptionConfig(name) {
+		s.EncryptionConfig = true
+	}
+	for rest := data; len(rest) > 0; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		// An unparsable certificate is not this package's to judge: only
+		// the expiry of the ones that parse is reported.
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			continue
+		}
+		if s.EarliestCert == nil || c.NotAfter.Before(s.EarliestCert.NotAfter) {
+			s.EarliestCert = &manifest.CertExpiry{Path: name, NotAfter: c.NotAfter.UTC()}
+		}
+	}
+}
+
+// wantsCertScan reports whether a regular file member is inspected for
+// certificates.
+func wantsCertScan(name string, size int64) bool {
+	return size <= maxCertFileSize && (strings.HasSuffix(name, ".crt") || strings.HasSuffix(name, ".pem"))
+}
+
+func isEncryptionConfig(name string) bool {
+	top, rest, ok := splitTop(name)
+	if !ok {
+		return false
+	}
+	c, _, _ := staticpod.ParseRevisionDir(top)
+	return c == "kube-apiserver" && rest == encryptionConfig
+}
+
+// checkName validates a member name (directories with or without their
+// trailing slash) and returns the revision directory it belongs to.
+func checkName(name string) (top string, err error) {
+	switch clean := strings.TrimSuffix(name, "/"); {
+	case strings.HasPrefix(name, "/"):
+		return "", fmt.Errorf("member %q has an absolute path", name)
+	case name == "." || strings.HasPrefix(name, "./"):
+		return "", fmt.Errorf("member %q has a \"./\" prefix", name)
+	case clean == ".." || strings.HasPrefix(clean, "../") || strings.HasSuffix(clean, "/..") || strings.Contains(clean, "/../"):
+		return "", fmt.Errorf("member %q has a \"..\" element", name)
+	case !fs.ValidPath(clean):
+		return "", fmt.Errorf("member %q is not a clean relative UTF-8 path", name)
+	}
+	top, _, ok := splitTop(strings.TrimSuffix(name, "/"))
+	if !ok {
+		return "", fmt.Errorf("member %q is not under %s/<component>-pod-<N>/ for one of %s",
+			name, staticpod.ResourcesDir, strings.Join(staticpod.Components, ", "))
+	}
+	return top, nil
+}
+
+// splitTop splits a clean member name into its revision directory and the
+// path below it ("" for the directory itself).
+func splitTop(name string) (top, rest string, ok bool) {
+	parts := strings.SplitN(name, "/", 3)
+	if len(parts) < 2 {
+		return "", "", false
+	}
+	top = parts[0] + "/" + parts[1]
+	if _, _, ok := staticpod.ParseRevisionDir(top); !ok {
+		return "", "", false
+	}
+	if len(parts) == 3 {
+		rest = parts[2]
+	}
+	return top, rest, true
+}
+
+// underSymlink reports whether a parent directory of name is a symlink member.
+func underSymlink(name string, symlinks map[string]bool) bool {
+	for dir := path.Dir(name); dir != "."; dir = path.Dir(dir) {
+		if symlinks[dir] {
+			return true
+		}
+	}
+	return false
+}
+
+// ctxReader stops a copy promptly once ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (r ctxReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return r.r.Read(p)
+}
+
+// errChanged reports a file that changed size while it was archived.
+var errChanged = errors.New("file changed while it was archived")

@@ -1,0 +1,127 @@
+// Package atomicfile writes files that appear under their final name only
+// once complete and durable: data goes to "<name>.part", is fsynced, and is
+// renamed into place, then the directory is fsynced.
+//
+// A crash or error at any point leaves at most a ".part" file, which Abort
+// removes; a reader globbing the final names never sees a partial file.
+package atomicfile
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// PartSuffix marks a file that is still being written.
+const PartSuffix = ".part"
+
+// Mode is the permission of every file this package creates.
+const Mode fs.FileMode = 0o600
+
+// File is a file being written under a temporary name.
+type File struct {
+	*os.File
+	final string
+	done  bool
+}
+
+// Create starts writing dir/name. It fails if either the final name or its
+// ".part" already exists, so nothing existing is ever replaced.
+func Create(dir, name string) (*File, error) {
+	final := filepath.Join(dir, name)
+	if _, err := os.Lstat(final); err == nil {
+		return nil, fmt.Errorf("create %s: %w", final, fs.ErrExist)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("create %s: %w", final, err)
+	}
+	f, err := os.OpenFile(final+PartSuffix, os.O_WRONLY|os.O_CREATE|os.O_EXCL, Mode)
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", final+PartSuffix, err)
+	}
+	return &File{File: f, final: final}, nil
+}
+
+// PartPath is where the data is being written.
+func (f *File) PartPath() string { return f.final + PartSuffix }
+
+// FinalPath is where the file appears after Commit.
+func (f *File) FinalPath() string { return f.final }
+
+// Sync flushes the data to stable storage. Commit syncs too; calling Sync
+// first lets the caller check the file at PartPath before committing it.
+func (f *File) Sync() error {
+	if err := f.File.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", f.PartPath(), err)
+	}
+	return nil
+}
+
+// Commit makes the file durable under its final name. On error the ".part"
+// file is removed.
+func (f *File) Commit() error {
+	if f.done {
+		return fmt.Errorf("commit %s: already closed", f.final)
+	}
+	f.done = true
+	if err := f.commit(); err != nil {
+		os.Remove(f.PartPath())
+		return err
+	}
+	return nil
+}
+
+func (f *File) commit() error {
+	syncErr := f.File.Sync()
+	closeErr := f.File.Close()
+	if err := errors.Join(syncErr, closeErr); err != nil {
+		return fmt.Errorf("write %s: %w", f.PartPath(), err)
+	}
+	// Link, not rename: link fails if the final name appeared meanwhile,
+	// where rename would silently replace it.
+	if err := os.Link(f.PartPath(), f.final); err != nil {
+		return fmt.Errorf("commit %s: %w", f.final, err)
+	}
+	if err := os.Remove(f.PartPath()); err != nil {
+		os.Remove(f.final)
+		return fmt.Errorf("commit %s: %w", f.final, err)
+	}
+	return SyncDir(filepath.Dir(f.final))
+}
+
+// Abort discards the file; after Commit it does nothing. It is safe to defer.
+func (f *File) Abort() {
+	if f.done {
+		return
+	}
+	f.done = true
+	f.File.Close()
+	os.Remove(f.PartPath())
+}
+
+// WriteFile writes data to dir/name through Create and Commit.
+func WriteFile(dir, name string, data []byte) error {
+	f, err := Create(dir, name)
+	if err != nil {
+		return err
+	}
+	defer f.Abort()
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("write %s: %w", f.PartPath(), err)
+	}
+	return f.Commit()
+}
+
+// SyncDir fsyncs a directory so that entries created or renamed in it survive a crash.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open directory %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync directory %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,114 @@
+package atomicfile
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestCommit(t *testing.T) {
+	dir := t.TempDir()
+	f, err := Create(dir, "a.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "a.db")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("final name visible before commit: %v", err)
+	}
+	if err := f.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "a.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != Mode {
+		t.Errorf("mode %v, want %v", fi.Mode().Perm(), Mode)
+	}
+	if _, err := os.Stat(f.PartPath()); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf(".part left behind: %v", err)
+	}
+	f.Abort() // no-op after commit
+	if _, err := os.Stat(filepath.Join(dir, "a.db")); err != nil {
+		t.Errorf("Abort after Commit removed the file: %v", err)
+	}
+}
+
+func TestAbortRemovesPart(t *testing.T) {
+	dir := t.TempDir()
+	f, err := Create(dir, "a.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte("partial"))
+	f.Abort()
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 0 {
+		t.Errorf("directory not empty after Abort: %v", entries)
+	}
+}
+
+func TestNeverReplaces(t *testing.T) {
+	tests := []struct {
+		name     string
+		existing string
+	}{
+		{"final exists", "a.db"},
+		{"part exists", "a.db.part"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, tt.existing)
+			if err := os.WriteFile(path, []byte("old"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Create(dir, "a.db"); err == nil {
+				t.Fatal("Create succeeded over an existing file")
+			}
+			if got, _ := os.ReadFile(path); string(got) != "old" {
+				t.Errorf("existing file changed: %q", got)
+			}
+		})
+	}
+}
+
+func TestCommitRefusesRacingFinal(t *testing.T) {
+	dir := t.TempDir()
+	f, err := Create(dir, "a.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte("new"))
+	final := filepath.Join(dir, "a.db")
+	if err := os.WriteFile(final, []byte("other"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Commit(); err == nil {
+		t.Fatal("Commit replaced a file that appeared meanwhile")
+	}
+	if got, _ := os.ReadFile(final); string(got) != "other" {
+		t.Errorf("racing file changed: %q", got)
+	}
+	if _, err := os.Stat(f.PartPath()); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf(".part left behind after failed commit: %v", err)
+	}
+}
+
+func TestWriteFile(t *testing.T) {
+	dir := t.TempDir()
+	if err := WriteFile(dir, "x.json", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "x.json")); string(got) != "{}" {
+		t.Errorf("content %q", got)
+	}
+	if err := WriteFile(filepath.Join(dir, "missing"), "x.json", nil); err == nil {
+		t.Error("WriteFile into a missing directory succeeded")
+	}
+}

@@ -1,0 +1,194 @@
+// Package remote keeps backups in an object store, laid out as
+//
+//	<prefix>/<cluster-id>/<ts>/snapshot_<ts>.db
+//	<prefix>/<cluster-id>/<ts>/static_kuberesources_<ts>.tar.gz
+//	<prefix>/<cluster-id>/<ts>/backup.json
+//
+// with the same file names as the local backup, so that a download is a
+// directory cluster-restore.sh accepts. backup.json is written last and
+// removed first: it is the commit marker, and a backup without it is never
+// complete. It trusts nothing but backup.json, and touches no object it did
+// not write.
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"log/slog"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
+	"github.com/etcd-backup/etcd-backup/internal/manifest"
+	"github.com/etcd-backup/etcd-backup/internal/store"
+)
+
+// Store is what this package needs of a bucket.
+type Store interface {
+	// Put creates name from r, failing with store.ErrExist if it exists.
+	Put(ctx context.Context, name string, r io.Reader, o store.PutOptions) (*store.Object, error)
+	Open(ctx context.Context, name string) (io.ReadCloser, error)
+	Attrs(ctx context.Context, name string) (*store.Object, error)
+	List(ctx context.Context, prefix string) iter.Seq2[*store.Object, error]
+	// Delete removes the given generation of name only.
+	Delete(ctx context.Context, name string, generation int64) error
+}
+
+// Client works on backups below gs:// URLs.
+type Client struct {
+	// Bucket returns the named bucket.
+	Bucket func(name string) Store
+	Log    *slog.Logger
+	// ProgressInterval is how often transfers log progress.
+	ProgressInterval time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+func (c *Client) now() time.Time {
+	if c.Now == nil {
+		return time.Now()
+	}
+	return c.Now()
+}
+
+// toolName is manifest.Tool.Name in the backups this program writes.
+const toolName = "etcd-backup"
+
+// Object metadata set on every uploaded object.
+const (
+	MetaSHA256         = "sha256"
+	MetaRevision       = "etcd-revision"
+	MetaClusterVersion = "cluster-version"
+	MetaClusterID      = "cluster-id"
+	// MetaWrittenBy is "etcd-backup <version>": what prune relies on to
+	// recognise a leftover of an interrupted upload as its own.
+	MetaWrittenBy = "written-by"
+)
+
+// Ref names one backup: <prefix>/<cluster-id>/<ts>.
+type Ref struct {
+	// Dest is the prefix the backup was uploaded to.
+	Dest      store.URL
+	ClusterID string
+	Timestamp string
+}
+
+// URL is where the backup's objects are.
+func (r Ref) URL() store.URL { return r.Dest.Join(r.ClusterID, r.Timestamp) }
+
+func (r Ref) String() string { return r.URL().String() }
+
+// object is the name of one of the backup's files in the bucket.
+func (r Ref) object(file string) string { return r.URL().Join(file).Path }
+
+// clusterIDs are OpenShift cluster UUIDs or etcd cluster IDs in hex: one
+// path segment that is neither "." nor "..".
+var clusterID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+func checkClusterID(id string) error {
+	if !clusterID.MatchString(id) {
+		return fmt.Errorf("cluster ID %q cannot be a path segment", id)
+	}
+	return nil
+}
+
+func parseTimestamp(ts string) (time.Time, error) {
+	t, err := time.Parse(manifest.TimestampLayout, ts)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is not a backup timestamp (%s)", ts, manifest.TimestampLayout)
+	}
+	return t, nil
+}
+
+// ParseRef parses gs://bucket/prefix/<cluster-id>/<ts>, as list prints it.
+func ParseRef(s string) (Ref, error) {
+	u, err := store.ParseURL(s)
+	if err != nil {
+		return Ref{}, usage(err)
+	}
+	segs := strings.Split(u.Path, "/")
+	bad := func(why error) error {
+		return usage(fmt.Errorf("%s does not name one backup (%v): want gs://bucket/prefix/<cluster-id>/<%s> as 'etcd-backup list' prints, or --latest with the prefix", s, why, manifest.TimestampLayout))
+	}
+	if len(segs) < 2 {
+		return Ref{}, bad(errors.New("too few path segments"))
+	}
+	ts, id := segs[len(segs)-1], segs[len(segs)-2]
+	if _, err := parseTimestamp(ts); err != nil {
+		return Ref{}, bad(err)
+	}
+	if err := checkClusterID(id); err != nil {
+		return Ref{}, bad(err)
+	}
+	u.Path = strings.Join(segs[:len(segs)-2], "/")
+	return Ref{Dest: u, ClusterID: id, Timestamp: ts}, nil
+}
+
+func usage(err error) error { return exitcode.With(exitcode.Usage, err) }
+
+// failed marks a backup that is not what it claims to be (exit 4).
+func failed(format string, a ...any) error {
+	return exitcode.With(exitcode.Verify, fmt.Errorf(format, a...))
+}
+
+// location is where one file of a backup is stored.
+type location struct {
+	store Store
+	url   store.URL
+}
+
+// locate finds file f of the backup at ref: next to backup.json, or where
+// backup.json's Locations says (upload --resources-to).
+func (c *Client) locate(ref Ref, b *manifest.Backup, f manifest.File) (location, error) {
+	s, ok := b.Locations[f.Name]
+	if !ok {
+		u := ref.URL().Join(f.Name)
+		return location{store: c.Bucket(u.Bucket), url: u}, nil
+	}
+	u, err := store.ParseURL(s)
+	if err != nil || !strings.HasSuffix("/"+u.Path, "/"+f.Name) {
+		return location{}, failed("%s: %s records location %q for %s, which is not a gs:// URL of that file", ref, manifest.FileName, s, f.Name)
+	}
+	return location{store: c.Bucket(u.Bucket), url: u}, nil
+}
+
+// readManifest reads and checks the backup.json of ref.
+func (c *Client) readManifest(ctx context.Context, ref Ref) (*manifest.Backup, *store.Object, error) {
+	st := c.Bucket(ref.Dest.Bucket)
+	name := ref.object(manifest.FileName)
+	obj, err := st.Attrs(ctx, name)
+	if errors.Is(err, store.ErrNotExist) {
+		return nil, nil, failed("%s has no %s: not a complete backup (see 'etcd-backup list %s')", ref, manifest.FileName, ref.Dest)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	b, err := c.parseManifest(ctx, st, ref, obj)
+	if err != nil {
+		return nil, nil, err
+	}
+	return b, obj, nil
+}
+
+// parseManifest reads the given generation of backup.json and checks that
+// it describes the backup it sits in.
+func (c *Client) parseManifest(ctx context.Context, st Store, ref Ref, obj *store.Object) (*manifest.Backup, error) {
+	r, err := st.Open(ctx, obj.Name)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	b, err := manifest.Parse(r)
+	if err != nil {
+		return nil, failed("%s: %v", ref, err)
+	}
+	if b.ClusterKey() != ref.ClusterID || b.Timestamp != ref.Timestamp {
+		return nil, failed("%s: %s describes backup %s of cluster %s, not this one", ref, manifest.FileName, b.Timestamp, b.ClusterKey())
+	}
+	return b, nil
+}

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package snapshot
+
+const mmapFlags = 0

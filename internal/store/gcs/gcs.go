@@ -1,0 +1,329 @@
+// Package gcs stores backups in Google Cloud Storage through
+// cloud.google.com/go/storage: create-only writes that send a CRC32C and
+// check what was stored, reads, listings, and generation-matched deletes.
+//
+// Every mutation carries a precondition (DoesNotExist on create, the read
+// generation on delete), so the library's default policy, which retries only
+// idempotent calls, retries all of them: a retried create whose first attempt
+// did land fails its precondition instead of overwriting, and the caller
+// recognises its own object by checksum. RetryAlways would add nothing here
+// but the risk of retrying a call that lost its precondition.
+package gcs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"cloud.google.com/go/auth/credentials"
+	"cloud.google.com/go/storage"
+	"github.com/googleapis/gax-go/v2"
+	"google.golang.org/api/googleapi"
+	"google.golang.org/api/iterator"
+	"google.golang.org/api/option"
+
+	"github.com/etcd-backup/etcd-backup/internal/store"
+)
+
+// Defaults applied to zero Options fields.
+const (
+	DefaultRetryDeadline = time.Minute
+	DefaultRetryInitial  = time.Second
+	DefaultRetryMax      = 16 * time.Second
+)
+
+// minChunk is the granularity of resumable upload chunks.
+const minChunk = 256 << 10
+
+// Options configure New.
+type Options struct {
+	// EmulatorHost is $STORAGE_EMULATOR_HOST: host:port or URL of an
+	// emulator, reached without credentials. Empty means Google Cloud
+	// Storage with Application Default Credentials.
+	EmulatorHost string
+	// ChunkSize is the largest request of a resumable upload, and the buffer
+	// each upload holds so that a failed chunk can be re-sent; 0 means the
+	// library default (16 MiB). Smaller objects are sent in one request with
+	// a buffer just large enough.
+	ChunkSize int
+	// RetryDeadline bounds how long one request, or one upload chunk, is
+	// retried after transient errors.
+	RetryDeadline time.Duration
+	// RetryInitial and RetryMax bound the exponential backoff between retries.
+	RetryInitial, RetryMax time.Duration
+}
+
+func (o Options) withDefaults() Options {
+	if o.ChunkSize == 0 {
+		o.ChunkSize = googleapi.DefaultUploadChunkSize
+	}
+	if o.RetryDeadline == 0 {
+		o.RetryDeadline = DefaultRetryDeadline
+	}
+	if o.RetryInitial == 0 {
+		o.RetryInitial = DefaultRetryInitial
+	}
+	if o.RetryMax == 0 {
+		o.RetryMax = DefaultRetryMax
+	}
+	return o
+}
+
+// Client is a connection to Cloud Storage (or an emulator).
+type Client struct {
+	c    *storage.Client
+	opts Options
+}
+
+// ErrNoCredentials is returned by New when no credentials can be found.
+var ErrNoCredentials = errors.New("no Google Cloud credentials found: run the pod with Workload Identity (a Kubernetes service account bound to a Google service account), or set GOOGLE_APPLICATION_CREDENTIALS to a service account key file")
+
+// New connects to Cloud Storage. Without an emulator it finds Application
+// Default Credentials first, so that their absence is one clear error rather
+// than a 401 on the first request.
+func New(ctx context.Context, opts Options) (*Client, error) {
+	opts = opts.withDefaults()
+	var copts []option.ClientOption
+	if opts.EmulatorHost != "" {
+		endpoint, err := emulatorEndpoint(opts.EmulatorHost)
+		if err != nil {
+			return nil, err
+		}
+		// JSON reads: the emulator's XML read path only answers on its
+		// public host name.
+		copts = []option.ClientOption{option.WithEndpoint(endpoint), option.WithoutAuthentication(), storage.WithJSONReads()}
+	} else {
+		creds, err := credentials.DetectDefault(&credentials.DetectOptions{Scopes: []string{storage.ScopeReadWrite}})
+		if err != nil {
+			return nil, fmt.Errorf("%w (%v)", ErrNoCredentials, err)
+		}
+		copts = []option.ClientOption{option.WithAuthCredentials(creds)}
+	}
+	c, err := storage.NewClient(ctx, append(copts, storage.WithDisabledClientMetrics())...)
+	if err != nil {
+		return nil, fmt.Errorf("create Cloud Storage client: %w", err)
+	}
+	return &Client{c: c, opts: opts}, nil
+}
+
+// emulatorEndpoint turns $STORAGE_EMULATOR_HOST into the JSON API endpoint,
+// as the storage library does when it reads the variable itself.
+func emulatorEndpoint(host string) (string, error) {
+	if !strings.Contains(host, "://") {
+		host = "http://" + host
+	}
+	u, err := url.Parse(host)
+	if err != nil || u.Host == "" {
+		return "", fmt.Errorf("STORAGE_EMULATOR_HOST %q is not host:port or a URL", host)
+	}
+	u.Path = "/storage/v1/"
+	return u.String(), nil
+}
+
+// Close releases the client's connections.
+func (c *Client) Close() error { return c.c.Close() }
+
+// Bucket returns a handle on a bucket; nothing is checked until it is used.
+func (c *Client) Bucket(name string) *Bucket {
+	return &Bucket{name: name, h: c.c.Bucket(name), opts: c.opts}
+}
+
+// Bucket is one bucket of a Client.
+type Bucket struct {
+	name string
+	// h has no retry settings of its own: Retryer on a handle that has
+	// some edits them in place, shared with every handle derived from it.
+	h    *storage.BucketHandle
+	opts Options
+}
+
+// retry returns the retry settings of one call; shouldRetry, if not nil,
+// replaces the library's choice of retryable errors.
+func (b *Bucket) retry(shouldRetry func(error) bool) []storage.RetryOption {
+	opts := []storage.RetryOption{
+		storage.WithBackoff(gax.Backoff{Initial: b.opts.RetryInitial, Max: b.opts.RetryMax, Multiplier: 2}),
+		storage.WithMaxRetryDuration(b.opts.RetryDeadline),
+	}
+	if shouldRetry != nil {
+		opts = append(opts, storage.WithErrorFunc(shouldRetry))
+	}
+	return opts
+}
+
+func (b *Bucket) object(name string) *storage.ObjectHandle {
+	return b.h.Object(name).Retryer(b.retry(nil)...)
+}
+
+// budget bounds the retries of an upload. The library retries a chunk for
+// at most ChunkRetryDeadline, but the request that starts an upload, and the
+// single request of a small one, until the context ends; budget allows
+// RetryDeadline from the first failure since the upload last made progress.
+type budget struct {
+	deadline time.Duration
+	mu       sync.Mutex
+	failing  time.Time
+}
+
+func (bu *budget) shouldRetry(err error) bool {
+	bu.mu.Lock()
+	defer bu.mu.Unlock()
+	if bu.failing.IsZero() {
+		bu.failing = time.Now()
+	}
+	return time.Since(bu.failing) < bu.deadline && storage.ShouldRetry(err)
+}
+
+func (bu *budget) progress(int64) {
+	bu.mu.Lock()
+	defer bu.mu.Unlock()
+	bu.failing = time.Time{}
+}
+
+// URL returns the gs:// URL of the named object.
+func (b *Bucket) URL(name string) string {
+	return store.URL{Bucket: b.name, Path: name}.String()
+}
+
+// Put creates name from r, unless it exists (store.ErrExist). The CRC32C in
+// o is sent so that the service rejects corrupted data, and compared with
+// what it stored: an object that does not match is deleted again. If r
+// fails, or ctx ends, the upload is abandoned and no object is created.
+func (b *Bucket) Put(ctx context.Context, name string, r io.Reader, o store.PutOptions) (*store.Object, error) {
+	// Cancelling the writer's context is the only way to abandon an upload:
+	// Close would finalise whatever was sent so far.
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	bu := &budget{deadline: b.opts.RetryDeadline}
+	obj := b.h.Object(name).Retryer(b.retry(bu.shouldRetry)...).If(storage.Conditions{DoesNotExist: true})
+	w := obj.NewWriter(wctx)
+	w.ChunkSize = chunkSize(o.Size, b.opts.ChunkSize)
+	w.ChunkRetryDeadline = b.opts.RetryDeadline
+	w.ProgressFunc = bu.progress
+	w.CRC32C, w.SendCRC32C = o.CRC32C, true
+	w.ContentType = o.ContentType
+	w.Metadata = o.Metadata
+	w.KMSKeyName = o.KMSKey
+	if _, err := io.Copy(w, r); err != nil {
+		cancel()
+		w.Close()
+		return nil, fmt.Errorf("upload %s: %w", b.URL(name), b.mapErr(err, store.ErrExist))
+	}
+	if err := w.Close(); err != nil {
+		return nil, fmt.Errorf("upload %s: %w", b.URL(name), b.mapErr(err, store.ErrExist))
+	}
+	got := objectOf(w.Attrs())
+	if got.CRC32C != o.CRC32C || got.Size != o.Size {
+		err := fmt.Errorf("upload %s: stored %d bytes with CRC32C %08x, sent %d bytes with CRC32C %08x", b.URL(name), got.Size, got.CRC32C, o.Size, o.CRC32C)
+		if derr := b.Delete(ctx, name, got.Generation); derr != nil {
+			return nil, fmt.Errorf("%w; removing it failed: %v", err, derr)
+		}
+		return nil, err
+	}
+	return got, nil
+}
+
+// chunkSize picks the upload buffer: the configured chunk, or for a smaller
+// object just enough to hold it, so that retries stay possible without
+// holding 16 MiB for a few KiB.
+func chunkSize(size int64, max int) int {
+	if size >= int64(max) {
+		return max
+	}
+	return int((size/minChunk + 1) * minChunk)
+}
+
+// Open reads the named object from its start.
+func (b *Bucket) Open(ctx context.Context, name string) (io.ReadCloser, error) {
+	r, err := b.object(name).NewReader(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", b.URL(name), b.mapErr(err, store.ErrChanged))
+	}
+	return r, nil
+}
+
+// Attrs returns the named object's attributes.
+func (b *Bucket) Attrs(ctx context.Context, name string) (*store.Object, error) {
+	a, err := b.object(name).Attrs(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("stat %s: %w", b.URL(name), b.mapErr(err, store.ErrChanged))
+	}
+	return objectOf(a), nil
+}
+
+// List yields the objects whose names start with prefix, in name order.
+func (b *Bucket) List(ctx context.Context, prefix string) iter.Seq2[*store.Object, error] {
+	return func(yield func(*store.Object, error) bool) {
+		it := b.h.Retryer(b.retry(nil)...).Objects(ctx, &storage.Query{Prefix: prefix})
+		for {
+			a, err := it.Next()
+			if errors.Is(err, iterator.Done) {
+				return
+			}
+			if err != nil {
+				yield(nil, fmt.Errorf("list %s: %w", b.URL(prefix), b.mapErr(err, store.ErrChanged)))
+				return
+			}
+			if !yield(objectOf(a), nil) {
+				return
+			}
+		}
+	}
+}
+
+// Delete removes the given generation of the named object, so that an
+// object replaced since it was read is never removed (store.ErrChanged).
+func (b *Bucket) Delete(ctx context.Context, name string, generation int64) error {
+	err := b.object(name).If(storage.Conditions{GenerationMatch: generation}).Delete(ctx)
+	if err != nil {
+		return fmt.Errorf("delete %s: %w", b.URL(name), b.mapErr(err, store.ErrChanged))
+	}
+	return nil
+}
+
+func objectOf(a *storage.ObjectAttrs) *store.Object {
+	o := &store.Object{
+		Name:        a.Name,
+		Size:        a.Size,
+		CRC32C:      a.CRC32C,
+		Generation:  a.Generation,
+		Created:     a.Created,
+		Metadata:    a.Metadata,
+		Hold:        a.EventBasedHold || a.TemporaryHold,
+		RetainUntil: a.RetentionExpirationTime,
+	}
+	if a.Retention != nil && a.Retention.RetainUntil.After(o.RetainUntil) {
+		o.RetainUntil = a.Retention.RetainUntil
+	}
+	return o
+}
+
+// mapErr wraps the store error callers branch on, keeping the original text;
+// a failed precondition means failed.
+func (b *Bucket) mapErr(err, failed error) error {
+	switch {
+	case errors.Is(err, storage.ErrObjectNotExist):
+		return fmt.Errorf("%w: %w", store.ErrNotExist, err)
+	case errors.Is(err, storage.ErrBucketNotExist):
+		return fmt.Errorf("bucket %s %w: %w", b.name, store.ErrNotExist, err)
+	}
+	var gerr *googleapi.Error
+	if !errors.As(err, &gerr) {
+		return err
+	}
+	switch gerr.Code {
+	case http.StatusNotFound:
+		return fmt.Errorf("%w: %w", store.ErrNotExist, err)
+	case http.StatusPreconditionFailed:
+		return fmt.Errorf("%w: %w", failed, err)
+	case http.StatusForbidden, http.StatusUnauthorized:
+		return fmt.Errorf("%w (check the IAM roles of the credentials in use): %w", store.ErrPermission, err)
+	}
+	return err
+}

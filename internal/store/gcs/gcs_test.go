@@ -1,0 +1,346 @@
+package gcs_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/storage"
+	"github.com/fsouza/fake-gcs-server/fakestorage"
+
+	"github.com/etcd-backup/etcd-backup/internal/store"
+	"github.com/etcd-backup/etcd-backup/internal/store/gcs"
+	"github.com/etcd-backup/etcd-backup/internal/store/gcs/gcstest"
+)
+
+const bucket = "backups"
+
+// fast keeps retries short: the faults below are deterministic, so only the
+// number of attempts matters, not how long they wait.
+func fast(host string) gcs.Options {
+	return gcs.Options{
+		EmulatorHost:  host,
+		ChunkSize:     256 << 10,
+		RetryDeadline: 2 * time.Second,
+		RetryInitial:  time.Millisecond,
+		RetryMax:      10 * time.Millisecond,
+	}
+}
+
+func open(t *testing.T, o gcs.Options) *gcs.Bucket {
+	t.Helper()
+	c, err := gcs.New(t.Context(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.Bucket(bucket)
+}
+
+func payload(n int) ([]byte, store.PutOptions) {
+	data := make([]byte, n)
+	rand.NewChaCha8([32]byte{byte(n)}).Read(data)
+	return data, store.PutOptions{
+		Size:     int64(n),
+		CRC32C:   crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli)),
+		Metadata: map[string]string{"sha256": "x"},
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	for _, size := range []int{0, 1000, 700 << 10} { // empty, one request, several chunks
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			srv := gcstest.New(t, bucket)
+			b := open(t, fast(srv.Host()))
+			ctx := t.Context()
+			data, o := payload(size)
+			got, err := b.Put(ctx, "p/obj", bytes.NewReader(data), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Size != int64(size) || got.CRC32C != o.CRC32C || got.Metadata["sha256"] != "x" || got.Generation == 0 {
+				t.Errorf("Put = %+v", got)
+			}
+			r, err := b.Open(ctx, "p/obj")
+			if err != nil {
+				t.Fatal(err)
+			}
+			back, err := io.ReadAll(r)
+			r.Close()
+			if err != nil || !bytes.Equal(back, data) {
+				t.Fatalf("read back %d bytes, err %v; want %d bytes", len(back), err, size)
+			}
+			attrs, err := b.Attrs(ctx, "p/obj")
+			if err != nil || attrs.Generation != got.Generation {
+				t.Fatalf("Attrs = %+v, %v", attrs, err)
+			}
+			if _, err := b.Put(ctx, "p/obj", bytes.NewReader(data), o); !errors.Is(err, store.ErrExist) {
+				t.Errorf("second Put: %v, want ErrExist", err)
+			}
+			if err := b.Delete(ctx, "p/obj", got.Generation); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.Attrs(ctx, "p/obj"); !errors.Is(err, store.ErrNotExist) {
+				t.Errorf("Attrs after Delete: %v, want ErrNotExist", err)
+			}
+		})
+	}
+}
+
+func TestList(t *testing.T) {
+	srv := gcstest.New(t, bucket)
+	for _, name := range []string{"a/1", "a/2/x", "b/1", "ab"} {
+		srv.CreateObject(fakestorage.Object{ObjectAttrs: fakestorage.ObjectAttrs{BucketName: bucket, Name: name}, Content: []byte(name)})
+	}
+	b := open(t, fast(srv.Host()))
+	var names []string
+	for o, err := range b.List(t.Context(), "a/") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, o.Name)
+	}
+	if want := []string{"a/1", "a/2/x"}; !slices.Equal(names, want) {
+		t.Errorf("List(a/) = %q, want %q", names, want)
+	}
+}
+
+func TestMissing(t *testing.T) {
+	srv := gcstest.New(t, bucket)
+	b := open(t, fast(srv.Host()))
+	if _, err := b.Open(t.Context(), "nope"); !errors.Is(err, store.ErrNotExist) {
+		t.Errorf("Open: %v, want ErrNotExist", err)
+	}
+	c, err := gcs.New(t.Context(), fast(srv.Host()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, err := range c.Bucket("no-such-bucket").List(t.Context(), "") {
+		if !errors.Is(err, store.ErrNotExist) || !strings.Contains(err.Error(), "no-such-bucket") {
+			t.Errorf("List of a missing bucket: %v", err)
+		}
+	}
+}
+
+func TestPutWrongCRCLeavesNothing(t *testing.T) {
+	srv := gcstest.New(t, bucket)
+	b := open(t, fast(srv.Host()))
+	data, o := payload(600 << 10)
+	o.CRC32C++
+	if _, err := b.Put(t.Context(), "obj", bytes.NewReader(data), o); err == nil {
+		t.Fatal("Put with a wrong CRC32C succeeded")
+	}
+	assertNoObject(t, srv, "obj")
+}
+
+type failingReader struct {
+	r   io.Reader
+	err error
+}
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if err == io.EOF {
+		return n, f.err
+	}
+	return n, err
+}
+
+func TestPutReadErrorLeavesNothing(t *testing.T) {
+	for _, size := range []int{100, 700 << 10} {
+		srv := gcstest.New(t, bucket)
+		b := open(t, fast(srv.Host()))
+		data, o := payload(size)
+		bad := errors.New("disk read failed")
+		// The reader stops early: Close must not finalise a truncated object.
+		r := &failingReader{r: bytes.NewReader(data[:size/2]), err: bad}
+		if _, err := b.Put(t.Context(), "obj", r, o); !errors.Is(err, bad) {
+			t.Fatalf("Put: %v, want %v", err, bad)
+		}
+		assertNoObject(t, srv, "obj")
+	}
+}
+
+func TestFaults(t *testing.T) {
+	const size = 700 << 10 // three chunks of 256 KiB
+	tests := []struct {
+		name    string
+		fault   gcstest.Fault
+		wantErr bool
+	}{
+		{"503 twice then success", gcstest.Fault{Match: gcstest.IsUpload, Times: 2, Do: gcstest.Status(http.StatusServiceUnavailable)}, false},
+		{"429 on a chunk", gcstest.Fault{Match: gcstest.IsUploadData, Times: 1, Do: gcstest.Status(http.StatusTooManyRequests)}, false},
+		{"reset mid-chunk once", gcstest.Fault{Match: gcstest.IsUploadData, Times: 1, Do: gcstest.Reset(100 << 10)}, false},
+		{"reset mid-chunk always", gcstest.Fault{Match: gcstest.IsUploadData, Do: gcstest.Reset(100 << 10)}, true},
+		{"503 always", gcstest.Fault{Match: gcstest.IsUpload, Do: gcstest.Status(http.StatusServiceUnavailable)}, true},
+		{"403", gcstest.Fault{Match: gcstest.IsUpload, Do: gcstest.Status(http.StatusForbidden)}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := gcstest.New(t, bucket)
+			proxy := gcstest.NewProxy(t, srv)
+			proxy.Add(tt.fault)
+			b := open(t, fast(proxy.Host()))
+			data, o := payload(size)
+			_, err := b.Put(t.Context(), "obj", bytes.NewReader(data), o)
+			if tt.wantErr {
+				if err == nil {
+					t.Fatal("Put succeeded")
+				}
+				assertNoObject(t, srv, "obj")
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := srv.GetObject(bucket, "obj")
+			if err != nil || !bytes.Equal(got.Content, data) {
+				t.Fatalf("stored object differs (err %v)", err)
+			}
+		})
+	}
+}
+
+func TestPermissionError(t *testing.T) {
+	srv := gcstest.New(t, bucket)
+	proxy := gcstest.NewProxy(t, srv)
+	proxy.Add(gcstest.Fault{Match: gcstest.IsUpload, Do: gcstest.Status(http.StatusForbidden)})
+	b := open(t, fast(proxy.Host()))
+	data, o := payload(10)
+	if _, err := b.Put(t.Context(), "obj", bytes.NewReader(data), o); !errors.Is(err, store.ErrPermission) {
+		t.Errorf("Put: %v, want ErrPermission", err)
+	}
+}
+
+func TestCancelMidUploadLeavesNothing(t *testing.T) {
+	srv := gcstest.New(t, bucket)
+	proxy := gcstest.NewProxy(t, srv)
+	ctx, cancel := context.WithCancelCause(t.Context())
+	signal := errors.New("interrupted by terminated")
+	// The second data chunk hangs; the "signal" arrives while it does.
+	proxy.Add(gcstest.Fault{
+		Match: func(r *http.Request) bool {
+			return gcstest.IsUploadData(r) && strings.HasPrefix(r.Header.Get("Content-Range"), "bytes 262144-")
+		},
+		Do: gcstest.Stall(func() { cancel(signal) }),
+	})
+	b := open(t, fast(proxy.Host()))
+	data, o := payload(700 << 10)
+	if _, err := b.Put(ctx, "obj", bytes.NewReader(data), o); err == nil {
+		t.Fatal("Put succeeded after cancellation")
+	}
+	assertNoObject(t, srv, "obj")
+}
+
+func TestEmulatorDown(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := l.Addr().String()
+	l.Close()
+	o := fast(host)
+	o.RetryDeadline = 200 * time.Millisecond
+	b := open(t, o)
+	data, po := payload(10)
+	if _, err := b.Put(t.Context(), "obj", bytes.NewReader(data), po); err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("Put: %v, want connection refused", err)
+	}
+	if _, err := b.Attrs(t.Context(), "obj"); err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("Attrs: %v, want connection refused", err)
+	}
+}
+
+func TestDeletePermission(t *testing.T) {
+	srv := gcstest.New(t, bucket)
+	srv.CreateObject(fakestorage.Object{ObjectAttrs: fakestorage.ObjectAttrs{BucketName: bucket, Name: "locked"}, Content: []byte("x")})
+	proxy := gcstest.NewProxy(t, srv)
+	proxy.Add(gcstest.Fault{Match: gcstest.IsDelete("locked"), Do: gcstest.Status(http.StatusForbidden)})
+	b := open(t, fast(proxy.Host()))
+	a, err := b.Attrs(t.Context(), "locked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Delete(t.Context(), "locked", a.Generation); !errors.Is(err, store.ErrPermission) {
+		t.Errorf("Delete: %v, want ErrPermission", err)
+	}
+}
+
+func TestProtection(t *testing.T) {
+	srv := gcstest.New(t, bucket)
+	until := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	for _, name := range []string{"free", "held", "retained"} {
+		obj := fakestorage.Object{ObjectAttrs: fakestorage.ObjectAttrs{BucketName: bucket, Name: name}, Content: []byte(name)}
+		if name == "retained" {
+			obj.Retention = &storage.ObjectRetention{Mode: "Locked", RetainUntil: until}
+		}
+		srv.CreateObject(obj)
+	}
+	proxy := gcstest.NewProxy(t, srv)
+	// The emulator keeps no holds; GCS reports them as object fields.
+	proxy.RewriteObjects(func(obj map[string]any) {
+		if obj["name"] == "held" {
+			obj["temporaryHold"] = true
+		}
+	})
+	b := open(t, fast(proxy.Host()))
+	now := time.Now()
+	want := map[string]string{"free": "", "held": "under a hold", "retained": "retained until " + until.Format(time.RFC3339)}
+	for o, err := range b.List(t.Context(), "") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := o.Protected(now); got != want[o.Name] {
+			t.Errorf("%s (listed): Protected = %q, want %q", o.Name, got, want[o.Name])
+		}
+		a, err := b.Attrs(t.Context(), o.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := a.Protected(now); got != want[o.Name] {
+			t.Errorf("%s (attrs): Protected = %q, want %q", o.Name, got, want[o.Name])
+		}
+	}
+}
+
+func TestNoCredentials(t *testing.T) {
+	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", t.TempDir()+"/missing.json")
+	_, err := gcs.New(t.Context(), gcs.Options{})
+	if !errors.Is(err, gcs.ErrNoCredentials) {
+		t.Fatalf("New: %v, want ErrNoCredentials", err)
+	}
+	if strings.Contains(err.Error(), "\n") {
+		t.Errorf("error spans lines: %q", err)
+	}
+}
+
+func TestEmulatorHost(t *testing.T) {
+	srv := gcstest.New(t, bucket)
+	for _, host := range []string{srv.Host(), srv.URL()} {
+		b := open(t, fast(host))
+		if _, err := b.Attrs(t.Context(), "x"); !errors.Is(err, store.ErrNotExist) {
+			t.Errorf("emulator at %q: %v, want ErrNotExist", host, err)
+		}
+	}
+	if _, err := gcs.New(t.Context(), gcs.Options{EmulatorHost: "http://"}); err == nil {
+		t.Error("empty emulator host accepted")
+	}
+}
+
+func assertNoObject(t *testing.T, srv *gcstest.Server, name string) {
+	t.Helper()
+	if _, err := srv.GetObject(bucket, name); err == nil {
+		t.Errorf("object %s exists after a failed upload", name)
+	}
+}
