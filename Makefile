@@ -26,8 +26,8 @@ lint:
 
 # A local etcd on a generated OpenShift-like host tree, a local GCS
 # emulator, then the real save, verify and upload.
-demo:
-	$(GO) run -tags '$(TAGS)' ./cmd/demo
+demo: build
+	$(GO) run -tags '$(TAGS)' ./cmd/demo -bin $(BIN)/etcd-backup
 
 bench: build
 	$(GO) run -tags '$(TAGS)' ./cmd/bench -bin $(BIN)/etcd-backup $(BENCH_FLAGS)

@@ -105,6 +105,14 @@ func run(ctx context.Context, cfg config) error {
 		return err
 	}
 	defer r.close()
+	if hasUpload(ctx, bin) {
+		if r.emu, err = startEmulator(ctx, filepath.Join(work, "gcs")); err != nil {
+			return err
+		}
+		defer r.emu.stop()
+	} else {
+		logf("%s has no upload command: no upload rows", bin)
+	}
 
 	var v verdicts
 	var all []sizeResult
@@ -112,6 +120,11 @@ func run(ctx context.Context, cfg config) error {
 		res, err := r.benchSize(ctx, size, cfg.runs)
 		if err != nil {
 			return err
+		}
+		if r.emu != nil {
+			if res.upload, err = r.benchUpload(ctx, size, cfg.runs); err != nil {
+				return err
+			}
 		}
 		printSize(res, &v)
 		all = append(all, res)

@@ -19,6 +19,9 @@ const (
 	maxSaveVsPipeline = 0.90
 	maxSaveVsEtcdctl  = 1.10
 	maxAnon           = 64 << 20
+	// maxEndToEnd reads "save plus upload end to end well under the sum of
+	// the two".
+	maxEndToEnd = 0.90
 	// flatSlack is how much peak anonymous memory may grow from the smallest
 	// to the largest database and still count as flat: sampling and the
 	// garbage collector's pacing move it by a few MiB from run to run.
@@ -141,6 +144,55 @@ func printSize(res sizeResult, v *verdicts) {
 		maxSaveVsEtcdctl, vsEtcdctl, median(walls[ourSave]), median(walls[bareEtcdctl]))
 	v.check(anon[ourSave] <= maxAnon, "save peak anonymous memory ≤ %s: %s (sampled)", mib(maxAnon), mib(anon[ourSave]))
 	fmt.Println()
+	if res.upload != nil {
+		printUpload(res, median(walls[ourSave]), v)
+	}
+}
+
+// printUpload prints the upload table and verdicts of one database size.
+func printUpload(res sizeResult, saveWall float64, v *verdicts) {
+	u := res.upload
+	fmt.Printf("### %s database: upload to the Cloud Storage emulator\n\n", sizeLabel(res.target))
+	fmt.Printf("fake-gcs-server in the bench process, HTTP on loopback, objects on disk. The backup is %s (snapshot %s). "+
+		"%d measured runs of each, alternating, after one warm-up run of each.\n\n", mib(u.bytes), mib(u.snapBytes), len(u.upload))
+	var up, wr, e2e []float64
+	var cpu []float64
+	var rss, anon int64
+	for i, x := range u.upload {
+		up, wr, e2e = append(up, x.wall.Seconds()), append(wr, u.writer[i].Seconds()), append(e2e, u.endToEnd[i].wall.Seconds())
+		cpu = append(cpu, x.cpu.Seconds())
+		rss, anon = max(rss, x.peakRSS), max(anon, x.peakAnon)
+	}
+	upRate := func(wall float64) float64 { return float64(u.bytes) / (1 << 20) / wall }
+	wrRate := func(wall float64) float64 { return float64(u.snapBytes) / (1 << 20) / wall }
+	rates := make([]float64, len(up))
+	for i := range up {
+		rates[i] = upRate(up[i]) / wrRate(wr[i])
+	}
+	vsWriter := median(rates)
+	spread := func(xs []float64) string {
+		return fmt.Sprintf("%.2f (%.2f–%.2f)", median(xs), slices.Min(xs), slices.Max(xs))
+	}
+	printTable([][]string{
+		{"measure", "etcd-backup upload", "one storage.Writer (snapshot only)", "upload ÷ Writer"},
+		{"wall time, s", spread(up), spread(wr), ratio(median(roundRatios(up, wr)))},
+		{"throughput, MiB/s", fmt.Sprintf("%.0f", upRate(median(up))), fmt.Sprintf("%.0f", wrRate(median(wr))), ratio(vsWriter)},
+		{"CPU time (user + sys), s", fmt.Sprintf("%.2f", median(cpu)), "(in the bench process)", ""},
+		{fmt.Sprintf("peak RSS, MiB (VmHWM, read every %s)", sampleEvery), mibN(rss), "", ""},
+		{fmt.Sprintf("peak anon, MiB (RssAnon, sampled every %s)", sampleEvery), mibN(anon), "", ""},
+	})
+	fmt.Println("\nupload's throughput counts every file it sends over its whole run, which includes verifying the backup first; " +
+		"the throughput ratio is the median of the per-round ratios.")
+	upWall, e2eWall := median(up), median(e2e)
+	sum := saveWall + upWall
+	fmt.Printf("save then upload, end to end (two processes, as a Task's two steps): %s s; save alone %.2f s (above), upload alone %.2f s: "+
+		"end to end ÷ save alone %.2f, ÷ their sum %.2f.\n\n", spread(e2e), saveWall, upWall, e2eWall/saveWall, e2eWall/sum)
+
+	v.check(vsWriter >= 1, "upload throughput ≥ one plain storage.Writer: %.2f (%.0f against %.0f MiB/s)", vsWriter, upRate(median(up)), wrRate(median(wr)))
+	v.check(anon <= maxAnon, "upload peak anonymous memory ≤ %s: %s (sampled)", mib(maxAnon), mib(anon))
+	v.check(e2eWall <= maxEndToEnd*sum, "save + upload end to end ≤ %.2f × (save alone + upload alone): %.2f (%.2f s against %.2f s)",
+		maxEndToEnd, e2eWall/sum, e2eWall, sum)
+	fmt.Println()
 }
 
 // printPhases shows where save's time goes, from its log timestamps.
@@ -173,25 +225,32 @@ func printPhases(res sizeResult, etcdctlWall float64) {
 		diagInterval, s.preflight.Seconds(), s.end.Seconds(), (s.end - s.preflight).Seconds(), etcdctlWall, s.saved.Seconds(), (s.saved - s.end).Seconds(), s.anonAt.Seconds())
 }
 
-// printFlatness checks that save's memory does not grow with the database.
+// printFlatness checks that memory does not grow with the database.
 func printFlatness(all []sizeResult, v *verdicts) {
 	if len(all) < 2 {
 		return
 	}
-	peak := func(r sizeResult) int64 {
-		var m int64
-		for _, u := range r.runs[ourSave] {
-			m = max(m, u.peakAnon)
-		}
-		return m
-	}
-	first, last := all[0], all[len(all)-1]
-	a, b := peak(first), peak(last)
-	allowed := max(int64(flatSlack), int64(float64(a)*flatSlackFrac))
 	fmt.Println("## Memory as the database grows")
 	fmt.Println()
-	v.check(b-a <= allowed, "save peak anonymous memory flat: %s at %s, %s at %s (%+.1f MiB; allowed +%s)",
-		mib(a), sizeLabel(first.target), mib(b), sizeLabel(last.target), float64(b-a)/(1<<20), mib(allowed))
+	first, last := all[0], all[len(all)-1]
+	flat(v, "save", first.target, last.target, peakAnon(first.runs[ourSave]), peakAnon(last.runs[ourSave]))
+	if first.upload != nil && last.upload != nil {
+		flat(v, "upload", first.target, last.target, peakAnon(first.upload.upload), peakAnon(last.upload.upload))
+	}
+}
+
+func flat(v *verdicts, what string, small, large, a, b int64) {
+	allowed := max(int64(flatSlack), int64(float64(a)*flatSlackFrac))
+	v.check(b-a <= allowed, "%s peak anonymous memory flat: %s at %s, %s at %s (%+.1f MiB; allowed +%s)",
+		what, mib(a), sizeLabel(small), mib(b), sizeLabel(large), float64(b-a)/(1<<20), mib(allowed))
+}
+
+func peakAnon(us []usage) int64 {
+	var m int64
+	for _, u := range us {
+		m = max(m, u.peakAnon)
+	}
+	return m
 }
 
 // roundRatios divides a by b run by run: runs of one round saw the same load.

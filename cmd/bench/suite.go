@@ -35,8 +35,9 @@ type sizeResult struct {
 	dbSize   int64 // the member's DB size after filling
 	snapSize int64 // bytes of one snapshot file, trailer included
 	runs     [contenders][]usage
-	phases   []savePhases // one per measured save
-	stream   streamEnd    // from one extra, finely logged save
+	phases   []savePhases  // one per measured save
+	stream   streamEnd     // from one extra, finely logged save
+	upload   *uploadResult // nil when the binary has no upload command
 }
 
 // outcome is one finished run of a contender.
@@ -53,6 +54,7 @@ type runner struct {
 	c       *testcluster.Cluster
 	cli     *clientv3.Client
 	tools   etcdTools
+	emu     *emulator // nil: no upload rows
 	bin     string
 	scratch string
 	seq     int

@@ -32,9 +32,11 @@ var standardEnv = map[string]string{
 
 // command is one subcommand.
 type command struct {
-	name    string
-	args    []string // positional argument names; each also read from ETCD_BACKUP_<NAME>
-	summary string
+	name string
+	args []string // positional argument names; each also read from ETCD_BACKUP_<NAME>
+	// lastOptional lets the last argument be missing; the command gets "".
+	lastOptional bool
+	summary      string
 	// setup defines the command's own flags and returns what runs it.
 	setup func(fs *pflag.FlagSet) runFunc
 }
@@ -46,12 +48,13 @@ type env struct {
 	log        *slog.Logger
 	stdout     io.Writer
 	resultsDir string
+	timeout    time.Duration
 	lookup     func(string) (string, bool)
 }
 
 // commands lists the subcommands in the order help shows them.
 func commands() []*command {
-	return []*command{saveCommand(), verifyCommand(), versionCommand()}
+	return []*command{saveCommand(), uploadCommand(), listCommand(), downloadCommand(), verifyCommand(), pruneCommand(), versionCommand()}
 }
 
 // globals are the flags every command takes.
@@ -118,7 +121,7 @@ func positional(cmd *command, args []string, lookup func(string) (string, bool))
 	out := slices.Clone(args)
 	for _, name := range cmd.args[len(args):] {
 		v, ok := lookup(envPrefix + name)
-		if !ok || v == "" {
+		if (!ok || v == "") && !(cmd.lastOptional && len(out) == len(cmd.args)-1) {
 			return nil, fmt.Errorf("missing %s (argument, or $%s%s)", name, envPrefix, name)
 		}
 		out = append(out, v)
@@ -172,7 +175,7 @@ func run(ctx context.Context, argv []string, lookup func(string) (string, bool),
 		ctx, cancel = context.WithTimeoutCause(ctx, g.timeout, fmt.Errorf("--timeout %s reached", g.timeout))
 		defer cancel()
 	}
-	err = runCmd(ctx, &env{log: log, stdout: stdout, resultsDir: g.resultsDir, lookup: lookup}, args)
+	err = runCmd(ctx, &env{log: log, stdout: stdout, resultsDir: g.resultsDir, timeout: g.timeout, lookup: lookup}, args)
 	if err == nil {
 		return exitcode.OK
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"strconv"
-	"time"
 
 	"github.com/spf13/pflag"
 
@@ -21,23 +20,26 @@ func saveCommand() *command {
 			var o backup.Options
 			fs.StringVar(&o.HostRoot, "host-root", "/", "where the host's / is mounted (etcd.env and /etc/kubernetes are read below it)")
 			fs.StringVar(&o.NodeName, "node-name", "", "this node's name, to find its etcd member in etcd.env")
-			fs.StringVar(&o.Endpoint, "endpoints", "", "client URL of the local etcd member (default: from etcd.env, https://<node IP>:2379)")
-			fs.StringVar(&o.CACert, "cacert", "", "CA bundle that signs etcd's serving certificate (default: from etcd.env)")
-			fs.StringVar(&o.Cert, "cert", "", "etcd client certificate (default: from etcd.env)")
-			fs.StringVar(&o.Key, "key", "", "etcd client key (default: from etcd.env)")
+			fs.StringVar(&o.Endpoint, "endpoints", "", "client URL of the local etcd member (default: https://<node IP>:2379 from etcd.env, or kubeadm's etcd.yaml)")
+			fs.StringVar(&o.CACert, "cacert", "", "CA bundle that signs etcd's serving certificate (default: from etcd.env, or kubeadm's pki/etcd)")
+			fs.StringVar(&o.Cert, "cert", "", "etcd client certificate (default: from etcd.env, or kubeadm's pki/etcd)")
+			fs.StringVar(&o.Key, "key", "", "etcd client key (default: from etcd.env, or kubeadm's pki/etcd)")
 			fs.BoolVar(&o.Force, "force", false, "skip preflight checks; file names then carry "+manifest.DirtySuffix)
-			fs.DurationVar(&o.MinClusterAge, "min-cluster-age", 24*time.Hour, "refuse to back up a cluster younger than this (first certificate rotation)")
+			fs.DurationVar(&o.MinClusterAge, "min-cluster-age", backup.DefaultMinClusterAge, "refuse to back up a cluster younger than this (first certificate rotation)")
 			fs.StringVar(&o.WaitForVersion, "wait-for-version", "", "wait until the cluster has completed the update to this version, then back up")
-			fs.DurationVar(&o.WaitTimeout, "wait-timeout", 2*time.Hour, "how long --wait-for-version waits")
-			fs.DurationVar(&o.PollInterval, "poll-interval", 30*time.Second, "how often --wait-for-version looks")
-			fs.DurationVar(&o.RequestTimeout, "request-timeout", 15*time.Second, "deadline of each request to etcd other than the snapshot")
-			fs.DurationVar(&o.ProgressInterval, "progress-interval", 5*time.Second, "how often to log snapshot progress")
-			fs.DurationVar(&o.StallTimeout, "stall-timeout", time.Minute, "abandon the snapshot when etcd sends nothing for this long")
+			fs.DurationVar(&o.WaitTimeout, "wait-timeout", backup.DefaultWaitTimeout, "how long --wait-for-version waits")
+			fs.DurationVar(&o.PollInterval, "poll-interval", backup.DefaultPollInterval, "how often --wait-for-version looks")
+			fs.DurationVar(&o.RequestTimeout, "request-timeout", backup.DefaultRequestTimeout, "deadline of each request to etcd other than the snapshot")
+			fs.DurationVar(&o.ProgressInterval, "progress-interval", backup.DefaultProgressInterval, "how often to log snapshot progress")
+			fs.DurationVar(&o.StallTimeout, "stall-timeout", backup.DefaultStallTimeout, "abandon the snapshot when etcd sends nothing for this long")
 			return func(ctx context.Context, env *env, args []string) error {
 				o.Dir = args[0]
 				o.Log = env.log
 				if o.WaitTimeout <= 0 || o.PollInterval <= 0 || o.ProgressInterval <= 0 || o.RequestTimeout <= 0 || o.StallTimeout <= 0 {
 					return usage("--wait-timeout, --poll-interval, --progress-interval, --request-timeout and --stall-timeout must be positive")
+				}
+				if o.WaitForVersion != "" && env.timeout > 0 && o.WaitTimeout >= env.timeout {
+					return usage("--wait-timeout %s must be shorter than --timeout %s, which covers the wait and the backup", o.WaitTimeout, env.timeout)
 				}
 				res, err := backup.Save(ctx, o)
 				if err != nil {

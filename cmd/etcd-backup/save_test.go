@@ -293,6 +293,7 @@ func TestSaveUsage(t *testing.T) {
 		{"bad env value", map[string]string{"ETCD_BACKUP_FORCE": "maybe"}, []string{"save", t.TempDir()}, "$ETCD_BACKUP_FORCE"},
 		{"no DIR", m.env, []string{"save"}, "missing DIR"},
 		{"two DIRs", m.env, []string{"save", "a", "b"}, "too many arguments"},
+		{"wait longer than timeout", m.env, []string{"save", "--wait-for-version", "4.19.0", "--wait-timeout", "2h", "--timeout", "1h", t.TempDir()}, "shorter than --timeout"},
 		{"bad log format", m.env, []string{"save", "--log-format", "xml", t.TempDir()}, "log format"},
 		{"several members", m.env, []string{"save", "--host-root", m.HostRoot, "--endpoints", "https://a:2379,https://b:2379", t.TempDir()}, "exactly one"},
 		{"no etcd.env", m.env, []string{"save", "--host-root", t.TempDir(), t.TempDir()}, "--endpoints"},
@@ -483,4 +484,51 @@ func copyExecutable(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return bin
+}
+
+func TestSaveWaitsForUpgrade(t *testing.T) {
+	m := newMaster(t, testcluster.Options{Upgrading: true})
+	target := testcluster.NextVersion(testcluster.DefaultVersion)
+	dir := t.TempDir()
+	pr, pw := io.Pipe()
+	done := make(chan int, 1)
+	go func() {
+		lookup := func(k string) (string, bool) { v, ok := m.env[k]; return v, ok }
+		done <- run(t.Context(), []string{"save", "--host-root", m.HostRoot, "--wait-for-version", target,
+			"--poll-interval", "20ms", "--wait-timeout", "2m", dir}, lookup, io.Discard, pw)
+		pw.Close()
+	}()
+	// Complete the upgrade only once save has seen it in flight.
+	var log bytes.Buffer
+	buf := make([]byte, 4096)
+	for !strings.Contains(log.String(), "still waiting") {
+		n, err := pr.Read(buf)
+		if err != nil {
+			t.Fatalf("save ended before waiting: %v\n%s", err, log.String())
+		}
+		log.Write(buf[:n])
+	}
+	if err := m.CompleteUpgrade(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, pr)
+	if code := <-done; code != 0 {
+		t.Fatalf("exit %d:\n%s", code, log.String())
+	}
+	if b := readManifest(t, dir); b.Cluster.Version != target || b.Cluster.UpgradeInProgress {
+		t.Errorf("backup records version %q (upgrading %v), want %q completed", b.Cluster.Version, b.Cluster.UpgradeInProgress, target)
+	}
+}
+
+func TestSaveWaitTimesOut(t *testing.T) {
+	m := newMaster(t, testcluster.Options{Upgrading: true})
+	dir := t.TempDir()
+	code, stderr := m.save(t, dir, "--wait-for-version", testcluster.NextVersion(testcluster.DefaultVersion),
+		"--poll-interval", "20ms", "--wait-timeout", "200ms")
+	if code != exitcode.Preflight || !strings.Contains(stderr, "did not complete the update") {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitcode.Preflight, stderr)
+	}
+	if got := dirNames(t, dir); len(got) != 0 {
+		t.Errorf("left %v", got)
+	}
 }

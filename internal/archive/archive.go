@@ -1,16 +1,22 @@
 // Package archive writes and checks static_kuberesources_<ts>.tar.gz, the
-// archive of the running static pod revisions that cluster-restore.sh
-// extracts with `tar -C /etc/kubernetes -xzf FILE static-pod-resources`.
+// archive of the control plane files a restore needs beside the snapshot.
 //
-// Members are named static-pod-resources/<component>-pod-<N>/... relative to
-// /etc/kubernetes, with no "./" prefix, and carry directory entries, modes,
-// numeric owners and modification times as on the host. Symbolic links are
-// stored as links with their targets unchanged and are never followed, so
-// nothing outside the revision directories can end up in the archive. The
-// revision directories hold only what the static pod installer writes (files,
-// directories, symlinks); any other file type is an error rather than being
-// silently left out, because a restore from an archive missing a file would
-// differ from the host in a way nobody notices.
+// On an OpenShift master it holds the running static pod revisions, members
+// named static-pod-resources/<component>-pod-<N>/... relative to
+// /etc/kubernetes, which cluster-restore.sh extracts with
+// `tar -C /etc/kubernetes -xzf FILE static-pod-resources`. On a kubeadm node
+// it holds manifests/... and pki/..., the static pod manifests and the
+// certificates kubeadm's documentation says to keep with an etcd backup,
+// restored with `tar -C /etc/kubernetes -xzf FILE`. An archive never mixes
+// the two layouts.
+//
+// Members have no "./" prefix, and carry directory entries, modes, numeric
+// owners and modification times as on the host. Symbolic links are stored as
+// links with their targets unchanged and are never followed, so nothing
+// outside the archived directories can end up in the archive. Those
+// directories hold only files, directories and symlinks; any other file type
+// is an error rather than being silently left out, because a restore from an
+// archive missing a file would differ from the host in a way nobody notices.
 package archive
 
 import (
@@ -35,6 +41,27 @@ const maxCertFileSize = 1 << 20
 // encryptionConfig is where the kube-apiserver revision keeps the etcd
 // encryption keys, relative to its revision directory.
 const encryptionConfig = "secrets/encryption-config/encryption-config"
+
+// The top-level directories of a kubeadm node's archive, relative to
+// /etc/kubernetes.
+const (
+	manifestsDir = "manifests"
+	pkiDir       = "pki"
+)
+
+// Dirs returns the directories to archive, relative to /etc/kubernetes: the
+// revision directories of revs, or on a kubeadm node, which has none, the
+// manifests and pki directories.
+func Dirs(revs []staticpod.Revision) []string {
+	if len(revs) == 0 {
+		return []string{manifestsDir, pkiDir}
+	}
+	dirs := make([]string, len(revs))
+	for i, r := range revs {
+		dirs[i] = r.Dir
+	}
+	return dirs
+}
 
 // Summary describes the content of an archive. Write and Check return the
 // same Summary for the same archive, so a verifier can compare them.
@@ -97,7 +124,7 @@ func isEncryptionConfig(name string) bool {
 }
 
 // checkName validates a member name (directories with or without their
-// trailing slash) and returns the revision directory it belongs to.
+// trailing slash) and returns the top-level directory it belongs to.
 func checkName(name string) (top string, err error) {
 	switch clean := strings.TrimSuffix(name, "/"); {
 	case strings.HasPrefix(name, "/"):
@@ -111,15 +138,19 @@ func checkName(name string) (top string, err error) {
 	}
 	top, _, ok := splitTop(strings.TrimSuffix(name, "/"))
 	if !ok {
-		return "", fmt.Errorf("member %q is not under %s/<component>-pod-<N>/ for one of %s",
-			name, staticpod.ResourcesDir, strings.Join(staticpod.Components, ", "))
+		return "", fmt.Errorf("member %q is not under %s/<component>-pod-<N>/ for one of %s, nor under %s/ or %s/",
+			name, staticpod.ResourcesDir, strings.Join(staticpod.Components, ", "), manifestsDir, pkiDir)
 	}
 	return top, nil
 }
 
-// splitTop splits a clean member name into its revision directory and the
-// path below it ("" for the directory itself).
+// splitTop splits a clean member name into its top-level directory (a
+// revision directory, manifests or pki) and the path below it ("" for the
+// directory itself).
 func splitTop(name string) (top, rest string, ok bool) {
+	if first, after, _ := strings.Cut(name, "/"); isKubeadmDir(first) {
+		return first, after, true
+	}
 	parts := strings.SplitN(name, "/", 3)
 	if len(parts) < 2 {
 		return "", "", false
@@ -133,6 +164,12 @@ func splitTop(name string) (top, rest string, ok bool) {
 	}
 	return top, rest, true
 }
+
+func isKubeadmDir(top string) bool { return top == manifestsDir || top == pkiDir }
+
+// sameLayout reports whether two top-level directories belong to the same
+// layout, OpenShift's or kubeadm's.
+func sameLayout(a, b string) bool { return isKubeadmDir(a) == isKubeadmDir(b) }
 
 // underSymlink reports whether a parent directory of name is a symlink member.
 func underSymlink(name string, symlinks map[string]bool) bool {

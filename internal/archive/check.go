@@ -10,12 +10,13 @@ import (
 	"github.com/klauspost/compress/gzip"
 )
 
-// Check reads a tar.gz stream to its end and verifies that it is what
-// cluster-restore.sh expects: well-formed gzip and tar; every member a file,
-// directory or symlink under one of the revision directories, named without
-// an absolute path, ".." or "./" prefix, listed once and not below a symlink
-// member; and, unless wantDirs is nil, exactly the revision directories
-// wantDirs, each with its directory entry.
+// Check reads a tar.gz stream to its end and verifies that it is what a
+// restore expects: well-formed gzip and tar; every member a file, directory
+// or symlink under a top-level directory of one layout (revision directories,
+// or kubeadm's manifests and pki), named without an absolute path, ".." or
+// "./" prefix, listed once and not below a symlink member; and, unless
+// wantDirs is nil, exactly the top-level directories wantDirs, each with its
+// directory entry.
 func Check(r io.Reader, wantDirs []string) (Summary, error) {
 	zr, err := gzip.NewReader(r)
 	if err != nil {
@@ -64,10 +65,11 @@ func readError(err error) error {
 }
 
 type checker struct {
-	want     map[string]bool // revision directories expected
+	want     map[string]bool // top-level directories expected
 	seen     map[string]bool // member names, without trailing slash
 	symlinks map[string]bool // symlink member names
-	tops     map[string]bool // revision directories with a directory entry
+	tops     map[string]bool // top-level directories with a directory entry
+	first    string          // the first member's top-level directory, for its layout
 	sum      Summary
 }
 
@@ -77,15 +79,20 @@ func (c *checker) member(hdr *tar.Header, content io.Reader, exact bool) error {
 		return err
 	}
 	name := strings.TrimSuffix(hdr.Name, "/")
+	if c.first == "" {
+		c.first = top
+	}
 	switch {
 	case exact && !c.want[top]:
-		return fmt.Errorf("member %q is outside the expected revision directories", hdr.Name)
+		return fmt.Errorf("member %q is outside the expected directories", hdr.Name)
+	case !sameLayout(c.first, top):
+		return fmt.Errorf("member %q mixes kubeadm's %s and %s with OpenShift revision directories", hdr.Name, manifestsDir, pkiDir)
 	case c.seen[name]:
 		return fmt.Errorf("member %q appears twice", hdr.Name)
 	case underSymlink(name, c.symlinks):
 		return fmt.Errorf("member %q lies below a symlink", hdr.Name)
 	case name == top && hdr.Typeflag != tar.TypeDir:
-		return fmt.Errorf("revision directory %q is not a directory entry", hdr.Name)
+		return fmt.Errorf("top-level directory %q is not a directory entry", hdr.Name)
 	}
 	c.seen[name] = true
 	switch hdr.Typeflag {

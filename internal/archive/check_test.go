@@ -44,16 +44,20 @@ func file(name string) tar.Header { return tar.Header{Typeflag: tar.TypeReg, Nam
 const etcdDir = "static-pod-resources/etcd-pod-5"
 
 func TestCheckAcceptsWrite(t *testing.T) {
-	f := newFixture(t)
-	archive, sum := write(t, f)
-	for _, want := range [][]string{f.dirs, nil} {
-		got, err := Check(bytes.NewReader(archive), want)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !reflect.DeepEqual(got, sum) {
-			t.Errorf("Check summary %+v\nWrite summary %+v", got, sum)
-		}
+	for _, l := range layouts {
+		t.Run(l.name, func(t *testing.T) {
+			f := l.fixture(t)
+			archive, sum := write(t, f)
+			for _, want := range [][]string{f.dirs, nil} {
+				got, err := Check(bytes.NewReader(archive), want)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !reflect.DeepEqual(got, sum) {
+					t.Errorf("Check summary %+v\nWrite summary %+v", got, sum)
+				}
+			}
+		})
 	}
 }
 
@@ -74,6 +78,7 @@ func TestCheckRejects(t *testing.T) {
 	valid, _ := write(t, f)
 	corrupt := bytes.Clone(valid)
 	corrupt[len(corrupt)-6] ^= 0xff // in the gzip trailer's CRC-32
+	kubeadm := Dirs(nil)
 
 	tests := []struct {
 		name    string
@@ -93,13 +98,24 @@ func TestCheckRejects(t *testing.T) {
 		{"unknown component", tarGz(t, dir("static-pod-resources/openshift-apiserver-pod-3/")), nil, "not under"},
 		{"missing wanted dir", tarGz(t, dir(etcdDir+"/")), []string{etcdDir, "static-pod-resources/kube-apiserver-pod-7"}, "no directory entry static-pod-resources/kube-apiserver-pod-7/"},
 		{"files without their directory entry", tarGz(t, file(etcdDir+"/a")), []string{etcdDir}, "no directory entry " + etcdDir + "/"},
-		{"unexpected revision", tarGz(t, dir(etcdDir+"/"), dir("static-pod-resources/etcd-pod-4/")), []string{etcdDir}, "outside the expected revision directories"},
+		{"unexpected revision", tarGz(t, dir(etcdDir+"/"), dir("static-pod-resources/etcd-pod-4/")), []string{etcdDir}, "outside the expected directories"},
 		{"duplicate", tarGz(t, dir(etcdDir+"/"), file(etcdDir+"/a"), file(etcdDir+"/a")), nil, "appears twice"},
 		{"below a symlink", tarGz(t, dir(etcdDir+"/"), tar.Header{Typeflag: tar.TypeSymlink, Name: etcdDir + "/l", Linkname: "/etc"}, file(etcdDir+"/l/passwd")), nil, "below a symlink"},
 		{"revision dir as symlink", tarGz(t, tar.Header{Typeflag: tar.TypeSymlink, Name: etcdDir, Linkname: "/"}), nil, "not a directory entry"},
 		{"revision dir as file", tarGz(t, file(etcdDir)), nil, "not a directory entry"},
 		{"hard link", tarGz(t, dir(etcdDir+"/"), file(etcdDir+"/a"), tar.Header{Typeflag: tar.TypeLink, Name: etcdDir + "/b", Linkname: etcdDir + "/a"}), nil, "only files, directories and symlinks"},
 		{"device", tarGz(t, dir(etcdDir+"/"), tar.Header{Typeflag: tar.TypeChar, Name: etcdDir + "/null", Devmajor: 1, Devminor: 3}), nil, "only files, directories and symlinks"},
+		{"kubeadm dir missing", tarGz(t, dir("manifests/"), file("manifests/etcd.yaml")), kubeadm, "no directory entry pki/"},
+		{"kubeadm file below nothing", tarGz(t, dir("manifests/"), dir("pki/"), file("admin.conf")), kubeadm, "not under"},
+		{"kubeadm look-alike", tarGz(t, dir("manifests/"), dir("pki/"), dir("pki.bak/")), nil, "not under"},
+		{"kubeadm dot-dot", tarGz(t, dir("pki/"), file("pki/../admin.conf")), nil, `".." element`},
+		{"kubeadm dir as file", tarGz(t, file("pki")), nil, "not a directory entry"},
+		{"kubeadm dir as symlink", tarGz(t, tar.Header{Typeflag: tar.TypeSymlink, Name: "pki", Linkname: "/etc/pki"}), nil, "not a directory entry"},
+		{"kubeadm below a symlink", tarGz(t, dir("pki/"), tar.Header{Typeflag: tar.TypeSymlink, Name: "pki/etcd", Linkname: "/"}, file("pki/etcd/x")), nil, "below a symlink"},
+		{"kubeadm where revisions are wanted", tarGz(t, dir("pki/")), []string{etcdDir}, "outside the expected directories"},
+		{"revisions where kubeadm is wanted", tarGz(t, dir(etcdDir+"/")), kubeadm, "outside the expected directories"},
+		{"kubeadm then revisions", tarGz(t, dir("manifests/"), dir(etcdDir+"/")), nil, "mixes kubeadm's manifests and pki with OpenShift revision directories"},
+		{"revisions then kubeadm", tarGz(t, dir(etcdDir+"/"), file(etcdDir+"/a"), dir("pki/")), nil, "mixes"},
 		{"truncated gzip", valid[:len(valid)-10], f.dirs, "truncated"},
 		{"truncated tar", valid[:len(valid)/2], f.dirs, "truncated"},
 		{"corrupt checksum", corrupt, f.dirs, "checksum"},
@@ -126,6 +142,7 @@ func FuzzCheck(f *testing.F) {
 	f.Add(tarGz(f, file(etcdDir+"/../x")))
 	f.Add(tarGz(f, dir("static-pod-resources/kube-apiserver-pod-1/"),
 		tar.Header{Typeflag: tar.TypeReg, Name: "static-pod-resources/kube-apiserver-pod-1/" + encryptionConfig, Size: 1}))
+	f.Add(tarGz(f, dir("manifests/"), dir("pki/"), file("pki/ca.crt")))
 	f.Add([]byte{0x1f, 0x8b})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		sum, err := Check(bytes.NewReader(data), want)

@@ -170,9 +170,12 @@ func create(t testing.TB, p string, e entry) {
 	}
 }
 
+// kubeadm reports whether f is a kubeadm node's tree.
+func (f *fixture) kubeadm() bool { return f.dirs[0] == "manifests" }
+
 // summary is what Write and Check must report for the fixture's entries.
 func (f *fixture) summary() Summary {
-	s := Summary{EncryptionConfig: true, EarliestCert: &f.earliest}
+	s := Summary{EncryptionConfig: !f.kubeadm(), EarliestCert: &f.earliest}
 	for _, e := range f.entries {
 		switch {
 		case e.dir:
@@ -185,4 +188,41 @@ func (f *fixture) summary() Summary {
 		}
 	}
 	return s
+}
+
+// newKubeadmFixture is a kubeadm node's /etc/kubernetes: manifests and pki
+// to archive, kubeconfigs and a stray directory beside them that must not be.
+func newKubeadmFixture(t testing.TB) *fixture {
+	t.Helper()
+	host := t.TempDir()
+	f := &fixture{
+		root:     filepath.Join(host, "etc", "kubernetes"),
+		dirs:     []string{"manifests", "pki"},
+		earliest: manifest.CertExpiry{Path: "pki/etcd/healthcheck-client.crt", NotAfter: date(2026, 9, 1)},
+	}
+	f.entries = []entry{
+		{name: "manifests", dir: true, mode: 0o755},
+		{name: "manifests/etcd.yaml", mode: 0o600, data: "apiVersion: v1\nkind: Pod\n"},
+		{name: "manifests/kube-apiserver.yaml", mode: 0o600, data: "apiVersion: v1\nkind: Pod\n"},
+		{name: "pki", dir: true, mode: 0o755},
+		{name: "pki/ca.crt", mode: 0o644, data: certPEM(t, "kubernetes", date(2035, 1, 1))},
+		{name: "pki/ca.key", mode: 0o600, data: "-----BEGIN RSA PRIVATE KEY-----\nnot a key\n-----END RSA PRIVATE KEY-----\n"},
+		{name: "pki/sa.pub", mode: 0o600, data: "-----BEGIN PUBLIC KEY-----\n"},
+		{name: "pki/etcd", dir: true, mode: 0o755},
+		{name: "pki/etcd/ca.crt", mode: 0o644, data: certPEM(t, "etcd-ca", date(2035, 1, 1))},
+		{name: "pki/etcd/healthcheck-client.crt", mode: 0o644, data: certPEM(t, "kube-etcd-healthcheck-client", f.earliest.NotAfter)},
+		{name: "pki/etcd/healthcheck-client.key", mode: 0o600, data: "key"},
+		{name: "pki/current.pem", link: "ca.crt"},
+		{name: "pki/leak", link: filepath.Join(host, "outside", "secret.txt")},
+	}
+	others := []entry{
+		{name: "admin.conf", mode: 0o600, data: outsideSecret},
+		{name: "manifests.bak", dir: true, mode: 0o700},
+		{name: "manifests.bak/etcd.yaml", mode: 0o600, data: notRunning},
+	}
+	for _, e := range append(f.entries, others...) {
+		create(t, filepath.Join(f.root, filepath.FromSlash(e.name)), e)
+	}
+	create(t, filepath.Join(host, "outside", "secret.txt"), entry{mode: 0o644, data: hiddenContent})
+	return f
 }

@@ -15,21 +15,14 @@ import (
 	"github.com/klauspost/compress/gzip"
 )
 
-// Write streams a gzip-compressed tar of dirs into w. dirs are revision
-// directories relative to root ("static-pod-resources/<component>-pod-<N>",
-// root being the host's /etc/kubernetes); they are archived in sorted order,
-// and so is everything below them, so equal trees give equal archives.
+// Write streams a gzip-compressed tar of dirs into w. dirs are the
+// top-level directories relative to root (the host's /etc/kubernetes), as
+// Dirs returns them; they are archived in sorted order, and so is everything
+// below them, so equal trees give equal archives.
 func Write(ctx context.Context, w io.Writer, root string, dirs []string) (Summary, error) {
 	dirs = slices.Sorted(slices.Values(dirs))
-	for i, d := range dirs {
-		if top, err := checkName(d); err != nil {
-			return Summary{}, fmt.Errorf("archive %s: %w", d, err)
-		} else if top != d {
-			return Summary{}, fmt.Errorf("archive %s: not a revision directory", d)
-		}
-		if i > 0 && dirs[i-1] == d {
-			return Summary{}, fmt.Errorf("archive %s: listed twice", d)
-		}
+	if err := checkDirs(dirs); err != nil {
+		return Summary{}, err
 	}
 	zw, err := gzip.NewWriterLevel(w, gzip.DefaultCompression)
 	if err != nil {
@@ -50,6 +43,24 @@ func Write(ctx context.Context, w io.Writer, root string, dirs []string) (Summar
 	return a.sum, nil
 }
 
+// checkDirs validates the sorted directories given to Write.
+func checkDirs(dirs []string) error {
+	for i, d := range dirs {
+		top, err := checkName(d)
+		switch {
+		case err != nil:
+			return fmt.Errorf("archive %s: %w", d, err)
+		case top != d:
+			return fmt.Errorf("archive %s: not a revision directory, %s or %s", d, manifestsDir, pkiDir)
+		case i > 0 && dirs[i-1] == d:
+			return fmt.Errorf("archive %s: listed twice", d)
+		case !sameLayout(dirs[0], d):
+			return fmt.Errorf("archive %s and %s: an archive holds OpenShift revision directories or kubeadm's %s and %s, not both", dirs[0], d, manifestsDir, pkiDir)
+		}
+	}
+	return nil
+}
+
 type writer struct {
 	ctx  context.Context
 	tw   *tar.Writer
@@ -57,7 +68,7 @@ type writer struct {
 	sum  Summary
 }
 
-// addTree archives one revision directory. filepath.WalkDir reports
+// addTree archives one top-level directory. filepath.WalkDir reports
 // symlinks without following them, and visits entries in lexical order.
 func (a *writer) addTree(dir string) error {
 	start := filepath.Join(a.root, filepath.FromSlash(dir))

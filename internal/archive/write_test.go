@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -18,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/etcd-backup/etcd-backup/internal/staticpod"
 )
 
 // member is a tar header with the content that followed it.
@@ -64,8 +67,24 @@ func write(t *testing.T, f *fixture) ([]byte, Summary) {
 	return buf.Bytes(), sum
 }
 
+// layouts are the host trees Write archives, one per platform.
+var layouts = []struct {
+	name    string
+	fixture func(testing.TB) *fixture
+	// extract is what a restore passes to tar after the archive's name.
+	extract []string
+}{
+	{"openshift", newFixture, []string{"static-pod-resources"}},
+	{"kubeadm", newKubeadmFixture, nil},
+}
+
 func TestWriteMembers(t *testing.T) {
-	f := newFixture(t)
+	for _, l := range layouts {
+		t.Run(l.name, func(t *testing.T) { testWriteMembers(t, l.fixture(t)) })
+	}
+}
+
+func testWriteMembers(t *testing.T, f *fixture) {
 	archive, sum := write(t, f)
 	if want := f.summary(); !reflect.DeepEqual(sum, want) {
 		t.Errorf("summary %+v (cert %+v)\nwant    %+v (cert %+v)", sum, sum.EarliestCert, want, want.EarliestCert)
@@ -90,18 +109,19 @@ func TestWriteMembers(t *testing.T) {
 		t.Fatalf("members\n%s\nwant\n%s", strings.Join(names, "\n"), strings.Join(want, "\n"))
 	}
 	// Restore creates each directory before what it holds, and the
-	// revision directories come in sorted order.
+	// top-level directories come in sorted order.
 	var tops []string
 	for i, n := range names {
-		if dir := filepath.Dir(strings.TrimSuffix(n, "/")) + "/"; dir != "static-pod-resources/" && !slices.Contains(names[:i], dir) {
+		if slices.Contains(f.dirs, strings.TrimSuffix(n, "/")) {
+			tops = append(tops, n)
+			continue
+		}
+		if dir := filepath.Dir(strings.TrimSuffix(n, "/")) + "/"; !slices.Contains(names[:i], dir) {
 			t.Errorf("%s comes before its directory %s", n, dir)
 		}
-		if strings.Count(n, "/") == 2 && strings.HasSuffix(n, "/") {
-			tops = append(tops, n)
-		}
 	}
-	if !slices.IsSorted(tops) || len(tops) != 4 {
-		t.Errorf("revision directories in order %q", tops)
+	if !slices.IsSorted(tops) || len(tops) != len(f.dirs) {
+		t.Errorf("top-level directories in order %q", tops)
 	}
 
 	for _, e := range f.entries {
@@ -143,8 +163,8 @@ func TestWriteMembers(t *testing.T) {
 			}
 		}
 	}
-	if os.Geteuid() == 0 {
-		if h := byName["static-pod-resources/kube-controller-manager-pod-9/configmaps/config.yaml"].hdr; h.Uid != 1234 || h.Gid != 5678 {
+	if m, ok := byName["static-pod-resources/kube-controller-manager-pod-9/configmaps/config.yaml"]; ok && os.Geteuid() == 0 {
+		if h := m.hdr; h.Uid != 1234 || h.Gid != 5678 {
 			t.Errorf("chowned file stored as %d:%d", h.Uid, h.Gid)
 		}
 	}
@@ -152,7 +172,7 @@ func TestWriteMembers(t *testing.T) {
 	raw := decompress(t, archive)
 	for _, s := range []string{outsideSecret, hiddenContent, notRunning} {
 		if bytes.Contains(raw, []byte(s)) {
-			t.Errorf("archive holds %q, which lies outside the running revisions", s)
+			t.Errorf("archive holds %q, which lies outside the archived directories", s)
 		}
 	}
 
@@ -175,20 +195,26 @@ func decompress(t *testing.T, archive []byte) []byte {
 	return raw
 }
 
-// TestRestoreWithGNUTar extracts the archive as cluster-restore.sh does and
+// TestRestoreWithGNUTar extracts the archive as a restore does
+// (cluster-restore.sh on OpenShift, kubeadm's documentation otherwise) and
 // compares the result with the host tree.
 func TestRestoreWithGNUTar(t *testing.T) {
 	if _, err := exec.LookPath("tar"); err != nil {
 		t.Skip("no tar:", err)
 	}
-	f := newFixture(t)
+	for _, l := range layouts {
+		t.Run(l.name, func(t *testing.T) { testRestoreWithGNUTar(t, l.fixture(t), l.extract) })
+	}
+}
+
+func testRestoreWithGNUTar(t *testing.T, f *fixture, extract []string) {
 	archive, _ := write(t, f)
 	file := filepath.Join(t.TempDir(), "static_kuberesources_2024-05-06_070809.tar.gz")
 	if err := os.WriteFile(file, archive, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	dest := t.TempDir()
-	if out, err := exec.Command("tar", "-C", dest, "-xzf", file, "static-pod-resources").CombinedOutput(); err != nil {
+	if out, err := exec.Command("tar", append([]string{"-C", dest, "-xzf", file}, extract...)...).CombinedOutput(); err != nil {
 		t.Fatalf("tar: %v\n%s", err, out)
 	}
 	// As root (as restore runs), tar keeps owners and every mode bit; an
@@ -232,17 +258,57 @@ func TestRestoreWithGNUTar(t *testing.T) {
 			t.Errorf("%s: mtime %v, want %v", e.name, got.ModTime(), orig.ModTime())
 		}
 	}
-	// Nothing more was restored: no other revision, nothing through a link.
+	// Nothing more was restored: nothing outside the archived directories,
+	// nothing through a link.
+	want := map[string]bool{}
+	for _, e := range f.entries {
+		for p := e.name; p != "."; p = path.Dir(p) {
+			want[p] = true
+		}
+	}
 	n := 0
-	err := filepath.WalkDir(filepath.Join(dest, "static-pod-resources"), func(p string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(dest, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == dest {
+			return err
+		}
 		n++
-		return err
+		if rel, _ := filepath.Rel(dest, p); !want[filepath.ToSlash(rel)] {
+			t.Errorf("restored %s, which the host tree does not have there", rel)
+		}
+		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != len(f.entries)+1 {
-		t.Errorf("restored %d entries, want %d", n, len(f.entries)+1)
+	if n != len(want) {
+		t.Errorf("restored %d entries, want %d", n, len(want))
+	}
+}
+
+func TestDirs(t *testing.T) {
+	tests := []struct {
+		name string
+		revs []staticpod.Revision
+		want []string
+	}{
+		{"kubeadm", nil, []string{"manifests", "pki"}},
+		{"kubeadm, empty", []staticpod.Revision{}, []string{"manifests", "pki"}},
+		{"openshift", []staticpod.Revision{
+			{Component: "kube-apiserver", Revision: 7, Dir: staticpod.RevisionDir("kube-apiserver", 7)},
+			{Component: "etcd", Revision: 5, Dir: staticpod.RevisionDir("etcd", 5)},
+		}, []string{"static-pod-resources/kube-apiserver-pod-7", "static-pod-resources/etcd-pod-5"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Dirs(tt.revs)
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("Dirs = %q, want %q", got, tt.want)
+			}
+			// What Dirs names, Write accepts.
+			if err := checkDirs(slices.Sorted(slices.Values(got))); err != nil {
+				t.Error(err)
+			}
+		})
 	}
 }
 
@@ -281,6 +347,10 @@ func TestWriteErrors(t *testing.T) {
 		{"escaping", []string{"../etcd-pod-5"}, nil, `".." element`},
 		{"absolute", []string{"/" + etcd}, nil, "absolute path"},
 		{"listed twice", []string{etcd, etcd}, nil, "listed twice"},
+		{"below pki", []string{"pki/etcd"}, nil, "not a revision directory, manifests or pki"},
+		{"kubeadm listed twice", []string{"pki", "manifests", "pki"}, nil, "listed twice"},
+		{"both layouts", []string{etcd, "manifests", "pki"}, nil, "not both"},
+		{"kubeadm missing", []string{"manifests", "pki"}, nil, "no such file or directory"},
 		{"missing", []string{"static-pod-resources/etcd-pod-6"}, nil, "no such file or directory"},
 		{"revision directory is a symlink", []string{"static-pod-resources/etcd-pod-6"}, func(t *testing.T, root string) {
 			if err := os.Symlink("etcd-pod-5", filepath.Join(root, "static-pod-resources/etcd-pod-6")); err != nil {

@@ -15,9 +15,9 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/staticpod"
 )
 
-// resolveMember merges explicit settings over what etcd.env says. Discovery
-// runs only when something is missing, so a kubeadm node with all four
-// given never needs an OpenShift tree.
+// resolveMember merges explicit settings over what discovery finds (etcd.env
+// on OpenShift, kubeadm's etcd manifest otherwise). Discovery runs only when
+// something is missing, so a node with all four given needs neither.
 func resolveMember(opts Options) (member.Config, error) {
 	cfg := member.Config{
 		Endpoint: opts.Endpoint, CACert: opts.CACert, Cert: opts.Cert, Key: opts.Key,
@@ -31,7 +31,8 @@ func resolveMember(opts Options) (member.Config, error) {
 	}
 	found, err := discovery.Discover(opts.HostRoot, opts.NodeName)
 	if err != nil {
-		return cfg, exitcode.With(exitcode.Usage, fmt.Errorf("discover the local etcd member: %w", err))
+		// Discover's errors already say what was being discovered.
+		return cfg, exitcode.With(exitcode.Usage, err)
 	}
 	cfg.Endpoint = firstNonEmpty(cfg.Endpoint, found.Endpoint)
 	cfg.CACert = firstNonEmpty(cfg.CACert, found.CACert)
@@ -47,6 +48,7 @@ func gatherFacts(ctx context.Context, m *member.Member, dir *backupDir, opts Opt
 	f.Member, f.MemberErr = m.Status(ctx)
 	f.Revisions, f.RevisionsErr = staticpod.Running(opts.HostRoot)
 	if f.MemberErr == nil {
+		f.Alarms, f.AlarmsErr = m.Alarms(ctx, f.Member.ID)
 		f.ClusterVersion, f.Operators = readOpenShift(ctx, m, opts)
 	}
 	free, err := dir.free()

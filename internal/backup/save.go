@@ -60,6 +60,36 @@ type Options struct {
 	Now func() time.Time
 }
 
+// Defaults for zero Options fields; the command line shows the same.
+const (
+	DefaultMinClusterAge    = 24 * time.Hour
+	DefaultRequestTimeout   = 15 * time.Second
+	DefaultWaitTimeout      = 45 * time.Minute
+	DefaultPollInterval     = 30 * time.Second
+	DefaultProgressInterval = 5 * time.Second
+	DefaultStallTimeout     = time.Minute
+)
+
+func (o Options) withDefaults() Options {
+	set := func(d *time.Duration, def time.Duration) {
+		if *d <= 0 {
+			*d = def
+		}
+	}
+	set(&o.RequestTimeout, DefaultRequestTimeout)
+	set(&o.WaitTimeout, DefaultWaitTimeout)
+	set(&o.PollInterval, DefaultPollInterval)
+	set(&o.ProgressInterval, DefaultProgressInterval)
+	set(&o.StallTimeout, DefaultStallTimeout)
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
 // Result is a finished backup.
 type Result struct {
 	Dir           string
@@ -71,9 +101,7 @@ type Result struct {
 // Save takes one backup into opts.Dir. On any failure, and on cancellation,
 // it removes every file it created, and leaves what was there untouched.
 func Save(ctx context.Context, opts Options) (*Result, error) {
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
+	opts = opts.withDefaults()
 	dir, err := openDir(opts.Dir)
 	if err != nil {
 		return nil, err
@@ -111,6 +139,9 @@ func Save(ctx context.Context, opts Options) (*Result, error) {
 	}
 	for _, r := range facts.Revisions {
 		opts.Log.Info(fmt.Sprintf("found latest %s-pod: /etc/kubernetes/%s", r.Component, r.Dir))
+	}
+	if len(facts.Revisions) == 0 {
+		opts.Log.Info("kubeadm node: archiving /etc/kubernetes/" + strings.Join(archive.Dirs(nil), " and /etc/kubernetes/"))
 	}
 
 	w := &writer{opts: opts, dir: dir, member: m, facts: facts}
@@ -264,15 +295,12 @@ func causeOf(ctx context.Context, err error) error {
 }
 
 func (w *writer) writeArchive(ctx context.Context, f *atomicfile.File) (written, error) {
-	dirs := make([]string, len(w.facts.Revisions))
-	for i, r := range w.facts.Revisions {
-		dirs[i] = r.Dir
-	}
+	dirs := archive.Dirs(w.facts.Revisions)
 	sha, crc := sha256.New(), crc32.New(crc32.MakeTable(crc32.Castagnoli))
 	counter := &countWriter{}
 	sum, err := archive.Write(ctx, io.MultiWriter(f, sha, crc, counter), filepath.Join(w.opts.HostRoot, "etc", "kubernetes"), dirs)
 	if err != nil {
-		return written{}, fmt.Errorf("archive static pod resources: %w", err)
+		return written{}, fmt.Errorf("archive control plane resources: %w", err)
 	}
 	if err := f.Sync(); err != nil {
 		return written{}, err

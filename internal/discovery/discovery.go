@@ -1,9 +1,11 @@
-// Package discovery finds the local etcd member of an OpenShift master the way
-// cluster-backup.sh does: from the etcd.env file the etcd operator writes
-// into the host's static pod resources.
+// Package discovery finds the local etcd member of a control-plane node. On
+// an OpenShift master it reads, as cluster-backup.sh does, the etcd.env file
+// the etcd operator writes into the host's static pod resources; on a kubeadm
+// node, which has no such file, it reads kubeadm's etcd static pod manifest
+// and uses the healthcheck client certificate kubeadm issues beside the CA.
 //
-// Discover only reads that file; merging flags and ETCDCTL_* variables over
-// what it finds is the caller's business.
+// Discover only reads those files; merging flags and ETCDCTL_* variables
+// over what it finds is the caller's business.
 package discovery
 
 import (
@@ -51,9 +53,20 @@ var nodeNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([
 // ETCDCTL_CACERT, ETCDCTL_CERT and ETCDCTL_KEY paths, with the operator's
 // NODE_NAME placeholder filled in and the pod's static-pod-certs mount
 // mapped back to its host directory.
+//
+// Where there is no etcd.env but kubeadm's manifests/etcd.yaml, Discover
+// returns the member that manifest runs instead: its advertised https client
+// URL and the pki/etcd CA and healthcheck-client pair; nodeName is not used.
 func Discover(hostRoot, nodeName string) (Member, error) {
 	file := filepath.Join(hostRoot, filepath.FromSlash(EnvFile))
 	env, err := readEnv(file)
+	if errors.Is(err, fs.ErrNotExist) {
+		m, kerr := discoverKubeadm(hostRoot)
+		if errors.Is(kerr, fs.ErrNotExist) {
+			return Member{}, errNotFound(file, filepath.Join(hostRoot, filepath.FromSlash(KubeadmManifest)))
+		}
+		return m, kerr
+	}
 	if err != nil {
 		return Member{}, err
 	}
@@ -90,9 +103,6 @@ func EnvVarName(nodeName string) string {
 
 func readEnv(file string) (map[string]string, error) {
 	f, err := os.Open(file)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("discover etcd member: %s not found (not an OpenShift master? pass --endpoints/--cacert/--cert/--key)", file)
-	}
 	if err != nil {
 		return nil, fmt.Errorf("discover etcd member: %w", err)
 	}

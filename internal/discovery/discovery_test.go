@@ -112,7 +112,7 @@ func TestDiscoverErrors(t *testing.T) {
 		node string
 		want []string
 	}{
-		{"missing file", "", "m0", []string{"etcd.env not found", "not an OpenShift master? pass --endpoints/--cacert/--cert/--key"}},
+		{"neither layout", "", "m0", []string{"found neither ", "etcd.env (OpenShift) nor ", "etc/kubernetes/manifests/etcd.yaml (kubeadm)", "pass --endpoints/--cacert/--cert/--key"}},
 		{"empty node name", golden(t), "", []string{"set NODE_NAME or --node-name"}},
 		{"node name with a slash", golden(t), "../../x", []string{`"../../x" is not a valid Kubernetes node name`}},
 		{"unknown node", golden(t), "master-3", []string{
@@ -157,5 +157,151 @@ func TestEnvVarName(t *testing.T) {
 		if got := EnvVarName(node); got != want {
 			t.Errorf("EnvVarName(%q) = %q, want %q", node, got, want)
 		}
+	}
+}
+
+// writeManifest writes content as kubeadm's etcd.yaml under root.
+func writeManifest(t *testing.T, root, content string) {
+	t.Helper()
+	file := filepath.Join(root, filepath.FromSlash(KubeadmManifest))
+	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// etcdPodYAML is a kubeadm etcd manifest with the given annotation value
+// (none if empty) and container command and args.
+func etcdPodYAML(annotation string, command, args []string) string {
+	var b strings.Builder
+	b.WriteString("apiVersion: v1\nkind: Pod\nmetadata:\n  name: etcd\n")
+	if annotation != "" {
+		b.WriteString("  annotations:\n    kubeadm.kubernetes.io/etcd.advertise-client-urls: " + annotation + "\n")
+	}
+	b.WriteString("spec:\n  containers:\n  - name: etcd\n    command:\n")
+	for _, c := range command {
+		b.WriteString("    - " + c + "\n")
+	}
+	if len(args) > 0 {
+		b.WriteString("    args:\n")
+		for _, a := range args {
+			b.WriteString("    - " + a + "\n")
+		}
+	}
+	return b.String()
+}
+
+func TestDiscoverKubeadm(t *testing.T) {
+	goldenYAML, err := os.ReadFile("testdata/etcd.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		manifest string
+		env      string // etcd.env beside the manifest; "" for none
+		endpoint string
+	}{
+		{name: "golden", manifest: string(goldenYAML), endpoint: "https://192.168.56.10:2379"},
+		{
+			name:     "annotation wins over the command line",
+			manifest: etcdPodYAML("https://10.1.0.1:2379", []string{"etcd", "--advertise-client-urls=https://10.1.0.2:2379"}, nil),
+			endpoint: "https://10.1.0.1:2379",
+		},
+		{
+			name:     "first https URL of several",
+			manifest: etcdPodYAML(`"http://10.1.0.1:2379,https://[fd00::7]:2379,https://10.1.0.3:2379"`, nil, nil),
+			endpoint: "https://[fd00::7]:2379",
+		},
+		{
+			name:     "command line without the annotation",
+			manifest: etcdPodYAML("", []string{"etcd", "--name=cp-0", "--advertise-client-urls=http://10.1.0.1:2379,https://10.1.0.2:2379/"}, nil),
+			endpoint: "https://10.1.0.2:2379",
+		},
+		{
+			name:     "args without the annotation",
+			manifest: etcdPodYAML("", []string{"etcd"}, []string{"--advertise-client-urls=https://cp-0.example.test:2379"}),
+			endpoint: "https://cp-0.example.test:2379",
+		},
+		{
+			name:     "etcd.env wins where both exist",
+			manifest: string(goldenYAML),
+			env:      golden(t),
+			endpoint: "https://10.0.0.3:2379",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			if tt.env != "" {
+				root = writeEnv(t, tt.env)
+			}
+			writeManifest(t, root, tt.manifest)
+			got, err := Discover(root, "master-0.example.test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Endpoint != tt.endpoint {
+				t.Errorf("endpoint %q, want %q", got.Endpoint, tt.endpoint)
+			}
+			if tt.env != "" {
+				return
+			}
+			pki := filepath.Join(root, "etc", "kubernetes", "pki", "etcd")
+			want := Member{
+				Endpoint: tt.endpoint,
+				CACert:   filepath.Join(pki, "ca.crt"),
+				Cert:     filepath.Join(pki, "healthcheck-client.crt"),
+				Key:      filepath.Join(pki, "healthcheck-client.key"),
+			}
+			if got != want {
+				t.Errorf("got  %+v\nwant %+v", got, want)
+			}
+		})
+	}
+	t.Run("node name is not needed", func(t *testing.T) {
+		root := t.TempDir()
+		writeManifest(t, root, string(goldenYAML))
+		if _, err := Discover(root, ""); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestDiscoverKubeadmErrors(t *testing.T) {
+	tests := []struct {
+		name     string
+		manifest string
+		want     []string
+	}{
+		{"no URL anywhere", etcdPodYAML("", []string{"etcd", "--name=cp-0"}, nil), []string{
+			"etcd.yaml: neither annotation kubeadm.kubernetes.io/etcd.advertise-client-urls nor --advertise-client-urls found; pass --endpoints",
+		}},
+		{"only http", etcdPodYAML("http://10.1.0.1:2379", nil, nil), []string{`annotation kubeadm.kubernetes.io/etcd.advertise-client-urls "http://10.1.0.1:2379" has no https URL`}},
+		{"flag without https", etcdPodYAML("", []string{"etcd", "--advertise-client-urls=unix://etcd.sock"}, nil), []string{`--advertise-client-urls "unix://etcd.sock" has no https URL`}},
+		{"URL with a path", etcdPodYAML("https://10.1.0.1:2379/v3", nil, nil), []string{"has no https URL"}},
+		{"URL with credentials", etcdPodYAML("https://u:p@10.1.0.1:2379", nil, nil), []string{"has no https URL"}},
+		{"not YAML", "spec: [", []string{"decode", "etcd.yaml"}},
+		{"too large", strings.Repeat(" ", maxManifestSize+1), []string{"larger than"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			writeManifest(t, root, tt.manifest)
+			_, err := Discover(root, "")
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range append(tt.want, "discover etcd member: ") {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error spans lines: %q", err)
+			}
+		})
 	}
 }

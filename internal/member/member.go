@@ -95,11 +95,11 @@ type Status struct {
 	RaftTerm       uint64
 	Revision       int64
 	IsLearner      bool
-	// Alarms active on this member.
-	Alarms []string
 }
 
-// Status asks the member for its status, its name and its alarms.
+// Status asks the member for its status and its name. Both are answered
+// by the member alone, without quorum: a cluster that lost quorum is when a
+// backup of the surviving member matters most.
 func (m *Member) Status(ctx context.Context) (Status, error) {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.RequestTimeout)
 	defer cancel()
@@ -119,7 +119,7 @@ func (m *Member) Status(ctx context.Context) (Status, error) {
 		Revision:       st.Header.Revision,
 		IsLearner:      st.IsLearner,
 	}
-	members, err := m.client.MemberList(ctx)
+	members, err := m.client.MemberList(ctx, clientv3.WithSerializable())
 	if err != nil {
 		return Status{}, m.describe("list members", err)
 	}
@@ -128,16 +128,25 @@ func (m *Member) Status(ctx context.Context) (Status, error) {
 			s.Name = mb.Name
 		}
 	}
-	alarms, err := m.client.AlarmList(ctx)
+	return s, nil
+}
+
+// Alarms returns the alarms active on the member with the given ID. Listing
+// alarms goes through raft, so it fails where the cluster has no quorum.
+func (m *Member) Alarms(ctx context.Context, id uint64) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.RequestTimeout)
+	defer cancel()
+	resp, err := m.client.AlarmList(ctx)
 	if err != nil {
-		return Status{}, m.describe("list alarms", err)
+		return nil, m.describe("list alarms", err)
 	}
-	for _, a := range alarms.Alarms {
-		if a.MemberID == s.ID && a.Alarm != pb.AlarmType_NONE {
-			s.Alarms = append(s.Alarms, a.Alarm.String())
+	var alarms []string
+	for _, a := range resp.Alarms {
+		if a.MemberID == id && a.Alarm != pb.AlarmType_NONE {
+			alarms = append(alarms, a.Alarm.String())
 		}
 	}
-	return s, nil
+	return alarms, nil
 }
 
 // Get returns the value at key, or ok=false if there is none. It reads from

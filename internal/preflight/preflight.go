@@ -25,6 +25,8 @@ import (
 type Facts struct {
 	Member    member.Status
 	MemberErr error // why Status could not be read
+	Alarms    []string
+	AlarmsErr error // why alarms could not be listed (no quorum)
 	// ClusterVersion is nil where the cluster is not OpenShift.
 	ClusterVersion *openshift.ClusterVersion
 	// Operators maps each of staticpod.Components to its ClusterOperator, or
@@ -131,8 +133,10 @@ func memberHealth(f Facts, _ Options) (string, error) {
 		return "", f.MemberErr
 	case f.Member.IsLearner:
 		return "", fmt.Errorf("member %s is a learner: its data may lag; back up a voting member", f.Member.Name)
-	case len(f.Member.Alarms) > 0:
-		return "", fmt.Errorf("member %s has active alarms %s: resolve them (etcdctl alarm list) before backing up", f.Member.Name, strings.Join(f.Member.Alarms, ","))
+	case f.AlarmsErr != nil:
+		return "", fmt.Errorf("cannot list alarms, the cluster may have lost quorum: %w", f.AlarmsErr)
+	case len(f.Alarms) > 0:
+		return "", fmt.Errorf("member %s has active alarms %s: resolve them (etcdctl alarm list) before backing up", f.Member.Name, strings.Join(f.Alarms, ","))
 	}
 	return "", nil
 }
@@ -142,7 +146,7 @@ func staticPods(f Facts, _ Options) (string, error) {
 		return "", f.RevisionsErr
 	}
 	if len(f.Revisions) == 0 {
-		return "no static pod manifests: not an OpenShift control-plane node", nil
+		return "no OpenShift static pod manifests: a kubeadm control-plane node", nil
 	}
 	return "", nil
 }

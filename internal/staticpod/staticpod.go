@@ -3,7 +3,8 @@
 //
 // The revision is read from the pod manifest the kubelet runs, not guessed
 // from the newest static-pod-resources directory: an installer may already
-// have written revision N+1 while N is still the one serving.
+// have written revision N+1 while N is still the one serving. A kubeadm node
+// has no revisions: its static pods run from plain manifests.
 package staticpod
 
 import (
@@ -29,6 +30,8 @@ const (
 	ResourcesDir = "static-pod-resources"
 	manifestsDir = "manifests"
 	kubeDir      = "etc/kubernetes"
+	// kubeadmEtcd is the etcd manifest kubeadm writes, in manifestsDir.
+	kubeadmEtcd = "etcd.yaml"
 )
 
 // maxManifestSize bounds what RunningRevision reads: a pod manifest is tens of KiB.
@@ -135,9 +138,13 @@ func isRevision(s string) bool {
 }
 
 // Running returns the running revision of each of Components on the host
-// mounted at hostRoot, checking that its directory is there to archive.
+// mounted at hostRoot, checking that its directory is there to archive. On a
+// kubeadm node it returns no revisions and no error.
 func Running(hostRoot string) ([]Revision, error) {
 	kube := filepath.Join(hostRoot, kubeDir)
+	if isKubeadm(kube) {
+		return nil, nil
+	}
 	revs := make([]Revision, 0, len(Components))
 	for _, c := range Components {
 		n, err := runningRevision(kube, c)
@@ -153,8 +160,25 @@ func Running(hostRoot string) ([]Revision, error) {
 	return revs, nil
 }
 
+// isKubeadm reports whether kube is the /etc/kubernetes of a kubeadm node:
+// etcd runs from kubeadm's etcd.yaml and not one OpenShift pod manifest is
+// there. A master missing only some of them is still OpenShift, and broken.
+func isKubeadm(kube string) bool {
+	for _, c := range Components {
+		if _, err := os.Stat(podManifest(kube, c)); !errors.Is(err, fs.ErrNotExist) {
+			return false
+		}
+	}
+	_, err := os.Stat(filepath.Join(kube, manifestsDir, kubeadmEtcd))
+	return err == nil
+}
+
+func podManifest(kube, component string) string {
+	return filepath.Join(kube, manifestsDir, component+"-pod.yaml")
+}
+
 func runningRevision(kube, component string) (int, error) {
-	file := filepath.Join(kube, manifestsDir, component+"-pod.yaml")
+	file := podManifest(kube, component)
 	f, err := os.Open(file)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, fmt.Errorf("find running %s revision: %s not found (is the host's /etc/kubernetes mounted under --host-root, and is this a master node?)", component, file)

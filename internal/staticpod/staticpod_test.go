@@ -150,6 +150,39 @@ func TestRunning(t *testing.T) {
 	}
 }
 
+// writeKubeadmEtcd adds kubeadm's etcd manifest to the host tree at root.
+func writeKubeadmEtcd(t *testing.T, root string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(root, kubeDir, manifestsDir, kubeadmEtcd), []byte(volumes("/etc/kubernetes/pki/etcd", "/var/lib/etcd")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRunningKubeadm(t *testing.T) {
+	tests := []struct {
+		name  string
+		extra []string // more files in manifests/
+	}{
+		{"etcd only", nil},
+		{"whole control plane", []string{"kube-apiserver.yaml", "kube-controller-manager.yaml", "kube-scheduler.yaml"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := host(t, nil)
+			writeKubeadmEtcd(t, root)
+			for _, name := range tt.extra {
+				if err := os.WriteFile(filepath.Join(root, kubeDir, manifestsDir, name), []byte(volumes("/etc/kubernetes/pki")), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := Running(root)
+			if err != nil || got != nil {
+				t.Fatalf("got %v, %v; want no revisions and no error", got, err)
+			}
+		})
+	}
+}
+
 func TestRunningErrors(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -194,6 +227,26 @@ func TestRunningErrors(t *testing.T) {
 				return root
 			},
 			want: []string{"manifests/etcd-pod.yaml", "no hostPath volume /etc/kubernetes/static-pod-resources/etcd-pod-<N>"},
+		},
+		{
+			name: "OpenShift master with kubeadm's etcd.yaml",
+			setup: func(t *testing.T) string {
+				revs := allRunning()
+				delete(revs, "etcd")
+				root := host(t, revs, allDirs()...)
+				writeKubeadmEtcd(t, root)
+				return root
+			},
+			want: []string{"find running etcd revision", "manifests/etcd-pod.yaml not found"},
+		},
+		{
+			name: "one OpenShift manifest beside etcd.yaml",
+			setup: func(t *testing.T) string {
+				root := host(t, map[string]int{"kube-scheduler": 6}, allDirs()...)
+				writeKubeadmEtcd(t, root)
+				return root
+			},
+			want: []string{"find running kube-apiserver revision", "kube-apiserver-pod.yaml not found"},
 		},
 		{
 			name:  "no host tree",

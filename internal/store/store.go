@@ -23,6 +23,9 @@ var (
 	ErrExist = errors.New("already exists")
 	// ErrChanged: a conditional request found a different generation.
 	ErrChanged = errors.New("changed since it was read")
+	// ErrCorrupt: what was read does not match the checksum the service
+	// holds for the object.
+	ErrCorrupt = errors.New("content does not match its stored checksum")
 	// ErrPermission: the service refused the request (403), for instance
 	// because the object is under a retention policy or hold, or the
 	// credentials lack a role.

@@ -171,12 +171,14 @@ func Stream(ctx context.Context, r io.Reader, b *manifest.Backup, want manifest.
 	return nil
 }
 
+// revisionDirs returns the top-level directories the archive of b holds: the
+// static pod revisions it lists, or kubeadm's directories where it lists none.
 func revisionDirs(b *manifest.Backup) []string {
-	dirs := make([]string, len(b.StaticPods))
+	revs := make([]staticpod.Revision, len(b.StaticPods))
 	for i, p := range b.StaticPods {
-		dirs[i] = staticpod.RevisionDir(p.Component, p.Revision)
+		revs[i] = staticpod.Revision{Component: p.Component, Revision: p.Revision, Dir: staticpod.RevisionDir(p.Component, p.Revision)}
 	}
-	return dirs
+	return archive.Dirs(revs)
 }
 
 func sameContent(b *manifest.Backup, st snapshot.Status, what string) error {

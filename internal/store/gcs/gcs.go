@@ -232,20 +232,36 @@ func (b *Bucket) Put(ctx context.Context, name string, r io.Reader, o store.PutO
 // chunkSize picks the upload buffer: the configured chunk, or for a smaller
 // object just enough to hold it, so that retries stay possible without
 // holding 16 MiB for a few KiB.
-func chunkSize(size int64, max int) int {
-	if size >= int64(max) {
-		return max
+func chunkSize(size int64, limit int) int {
+	if size >= int64(limit) {
+		return limit
 	}
 	return int((size/minChunk + 1) * minChunk)
 }
 
-// Open reads the named object from its start.
+// Open reads the named object from its start. The library checks the
+// whole object against the CRC32C the service holds; a mismatch is
+// store.ErrCorrupt from the last Read.
 func (b *Bucket) Open(ctx context.Context, name string) (io.ReadCloser, error) {
 	r, err := b.object(name).NewReader(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", b.URL(name), b.mapErr(err, store.ErrChanged))
 	}
-	return r, nil
+	return &reader{Reader: r, url: b.URL(name)}, nil
+}
+
+type reader struct {
+	*storage.Reader
+	url string
+}
+
+func (r *reader) Read(p []byte) (int, error) {
+	n, err := r.Reader.Read(p)
+	// The library reports a checksum mismatch only in its error text.
+	if err != nil && err != io.EOF && strings.Contains(err.Error(), "bad CRC") {
+		err = fmt.Errorf("read %s: %w: %w", r.url, store.ErrCorrupt, err)
+	}
+	return n, err
 }
 
 // Attrs returns the named object's attributes.

@@ -31,7 +31,7 @@ func fast(host string) gcs.Options {
 	return gcs.Options{
 		EmulatorHost:  host,
 		ChunkSize:     256 << 10,
-		RetryDeadline: 2 * time.Second,
+		RetryDeadline: time.Second,
 		RetryInitial:  time.Millisecond,
 		RetryMax:      10 * time.Millisecond,
 	}
@@ -57,7 +57,7 @@ func payload(n int) ([]byte, store.PutOptions) {
 	}
 }
 
-func TestRoundTrip(t *testing.T) {
+func TestGCSRoundTrip(t *testing.T) {
 	for _, size := range []int{0, 1000, 700 << 10} { // empty, one request, several chunks
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
 			srv := gcstest.New(t, bucket)
@@ -97,7 +97,7 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
-func TestList(t *testing.T) {
+func TestGCSList(t *testing.T) {
 	srv := gcstest.New(t, bucket)
 	for _, name := range []string{"a/1", "a/2/x", "b/1", "ab"} {
 		srv.CreateObject(fakestorage.Object{ObjectAttrs: fakestorage.ObjectAttrs{BucketName: bucket, Name: name}, Content: []byte(name)})
@@ -115,7 +115,7 @@ func TestList(t *testing.T) {
 	}
 }
 
-func TestMissing(t *testing.T) {
+func TestGCSMissing(t *testing.T) {
 	srv := gcstest.New(t, bucket)
 	b := open(t, fast(srv.Host()))
 	if _, err := b.Open(t.Context(), "nope"); !errors.Is(err, store.ErrNotExist) {
@@ -133,7 +133,7 @@ func TestMissing(t *testing.T) {
 	}
 }
 
-func TestPutWrongCRCLeavesNothing(t *testing.T) {
+func TestGCSPutWrongCRCLeavesNothing(t *testing.T) {
 	srv := gcstest.New(t, bucket)
 	b := open(t, fast(srv.Host()))
 	data, o := payload(600 << 10)
@@ -157,7 +157,7 @@ func (f *failingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func TestPutReadErrorLeavesNothing(t *testing.T) {
+func TestGCSPutReadErrorLeavesNothing(t *testing.T) {
 	for _, size := range []int{100, 700 << 10} {
 		srv := gcstest.New(t, bucket)
 		b := open(t, fast(srv.Host()))
@@ -172,7 +172,7 @@ func TestPutReadErrorLeavesNothing(t *testing.T) {
 	}
 }
 
-func TestFaults(t *testing.T) {
+func TestGCSFaults(t *testing.T) {
 	const size = 700 << 10 // three chunks of 256 KiB
 	tests := []struct {
 		name    string
@@ -212,7 +212,7 @@ func TestFaults(t *testing.T) {
 	}
 }
 
-func TestPermissionError(t *testing.T) {
+func TestGCSPermissionError(t *testing.T) {
 	srv := gcstest.New(t, bucket)
 	proxy := gcstest.NewProxy(t, srv)
 	proxy.Add(gcstest.Fault{Match: gcstest.IsUpload, Do: gcstest.Status(http.StatusForbidden)})
@@ -223,7 +223,7 @@ func TestPermissionError(t *testing.T) {
 	}
 }
 
-func TestCancelMidUploadLeavesNothing(t *testing.T) {
+func TestGCSCancelMidUploadLeavesNothing(t *testing.T) {
 	srv := gcstest.New(t, bucket)
 	proxy := gcstest.NewProxy(t, srv)
 	ctx, cancel := context.WithCancelCause(t.Context())
@@ -243,7 +243,7 @@ func TestCancelMidUploadLeavesNothing(t *testing.T) {
 	assertNoObject(t, srv, "obj")
 }
 
-func TestEmulatorDown(t *testing.T) {
+func TestGCSEmulatorDown(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -262,7 +262,7 @@ func TestEmulatorDown(t *testing.T) {
 	}
 }
 
-func TestDeletePermission(t *testing.T) {
+func TestGCSDeletePermission(t *testing.T) {
 	srv := gcstest.New(t, bucket)
 	srv.CreateObject(fakestorage.Object{ObjectAttrs: fakestorage.ObjectAttrs{BucketName: bucket, Name: "locked"}, Content: []byte("x")})
 	proxy := gcstest.NewProxy(t, srv)
@@ -277,7 +277,7 @@ func TestDeletePermission(t *testing.T) {
 	}
 }
 
-func TestProtection(t *testing.T) {
+func TestGCSProtection(t *testing.T) {
 	srv := gcstest.New(t, bucket)
 	until := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
 	for _, name := range []string{"free", "held", "retained"} {
@@ -314,7 +314,7 @@ func TestProtection(t *testing.T) {
 	}
 }
 
-func TestNoCredentials(t *testing.T) {
+func TestGCSNoCredentials(t *testing.T) {
 	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", t.TempDir()+"/missing.json")
 	_, err := gcs.New(t.Context(), gcs.Options{})
 	if !errors.Is(err, gcs.ErrNoCredentials) {
@@ -325,7 +325,7 @@ func TestNoCredentials(t *testing.T) {
 	}
 }
 
-func TestEmulatorHost(t *testing.T) {
+func TestGCSEmulatorHost(t *testing.T) {
 	srv := gcstest.New(t, bucket)
 	for _, host := range []string{srv.Host(), srv.URL()} {
 		b := open(t, fast(host))

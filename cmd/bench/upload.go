@@ -1,0 +1,242 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"cloud.google.com/go/storage"
+	"github.com/fsouza/fake-gcs-server/fakestorage"
+	"google.golang.org/api/iterator"
+	"google.golang.org/api/option"
+)
+
+const benchBucket = "etcd-backup-bench"
+
+// emulator is a Cloud Storage emulator in this process, which is not the
+// one measured. It keeps objects on disk, so that a 1 GiB object costs no
+// memory once it is written.
+// Clients reach it through a joiner (see there).
+type emulator struct {
+	srv    *fakestorage.Server
+	joiner *joiner
+	client *storage.Client // a plain client with default settings, as anyone would write it
+	host   string          // for $STORAGE_EMULATOR_HOST
+}
+
+// startEmulator keeps objects under dir/objects and upload chunks under
+// dir/chunks.
+func startEmulator(ctx context.Context, dir string) (_ *emulator, err error) {
+	objects := filepath.Join(dir, "objects")
+	if err := os.MkdirAll(objects, 0o700); err != nil {
+		return nil, fmt.Errorf("create emulator storage: %w", err)
+	}
+	e := &emulator{}
+	defer func() {
+		if err != nil {
+			e.stop()
+		}
+	}()
+	e.srv, err = fakestorage.NewServerWithOptions(fakestorage.Options{Scheme: "http", Host: "127.0.0.1", StorageRoot: objects})
+	if err != nil {
+		return nil, fmt.Errorf("start Cloud Storage emulator: %w", err)
+	}
+	e.srv.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: benchBucket})
+	var endpoint string
+	if e.joiner, endpoint, err = startJoiner(e.srv.URL(), filepath.Join(dir, "chunks")); err != nil {
+		return nil, err
+	}
+	e.host = strings.TrimPrefix(endpoint, "http://")
+	// What the library itself does for $STORAGE_EMULATOR_HOST.
+	e.client, err = storage.NewClient(ctx, option.WithEndpoint(endpoint+"/storage/v1/"), option.WithoutAuthentication())
+	if err != nil {
+		return nil, fmt.Errorf("connect to the emulator: %w", err)
+	}
+	return e, nil
+}
+
+func (e *emulator) stop() {
+	if e.client != nil {
+		e.client.Close()
+	}
+	if e.joiner != nil {
+		e.joiner.close()
+	}
+	if e.srv != nil {
+		e.srv.Stop()
+	}
+}
+
+// write sends the file at path as one object through one storage.Writer
+// with default settings and returns the wall time.
+func (e *emulator) write(ctx context.Context, path, object string) (time.Duration, error) {
+	start := time.Now()
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	w := e.client.Bucket(benchBucket).Object(object).NewWriter(ctx)
+	if _, err := io.Copy(w, f); err != nil {
+		w.CloseWithError(err)
+		return 0, fmt.Errorf("write %s to the emulator: %w", object, err)
+	}
+	if err := w.Close(); err != nil {
+		return 0, fmt.Errorf("write %s to the emulator: %w", object, err)
+	}
+	return time.Since(start), nil
+}
+
+// removeAll deletes every object under prefix, to keep the emulator's disk
+// use at one backup.
+func (e *emulator) removeAll(ctx context.Context, prefix string) error {
+	b := e.client.Bucket(benchBucket)
+	it := b.Objects(ctx, &storage.Query{Prefix: prefix})
+	for {
+		attrs, err := it.Next()
+		if errors.Is(err, iterator.Done) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("list %s in the emulator: %w", prefix, err)
+		}
+		if err := b.Object(attrs.Name).Delete(ctx); err != nil {
+			return fmt.Errorf("delete %s in the emulator: %w", attrs.Name, err)
+		}
+	}
+}
+
+// uploadResult is everything measured about upload at one database size.
+type uploadResult struct {
+	bytes     int64 // all files of the backup
+	snapBytes int64 // the snapshot, which the plain Writer sends
+	upload    []usage
+	writer    []time.Duration
+	endToEnd  []usage // save, then upload of what it saved
+}
+
+// hasUpload tells whether bin has the upload command.
+func hasUpload(ctx context.Context, bin string) bool {
+	_, err := runQuiet(ctx, "", nil, bin, "upload", "--help")
+	return err == nil
+}
+
+// benchUpload takes one backup, then alternates `etcd-backup upload` of it,
+// one plain storage.Writer of its snapshot, and save followed by upload in
+// a fresh directory, as a Task's two steps run.
+func (r *runner) benchUpload(ctx context.Context, size int64, runs int) (*uploadResult, error) {
+	src := filepath.Join(r.scratch, "upload-source")
+	if err := os.Mkdir(src, 0o700); err != nil {
+		return nil, fmt.Errorf("create run directory: %w", err)
+	}
+	defer os.RemoveAll(src)
+	logf("%s: one save to upload from", mib(size))
+	o, err := r.save(ctx, src, nil)
+	if err != nil {
+		return nil, err
+	}
+	backup := filepath.Dir(o.snapshot)
+	fi, err := os.Stat(o.snapshot)
+	if err != nil {
+		return nil, err
+	}
+	res := &uploadResult{snapBytes: fi.Size()}
+	if res.bytes, err = dirBytes(backup); err != nil {
+		return nil, err
+	}
+	for round := range runs + 1 {
+		what := fmt.Sprintf("run %d of %d", round, runs)
+		if round == 0 {
+			what = "warm-up"
+		}
+		logf("%s upload, storage.Writer, save then upload: %s", mib(size), what)
+		u, err := r.upload(ctx, backup)
+		if err != nil {
+			return nil, err
+		}
+		w, err := r.writeOnce(ctx, o.snapshot)
+		if err != nil {
+			return nil, err
+		}
+		e2e, err := r.saveThenUpload(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if round > 0 {
+			res.upload, res.writer, res.endToEnd = append(res.upload, u), append(res.writer, w), append(res.endToEnd, e2e)
+		}
+	}
+	return res, nil
+}
+
+// upload runs `etcd-backup upload` of dir to a fresh prefix, then empties it.
+func (r *runner) upload(ctx context.Context, dir string) (usage, error) {
+	r.seq++
+	prefix := "upload-" + strconv.Itoa(r.seq)
+	cmd := command{
+		path: r.bin,
+		args: []string{"upload", "--log-format", "json", dir, "gs://" + benchBucket + "/" + prefix},
+		env:  append(slices.Clone(r.env), "STORAGE_EMULATOR_HOST="+r.emu.host),
+	}
+	var out bytes.Buffer
+	u, err := measure(ctx, cmd, &out)
+	if err != nil {
+		return usage{}, err
+	}
+	return u, r.emu.removeAll(ctx, prefix+"/")
+}
+
+func (r *runner) writeOnce(ctx context.Context, path string) (time.Duration, error) {
+	r.seq++
+	object := "writer-" + strconv.Itoa(r.seq) + "/" + filepath.Base(path)
+	d, err := r.emu.write(ctx, path, object)
+	if err != nil {
+		return 0, err
+	}
+	return d, r.emu.removeAll(ctx, object)
+}
+
+func (r *runner) saveThenUpload(ctx context.Context) (usage, error) {
+	r.seq++
+	dir := filepath.Join(r.scratch, strconv.Itoa(r.seq))
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return usage{}, fmt.Errorf("create run directory: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	s, err := r.save(ctx, dir, nil)
+	if err != nil {
+		return usage{}, err
+	}
+	u, err := r.upload(ctx, filepath.Dir(s.snapshot))
+	if err != nil {
+		return usage{}, err
+	}
+	return s.usage.add(u), nil
+}
+
+// dirBytes is the size of the regular files directly in dir.
+func dirBytes(dir string) (int64, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, e := range entries {
+		fi, err := e.Info()
+		if err != nil {
+			return 0, err
+		}
+		if fi.Mode().IsRegular() {
+			n += fi.Size()
+		}
+	}
+	return n, nil
+}

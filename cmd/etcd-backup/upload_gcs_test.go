@@ -1,0 +1,313 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fsouza/fake-gcs-server/fakestorage"
+
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
+	"github.com/etcd-backup/etcd-backup/internal/manifest"
+	"github.com/etcd-backup/etcd-backup/internal/store/gcs/gcstest"
+	"github.com/etcd-backup/etcd-backup/internal/testcluster"
+)
+
+// TestGCSCommands drives upload, list, download, verify and prune against
+// an emulator with a backup of a real member, as a pipeline and an operator
+// would.
+func TestGCSCommands(t *testing.T) {
+	m := newMaster(t, testcluster.Options{Keys: 200})
+	dir := t.TempDir()
+	if code, stderr := m.save(t, dir); code != 0 {
+		t.Fatalf("save: exit %d\n%s", code, stderr)
+	}
+	b := readManifest(t, dir)
+	snap := b.File(manifest.KindSnapshot)
+	srv := gcstest.New(t, "backups", "keys")
+	env := map[string]string{"STORAGE_EMULATOR_HOST": srv.Host()}
+	backupURL := "gs://backups/etcd/" + b.ClusterKey() + "/" + b.Timestamp
+
+	t.Run("upload", func(t *testing.T) {
+		results := t.TempDir()
+		// DEST from the environment, as the Task passes it.
+		uenv := map[string]string{"STORAGE_EMULATOR_HOST": srv.Host(), "ETCD_BACKUP_DEST": "gs://backups/etcd"}
+		code, _, stderr := cli(t, uenv, "upload", "--results-dir", results, "--resources-to", "gs://keys/etcd", "--keep-last", "3", dir)
+		if code != 0 {
+			t.Fatalf("upload: exit %d\n%s", code, stderr)
+		}
+		want := map[string]string{
+			"snapshot-uri":  backupURL + "/" + snap.Name,
+			"resources-uri": "gs://keys/etcd/" + b.ClusterKey() + "/" + b.Timestamp + "/" + b.File(manifest.KindResources).Name,
+			"manifest-uri":  backupURL + "/backup.json",
+		}
+		for name, value := range want {
+			if got := readResult(t, results, name); got != value {
+				t.Errorf("result %s = %q, want %q", name, got, value)
+			}
+		}
+		var art map[string]string
+		raw := readResult(t, results, "backup-ARTIFACT_OUTPUTS")
+		if err := json.Unmarshal([]byte(raw), &art); err != nil || strings.HasSuffix(raw, "\n") {
+			t.Fatalf("backup-ARTIFACT_OUTPUTS %q: %v", raw, err)
+		}
+		if art["uri"] != want["manifest-uri"] || art["digest"] != "sha256:"+snap.SHA256 || art["isBuildArtifact"] != "true" || len(art) != 3 {
+			t.Errorf("backup-ARTIFACT_OUTPUTS = %v", art)
+		}
+		if !strings.Contains(stderr, "retention: keep "+backupURL) {
+			t.Errorf("no retention line in:\n%s", stderr)
+		}
+		// Again: nothing is sent, and it succeeds.
+		if code, _, stderr := cli(t, uenv, "upload", "--resources-to", "gs://keys/etcd", dir); code != 0 || !strings.Contains(stderr, "already uploaded") {
+			t.Errorf("second upload: exit %d\n%s", code, stderr)
+		}
+	})
+
+	t.Run("list", func(t *testing.T) {
+		// An interrupted upload beside it.
+		srv.CreateObject(fakestorage.Object{ObjectAttrs: fakestorage.ObjectAttrs{BucketName: "backups", Name: "etcd/" + b.ClusterKey() + "/2099-01-01_000000/snapshot_2099-01-01_000000.db"}, Content: []byte("x")})
+		code, stdout, stderr := cli(t, env, "list", "gs://backups/etcd")
+		if code != 0 {
+			t.Fatalf("list: exit %d\n%s", code, stderr)
+		}
+		lines := strings.Split(strings.TrimSpace(stdout), "\n")
+		if len(lines) != 3 || !strings.HasPrefix(lines[0], "TIMESTAMP") {
+			t.Fatalf("list:\n%s", stdout)
+		}
+		for _, want := range []string{b.Timestamp, b.Cluster.Version, " yes ", backupURL} {
+			if !strings.Contains(lines[2], want) {
+				t.Errorf("list row %q lacks %q", lines[2], want)
+			}
+		}
+		if !strings.Contains(lines[1], "2099-01-01_000000") || !strings.Contains(lines[1], " no ") {
+			t.Errorf("incomplete backup row: %q", lines[1])
+		}
+		code, stdout, _ = cli(t, env, "list", "--output", "json", "gs://backups/etcd")
+		var rows []listed
+		if err := json.Unmarshal([]byte(stdout), &rows); code != 0 || err != nil || len(rows) != 2 {
+			t.Fatalf("list --output json: exit %d, %v:\n%s", code, err, stdout)
+		}
+		if r := rows[1]; !r.Complete || r.EtcdRevision != b.Etcd.Revision || r.Size != b.Size() || r.Backup != backupURL {
+			t.Errorf("json row = %+v", r)
+		}
+		if r := rows[0]; r.Complete || r.Problem == "" {
+			t.Errorf("incomplete json row = %+v", r)
+		}
+	})
+
+	t.Run("download and verify", func(t *testing.T) {
+		for _, args := range [][]string{{backupURL}, {"--latest", "gs://backups/etcd"}} {
+			out := filepath.Join(t.TempDir(), "restore")
+			code, _, stderr := cli(t, env, append(append([]string{"download"}, args...), out)...)
+			if code != 0 {
+				t.Fatalf("download %v: exit %d\n%s", args, code, stderr)
+			}
+			if !strings.Contains(stderr, "cluster-restore.sh "+out) {
+				t.Errorf("download does not say how to restore:\n%s", stderr)
+			}
+			if code, _, stderr := cli(t, nil, "verify", out); code != 0 {
+				t.Errorf("verify of the download: exit %d\n%s", code, stderr)
+			}
+			if got, want := dirNames(t, out), dirNames(t, dir); strings.Join(got, ",") != strings.Join(want, ",") {
+				t.Errorf("download holds %v, the backup %v", got, want)
+			}
+		}
+		if code, _, stderr := cli(t, env, "verify", backupURL); code != 0 {
+			t.Errorf("verify %s: exit %d\n%s", backupURL, code, stderr)
+		}
+		if code, _, stderr := cli(t, env, "verify", "--restore", "--scratch-dir", t.TempDir(), backupURL); code != 0 {
+			t.Errorf("verify --restore %s: exit %d\n%s", backupURL, code, stderr)
+		}
+		if code, _, stderr := cli(t, env, "verify", "--latest", "gs://backups/etcd"); code != 0 || !strings.Contains(stderr, backupURL) {
+			t.Errorf("verify --latest: exit %d, want the newest backup %s verified:\n%s", code, backupURL, stderr)
+		}
+	})
+
+	t.Run("prune", func(t *testing.T) {
+		code, stdout, stderr := cli(t, env, "prune", "--keep-last", "1", "--dry-run", "gs://backups/etcd")
+		if code != 0 {
+			t.Fatalf("prune: exit %d\n%s", code, stderr)
+		}
+		if !regexp.MustCompile(`(?m)^keep +` + regexp.QuoteMeta(backupURL) + ` +newest complete backup$`).MatchString(stdout) {
+			t.Errorf("prune output:\n%s", stdout)
+		}
+	})
+
+	t.Run("corrupt object", func(t *testing.T) {
+		name := "etcd/" + b.ClusterKey() + "/" + b.Timestamp + "/" + snap.Name
+		obj, err := srv.GetObject("backups", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		obj.Content[len(obj.Content)/2] ^= 1
+		obj.Crc32c, obj.Md5Hash = "", ""
+		srv.CreateObject(obj)
+		code, _, stderr := cli(t, env, "verify", backupURL)
+		if code != exitcode.Verify || !strings.Contains(stderr, "SHA-256") {
+			t.Errorf("verify of a corrupt backup: exit %d\n%s", code, stderr)
+		}
+		out := filepath.Join(t.TempDir(), "restore")
+		if code, _, stderr := cli(t, env, "download", backupURL, out); code != exitcode.Verify {
+			t.Errorf("download of a corrupt backup: exit %d\n%s", code, stderr)
+		}
+		if _, err := os.Stat(out); err == nil {
+			t.Errorf("download left %v", dirNames(t, out))
+		}
+	})
+}
+
+// TestGCSStalledService checks that --timeout ends an upload to a service
+// that stopped answering, and that nothing of it is left.
+func TestGCSStalledService(t *testing.T) {
+	m := newMaster(t, testcluster.Options{Keys: 200})
+	dir := t.TempDir()
+	if code, stderr := m.save(t, dir); code != 0 {
+		t.Fatalf("save: exit %d\n%s", code, stderr)
+	}
+	srv := gcstest.New(t, "backups")
+	proxy := gcstest.NewProxy(t, srv)
+	proxy.Add(gcstest.Fault{Match: gcstest.IsUploadData, Do: gcstest.Stall(nil)})
+	env := map[string]string{"STORAGE_EMULATOR_HOST": proxy.Host()}
+	code, _, stderr := cli(t, env, "upload", "--timeout", "2s", dir, "gs://backups/etcd")
+	if code != exitcode.Failure || !strings.Contains(stderr, "--timeout 2s reached") {
+		t.Errorf("exit %d:\n%s", code, stderr)
+	}
+	if objs, _, _ := srv.ListObjects("backups", "", "", false); len(objs) != 0 {
+		t.Errorf("%d objects left", len(objs))
+	}
+}
+
+// TestGCSUploadSIGTERM sends SIGTERM, as a Tekton or Argo deadline does, in
+// the middle of the snapshot's upload: the process exits non-zero and leaves
+// no object of it, and no backup.json.
+func TestGCSUploadSIGTERM(t *testing.T) {
+	m := newMaster(t, testcluster.Options{Keys: 200})
+	dir := t.TempDir()
+	if code, stderr := m.save(t, dir); code != 0 {
+		t.Fatalf("save: exit %d\n%s", code, stderr)
+	}
+	snap := readManifest(t, dir).File(manifest.KindSnapshot).Name
+	srv := gcstest.New(t, "backups")
+	proxy := gcstest.NewProxy(t, srv)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	cmd := selfCommand(ctx, "upload", dir, "gs://backups/etcd")
+	cmd.Env = append(cmd.Env, "STORAGE_EMULATOR_HOST="+proxy.Host())
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	// Handed over, not read from cmd: the proxy runs in its own goroutine.
+	started := make(chan *os.Process, 1)
+	proxy.Add(gcstest.Fault{
+		Match: func(r *http.Request) bool { return gcstest.IsUpload(r) && strings.Contains(r.URL.RawQuery, snap) },
+		Do:    gcstest.Stall(func() { (<-started).Signal(syscall.SIGTERM) }),
+	})
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	started <- cmd.Process
+	err := cmd.Wait()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != exitcode.Failure || !strings.Contains(stderr.String(), "interrupted by terminated") {
+		t.Fatalf("after SIGTERM: %v, want exit %d:\n%s", err, exitcode.Failure, stderr.String())
+	}
+	attrs, _, err := srv.ListObjects("backups", "", "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range attrs {
+		if strings.HasSuffix(a.Name, snap) || strings.HasSuffix(a.Name, manifest.FileName) {
+			t.Errorf("%s stored", a.Name)
+		}
+	}
+}
+
+func readResult(t *testing.T, dir, name string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+func TestGCSUsage(t *testing.T) {
+	srv := gcstest.New(t, "backups")
+	env := map[string]string{"STORAGE_EMULATOR_HOST": srv.Host()}
+	dir := t.TempDir()
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"upload to a path", []string{"upload", dir, "/mnt/backups"}, "not a gs:// URL"},
+		{"upload without DEST", []string{"upload", dir}, "missing DEST"},
+		{"bad bucket", []string{"upload", dir, "gs://Bad_Bucket/x"}, "not a valid bucket name"},
+		{"bad resources-to", []string{"upload", "--resources-to", "gs://b/../x", dir, "gs://backups/p"}, "--resources-to"},
+		{"bad kms key", []string{"upload", "--kms-key", "my-key", dir, "gs://backups/p"}, "--kms-key"},
+		{"negative keep-last", []string{"upload", "--keep-last", "-1", dir, "gs://backups/p"}, "negative"},
+		{"prune without policy", []string{"prune", "gs://backups/p"}, "no retention policy"},
+		{"list as xml", []string{"list", "--output", "xml", "gs://backups/p"}, "--output"},
+		{"download a prefix", []string{"download", "gs://backups/p", dir}, "does not name one backup"},
+		{"cluster-id without latest", []string{"download", "--cluster-id", "x", "gs://backups/p/x/2026-01-01_000000", dir}, "--latest"},
+		{"verify a bad URL", []string{"verify", "gs://backups/p"}, "does not name one backup"},
+		{"verify --latest of a directory", []string{"verify", "--latest", dir}, "gs:// TARGET"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, _, stderr := cli(t, env, tt.args...)
+			if code != exitcode.Usage || !strings.Contains(stderr, tt.want) || strings.Count(stderr, "\n") != 1 {
+				t.Errorf("exit %d, want %d with one line containing %q:\n%s", code, exitcode.Usage, tt.want, stderr)
+			}
+		})
+	}
+	// Not a backup: refused before anything is sent.
+	if code, _, stderr := cli(t, env, "upload", dir, "gs://backups/p"); code != exitcode.Verify || !strings.Contains(stderr, "refusing to upload") {
+		t.Errorf("upload of an empty directory: exit %d:\n%s", code, stderr)
+	}
+	if objs, _, _ := srv.ListObjects("backups", "", "", false); len(objs) != 0 {
+		t.Errorf("refused commands wrote %d objects", len(objs))
+	}
+}
+
+func TestGCSSkipWithoutDest(t *testing.T) {
+	results := t.TempDir()
+	code, _, stderr := cli(t, nil, "upload", "--skip-if-no-dest", "--results-dir", results, t.TempDir())
+	if code != 0 || !strings.Contains(stderr, "no destination given; skipping upload") {
+		t.Errorf("exit %d:\n%s", code, stderr)
+	}
+	if names := dirNames(t, results); len(names) != 0 {
+		t.Errorf("results written: %v", names)
+	}
+}
+
+func TestGCSNoCredentials(t *testing.T) {
+	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", filepath.Join(t.TempDir(), "missing.json"))
+	code, _, stderr := cli(t, nil, "list", "gs://backups/etcd")
+	if code != exitcode.Usage || !strings.Contains(stderr, "Workload Identity") || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("exit %d, want %d and one line on how to give credentials:\n%s", code, exitcode.Usage, stderr)
+	}
+}
+
+func TestGCSEmulatorDown(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := l.Addr().String()
+	l.Close()
+	code, _, stderr := cli(t, map[string]string{"STORAGE_EMULATOR_HOST": host}, "list", "--timeout", "2s", "gs://backups/etcd")
+	if code != exitcode.Failure || !strings.Contains(stderr, "connection refused") || !strings.Contains(stderr, "--timeout 2s reached") {
+		t.Errorf("exit %d:\n%s", code, stderr)
+	}
+}

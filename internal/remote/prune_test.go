@@ -1,0 +1,403 @@
+package remote_test
+
+import (
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/storage"
+	"github.com/fsouza/fake-gcs-server/fakestorage"
+
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
+	"github.com/etcd-backup/etcd-backup/internal/manifest"
+	"github.com/etcd-backup/etcd-backup/internal/remote"
+	"github.com/etcd-backup/etcd-backup/internal/store/gcs/gcstest"
+)
+
+var now = time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+
+func ago(d time.Duration) time.Time { return now.Add(-d) }
+
+const day = 24 * time.Hour
+
+func TestGCSListCompleteness(t *testing.T) {
+	srv := gcstest.New(t, bucket)
+	complete := craft(t, srv, crafted{prefix: "etcd", cluster: "a", at: ago(2 * day)})
+	// Newer, but its upload never finished.
+	craft(t, srv, crafted{prefix: "etcd", cluster: "a", at: ago(day), noManifest: true})
+	// backup.json there, snapshot gone.
+	broken := crafted{prefix: "etcd", cluster: "a", at: ago(3 * day)}
+	bm := craft(t, srv, broken)
+	if err := srv.Backend().DeleteObject(bucket, "etcd/a/"+bm.Timestamp+"/"+bm.File(manifest.KindSnapshot).Name); err != nil {
+		t.Fatal(err)
+	}
+	// Not backups: wrong depth, bad timestamp, elsewhere.
+	for _, name := range []string{"etcd/a/README", "etcd/a/latest/backup.json", "etcd/x/2026-01-01_000000/sub/file", "other/a/2026-01-01_000000/backup.json"} {
+		put(srv, bucket, name, []byte("x"), nil, now)
+	}
+	c := client(t, srv.Host())
+	backups, err := c.List(t.Context(), mustURL(t, "gs://"+bucket+"/etcd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type row struct {
+		ts       string
+		complete bool
+		problem  string
+	}
+	var got []row
+	for _, b := range backups {
+		got = append(got, row{b.Ref.Timestamp, b.Complete, b.Problem})
+	}
+	want := []row{
+		{ago(day).Format(manifest.TimestampLayout), false, "no backup.json: upload interrupted or in progress"},
+		{complete.Timestamp, true, ""},
+		{bm.Timestamp, false, bm.File(manifest.KindSnapshot).Name + " is missing"},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("List:\n got %v\nwant %v", got, want)
+	}
+	if backups[1].Manifest.Cluster.Version != "4.18.12" || backups[1].Manifest.Etcd.Revision != 42 {
+		t.Errorf("complete backup's manifest = %+v", backups[1].Manifest)
+	}
+
+	latest, err := c.Latest(t.Context(), mustURL(t, "gs://"+bucket+"/etcd"), "")
+	if err != nil || latest.Ref.Timestamp != complete.Timestamp {
+		t.Errorf("Latest = %v, %v; want the complete backup %s, not the newer incomplete one", latest, err, complete.Timestamp)
+	}
+}
+
+func TestGCSLatestClusters(t *testing.T) {
+	srv := gcstest.New(t, bucket)
+	craft(t, srv, crafted{prefix: "p", cluster: "a", at: ago(day)})
+	b := craft(t, srv, crafted{prefix: "p", cluster: "b", at: ago(2 * day)})
+	c := client(t, srv.Host())
+	dest := mustURL(t, "gs://"+bucket+"/p")
+	if _, err := c.Latest(t.Context(), dest, ""); exitcode.Of(err) != exitcode.Usage || !strings.Contains(err.Error(), "--cluster-id") {
+		t.Errorf("Latest of two clusters: %v, want a usage error naming --cluster-id", err)
+	}
+	got, err := c.Latest(t.Context(), dest, "b")
+	if err != nil || got.Ref.Timestamp != b.Timestamp {
+		t.Errorf("Latest(b) = %v, %v", got, err)
+	}
+	if _, err := c.Latest(t.Context(), dest, "c"); err == nil {
+		t.Error("Latest of an unknown cluster succeeded")
+	}
+}
+
+func TestGCSPolicyCheck(t *testing.T) {
+	for _, p := range []remote.Policy{{}, {KeepLast: -1}, {KeepWithin: -time.Hour}} {
+		if err := p.Check(); exitcode.Of(err) != exitcode.Usage {
+			t.Errorf("%+v: %v, want a usage error", p, err)
+		}
+	}
+}
+
+// prunable is a backup crafted for prune tests, with the outcome expected.
+type prunable struct {
+	crafted
+	want remote.Action
+}
+
+func TestGCSPrune(t *testing.T) {
+	tests := []struct {
+		name    string
+		policy  remote.Policy
+		backups []prunable
+	}{
+		{
+			name:   "keep last",
+			policy: remote.Policy{KeepLast: 2},
+			backups: []prunable{
+				{crafted{at: ago(1 * day)}, remote.Keep},
+				{crafted{at: ago(2 * day)}, remote.Keep},
+				{crafted{at: ago(3 * day)}, remote.Remove},
+				{crafted{at: ago(4 * day)}, remote.Remove},
+			},
+		},
+		{
+			name:   "keep within",
+			policy: remote.Policy{KeepWithin: 36 * time.Hour},
+			backups: []prunable{
+				{crafted{at: ago(time.Hour)}, remote.Keep},
+				{crafted{at: ago(30 * time.Hour)}, remote.Keep},
+				{crafted{at: ago(50 * time.Hour)}, remote.Remove},
+			},
+		},
+		{
+			name:   "either rule keeps",
+			policy: remote.Policy{KeepLast: 1, KeepWithin: 36 * time.Hour},
+			backups: []prunable{
+				{crafted{at: ago(time.Hour)}, remote.Keep},
+				{crafted{at: ago(30 * time.Hour)}, remote.Keep},
+				{crafted{at: ago(50 * time.Hour)}, remote.Remove},
+			},
+		},
+		{
+			name:   "newest complete is never removed",
+			policy: remote.Policy{KeepWithin: time.Hour},
+			backups: []prunable{
+				{crafted{at: ago(5 * day)}, remote.Keep},
+				{crafted{at: ago(6 * day)}, remote.Remove},
+			},
+		},
+		{
+			name:   "an incomplete backup is not the newest",
+			policy: remote.Policy{KeepLast: 1},
+			backups: []prunable{
+				{crafted{at: ago(time.Hour), noManifest: true}, remote.Keep},
+				{crafted{at: ago(2 * day)}, remote.Keep},
+				{crafted{at: ago(3 * day)}, remote.Remove},
+			},
+		},
+		{
+			name:   "leftovers older than a day go",
+			policy: remote.Policy{KeepLast: 1},
+			backups: []prunable{
+				{crafted{at: ago(1 * day)}, remote.Keep},
+				{crafted{at: ago(3 * day), noManifest: true}, remote.Remove},
+				// Saved long ago, uploaded just now: the upload may be running.
+				{crafted{at: ago(4 * day), noManifest: true, created: ago(time.Hour)}, remote.Keep},
+				{crafted{at: ago(5 * day), noManifest: true, foreignData: true}, remote.Keep},
+			},
+		},
+		{
+			name:   "other writers are left alone",
+			policy: remote.Policy{KeepLast: 1},
+			backups: []prunable{
+				{crafted{at: ago(1 * day)}, remote.Keep},
+				{crafted{at: ago(2 * day), tool: "cluster-backup.sh"}, remote.Keep},
+				{crafted{at: ago(3 * day), foreignData: true}, remote.Skip},
+				{crafted{at: ago(4 * day)}, remote.Remove},
+			},
+		},
+		{
+			name:   "per cluster",
+			policy: remote.Policy{KeepLast: 1},
+			backups: []prunable{
+				{crafted{at: ago(1 * day), cluster: "a"}, remote.Keep},
+				{crafted{at: ago(2 * day), cluster: "a"}, remote.Remove},
+				{crafted{at: ago(3 * day), cluster: "b"}, remote.Keep},
+				{crafted{at: ago(4 * day), cluster: "b"}, remote.Remove},
+			},
+		},
+		{
+			name:   "archive in another bucket",
+			policy: remote.Policy{KeepLast: 1},
+			backups: []prunable{
+				{crafted{at: ago(1 * day), resourcesTo: "keys"}, remote.Keep},
+				{crafted{at: ago(2 * day), resourcesTo: "keys"}, remote.Remove},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, dryRun := range []bool{true, false} {
+				srv := gcstest.New(t, bucket, otherBucket)
+				foreign := "etcd/x/" + ago(4*day).Format(manifest.TimestampLayout) + "/notes.txt"
+				put(srv, bucket, foreign, []byte("mine"), nil, ago(10*day))
+				objectsOf := map[remote.Ref][]string{}
+				for _, b := range tt.backups {
+					b.prefix = "etcd"
+					if b.cluster == "" {
+						b.cluster = "x"
+					}
+					craft(t, srv, b.crafted)
+					objectsOf[b.ref(t)] = objectsBelow(t, srv, b.ref(t))
+				}
+				foreignRef := crafted{prefix: "etcd", cluster: "x", at: ago(4 * day)}.ref(t)
+				objectsOf[foreignRef] = objectsBelow(t, srv, foreignRef)
+				c := client(t, srv.Host())
+				c.Now = func() time.Time { return now }
+				decisions, err := c.Prune(t.Context(), mustURL(t, "gs://"+bucket+"/etcd"), remote.PruneOptions{Policy: tt.policy, DryRun: dryRun})
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := map[remote.Ref]remote.Action{}
+				for _, b := range tt.backups {
+					b.prefix = "etcd"
+					if b.cluster == "" {
+						b.cluster = "x"
+					}
+					want[b.ref(t)] = b.want
+				}
+				for _, d := range decisions {
+					// The foreign object alone is no backup of ours: kept.
+					w, ok := want[d.Backup.Ref]
+					if !ok {
+						w = remote.Keep
+					}
+					delete(want, d.Backup.Ref)
+					if d.Action != w {
+						t.Errorf("dry run %v: %s: %s (%s), want %s", dryRun, d.Backup.Ref, d.Action, d.Reason, w)
+					}
+					left := objectsBelow(t, srv, d.Backup.Ref)
+					if d.Action == remote.Remove && !dryRun {
+						for _, name := range left {
+							if written(t, srv, name) {
+								t.Errorf("%s kept after removal", name)
+							}
+						}
+					} else if !slices.Equal(left, objectsOf[d.Backup.Ref]) {
+						t.Errorf("dry run %v: %s %s, but its objects went from %v to %v", dryRun, d.Action, d.Backup.Ref, objectsOf[d.Backup.Ref], left)
+					}
+				}
+				if len(want) > 0 {
+					t.Errorf("no decision on %v", want)
+				}
+				if !exists(srv, bucket, foreign) {
+					t.Error("foreign object removed")
+				}
+			}
+		})
+	}
+}
+
+func TestGCSPruneProtected(t *testing.T) {
+	old := crafted{prefix: "etcd", cluster: "x", at: ago(3 * day)}
+	tests := []struct {
+		name   string
+		setup  func(t *testing.T, srv *gcstest.Server, p *gcstest.Proxy, dir string, b *manifest.Backup)
+		want   remote.Action
+		reason string
+		left   []string // of the old backup's files, those expected to remain
+	}{
+		{
+			name: "retention",
+			setup: func(t *testing.T, srv *gcstest.Server, p *gcstest.Proxy, dir string, b *manifest.Backup) {
+				obj, err := srv.GetObject(bucket, dir+b.File(manifest.KindSnapshot).Name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				obj.Retention = &storage.ObjectRetention{Mode: "Locked", RetainUntil: now.Add(time.Hour)}
+				srv.CreateObject(fakestorage.Object{ObjectAttrs: obj.ObjectAttrs, Content: obj.Content})
+			},
+			want: remote.Skip, reason: "retained until", left: []string{"snapshot", "resources", "backup.json"},
+		},
+		{
+			name: "hold",
+			setup: func(t *testing.T, srv *gcstest.Server, p *gcstest.Proxy, dir string, b *manifest.Backup) {
+				p.RewriteObjects(func(obj map[string]any) {
+					if obj["name"] == dir+b.File(manifest.KindResources).Name {
+						obj["eventBasedHold"] = true
+					}
+				})
+			},
+			want: remote.Skip, reason: "under a hold", left: []string{"snapshot", "resources", "backup.json"},
+		},
+		{
+			name: "delete of backup.json refused",
+			setup: func(t *testing.T, srv *gcstest.Server, p *gcstest.Proxy, dir string, b *manifest.Backup) {
+				p.Add(gcstest.Fault{Match: gcstest.IsDelete(dir + manifest.FileName), Do: gcstest.Status(http.StatusForbidden)})
+			},
+			want: remote.Skip, reason: "was refused", left: []string{"snapshot", "resources", "backup.json"},
+		},
+		{
+			name: "delete of the snapshot refused",
+			setup: func(t *testing.T, srv *gcstest.Server, p *gcstest.Proxy, dir string, b *manifest.Backup) {
+				p.Add(gcstest.Fault{Match: gcstest.IsDelete(dir + b.File(manifest.KindSnapshot).Name), Do: gcstest.Status(http.StatusForbidden)})
+			},
+			want: remote.Remove, reason: "left as an incomplete backup", left: []string{"snapshot"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := gcstest.New(t, bucket)
+			proxy := gcstest.NewProxy(t, srv)
+			craft(t, srv, crafted{prefix: "etcd", cluster: "x", at: ago(day)})
+			b := craft(t, srv, old)
+			dir := "etcd/x/" + b.Timestamp + "/"
+			tt.setup(t, srv, proxy, dir, b)
+			c := client(t, proxy.Host())
+			c.Now = func() time.Time { return now }
+			decisions, err := c.Prune(t.Context(), mustURL(t, "gs://"+bucket+"/etcd"), remote.PruneOptions{Policy: remote.Policy{KeepLast: 1}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := decisions[1]
+			if d.Action != tt.want || !strings.Contains(d.Reason, tt.reason) {
+				t.Errorf("%s: %s, want %s %q", d.Action, d.Reason, tt.want, tt.reason)
+			}
+			names := map[string]string{
+				"snapshot":    dir + b.File(manifest.KindSnapshot).Name,
+				"resources":   dir + b.File(manifest.KindResources).Name,
+				"backup.json": dir + manifest.FileName,
+			}
+			for what, name := range names {
+				if want := slices.Contains(tt.left, what); exists(srv, bucket, name) != want {
+					t.Errorf("%s exists = %v, want %v", what, !want, want)
+				}
+			}
+		})
+	}
+}
+
+func TestGCSPruneDeletesManifestFirst(t *testing.T) {
+	srv := gcstest.New(t, bucket)
+	proxy := gcstest.NewProxy(t, srv)
+	craft(t, srv, crafted{prefix: "etcd", cluster: "x", at: ago(day)})
+	b := craft(t, srv, crafted{prefix: "etcd", cluster: "x", at: ago(2 * day)})
+	c := client(t, proxy.Host())
+	c.Now = func() time.Time { return now }
+	if _, err := c.Prune(t.Context(), mustURL(t, "gs://"+bucket+"/etcd"), remote.PruneOptions{Policy: remote.Policy{KeepLast: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	var deletes []string
+	for _, r := range proxy.Requests() {
+		if strings.HasPrefix(r, http.MethodDelete) {
+			deletes = append(deletes, r[strings.LastIndex(r, "/")+1:])
+		}
+	}
+	if len(deletes) != 3 || deletes[0] != manifest.FileName {
+		t.Errorf("deleted %v; want %s first, then the %s files", deletes, manifest.FileName, b.Timestamp)
+	}
+}
+
+func TestGCSPruneOneCluster(t *testing.T) {
+	srv := gcstest.New(t, bucket)
+	for _, cl := range []string{"a", "b"} {
+		craft(t, srv, crafted{prefix: "etcd", cluster: cl, at: ago(day)})
+		craft(t, srv, crafted{prefix: "etcd", cluster: cl, at: ago(2 * day)})
+	}
+	c := client(t, srv.Host())
+	c.Now = func() time.Time { return now }
+	decisions, err := c.Prune(t.Context(), mustURL(t, "gs://"+bucket+"/etcd"), remote.PruneOptions{Policy: remote.Policy{KeepLast: 1}, ClusterID: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range decisions {
+		if d.Backup.Ref.ClusterID != "b" {
+			t.Errorf("decided on %s", d.Backup.Ref)
+		}
+	}
+	if n := len(objects(t, srv, bucket)); n != 9 {
+		t.Errorf("%d objects left, want 9 (cluster a untouched, one backup of b removed)", n)
+	}
+}
+
+func objectsBelow(t *testing.T, srv *gcstest.Server, ref remote.Ref) []string {
+	t.Helper()
+	var out []string
+	for _, bkt := range []string{bucket, otherBucket} {
+		for _, name := range objects(t, srv, bkt) {
+			if strings.Contains(name, "/"+ref.ClusterID+"/"+ref.Timestamp+"/") {
+				out = append(out, bkt+"/"+name)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// written says whether bucket/name was written by upload, going by its metadata.
+func written(t *testing.T, srv *gcstest.Server, bucketName string) bool {
+	t.Helper()
+	bkt, name, _ := strings.Cut(bucketName, "/")
+	obj, err := srv.GetObject(bkt, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return obj.Metadata[remote.MetaWrittenBy] != ""
+}

@@ -1,0 +1,444 @@
+package remote_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/fsouza/fake-gcs-server/fakestorage"
+
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
+	"github.com/etcd-backup/etcd-backup/internal/manifest"
+	"github.com/etcd-backup/etcd-backup/internal/remote"
+	"github.com/etcd-backup/etcd-backup/internal/store"
+	"github.com/etcd-backup/etcd-backup/internal/store/gcs/gcstest"
+	"github.com/etcd-backup/etcd-backup/internal/verify"
+)
+
+func TestGCSParseRef(t *testing.T) {
+	tests := []struct {
+		in   string
+		want remote.Ref
+		err  bool
+	}{
+		{in: "gs://b-1/etcd/abc-123/2026-01-02_030405", want: remote.Ref{Dest: store.URL{Bucket: "b-1", Path: "etcd"}, ClusterID: "abc-123", Timestamp: "2026-01-02_030405"}},
+		{in: "gs://b-1/abc/2026-01-02_030405/", want: remote.Ref{Dest: store.URL{Bucket: "b-1"}, ClusterID: "abc", Timestamp: "2026-01-02_030405"}},
+		{in: "gs://b-1/a/b/c/2026-01-02_030405", want: remote.Ref{Dest: store.URL{Bucket: "b-1", Path: "a/b"}, ClusterID: "c", Timestamp: "2026-01-02_030405"}},
+		{in: "gs://b-1/etcd/abc", err: true},
+		{in: "gs://b-1/2026-01-02_030405", err: true},
+		{in: "gs://b-1/etcd/../2026-01-02_030405", err: true},
+		{in: "gs://B/etcd/abc/2026-01-02_030405", err: true},
+		{in: "s3://b-1/etcd/abc/2026-01-02_030405", err: true},
+		{in: "/tmp/backup", err: true},
+	}
+	for _, tt := range tests {
+		got, err := remote.ParseRef(tt.in)
+		if tt.err {
+			if exitcode.Of(err) != exitcode.Usage {
+				t.Errorf("ParseRef(%q) = %+v, %v; want a usage error", tt.in, got, err)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("ParseRef(%q) = %+v, %v; want %+v", tt.in, got, err, tt.want)
+		}
+		if err == nil && got.String() != strings.TrimSuffix(tt.in, "/") {
+			t.Errorf("ParseRef(%q).String() = %q", tt.in, got.String())
+		}
+	}
+}
+
+// TestWithRealBackup runs everything that needs a backup of a real etcd
+// member; the subtests share one, each with its own emulator.
+func TestGCSWithRealBackup(t *testing.T) {
+	dir, b := localBackup(t)
+	dest := "gs://" + bucket + "/etcd"
+	localManifest, err := os.ReadFile(filepath.Join(dir, manifest.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, res := b.File(manifest.KindSnapshot), b.File(manifest.KindResources)
+
+	t.Run("round trip", func(t *testing.T) {
+		srv := gcstest.New(t, bucket)
+		proxy := gcstest.NewProxy(t, srv)
+		c := client(t, proxy.Host())
+		ctx := t.Context()
+		up, err := c.Upload(ctx, dir, b, mustURL(t, dest), remote.UploadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		prefix := dest + "/" + b.ClusterKey() + "/" + b.Timestamp + "/"
+		if up.SnapshotURI != prefix+snap.Name || up.ResourcesURI != prefix+res.Name || up.ManifestURI != prefix+manifest.FileName {
+			t.Errorf("URIs = %s %s %s", up.SnapshotURI, up.ResourcesURI, up.ManifestURI)
+		}
+		obj, err := srv.GetObject(bucket, "etcd/"+b.ClusterKey()+"/"+b.Timestamp+"/"+snap.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if obj.Metadata[remote.MetaSHA256] != snap.SHA256 || obj.Metadata[remote.MetaClusterVersion] != b.Cluster.Version || obj.Metadata[remote.MetaRevision] == "" {
+			t.Errorf("snapshot metadata = %v", obj.Metadata)
+		}
+		uploaded, err := srv.GetObject(bucket, "etcd/"+b.ClusterKey()+"/"+b.Timestamp+"/"+manifest.FileName)
+		if err != nil || !bytes.Equal(uploaded.Content, localManifest) {
+			t.Errorf("uploaded backup.json differs from the local one (err %v)", err)
+		}
+
+		backups, err := c.List(ctx, mustURL(t, dest))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(backups) != 1 || !backups[0].Complete || backups[0].Ref != up.Ref || backups[0].Size() != b.Size() {
+			t.Fatalf("List = %+v", backups)
+		}
+
+		// Re-running the same upload sends nothing.
+		before := len(proxy.Requests())
+		if _, err := c.Upload(ctx, dir, b, mustURL(t, dest), remote.UploadOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range proxy.Requests()[before:] {
+			if strings.Contains(r, "/upload/") {
+				t.Errorf("second upload sent %s", r)
+			}
+		}
+
+		if _, err := c.Verify(ctx, up.Ref, verify.Options{Log: logger(t)}); err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(t.TempDir(), "download")
+		if _, err := c.Download(ctx, up.Ref, out); err != nil {
+			t.Fatal(err)
+		}
+		assertSameBackup(t, dir, out)
+	})
+
+	t.Run("verify with trial restore", func(t *testing.T) {
+		srv := gcstest.New(t, bucket)
+		c := client(t, srv.Host())
+		up, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		scratch := t.TempDir()
+		if _, err := c.Verify(t.Context(), up.Ref, verify.Options{Restore: true, ScratchDir: scratch, Log: logger(t)}); err != nil {
+			t.Fatal(err)
+		}
+		if entries, _ := os.ReadDir(scratch); len(entries) != 0 {
+			t.Errorf("scratch dir keeps %d entries", len(entries))
+		}
+	})
+
+	t.Run("resources to another bucket", func(t *testing.T) {
+		srv := gcstest.New(t, bucket, otherBucket)
+		c := client(t, srv.Host())
+		to := mustURL(t, "gs://"+otherBucket+"/keys")
+		up, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{ResourcesTo: &to})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := "gs://" + otherBucket + "/keys/" + b.ClusterKey() + "/" + b.Timestamp + "/" + res.Name
+		if up.ResourcesURI != want || up.Manifest.Locations[res.Name] != want {
+			t.Errorf("resources at %s, recorded %v; want %s", up.ResourcesURI, up.Manifest.Locations, want)
+		}
+		if names := objects(t, srv, bucket); slices.ContainsFunc(names, func(n string) bool { return strings.HasSuffix(n, res.Name) }) {
+			t.Errorf("archive also in %s: %v", bucket, names)
+		}
+		if _, err := c.Verify(t.Context(), up.Ref, verify.Options{Log: logger(t)}); err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(t.TempDir(), "download")
+		if _, err := c.Download(t.Context(), up.Ref, out); err != nil {
+			t.Fatal(err)
+		}
+		assertSameBackup(t, dir, out)
+	})
+
+	t.Run("conflicting object", func(t *testing.T) {
+		srv := gcstest.New(t, bucket)
+		name := "etcd/" + b.ClusterKey() + "/" + b.Timestamp + "/" + snap.Name
+		put(srv, bucket, name, []byte("someone else's"), nil, b.CreatedAt)
+		c := client(t, srv.Host())
+		_, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{})
+		if err == nil || !strings.Contains(err.Error(), "already exists with other content") {
+			t.Fatalf("Upload: %v", err)
+		}
+		if got, _ := srv.GetObject(bucket, name); string(got.Content) != "someone else's" {
+			t.Error("conflicting object overwritten")
+		}
+		assertNotComplete(t, c, srv, dest)
+	})
+
+	t.Run("another backup.json already there", func(t *testing.T) {
+		srv := gcstest.New(t, bucket, otherBucket)
+		c := client(t, srv.Host())
+		to := mustURL(t, "gs://"+otherBucket+"/keys")
+		if _, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{ResourcesTo: &to}); err != nil {
+			t.Fatal(err)
+		}
+		before := objects(t, srv, bucket)
+		// The same backup, but the archive next to it: another backup.json.
+		_, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{})
+		if err == nil || !strings.Contains(err.Error(), manifest.FileName+" already exists with other content") {
+			t.Fatalf("Upload: %v", err)
+		}
+		if after := objects(t, srv, bucket); !slices.Equal(before, after) {
+			t.Errorf("objects went from %v to %v", before, after)
+		}
+	})
+
+	t.Run("local file changed after verify", func(t *testing.T) {
+		changed := copyDir(t, dir)
+		flipByte(t, filepath.Join(changed, snap.Name), snap.Size/2)
+		srv := gcstest.New(t, bucket)
+		c := client(t, srv.Host())
+		if _, err := c.Upload(t.Context(), changed, b, mustURL(t, dest), remote.UploadOptions{}); err == nil {
+			t.Fatal("Upload of a changed file succeeded")
+		}
+		if exists(srv, bucket, "etcd/"+b.ClusterKey()+"/"+b.Timestamp+"/"+snap.Name) {
+			t.Error("corrupt snapshot stored")
+		}
+		assertNotComplete(t, c, srv, dest)
+	})
+
+	t.Run("transient 503 then success", func(t *testing.T) {
+		srv := gcstest.New(t, bucket)
+		proxy := gcstest.NewProxy(t, srv)
+		proxy.Add(gcstest.Fault{Match: gcstest.IsUpload, Times: 3, Do: gcstest.Status(http.StatusServiceUnavailable)})
+		proxy.Add(gcstest.Fault{Match: func(r *http.Request) bool { return r.Method == http.MethodGet }, Times: 2, Do: gcstest.Status(http.StatusBadGateway)})
+		c := client(t, proxy.Host())
+		up, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Verify(t.Context(), up.Ref, verify.Options{Log: logger(t)}); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("reset mid-upload", func(t *testing.T) {
+		srv := gcstest.New(t, bucket)
+		proxy := gcstest.NewProxy(t, srv)
+		proxy.Add(gcstest.Fault{
+			Match: func(r *http.Request) bool {
+				return gcstest.IsUploadData(r) && strings.Contains(r.URL.RawQuery, "snapshot_")
+			},
+			Do: gcstest.Reset(64 << 10),
+		})
+		c := client(t, proxy.Host())
+		if _, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{}); err == nil {
+			t.Fatal("Upload succeeded through resets")
+		}
+		if exists(srv, bucket, "etcd/"+b.ClusterKey()+"/"+b.Timestamp+"/"+snap.Name) {
+			t.Error("half snapshot stored")
+		}
+		assertNotComplete(t, c, srv, dest)
+	})
+
+	t.Run("interrupted mid-upload", func(t *testing.T) {
+		srv := gcstest.New(t, bucket)
+		proxy := gcstest.NewProxy(t, srv)
+		ctx, cancel := context.WithCancelCause(t.Context())
+		proxy.Add(gcstest.Fault{
+			Match: func(r *http.Request) bool {
+				return gcstest.IsUploadData(r) && strings.Contains(r.URL.RawQuery, "snapshot_")
+			},
+			Do: gcstest.Stall(func() { cancel(errors.New("interrupted by terminated")) }),
+		})
+		c := client(t, proxy.Host())
+		if _, err := c.Upload(ctx, dir, b, mustURL(t, dest), remote.UploadOptions{}); err == nil {
+			t.Fatal("Upload succeeded after interruption")
+		}
+		if exists(srv, bucket, "etcd/"+b.ClusterKey()+"/"+b.Timestamp+"/"+snap.Name) {
+			t.Error("half snapshot stored")
+		}
+		assertNotComplete(t, client(t, srv.Host()), srv, dest)
+	})
+
+	t.Run("emulator down", func(t *testing.T) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		host := l.Addr().String()
+		l.Close()
+		c := client(t, host)
+		if _, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{}); err == nil || !strings.Contains(err.Error(), "connection refused") {
+			t.Fatalf("Upload: %v, want connection refused", err)
+		}
+	})
+
+	corruptions := []struct {
+		name   string
+		damage func(t *testing.T, srv *gcstest.Server, prefix string)
+	}{
+		{"flipped byte in snapshot, stored checksum stale", func(t *testing.T, srv *gcstest.Server, prefix string) {
+			replace(t, srv, prefix+snap.Name, false, func(data []byte) []byte { data[len(data)/2] ^= 1; return data })
+		}},
+		{"flipped byte in snapshot, stored checksum updated", func(t *testing.T, srv *gcstest.Server, prefix string) {
+			replace(t, srv, prefix+snap.Name, true, func(data []byte) []byte { data[len(data)/2] ^= 1; return data })
+		}},
+		{"flipped byte in archive, stored checksum stale", func(t *testing.T, srv *gcstest.Server, prefix string) {
+			replace(t, srv, prefix+res.Name, false, func(data []byte) []byte { data[len(data)/3] ^= 0x80; return data })
+		}},
+		{"flipped byte in archive, stored checksum updated", func(t *testing.T, srv *gcstest.Server, prefix string) {
+			replace(t, srv, prefix+res.Name, true, func(data []byte) []byte { data[len(data)/3] ^= 0x80; return data })
+		}},
+		{"truncated snapshot", func(t *testing.T, srv *gcstest.Server, prefix string) {
+			replace(t, srv, prefix+snap.Name, true, func(data []byte) []byte { return data[:len(data)-1] })
+		}},
+		{"missing snapshot", func(t *testing.T, srv *gcstest.Server, prefix string) {
+			if err := srv.Backend().DeleteObject(bucket, prefix+snap.Name); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"no backup.json", func(t *testing.T, srv *gcstest.Server, prefix string) {
+			if err := srv.Backend().DeleteObject(bucket, prefix+manifest.FileName); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tt := range corruptions {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := gcstest.New(t, bucket)
+			c := client(t, srv.Host())
+			up, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.damage(t, srv, "etcd/"+b.ClusterKey()+"/"+b.Timestamp+"/")
+			if _, err := c.Verify(t.Context(), up.Ref, verify.Options{Log: logger(t)}); exitcode.Of(err) != exitcode.Verify {
+				t.Errorf("Verify: %v (exit %d), want exit 4", err, exitcode.Of(err))
+			}
+			// Into a new directory: removed again. Into an empty one: left empty.
+			parent := t.TempDir()
+			newDir := filepath.Join(parent, "new")
+			if _, err := c.Download(t.Context(), up.Ref, newDir); exitcode.Of(err) != exitcode.Verify {
+				t.Errorf("Download: %v (exit %d), want exit 4", err, exitcode.Of(err))
+			}
+			if _, err := os.Stat(newDir); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("download left %s behind (%v)", newDir, err)
+			}
+			empty := t.TempDir()
+			if _, err := c.Download(t.Context(), up.Ref, empty); exitcode.Of(err) != exitcode.Verify {
+				t.Errorf("Download: %v, want exit 4", err)
+			}
+			if entries, _ := os.ReadDir(empty); len(entries) != 0 {
+				t.Errorf("download left %v", entries)
+			}
+		})
+	}
+
+	t.Run("download into a non-empty directory", func(t *testing.T) {
+		srv := gcstest.New(t, bucket)
+		c := client(t, srv.Host())
+		up, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := t.TempDir()
+		if err := os.WriteFile(filepath.Join(out, "other"), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Download(t.Context(), up.Ref, out); exitcode.Of(err) != exitcode.Usage {
+			t.Errorf("Download: %v, want a usage error", err)
+		}
+	})
+}
+
+// assertSameBackup checks that a download is the local backup again, down
+// to backup.json's bytes, and passes the local verification.
+func assertSameBackup(t *testing.T, want, got string) {
+	t.Helper()
+	entries, err := os.ReadDir(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantEntries, _ := os.ReadDir(want)
+	if len(entries) != len(wantEntries) {
+		t.Errorf("download holds %d entries, the backup %d", len(entries), len(wantEntries))
+	}
+	for _, e := range entries {
+		a, _ := os.ReadFile(filepath.Join(want, e.Name()))
+		b, _ := os.ReadFile(filepath.Join(got, e.Name()))
+		if !bytes.Equal(a, b) {
+			t.Errorf("%s differs after download", e.Name())
+		}
+		if fi, _ := e.Info(); fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %v", e.Name(), fi.Mode())
+		}
+	}
+	if _, err := verify.Dir(t.Context(), got, verify.Options{Log: logger(t)}); err != nil {
+		t.Errorf("verify of the download: %v", err)
+	}
+}
+
+// assertNotComplete checks that no complete backup is listed at dest.
+func assertNotComplete(t *testing.T, c *remote.Client, srv *gcstest.Server, dest string) {
+	t.Helper()
+	backups, err := c.List(t.Context(), mustURL(t, dest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range backups {
+		if b.Complete {
+			t.Errorf("%s listed complete; objects %v", b.Ref, objects(t, srv, bucket))
+		}
+	}
+	if _, err := c.Latest(t.Context(), mustURL(t, dest), ""); err == nil {
+		t.Error("Latest found a backup")
+	}
+}
+
+// replace edits an object's content behind the client's back, keeping its
+// attributes: the stored checksums too (bit rot), or recomputed (an object
+// replaced with other content).
+func replace(t *testing.T, srv *gcstest.Server, name string, rehash bool, edit func([]byte) []byte) {
+	t.Helper()
+	obj, err := srv.GetObject(bucket, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rehash {
+		obj.Crc32c, obj.Md5Hash = "", ""
+	}
+	srv.CreateObject(fakestorage.Object{ObjectAttrs: obj.ObjectAttrs, Content: edit(obj.Content)})
+}
+
+func copyDir(t *testing.T, dir string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "copy")
+	if err := os.CopyFS(out, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(out)
+	for _, e := range entries {
+		os.Chmod(filepath.Join(out, e.Name()), 0o600)
+	}
+	return out
+}
+
+func flipByte(t *testing.T, path string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 1
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}

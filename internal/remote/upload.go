@@ -1,0 +1,183 @@
+package remote
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"maps"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/etcd-backup/etcd-backup/internal/manifest"
+	"github.com/etcd-backup/etcd-backup/internal/progress"
+	"github.com/etcd-backup/etcd-backup/internal/store"
+	"github.com/etcd-backup/etcd-backup/internal/version"
+)
+
+// UploadOptions configure Upload.
+type UploadOptions struct {
+	// ResourcesTo, if set, is the prefix the static resources archive goes
+	// below instead of Dest (it holds the etcd encryption keys, which may
+	// belong in a bucket with narrower access); backup.json records where.
+	ResourcesTo *store.URL
+	// KMSKey names the Cloud KMS key that encrypts every object (CMEK).
+	KMSKey string
+}
+
+// Uploaded is a backup committed at a destination.
+type Uploaded struct {
+	Ref Ref
+	// Manifest is the backup.json uploaded: the local one plus Locations.
+	Manifest                               *manifest.Backup
+	SnapshotURI, ResourcesURI, ManifestURI string
+}
+
+// Upload copies the backup in dir, described by b, below dest: the data
+// files first, then backup.json, so that the backup is complete only once
+// everything is there. b must come from verifying dir (verify.Dir), so that a
+// corrupt backup is never shipped; every object is sent with the CRC32C that
+// b records, so one changed since is refused.
+//
+// Nothing is overwritten. An object that already holds the same content (an
+// earlier run of the same upload) is kept and not sent again; one that holds
+// anything else is an error. If Upload fails or ctx ends, the object being
+// sent is abandoned and backup.json is not written.
+func (c *Client) Upload(ctx context.Context, dir string, b *manifest.Backup, dest store.URL, o UploadOptions) (*Uploaded, error) {
+	ref := Ref{Dest: dest, ClusterID: b.ClusterKey(), Timestamp: b.Timestamp}
+	if err := checkClusterID(ref.ClusterID); err != nil {
+		return nil, failed("%s: %v", filepath.Join(dir, manifest.FileName), err)
+	}
+	up := *b
+	up.Locations = maps.Clone(b.Locations)
+	if o.ResourcesTo != nil && *o.ResourcesTo != dest {
+		res := b.File(manifest.KindResources)
+		if up.Locations == nil {
+			up.Locations = map[string]string{}
+		}
+		up.Locations[res.Name] = o.ResourcesTo.Join(ref.ClusterID, ref.Timestamp, res.Name).String()
+	}
+	data, err := manifest.Marshal(&up)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(data)
+	mf := manifest.File{Name: manifest.FileName, Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:]), CRC32C: crc32.Checksum(data, castagnoli)}
+	mloc := location{store: c.Bucket(dest.Bucket), url: ref.URL().Join(manifest.FileName)}
+	// A backup.json already there must be this one, or nothing is sent.
+	switch existing, err := mloc.store.Attrs(ctx, mloc.url.Path); {
+	case err == nil:
+		if err := same(mloc, existing, mf); err != nil {
+			return nil, err
+		}
+	case !errors.Is(err, store.ErrNotExist):
+		return nil, err
+	}
+
+	out := &Uploaded{Ref: ref, Manifest: &up, ManifestURI: mloc.url.String()}
+	// The archive first: it is small, so a wrong bucket or missing role
+	// shows before the snapshot is sent.
+	for _, kind := range []string{manifest.KindResources, manifest.KindSnapshot} {
+		f := *b.File(kind)
+		loc, err := c.locate(ref, &up, f)
+		if err != nil {
+			return nil, err
+		}
+		if err := c.putFile(ctx, loc, filepath.Join(dir, f.Name), f, c.metadata(b, f.SHA256), o.KMSKey); err != nil {
+			return nil, err
+		}
+		if kind == manifest.KindSnapshot {
+			out.SnapshotURI = loc.url.String()
+		} else {
+			out.ResourcesURI = loc.url.String()
+		}
+	}
+	if err := c.put(ctx, mloc, bytes.NewReader(data), mf, "application/json", c.metadata(b, mf.SHA256), o.KMSKey); err != nil {
+		return nil, err
+	}
+	c.Log.Info("backup uploaded", "backup", ref.String())
+	return out, nil
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func (c *Client) metadata(b *manifest.Backup, sha string) map[string]string {
+	return map[string]string{
+		MetaSHA256:         sha,
+		MetaRevision:       strconv.FormatInt(b.Etcd.Revision, 10),
+		MetaClusterVersion: b.Cluster.Version,
+		MetaClusterID:      b.ClusterKey(),
+		MetaWrittenBy:      toolName + " " + version.Get().Version,
+	}
+}
+
+// putFile uploads the local file path, which backup.json describes as f.
+func (c *Client) putFile(ctx context.Context, loc location, path string, f manifest.File, meta map[string]string, kmsKey string) error {
+	file, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	defer file.Close()
+	contentType := "application/octet-stream"
+	if f.Kind == manifest.KindResources {
+		contentType = "application/gzip"
+	}
+	m := progress.Start(ctx, c.Log, "uploading "+f.Name, f.Size, c.ProgressInterval)
+	defer m.Stop()
+	return c.put(ctx, loc, io.TeeReader(file, m), f, contentType, meta, kmsKey)
+}
+
+// put creates loc from r unless an object with f's content is already there.
+func (c *Client) put(ctx context.Context, loc location, r io.Reader, f manifest.File, contentType string, meta map[string]string, kmsKey string) error {
+	name := loc.url.Path
+	switch existing, err := loc.store.Attrs(ctx, name); {
+	case err == nil:
+		return c.alreadyThere(loc, existing, f)
+	case !errors.Is(err, store.ErrNotExist):
+		return err
+	}
+	obj, err := loc.store.Put(ctx, name, r, store.PutOptions{
+		Size:        f.Size,
+		CRC32C:      f.CRC32C,
+		ContentType: contentType,
+		Metadata:    meta,
+		KMSKey:      kmsKey,
+	})
+	if errors.Is(err, store.ErrExist) {
+		// Another run got there first, or a retried request of this one
+		// landed twice: which, the content says.
+		existing, aerr := loc.store.Attrs(ctx, name)
+		if aerr != nil {
+			return errors.Join(err, aerr)
+		}
+		return c.alreadyThere(loc, existing, f)
+	}
+	if err != nil {
+		return err
+	}
+	c.Log.Info("uploaded "+loc.url.String(), "size", obj.Size, "crc32c", fmt.Sprintf("%08x", obj.CRC32C))
+	return nil
+}
+
+// alreadyThere accepts an existing object that holds exactly f.
+func (c *Client) alreadyThere(loc location, obj *store.Object, f manifest.File) error {
+	if err := same(loc, obj, f); err != nil {
+		return err
+	}
+	c.Log.Info("already uploaded, not sent again: "+loc.url.String(), "sha256", f.SHA256)
+	return nil
+}
+
+// same says whether obj holds f, by the checksums upload records.
+func same(loc location, obj *store.Object, f manifest.File) error {
+	if obj.Metadata[MetaSHA256] != f.SHA256 || obj.Size != f.Size || obj.CRC32C != f.CRC32C {
+		return fmt.Errorf("%s already exists with other content (%d bytes, sha256 %q, crc32c %08x; this backup has %d bytes, sha256 %s, crc32c %08x): nothing was overwritten",
+			loc.url, obj.Size, obj.Metadata[MetaSHA256], obj.CRC32C, f.Size, f.SHA256, f.CRC32C)
+	}
+	return nil
+}
