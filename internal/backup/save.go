@@ -6,11 +6,9 @@ package backup
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"log/slog"
 	"os"
@@ -279,7 +277,7 @@ func (w *writer) writeSnapshot(ctx context.Context, f *atomicfile.File) (written
 		return written{}, exitcode.With(exitcode.Verify, fmt.Errorf("check snapshot: %w", err))
 	}
 	return written{
-		file:   fileEntry(f, manifest.KindSnapshot, d.Size, d.SHA256[:], d.CRC32C),
+		file:   fileEntry(f, manifest.KindSnapshot, d.Size, hex.EncodeToString(d.SHA256[:]), d.CRC32C),
 		digest: d,
 		status: st,
 	}, nil
@@ -296,9 +294,8 @@ func causeOf(ctx context.Context, err error) error {
 
 func (w *writer) writeArchive(ctx context.Context, f *atomicfile.File) (written, error) {
 	dirs := archive.Dirs(w.facts.Revisions)
-	sha, crc := sha256.New(), crc32.New(crc32.MakeTable(crc32.Castagnoli))
-	counter := &countWriter{}
-	sum, err := archive.Write(ctx, io.MultiWriter(f, sha, crc, counter), filepath.Join(w.opts.HostRoot, "etc", "kubernetes"), dirs)
+	digest := manifest.NewDigest()
+	sum, err := archive.Write(ctx, io.MultiWriter(f, digest), filepath.Join(w.opts.HostRoot, "etc", "kubernetes"), dirs)
 	if err != nil {
 		return written{}, fmt.Errorf("archive control plane resources: %w", err)
 	}
@@ -310,7 +307,7 @@ func (w *writer) writeArchive(ctx context.Context, f *atomicfile.File) (written,
 	if err := checkArchive(f.PartPath(), dirs); err != nil {
 		return written{}, exitcode.With(exitcode.Verify, err)
 	}
-	return written{file: fileEntry(f, manifest.KindResources, counter.n, sha.Sum(nil), crc.Sum32()), summary: sum}, nil
+	return written{file: fileEntry(f, manifest.KindResources, digest.Size(), digest.SHA256(), digest.CRC32C()), summary: sum}, nil
 }
 
 func checkArchive(path string, dirs []string) error {
@@ -325,22 +322,15 @@ func checkArchive(path string, dirs []string) error {
 	return nil
 }
 
-func fileEntry(f *atomicfile.File, kind string, size int64, sha []byte, crc uint32) manifest.File {
+func fileEntry(f *atomicfile.File, kind string, size int64, sha string, crc uint32) manifest.File {
 	return manifest.File{
 		Name:   filepath.Base(f.FinalPath()),
 		Kind:   kind,
 		Size:   size,
 		Mode:   fmt.Sprintf("%04o", atomicfile.Mode),
-		SHA256: hex.EncodeToString(sha),
+		SHA256: sha,
 		CRC32C: crc,
 	}
-}
-
-type countWriter struct{ n int64 }
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	c.n += int64(len(p))
-	return len(p), nil
 }
 
 func (w *writer) manifest(now time.Time, ts string, skipped []manifest.SkippedCheck, snap, res written) *manifest.Backup {
@@ -348,7 +338,7 @@ func (w *writer) manifest(now time.Time, ts string, skipped []manifest.SkippedCh
 	st := w.facts.Member
 	b := &manifest.Backup{
 		SchemaVersion: manifest.SchemaVersion,
-		Tool:          manifest.Tool{Name: "etcd-backup", Version: v.Version, Commit: v.Commit},
+		Tool:          manifest.Tool{Name: manifest.ToolName, Version: v.Version, Commit: v.Commit},
 		CreatedAt:     now,
 		Timestamp:     ts,
 		Dirty:         w.opts.Force,

@@ -20,6 +20,10 @@ import (
 // FileName is the name of the manifest inside a backup.
 const FileName = "backup.json"
 
+// ToolName is Tool.Name in the backups this program writes; prune touches
+// no backup that another tool wrote.
+const ToolName = "etcd-backup"
+
 // SchemaVersion is the version this build writes and the newest it reads.
 const SchemaVersion = 1
 

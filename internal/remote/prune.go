@@ -108,15 +108,15 @@ func decide(b *Backup, p Policy, now time.Time, newest map[string]bool, ours map
 		return keep("not complete (" + b.Problem + "); left for an operator")
 	case !b.Complete:
 		return decideLeftover(b, now)
-	case b.Manifest.Tool.Name == toolName:
+	case b.Manifest.Tool.Name == manifest.ToolName:
 		ours[cluster]++
 	}
 	switch {
 	case !newest[cluster]:
 		newest[cluster] = true
 		return keep("newest complete backup")
-	case b.Manifest.Tool.Name != toolName:
-		return keep(fmt.Sprintf("written by %q, not %s", b.Manifest.Tool.Name, toolName))
+	case b.Manifest.Tool.Name != manifest.ToolName:
+		return keep(fmt.Sprintf("written by %q, not %s", b.Manifest.Tool.Name, manifest.ToolName))
 	case p.KeepLast > 0 && ours[cluster] <= p.KeepLast:
 		return keep(fmt.Sprintf("one of the newest %d (--keep-last)", p.KeepLast))
 	case p.KeepWithin > 0 && now.Sub(b.Time) < p.KeepWithin:
@@ -144,7 +144,7 @@ func decideLeftover(b *Backup, now time.Time) Decision {
 
 func writtenByUs(obj *store.Object) bool {
 	w := obj.Metadata[MetaWrittenBy]
-	return w == toolName || strings.HasPrefix(w, toolName+" ")
+	return w == manifest.ToolName || strings.HasPrefix(w, manifest.ToolName+" ")
 }
 
 // target is one object Prune deletes.

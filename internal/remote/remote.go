@@ -56,9 +56,6 @@ func (c *Client) now() time.Time {
 	return c.Now()
 }
 
-// toolName is manifest.Tool.Name in the backups this program writes.
-const toolName = "etcd-backup"
-
 // Object metadata set on every uploaded object.
 const (
 	MetaSHA256         = "sha256"

@@ -3,11 +3,8 @@ package remote
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"maps"
 	"os"
@@ -66,8 +63,9 @@ func (c *Client) Upload(ctx context.Context, dir string, b *manifest.Backup, des
 	if err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256(data)
-	mf := manifest.File{Name: manifest.FileName, Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:]), CRC32C: crc32.Checksum(data, castagnoli)}
+	digest := manifest.NewDigest()
+	digest.Write(data)
+	mf := manifest.File{Name: manifest.FileName, Size: digest.Size(), SHA256: digest.SHA256(), CRC32C: digest.CRC32C()}
 	mloc := location{store: c.Bucket(dest.Bucket), url: ref.URL().Join(manifest.FileName)}
 	// A backup.json already there must be this one, or nothing is sent.
 	switch existing, err := mloc.store.Attrs(ctx, mloc.url.Path); {
@@ -104,15 +102,13 @@ func (c *Client) Upload(ctx context.Context, dir string, b *manifest.Backup, des
 	return out, nil
 }
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 func (c *Client) metadata(b *manifest.Backup, sha string) map[string]string {
 	return map[string]string{
 		MetaSHA256:         sha,
 		MetaRevision:       strconv.FormatInt(b.Etcd.Revision, 10),
 		MetaClusterVersion: b.Cluster.Version,
 		MetaClusterID:      b.ClusterKey(),
-		MetaWrittenBy:      toolName + " " + version.Get().Version,
+		MetaWrittenBy:      manifest.ToolName + " " + version.Get().Version,
 	}
 }
 

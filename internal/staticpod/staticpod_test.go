@@ -17,7 +17,7 @@ func jsonManifest(component string, revision int) string {
 		`"spec":{"volumes":[{"name":"resource-dir","hostPath":{"path":"/etc/kubernetes/static-pod-resources/%[1]s-pod-%[2]d"}},`+
 		`{"name":"cert-dir","hostPath":{"path":"/etc/kubernetes/static-pod-resources/%[1]s-certs"}},`+
 		`{"name":"audit-dir","hostPath":{"path":"/var/log/%[1]s"}},{"name":"tmp","emptyDir":{}}],`+
-		`"containers":[{"name":"%[1]s","image":"quay.io/openshift/%[1]s","volumeMounts":[{"name":"resource-dir","mountPath":"/etc/kubernetes/static-pod-resources"}]}],`+
+		`"containers":[{"name":"%[1]s","image":"registry.example/openshift/%[1]s","volumeMounts":[{"name":"resource-dir","mountPath":"/etc/kubernetes/static-pod-resources"}]}],`+
 		`"hostNetwork":true,"priorityClassName":"system-node-critical"},"status":{}}`, component, revision)
 }
 
@@ -31,7 +31,7 @@ metadata:
 spec:
   containers:
   - name: etcd
-    image: quay.io/openshift/etcd
+    image: registry.example/openshift/etcd
   volumes:
   - name: static-pod-dir
     hostPath:

@@ -294,7 +294,7 @@ func minor(version string) string {
 }
 
 func releaseImage(version string) string {
-	return fmt.Sprintf("quay.io/openshift-release-dev/ocp-release@sha256:%x", sha256.Sum256([]byte(version)))
+	return fmt.Sprintf("registry.example/openshift-release-dev/ocp-release@sha256:%x", sha256.Sum256([]byte(version)))
 }
 
 // mustJSON marshals the fixture's own types, which cannot fail to encode.

@@ -275,7 +275,7 @@ func otherLoopbackIP(taken []string) string {
 
 // image is a plausible release image pullspec, stable per name.
 func image(name string) string {
-	return fmt.Sprintf("quay.io/openshift-release-dev/ocp-v4.0-art-dev@sha256:%x", sha256.Sum256([]byte(name)))
+	return fmt.Sprintf("registry.example/openshift-release-dev/ocp-v4.0-art-dev@sha256:%x", sha256.Sum256([]byte(name)))
 }
 
 func encryptionConfig() ([]byte, error) {

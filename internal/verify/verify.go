@@ -6,11 +6,8 @@ package verify
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -137,9 +134,8 @@ func localFile(ctx context.Context, dir string, b *manifest.Backup, want manifes
 // against want, plus the snapshot trailer or the archive layout. It reads r
 // once, to the end, and is what remote verification runs over a download.
 func Stream(ctx context.Context, r io.Reader, b *manifest.Backup, want manifest.File) error {
-	sha, crc := sha256.New(), crc32.New(crc32.MakeTable(crc32.Castagnoli))
-	n := &counter{}
-	tee := io.TeeReader(r, io.MultiWriter(sha, crc, n))
+	digest := manifest.NewDigest()
+	tee := io.TeeReader(r, digest)
 	switch want.Kind {
 	case manifest.KindSnapshot:
 		if _, err := snapshot.Copy(io.Discard, tee); err != nil {
@@ -160,13 +156,8 @@ func Stream(ctx context.Context, r io.Reader, b *manifest.Backup, want manifest.
 	if err := ctx.Err(); err != nil {
 		return context.Cause(ctx)
 	}
-	switch {
-	case n.n != want.Size:
-		return failed("%s is %d bytes, %s says %d", want.Name, n.n, manifest.FileName, want.Size)
-	case hex.EncodeToString(sha.Sum(nil)) != want.SHA256:
-		return failed("%s: SHA-256 %x does not match %s (%s): the file is corrupt", want.Name, sha.Sum(nil), manifest.FileName, want.SHA256)
-	case crc.Sum32() != want.CRC32C:
-		return failed("%s: CRC32C %08x does not match %s (%08x): the file is corrupt", want.Name, crc.Sum32(), manifest.FileName, want.CRC32C)
+	if err := digest.Check(want); err != nil {
+		return exitcode.With(exitcode.Verify, err)
 	}
 	return nil
 }
@@ -204,11 +195,4 @@ func trialRestore(ctx context.Context, snap string, b *manifest.Backup, opts Opt
 	}
 	opts.Log.Info("trial restore succeeded", "revision", st.Revision, "keys", st.KeyCount)
 	return nil
-}
-
-type counter struct{ n int64 }
-
-func (c *counter) Write(p []byte) (int, error) {
-	c.n += int64(len(p))
-	return len(p), nil
 }
