@@ -79,7 +79,7 @@ func uploadCommand() *command {
 				}
 				defer closeFn()
 				// A corrupt backup is never shipped.
-				b, err := verify.Dir(ctx, dir, verify.Options{Log: env.log})
+				b, err := verify.Dir(ctx, dir, verify.Options{Log: env.log, SkipStructure: true})
 				if err != nil {
 					return fmt.Errorf("refusing to upload %s: %w", dir, err)
 				}

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +12,7 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
 	"github.com/etcd-backup/etcd-backup/internal/testcluster"
+	"github.com/etcd-backup/etcd-backup/internal/verify"
 )
 
 // copyBackup copies the files of a backup directory into a new one.
@@ -108,5 +112,51 @@ func TestVerifyCatchesDamage(t *testing.T) {
 func TestVerifyNotADirectory(t *testing.T) {
 	if code, _, stderr := cli(t, nil, "verify", filepath.Join(t.TempDir(), "none")); code != exitcode.Usage {
 		t.Fatalf("exit %d, want %d:\n%s", code, exitcode.Usage, stderr)
+	}
+}
+
+// TestVerifyStructureBeyondChecksums damages both bbolt meta pages and then
+// rewrites the trailer and backup.json to match, as a tool that "repaired"
+// the checksums would: only the bbolt walk can still tell.
+func TestVerifyStructureBeyondChecksums(t *testing.T) {
+	m := newMaster(t, testcluster.Options{Keys: 50})
+	dir := t.TempDir()
+	if code, stderr := m.save(t, dir); code != 0 {
+		t.Fatalf("save: exit %d\n%s", code, stderr)
+	}
+	b := readManifest(t, dir)
+	snap := b.File(manifest.KindSnapshot)
+	path := filepath.Join(dir, snap.Name)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const pageSize, metaMagicOffset = 4096, 16
+	for _, page := range []int{0, 1} {
+		data[page*pageSize+metaMagicOffset] ^= 0xff
+	}
+	db := data[:len(data)-sha256.Size]
+	trailer := sha256.Sum256(db)
+	copy(data[len(db):], trailer[:])
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	digest := manifest.NewDigest()
+	digest.Write(data)
+	snap.SHA256, snap.CRC32C = digest.SHA256(), digest.CRC32C()
+	b.Etcd.SnapshotSHA256 = hex.EncodeToString(trailer[:])
+	out, err := manifest.Marshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, manifest.FileName), out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	if code, _, stderr := cli(t, nil, "verify", dir); code != exitcode.Verify || !strings.Contains(stderr, "check snapshot") {
+		t.Errorf("verify: exit %d, want %d from the bbolt check:\n%s", code, exitcode.Verify, stderr)
+	}
+	if _, err := verify.Dir(t.Context(), dir, verify.Options{Log: slog.New(slog.DiscardHandler), SkipStructure: true}); err != nil {
+		t.Errorf("checksums-only verify refused bytes that match backup.json: %v", err)
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
 
 // PartSuffix marks a file that is still being written.
@@ -20,11 +22,19 @@ const PartSuffix = ".part"
 // Mode is the permission of every file this package creates.
 const Mode fs.FileMode = 0o600
 
+// writebackChunk is how much data may pile up in the page cache before
+// writeback of it is started. Large files are written sequentially and
+// fsynced at the end; without this the kernel may defer all writeback to
+// that fsync, which then waits for the whole file at once.
+const writebackChunk = 8 << 20
+
 // File is a file being written under a temporary name.
 type File struct {
 	*os.File
 	final string
 	done  bool
+
+	written, flushed int64 // bytes written; bytes whose writeback was started
 }
 
 // Create starts writing dir/name. It fails if either the final name or its
@@ -41,6 +51,20 @@ func Create(dir, name string) (*File, error) {
 		return nil, fmt.Errorf("create %s: %w", final+PartSuffix, err)
 	}
 	return &File{File: f, final: final}, nil
+}
+
+// Write writes p and starts asynchronous writeback of each full chunk, so
+// that the disk works while the stream is still arriving.
+func (f *File) Write(p []byte) (int, error) {
+	n, err := f.File.Write(p)
+	f.written += int64(n)
+	if f.written-f.flushed >= writebackChunk {
+		// Best effort: a filesystem without sync_file_range still gets
+		// everything on disk from the fsync in Sync or Commit.
+		unix.SyncFileRange(int(f.Fd()), f.flushed, f.written-f.flushed, unix.SYNC_FILE_RANGE_WRITE)
+		f.flushed = f.written
+	}
+	return n, err
 }
 
 // PartPath is where the data is being written.

@@ -112,3 +112,37 @@ func TestWriteFile(t *testing.T) {
 		t.Error("WriteFile into a missing directory succeeded")
 	}
 }
+
+// TestLargeWrite crosses several writeback chunks: starting writeback early
+// must not change what ends up in the file.
+func TestLargeWrite(t *testing.T) {
+	dir := t.TempDir()
+	f, err := Create(dir, "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := make([]byte, 1<<20)
+	for i := range 3 * writebackChunk / len(block) {
+		for j := range block {
+			block[j] = byte(i)
+		}
+		if _, err := f.Write(block); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3*writebackChunk {
+		t.Fatalf("size %d", len(got))
+	}
+	for i := 0; i < len(got); i += len(block) {
+		if got[i] != byte(i/len(block)) || got[i+len(block)-1] != byte(i/len(block)) {
+			t.Fatalf("block at %d holds %d", i, got[i])
+		}
+	}
+}

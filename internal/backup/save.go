@@ -269,12 +269,24 @@ func (w *writer) writeSnapshot(ctx context.Context, f *atomicfile.File) (written
 		}
 		return written{}, fmt.Errorf("receive snapshot from %s: %w", w.member.Endpoint(), err)
 	}
-	if err := f.Sync(); err != nil {
-		return written{}, err
+	// The bbolt check reads the pages from the page cache while fsync
+	// writes them out: the two overlap instead of adding up.
+	var (
+		st       snapshot.Status
+		checkErr error
+		checked  = make(chan struct{})
+	)
+	go func() {
+		defer close(checked)
+		st, checkErr = snapshot.Check(ctx, f.PartPath())
+	}()
+	syncErr := f.Sync()
+	<-checked
+	if syncErr != nil {
+		return written{}, syncErr
 	}
-	st, err := snapshot.Check(ctx, f.PartPath())
-	if err != nil {
-		return written{}, exitcode.With(exitcode.Verify, fmt.Errorf("check snapshot: %w", err))
+	if checkErr != nil {
+		return written{}, exitcode.With(exitcode.Verify, fmt.Errorf("check snapshot: %w", checkErr))
 	}
 	return written{
 		file:   fileEntry(f, manifest.KindSnapshot, d.Size, hex.EncodeToString(d.SHA256[:]), d.CRC32C),
