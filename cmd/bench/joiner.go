@@ -71,7 +71,8 @@ var uploadID = regexp.MustCompile(`^[0-9a-fA-F]{1,64}$`)
 func (j *joiner) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := r.URL.Query().Get("upload_id")
 	cr := r.Header.Get("Content-Range")
-	if r.Method != http.MethodPut || id == "" || cr == "" {
+	// Chunks come as PUT, or as POST from the Go client.
+	if (r.Method != http.MethodPut && r.Method != http.MethodPost) || id == "" || cr == "" {
 		j.proxy.ServeHTTP(w, r)
 		return
 	}

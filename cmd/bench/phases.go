@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strings"
 	"time"
 )
@@ -94,8 +95,10 @@ type streamEnd struct {
 	anonAt    time.Duration // when anonymous memory peaked
 }
 
-// parseStreamEnd extrapolates the end of the stream from the last two
-// progress lines (the meter stops silently when the stream ends).
+// parseStreamEnd places the end of the stream between the last progress
+// line short of size and the first that reached it, interpolating at the
+// rate of the two lines before; without such a line it extrapolates from the
+// last two.
 func parseStreamEnd(log []byte, start time.Time, size int64) streamEnd {
 	var s streamEnd
 	var prog []logLine
@@ -109,16 +112,31 @@ func parseStreamEnd(log []byte, start time.Time, size int64) streamEnd {
 			prog = append(prog, l)
 		}
 	}
-	if len(prog) < 2 || s.saved == 0 || s.preflight == 0 {
+	if s.saved == 0 || s.preflight == 0 {
 		return streamEnd{}
 	}
-	a, b := prog[len(prog)-2], prog[len(prog)-1]
+	full := slices.IndexFunc(prog, func(l logLine) bool { return l.Done >= size })
+	last := len(prog) - 1 // the last line short of size
+	if full >= 0 {
+		last = full - 1
+	}
+	if last < 1 {
+		if full < 0 {
+			return streamEnd{}
+		}
+		// Done within two lines: the first full one bounds it.
+		s.end, s.ok = prog[full].Time.Sub(start), true
+		return s
+	}
+	a, b := prog[last-1], prog[last]
 	rate := float64(b.Done-a.Done) / b.Time.Sub(a.Time).Seconds()
 	if rate <= 0 {
 		return streamEnd{}
 	}
-	left := time.Duration(float64(size-b.Done) / rate * float64(time.Second))
-	s.end = b.Time.Sub(start) + left
-	s.ok = true
+	end := b.Time.Add(time.Duration(float64(size-b.Done) / rate * float64(time.Second)))
+	if full >= 0 && end.After(prog[full].Time) {
+		end = prog[full].Time
+	}
+	s.end, s.ok = end.Sub(start), true
 	return s
 }

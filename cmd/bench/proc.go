@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -52,6 +53,11 @@ type command struct {
 func (c command) String() string {
 	return strings.Join(append([]string{c.path}, c.args...), " ")
 }
+
+// settle collects this process's garbage before a measurement, so that the
+// collector's work on what the emulator left behind (a whole object per
+// upload) does not slow down the etcd server or the emulator mid-run.
+func settle() { debug.FreeOSMemory() }
 
 // measure runs c to completion and reports its wall time and memory. Its
 // output goes to out; on failure the error carries the tail of it.

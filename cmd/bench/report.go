@@ -98,8 +98,8 @@ func loadAvg() string {
 func printSize(res sizeResult, v *verdicts) {
 	n := len(res.runs[ourSave])
 	fmt.Printf("## %s database\n\n", sizeLabel(res.target))
-	fmt.Printf("Member DB size %s, snapshot %s. %d measured runs of each, alternating, after one warm-up run of each; "+
-		"times are medians (min–max), memory the largest of the runs.\n\n", mib(res.dbSize), mib(res.snapSize), n)
+	fmt.Printf("Member DB size %s, snapshot %s. %s of each, alternating, after one warm-up run of each; "+
+		"times are medians (min–max), memory the largest of the runs.\n\n", mib(res.dbSize), mib(res.snapSize), measuredRuns(n))
 
 	walls, cpus, rss, anon := [contenders][]float64{}, [contenders][]float64{}, [contenders]int64{}, [contenders]int64{}
 	for c := range contenders {
@@ -154,7 +154,7 @@ func printUpload(res sizeResult, saveWall float64, v *verdicts) {
 	u := res.upload
 	fmt.Printf("### %s database: upload to the Cloud Storage emulator\n\n", sizeLabel(res.target))
 	fmt.Printf("fake-gcs-server in the bench process, HTTP on loopback, objects on disk. The backup is %s (snapshot %s). "+
-		"%d measured runs of each, alternating, after one warm-up run of each.\n\n", mib(u.bytes), mib(u.snapBytes), len(u.upload))
+		"%s of each, alternating, no warm-up (the backup is in the page cache).\n\n", mib(u.bytes), mib(u.snapBytes), measuredRuns(len(u.upload)))
 	var up, wr, e2e []float64
 	var cpu []float64
 	var rss, anon int64
@@ -271,6 +271,13 @@ func median(xs []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func measuredRuns(n int) string {
+	if n == 1 {
+		return "1 measured run"
+	}
+	return fmt.Sprintf("%d measured runs", n)
 }
 
 func ratio(r float64) string { return fmt.Sprintf("%.2f", r) }

@@ -178,6 +178,7 @@ func (r *runner) save(ctx context.Context, dir string, extra []string) (outcome,
 		env:  append(slices.Clone(r.env), "NODE_NAME="+r.c.NodeName),
 	}
 	var out bytes.Buffer
+	settle()
 	u, err := measure(ctx, cmd, &out)
 	if err != nil {
 		return outcome{}, err
@@ -193,6 +194,7 @@ func (r *runner) save(ctx context.Context, dir string, extra []string) (outcome,
 func (r *runner) etcdctl(ctx context.Context, dir string) (outcome, error) {
 	snap := filepath.Join(dir, "snapshot.db")
 	var out bytes.Buffer
+	settle()
 	u, err := measure(ctx, r.etcdctlSave(snap), &out)
 	return outcome{usage: u, snapshot: snap, log: out.Bytes()}, err
 }
@@ -217,6 +219,7 @@ func (r *runner) pipeline(ctx context.Context, dir string) (outcome, error) {
 	}
 	var total usage
 	var out bytes.Buffer
+	settle()
 	for _, step := range steps {
 		u, err := measure(ctx, step, &out)
 		if err != nil {
