@@ -32,7 +32,7 @@ type Options struct {
 	// very bytes before it wrote backup.json: upload relies on that, so its
 	// memory and time do not grow with the database a second time.
 	SkipStructure bool
-	Log        *slog.Logger
+	Log           *slog.Logger
 }
 
 // failed marks err as a verification failure (exit 4).
