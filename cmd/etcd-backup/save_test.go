@@ -41,6 +41,18 @@ func (m *master) save(t *testing.T, dir string, flags ...string) (int, string) {
 	return code, stderr
 }
 
+// savedBackup takes one backup of a new master with keys filler keys into
+// a new directory.
+func savedBackup(t *testing.T, keys int) (string, *manifest.Backup) {
+	t.Helper()
+	m := newMaster(t, testcluster.Options{Keys: keys})
+	dir := t.TempDir()
+	if code, stderr := m.save(t, dir); code != 0 {
+		t.Fatalf("save: exit %d\n%s", code, stderr)
+	}
+	return dir, readManifest(t, dir)
+}
+
 func readManifest(t *testing.T, dir string) *manifest.Backup {
 	t.Helper()
 	f, err := os.Open(filepath.Join(dir, manifest.FileName))

@@ -21,19 +21,13 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
 	"github.com/etcd-backup/etcd-backup/internal/store/gcs/gcstest"
-	"github.com/etcd-backup/etcd-backup/internal/testcluster"
 )
 
 // TestGCSCommands drives upload, list, download, verify and prune against
 // an emulator with a backup of a real member, as a pipeline and an operator
 // would.
 func TestGCSCommands(t *testing.T) {
-	m := newMaster(t, testcluster.Options{Keys: 200})
-	dir := t.TempDir()
-	if code, stderr := m.save(t, dir); code != 0 {
-		t.Fatalf("save: exit %d\n%s", code, stderr)
-	}
-	b := readManifest(t, dir)
+	dir, b := savedBackup(t, 200)
 	snap := b.File(manifest.KindSnapshot)
 	srv := gcstest.New(t, "backups", "keys")
 	env := map[string]string{"STORAGE_EMULATOR_HOST": srv.Host()}
@@ -170,11 +164,7 @@ func TestGCSCommands(t *testing.T) {
 // TestGCSStalledService checks that --timeout ends an upload to a service
 // that stopped answering, and that nothing of it is left.
 func TestGCSStalledService(t *testing.T) {
-	m := newMaster(t, testcluster.Options{Keys: 200})
-	dir := t.TempDir()
-	if code, stderr := m.save(t, dir); code != 0 {
-		t.Fatalf("save: exit %d\n%s", code, stderr)
-	}
+	dir, _ := savedBackup(t, 200)
 	srv := gcstest.New(t, "backups")
 	proxy := gcstest.NewProxy(t, srv)
 	proxy.Add(gcstest.Fault{Match: gcstest.IsUploadData, Do: gcstest.Stall(nil)})
@@ -192,12 +182,8 @@ func TestGCSStalledService(t *testing.T) {
 // the middle of the snapshot's upload: the process exits non-zero and leaves
 // no object of it, and no backup.json.
 func TestGCSUploadSIGTERM(t *testing.T) {
-	m := newMaster(t, testcluster.Options{Keys: 200})
-	dir := t.TempDir()
-	if code, stderr := m.save(t, dir); code != 0 {
-		t.Fatalf("save: exit %d\n%s", code, stderr)
-	}
-	snap := readManifest(t, dir).File(manifest.KindSnapshot).Name
+	dir, b := savedBackup(t, 200)
+	snap := b.File(manifest.KindSnapshot).Name
 	srv := gcstest.New(t, "backups")
 	proxy := gcstest.NewProxy(t, srv)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)

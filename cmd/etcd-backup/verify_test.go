@@ -11,7 +11,6 @@ import (
 
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
-	"github.com/etcd-backup/etcd-backup/internal/testcluster"
 	"github.com/etcd-backup/etcd-backup/internal/verify"
 )
 
@@ -51,12 +50,7 @@ func flipByte(t *testing.T, path string, at func(size int64) int64) {
 }
 
 func TestVerifyCatchesDamage(t *testing.T) {
-	m := newMaster(t, testcluster.Options{Keys: 200})
-	good := t.TempDir()
-	if code, stderr := m.save(t, good); code != 0 {
-		t.Fatalf("save: exit %d\n%s", code, stderr)
-	}
-	b := readManifest(t, good)
+	good, b := savedBackup(t, 200)
 	snap := b.File(manifest.KindSnapshot).Name
 	res := b.File(manifest.KindResources).Name
 	tests := []struct {
@@ -119,12 +113,7 @@ func TestVerifyNotADirectory(t *testing.T) {
 // rewrites the trailer and backup.json to match, as a tool that "repaired"
 // the checksums would: only the bbolt walk can still tell.
 func TestVerifyStructureBeyondChecksums(t *testing.T) {
-	m := newMaster(t, testcluster.Options{Keys: 50})
-	dir := t.TempDir()
-	if code, stderr := m.save(t, dir); code != 0 {
-		t.Fatalf("save: exit %d\n%s", code, stderr)
-	}
-	b := readManifest(t, dir)
+	dir, b := savedBackup(t, 50)
 	snap := b.File(manifest.KindSnapshot)
 	path := filepath.Join(dir, snap.Name)
 	data, err := os.ReadFile(path)
