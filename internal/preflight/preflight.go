@@ -92,15 +92,6 @@ var checks = []check{
 	{FreeSpace, freeSpace},
 }
 
-// Names lists every check, in the order they run.
-func Names() []string {
-	names := make([]string, len(checks))
-	for i, c := range checks {
-		names[i] = c.name
-	}
-	return names
-}
-
 // Run evaluates every check.
 func Run(f Facts, o Options) Result {
 	var r Result

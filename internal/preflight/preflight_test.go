@@ -100,8 +100,8 @@ func TestRun(t *testing.T) {
 			if !slices.Equal(skipped, tt.skipped) {
 				t.Errorf("skipped %v, want %v", skipped, tt.skipped)
 			}
-			if n := len(r.Passed) + len(r.Skipped) + len(r.Failed); n != len(Names()) {
-				t.Errorf("%d outcomes for %d checks", n, len(Names()))
+			if n := len(r.Passed) + len(r.Skipped) + len(r.Failed); n != len(checks) {
+				t.Errorf("%d outcomes for %d checks", n, len(checks))
 			}
 		})
 	}
@@ -109,7 +109,7 @@ func TestRun(t *testing.T) {
 
 func TestSkip(t *testing.T) {
 	s := Skip("--force")
-	if len(s) != len(Names()) || s[0].Reason != "--force" {
+	if len(s) != len(checks) || s[0].Reason != "--force" {
 		t.Errorf("Skip = %v", s)
 	}
 }

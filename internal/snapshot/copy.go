@@ -15,7 +15,6 @@ import (
 	"hash"
 	"hash/crc32"
 	"io"
-	"os"
 	"sync"
 )
 
@@ -29,7 +28,7 @@ var (
 	ErrTrailerMismatch = errors.New("snapshot SHA-256 does not match its trailer")
 )
 
-// Digest describes a snapshot file as Copy or VerifyFile read it.
+// Digest describes a snapshot file as Copy read it.
 type Digest struct {
 	// Size is the length of the file, trailer included.
 	Size int64
@@ -77,20 +76,6 @@ func Copy(dst io.Writer, src io.Reader) (Digest, error) {
 	close(done)
 	wg.Wait()
 	return d, err
-}
-
-// VerifyFile reads the snapshot file at path and checks its trailer.
-func VerifyFile(path string) (Digest, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return Digest{}, fmt.Errorf("verify snapshot: %w", err)
-	}
-	defer f.Close()
-	d, err := Copy(io.Discard, f)
-	if err != nil {
-		return Digest{}, fmt.Errorf("verify snapshot %s: %w", path, err)
-	}
-	return d, nil
 }
 
 // chunk is buf[:n] read from the stream, then err (io.EOF at the end).

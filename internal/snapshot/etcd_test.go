@@ -131,9 +131,9 @@ func TestEtcdSnapshot(t *testing.T) {
 	})
 
 	t.Run("verify", func(t *testing.T) {
-		got, err := VerifyFile(fx.path)
+		got, err := verifyFile(fx.path)
 		if err != nil || got != fx.digest {
-			t.Fatalf("VerifyFile() = %+v, %v; want %+v", got, err, fx.digest)
+			t.Fatalf("verifyFile() = %+v, %v; want %+v", got, err, fx.digest)
 		}
 	})
 
@@ -142,8 +142,8 @@ func TestEtcdSnapshot(t *testing.T) {
 		if _, err := Copy(io.Discard, bytes.NewReader(flip(data, len(data)/2))); !errors.Is(err, ErrTrailerMismatch) {
 			t.Errorf("Copy() error = %v, want %v", err, ErrTrailerMismatch)
 		}
-		if _, err := VerifyFile(flipped); !errors.Is(err, ErrTrailerMismatch) {
-			t.Errorf("VerifyFile() error = %v, want %v", err, ErrTrailerMismatch)
+		if _, err := verifyFile(flipped); !errors.Is(err, ErrTrailerMismatch) {
+			t.Errorf("verifyFile() error = %v, want %v", err, ErrTrailerMismatch)
 		}
 	})
 
@@ -166,8 +166,8 @@ func TestEtcdSnapshot(t *testing.T) {
 	sum := sha256.Sum256(damaged)
 	damagedPath := writeFile(t, "damaged.db", append(damaged, sum[:]...))
 	t.Run("damaged pages", func(t *testing.T) {
-		if _, err := VerifyFile(damagedPath); err != nil {
-			t.Fatalf("VerifyFile() error = %v", err)
+		if _, err := verifyFile(damagedPath); err != nil {
+			t.Fatalf("verifyFile() error = %v", err)
 		}
 		if _, err := Check(ctx, damagedPath); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("Check() error = %v, want %v", err, ErrCorrupt)
