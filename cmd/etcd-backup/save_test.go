@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
 	"github.com/etcd-backup/etcd-backup/internal/testcluster"
@@ -542,5 +544,40 @@ func TestSaveWaitTimesOut(t *testing.T) {
 	}
 	if got := dirNames(t, dir); len(got) != 0 {
 		t.Errorf("left %v", got)
+	}
+}
+
+// TestSaveAbandonsStalledSnapshot: a member that stops sending mid-stream
+// fails the step after --stall-timeout instead of holding it until the
+// pipeline's deadline, and leaves nothing.
+func TestSaveAbandonsStalledSnapshot(t *testing.T) {
+	m, p, dir := stalledSave(t)
+	code, stderr := m.save(t, dir, "--endpoints", p.endpoint(), "--stall-timeout", "500ms")
+	if code != exitcode.Failure || !strings.Contains(stderr, "no snapshot data") {
+		t.Fatalf("exit %d, want %d saying the stream stalled:\n%s", code, exitcode.Failure, stderr)
+	}
+	if got := dirNames(t, dir); len(got) != 0 {
+		t.Errorf("stalled save left %v", got)
+	}
+}
+
+// TestSaveRefusesLockedDir: two runs can never fill one directory.
+func TestSaveRefusesLockedDir(t *testing.T) {
+	m := newMaster(t, testcluster.Options{})
+	dir := t.TempDir()
+	f, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	code, stderr := m.save(t, dir)
+	if code != exitcode.Usage || !strings.Contains(stderr, "in use by another run") {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitcode.Usage, stderr)
+	}
+	if got := dirNames(t, dir); len(got) != 0 {
+		t.Errorf("refused save left %v", got)
 	}
 }
