@@ -41,7 +41,7 @@ func Check(r io.Reader, wantDirs []string) (Summary, error) {
 			return Summary{}, readError(err)
 		}
 		if err := c.member(hdr, tr, wantDirs != nil); err != nil {
-			return Summary{}, fmt.Errorf("check archive: %w", err)
+			return Summary{}, readError(err)
 		}
 	}
 	// The tar end marker may come before the end of the gzip stream: read

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"io"
 	"reflect"
 	"strings"
 	"testing"
@@ -30,6 +31,28 @@ func tarGz(t testing.TB, hdrs ...tar.Header) []byte {
 		}
 	}
 	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// storedTarGz is tarGz without compression, so that offsets in the archive
+// are offsets in the tar stream plus gzip's few header bytes.
+func storedTarGz(t testing.TB, hdrs ...tar.Header) []byte {
+	t.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(tarGz(t, hdrs...)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&buf, gzip.NoCompression)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(zw, zr); err != nil {
 		t.Fatal(err)
 	}
 	if err := zw.Close(); err != nil {
@@ -79,6 +102,10 @@ func TestCheckRejects(t *testing.T) {
 	corrupt := bytes.Clone(valid)
 	corrupt[len(corrupt)-6] ^= 0xff // in the gzip trailer's CRC-32
 	kubeadm := Dirs(nil)
+	// Cut inside a certificate that Check reads for its expiry, where the
+	// tar reader reports the end of the data, not the next header.
+	bigCert := storedTarGz(t, dir(etcdDir+"/"), tar.Header{Typeflag: tar.TypeReg, Name: etcdDir + "/big.crt", Size: 4096})
+	bigCert = bigCert[:3*512]
 
 	tests := []struct {
 		name    string
@@ -118,6 +145,7 @@ func TestCheckRejects(t *testing.T) {
 		{"revisions then kubeadm", tarGz(t, dir(etcdDir+"/"), file(etcdDir+"/a"), dir("pki/")), nil, "mixes"},
 		{"truncated gzip", valid[:len(valid)-10], f.dirs, "truncated"},
 		{"truncated tar", valid[:len(valid)/2], f.dirs, "truncated"},
+		{"truncated certificate", bigCert, []string{etcdDir}, "truncated"},
 		{"corrupt checksum", corrupt, f.dirs, "checksum"},
 		{"garbage after gzip", append(bytes.Clone(valid), "garbage"...), f.dirs, "not gzip"},
 		{"not gzip", []byte("static-pod-resources/etcd-pod-5/"), nil, "not gzip"},
