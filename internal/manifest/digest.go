@@ -41,14 +41,18 @@ func (d *Digest) SHA256() string { return hex.EncodeToString(d.sha.Sum(nil)) }
 func (d *Digest) CRC32C() uint32 { return d.crc.Sum32() }
 
 // Check reports how the bytes written differ from what f records, or nil.
-func (d *Digest) Check(f File) error {
+func (d *Digest) Check(f File) error { return f.Match(d.n, d.SHA256(), d.CRC32C()) }
+
+// Match reports how content of the given size and checksums (SHA-256 in
+// hex) differs from what f records, or nil.
+func (f File) Match(size int64, sha256 string, crc32c uint32) error {
 	switch {
-	case d.n != f.Size:
-		return fmt.Errorf("%s is %d bytes, %s says %d", f.Name, d.n, FileName, f.Size)
-	case d.SHA256() != f.SHA256:
-		return fmt.Errorf("%s: SHA-256 %s does not match %s (%s): the file is corrupt", f.Name, d.SHA256(), FileName, f.SHA256)
-	case d.CRC32C() != f.CRC32C:
-		return fmt.Errorf("%s: CRC32C %08x does not match %s (%08x): the file is corrupt", f.Name, d.CRC32C(), FileName, f.CRC32C)
+	case size != f.Size:
+		return fmt.Errorf("%s is %d bytes, %s says %d", f.Name, size, FileName, f.Size)
+	case sha256 != f.SHA256:
+		return fmt.Errorf("%s: SHA-256 %s does not match %s (%s): the file is corrupt", f.Name, sha256, FileName, f.SHA256)
+	case crc32c != f.CRC32C:
+		return fmt.Errorf("%s: CRC32C %08x does not match %s (%08x): the file is corrupt", f.Name, crc32c, FileName, f.CRC32C)
 	}
 	return nil
 }

@@ -195,19 +195,24 @@ func TestGCSWithRealBackup(t *testing.T) {
 		}
 	})
 
-	t.Run("local file changed after verify", func(t *testing.T) {
-		changed := copyDir(t, dir)
-		flipByte(t, filepath.Join(changed, snap.Name), snap.Size/2)
-		srv := gcstest.New(t, bucket)
-		c := client(t, srv.Host())
-		if _, err := c.Upload(t.Context(), changed, b, mustURL(t, dest), remote.UploadOptions{}); err == nil {
-			t.Fatal("Upload of a changed file succeeded")
-		}
-		if exists(srv, bucket, "etcd/"+b.ClusterKey()+"/"+b.Timestamp+"/"+snap.Name) {
-			t.Error("corrupt snapshot stored")
-		}
-		assertNotComplete(t, c, srv, dest)
-	})
+	// Upload checks content as it sends it: a file that no longer matches
+	// backup.json is never committed, and what was sent before it is
+	// removed again.
+	for _, f := range []*manifest.File{snap, res} {
+		t.Run("local "+f.Kind+" changed", func(t *testing.T) {
+			changed := copyDir(t, dir)
+			flipByte(t, filepath.Join(changed, f.Name), f.Size/2)
+			srv := gcstest.New(t, bucket)
+			c := client(t, srv.Host())
+			_, err := c.Upload(t.Context(), changed, b, mustURL(t, dest), remote.UploadOptions{})
+			if exitcode.Of(err) != exitcode.Verify || !strings.Contains(err.Error(), "refusing to upload "+filepath.Join(changed, f.Name)) {
+				t.Fatalf("Upload of a changed %s: %v (exit %d)", f.Name, err, exitcode.Of(err))
+			}
+			if names := objects(t, srv, bucket); len(names) != 0 {
+				t.Errorf("objects left: %v", names)
+			}
+		})
+	}
 
 	t.Run("transient 503 then success", func(t *testing.T) {
 		srv := gcstest.New(t, bucket)
@@ -237,8 +242,8 @@ func TestGCSWithRealBackup(t *testing.T) {
 		if _, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{}); err == nil {
 			t.Fatal("Upload succeeded through resets")
 		}
-		if exists(srv, bucket, "etcd/"+b.ClusterKey()+"/"+b.Timestamp+"/"+snap.Name) {
-			t.Error("half snapshot stored")
+		if names := objects(t, srv, bucket); len(names) != 0 {
+			t.Errorf("objects left: %v", names)
 		}
 		assertNotComplete(t, c, srv, dest)
 	})
@@ -257,8 +262,8 @@ func TestGCSWithRealBackup(t *testing.T) {
 		if _, err := c.Upload(ctx, dir, b, mustURL(t, dest), remote.UploadOptions{}); err == nil {
 			t.Fatal("Upload succeeded after interruption")
 		}
-		if exists(srv, bucket, "etcd/"+b.ClusterKey()+"/"+b.Timestamp+"/"+snap.Name) {
-			t.Error("half snapshot stored")
+		if names := objects(t, srv, bucket); len(names) != 0 {
+			t.Errorf("objects left: %v", names)
 		}
 		assertNotComplete(t, client(t, srv.Host()), srv, dest)
 	})

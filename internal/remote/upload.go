@@ -10,10 +10,13 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
 	"github.com/etcd-backup/etcd-backup/internal/progress"
 	"github.com/etcd-backup/etcd-backup/internal/store"
+	"github.com/etcd-backup/etcd-backup/internal/verify"
 	"github.com/etcd-backup/etcd-backup/internal/version"
 )
 
@@ -37,15 +40,18 @@ type Uploaded struct {
 
 // Upload copies the backup in dir, described by b, below dest: the data
 // files first, then backup.json, so that the backup is complete only once
-// everything is there. b must come from verifying dir (verify.Dir), so that a
-// corrupt backup is never shipped; every object is sent with the CRC32C that
-// b records, so one changed since is refused.
+// everything is there. b is dir's backup.json, checked against what dir
+// holds (verify.Listing). A corrupt backup is never shipped: each file is
+// checked as verify does while it is sent, and abandoned before it is
+// committed if it fails; every object is sent with the CRC32C that b
+// records, so that the service refuses one that changed on the way.
 //
 // Nothing is overwritten. An object that already holds the same content (an
 // earlier run of the same upload) is kept and not sent again; one that holds
 // anything else is an error. If Upload fails or ctx ends, the object being
-// sent is abandoned and backup.json is not written.
-func (c *Client) Upload(ctx context.Context, dir string, b *manifest.Backup, dest store.URL, o UploadOptions) (*Uploaded, error) {
+// sent is abandoned, those this run created are removed, and backup.json is
+// not written.
+func (c *Client) Upload(ctx context.Context, dir string, b *manifest.Backup, dest store.URL, o UploadOptions) (_ *Uploaded, err error) {
 	ref := Ref{Dest: dest, ClusterID: b.ClusterKey(), Timestamp: b.Timestamp}
 	if err := checkClusterID(ref.ClusterID); err != nil {
 		return nil, failed("%s: %v", filepath.Join(dir, manifest.FileName), err)
@@ -78,6 +84,12 @@ func (c *Client) Upload(ctx context.Context, dir string, b *manifest.Backup, des
 	}
 
 	out := &Uploaded{Ref: ref, Manifest: &up, ManifestURI: mloc.url.String()}
+	var sent []sentObject
+	defer func() {
+		if err != nil {
+			c.removeSent(ctx, sent)
+		}
+	}()
 	// The archive first: it is small, so a wrong bucket or missing role
 	// shows before the snapshot is sent.
 	for _, kind := range []string{manifest.KindResources, manifest.KindSnapshot} {
@@ -86,8 +98,12 @@ func (c *Client) Upload(ctx context.Context, dir string, b *manifest.Backup, des
 		if err != nil {
 			return nil, err
 		}
-		if err := c.putFile(ctx, loc, filepath.Join(dir, f.Name), f, c.metadata(b, f.SHA256), o.KMSKey); err != nil {
+		obj, err := c.putFile(ctx, loc, filepath.Join(dir, f.Name), b, f, o.KMSKey)
+		if err != nil {
 			return nil, err
+		}
+		if obj != nil {
+			sent = append(sent, sentObject{loc, obj.Generation})
 		}
 		if kind == manifest.KindSnapshot {
 			out.SnapshotURI = loc.url.String()
@@ -95,7 +111,7 @@ func (c *Client) Upload(ctx context.Context, dir string, b *manifest.Backup, des
 			out.ResourcesURI = loc.url.String()
 		}
 	}
-	if err := c.put(ctx, mloc, bytes.NewReader(data), mf, "application/json", c.metadata(b, mf.SHA256), o.KMSKey); err != nil {
+	if _, err := c.put(ctx, mloc, bytes.NewReader(data), mf, "application/json", c.metadata(b, mf.SHA256), o.KMSKey); err != nil {
 		return nil, err
 	}
 	c.Log.Info("backup uploaded", "backup", ref.String())
@@ -112,11 +128,39 @@ func (c *Client) metadata(b *manifest.Backup, sha string) map[string]string {
 	}
 }
 
-// putFile uploads the local file path, which backup.json describes as f.
-func (c *Client) putFile(ctx context.Context, loc location, path string, f manifest.File, meta map[string]string, kmsKey string) error {
+// sentObject is an object this run created.
+type sentObject struct {
+	loc        location
+	generation int64
+}
+
+// removeSent deletes the objects a failed upload created, even once ctx has
+// ended (a signal), within a bound of its own. What cannot be removed is a
+// leftover without backup.json, which list shows as incomplete and prune
+// removes after a day.
+func (c *Client) removeSent(ctx context.Context, sent []sentObject) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), removeTimeout)
+	defer cancel()
+	for _, s := range sent {
+		if err := s.loc.store.Delete(ctx, s.loc.url.Path, s.generation); err != nil {
+			c.Log.Warn("could not remove an object of the failed upload; prune removes it after a day", "object", s.loc.url.String(), "err", err)
+			continue
+		}
+		c.Log.Info("removed " + s.loc.url.String() + ": the upload failed")
+	}
+}
+
+// removeTimeout bounds the clean-up of a failed upload, which may run after
+// a SIGTERM, inside the grace period before the SIGKILL.
+const removeTimeout = 10 * time.Second
+
+// putFile uploads the local file path, which backup.json describes as f,
+// checking it as it goes. It returns the object created, or nil if the
+// same content was already there.
+func (c *Client) putFile(ctx context.Context, loc location, path string, b *manifest.Backup, f manifest.File, kmsKey string) (*store.Object, error) {
 	file, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("open %s: %w", path, err)
+		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	defer file.Close()
 	contentType := "application/octet-stream"
@@ -125,17 +169,24 @@ func (c *Client) putFile(ctx context.Context, loc location, path string, f manif
 	}
 	m := progress.Start(ctx, c.Log, "uploading "+f.Name, f.Size, c.ProgressInterval)
 	defer m.Stop()
-	return c.put(ctx, loc, io.TeeReader(file, m), f, contentType, meta, kmsKey)
+	checked := verify.NewReader(ctx, io.TeeReader(file, m), b, f)
+	defer checked.Close()
+	obj, err := c.put(ctx, loc, checked, f, contentType, c.metadata(b, f.SHA256), kmsKey)
+	if exitcode.Of(err) == exitcode.Verify {
+		return nil, fmt.Errorf("refusing to upload %s, which fails verification: %w", path, err)
+	}
+	return obj, err
 }
 
 // put creates loc from r unless an object with f's content is already there.
-func (c *Client) put(ctx context.Context, loc location, r io.Reader, f manifest.File, contentType string, meta map[string]string, kmsKey string) error {
+// It returns the object created, or nil if it was already there.
+func (c *Client) put(ctx context.Context, loc location, r io.Reader, f manifest.File, contentType string, meta map[string]string, kmsKey string) (*store.Object, error) {
 	name := loc.url.Path
 	switch existing, err := loc.store.Attrs(ctx, name); {
 	case err == nil:
-		return c.alreadyThere(loc, existing, f)
+		return nil, c.alreadyThere(loc, existing, f)
 	case !errors.Is(err, store.ErrNotExist):
-		return err
+		return nil, err
 	}
 	obj, err := loc.store.Put(ctx, name, r, store.PutOptions{
 		Size:        f.Size,
@@ -149,15 +200,15 @@ func (c *Client) put(ctx context.Context, loc location, r io.Reader, f manifest.
 		// landed twice: which, the content says.
 		existing, aerr := loc.store.Attrs(ctx, name)
 		if aerr != nil {
-			return errors.Join(err, aerr)
+			return nil, errors.Join(err, aerr)
 		}
-		return c.alreadyThere(loc, existing, f)
+		return nil, c.alreadyThere(loc, existing, f)
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	c.Log.Info("uploaded "+loc.url.String(), "size", obj.Size, "crc32c", fmt.Sprintf("%08x", obj.CRC32C))
-	return nil
+	return obj, nil
 }
 
 // alreadyThere accepts an existing object that holds exactly f.

@@ -6,6 +6,7 @@ package verify
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -27,12 +28,7 @@ type Options struct {
 	Restore bool
 	// ScratchDir holds the trial restore; empty means the system default.
 	ScratchDir string
-	// SkipStructure leaves out the walk of the snapshot's bbolt pages. The
-	// checksums still tie every byte to backup.json, and save walked those
-	// very bytes before it wrote backup.json: upload relies on that, so its
-	// memory and time do not grow with the database a second time.
-	SkipStructure bool
-	Log           *slog.Logger
+	Log        *slog.Logger
 }
 
 // failed marks err as a verification failure (exit 4).
@@ -59,14 +55,8 @@ func Manifest(dir string) (*manifest.Backup, error) {
 
 // Dir verifies the backup in dir and returns its manifest.
 func Dir(ctx context.Context, dir string, opts Options) (*manifest.Backup, error) {
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		return nil, exitcode.With(exitcode.Usage, fmt.Errorf("%s is not a backup directory", dir))
-	}
-	b, err := Manifest(dir)
+	b, err := Listing(dir)
 	if err != nil {
-		return nil, err
-	}
-	if err := onlyThisBackup(dir, b); err != nil {
 		return nil, err
 	}
 	for _, f := range b.Files {
@@ -76,14 +66,12 @@ func Dir(ctx context.Context, dir string, opts Options) (*manifest.Backup, error
 		opts.Log.Info("verified "+f.Name, "sha256", f.SHA256, "size", f.Size)
 	}
 	snap := filepath.Join(dir, b.File(manifest.KindSnapshot).Name)
-	if !opts.SkipStructure {
-		st, err := snapshot.Check(ctx, snap)
-		if err != nil {
-			return nil, failed("check snapshot %s: %v", snap, err)
-		}
-		if err := sameContent(b, st, "snapshot"); err != nil {
-			return nil, err
-		}
+	st, err := snapshot.Check(ctx, snap)
+	if err != nil {
+		return nil, failed("check snapshot %s: %v", snap, err)
+	}
+	if err := sameContent(b, st, "snapshot"); err != nil {
+		return nil, err
 	}
 	if opts.Restore {
 		if err := trialRestore(ctx, snap, b, opts); err != nil {
@@ -114,19 +102,39 @@ func onlyThisBackup(dir string, b *manifest.Backup) error {
 	return nil
 }
 
-func localFile(ctx context.Context, dir string, b *manifest.Backup, want manifest.File) error {
-	path := filepath.Join(dir, want.Name)
-	f, err := os.Open(path)
+// Listing checks what dir holds against its backup.json without reading
+// the data files, and returns the manifest: every file it lists is there
+// with the size and mode it records, and nothing else restore would pick up.
+// Content is for Stream, or NewReader as it is sent elsewhere.
+func Listing(dir string) (*manifest.Backup, error) {
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return nil, exitcode.With(exitcode.Usage, fmt.Errorf("%s is not a backup directory", dir))
+	}
+	b, err := Manifest(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := onlyThisBackup(dir, b); err != nil {
+		return nil, err
+	}
+	for _, f := range b.Files {
+		if err := listedFile(filepath.Join(dir, f.Name), f); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+func listedFile(path string, want manifest.File) error {
+	fi, err := os.Stat(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return failed("%s is missing", path)
 	}
 	if err != nil {
-		return fmt.Errorf("open %s: %w", path, err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
 		return fmt.Errorf("stat %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return failed("%s is not a regular file", path)
 	}
 	if got := fmt.Sprintf("%04o", fi.Mode().Perm()); got != want.Mode {
 		return failed("%s has mode %s, %s says %s", path, got, manifest.FileName, want.Mode)
@@ -134,6 +142,16 @@ func localFile(ctx context.Context, dir string, b *manifest.Backup, want manifes
 	if fi.Size() != want.Size {
 		return failed("%s is %d bytes, %s says %d", path, fi.Size(), manifest.FileName, want.Size)
 	}
+	return nil
+}
+
+func localFile(ctx context.Context, dir string, b *manifest.Backup, want manifest.File) error {
+	path := filepath.Join(dir, want.Name)
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	defer f.Close()
 	return Stream(ctx, f, b, want)
 }
 
@@ -141,27 +159,48 @@ func localFile(ctx context.Context, dir string, b *manifest.Backup, want manifes
 // against want, plus the snapshot trailer or the archive layout. It reads r
 // once, to the end, and is what remote verification runs over a download.
 func Stream(ctx context.Context, r io.Reader, b *manifest.Backup, want manifest.File) error {
-	digest := manifest.NewDigest()
-	tee := io.TeeReader(r, digest)
+	var err error
 	switch want.Kind {
 	case manifest.KindSnapshot:
-		if _, err := snapshot.Copy(io.Discard, tee); err != nil {
-			return failed("%s: %v", want.Name, err)
-		}
+		err = snapshotStream(r, want)
 	case manifest.KindResources:
-		if _, err := archive.Check(tee, revisionDirs(b)); err != nil {
-			return failed("%s: %v", want.Name, err)
-		}
-		// The layout check may stop at the end of the tar stream; the
-		// checksums cover every byte.
-		if _, err := io.Copy(io.Discard, tee); err != nil {
-			return fmt.Errorf("read %s: %w", want.Name, err)
-		}
+		err = archiveStream(r, b, want)
 	default:
 		return failed("%s has unknown kind %q", want.Name, want.Kind)
 	}
-	if err := ctx.Err(); err != nil {
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		// What failed was reading, cut short.
 		return context.Cause(ctx)
+	}
+	return err
+}
+
+// snapshotStream takes the file's digests from the pass that checks the
+// trailer, so that a snapshot is hashed once.
+func snapshotStream(r io.Reader, want manifest.File) error {
+	d, err := snapshot.Copy(io.Discard, r)
+	switch {
+	case errors.Is(err, snapshot.ErrNoTrailer), errors.Is(err, snapshot.ErrTrailerMismatch):
+		return failed("%s: %v", want.Name, err)
+	case err != nil:
+		return fmt.Errorf("read %s: %w", want.Name, err)
+	}
+	if err := want.Match(d.Size, hex.EncodeToString(d.SHA256[:]), d.CRC32C); err != nil {
+		return exitcode.With(exitcode.Verify, err)
+	}
+	return nil
+}
+
+func archiveStream(r io.Reader, b *manifest.Backup, want manifest.File) error {
+	digest := manifest.NewDigest()
+	tee := io.TeeReader(r, digest)
+	if _, err := archive.Check(tee, revisionDirs(b)); err != nil {
+		return failed("%s: %v", want.Name, err)
+	}
+	// The layout check may stop at the end of the tar stream; the
+	// checksums cover every byte.
+	if _, err := io.Copy(io.Discard, tee); err != nil {
+		return fmt.Errorf("read %s: %w", want.Name, err)
 	}
 	if err := digest.Check(want); err != nil {
 		return exitcode.With(exitcode.Verify, err)
