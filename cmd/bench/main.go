@@ -114,6 +114,9 @@ func run(ctx context.Context, cfg config) error {
 	switch {
 	case cfg.uploadRuns == 0:
 	case hasUpload(ctx, bin):
+		if err := checkMemory(slices.Max(cfg.sizes)); err != nil {
+			return err
+		}
 		if r.emu, err = startEmulator(ctx, filepath.Join(work, "gcs")); err != nil {
 			return err
 		}
@@ -180,6 +183,29 @@ func checkDisk(dir string, largest int64) error {
 		return fmt.Errorf("%s is a tmpfs: snapshots would be written to memory; pass -work on a disk", dir)
 	}
 	return nil
+}
+
+// checkMemory makes sure the emulator's heap (see runner.keepHeap) fits.
+func checkMemory(largest int64) error {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return fmt.Errorf("read free memory: %w", err)
+	}
+	for line := range strings.Lines(string(data)) {
+		kib, ok := strings.CutPrefix(line, "MemAvailable:")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(kib), "kB")), 10, 64)
+		if err != nil {
+			return fmt.Errorf("read free memory: %q: %w", line, err)
+		}
+		if avail, need := n<<10, heapPerByte*largest; avail < need {
+			return fmt.Errorf("%s of memory available; the emulator's uploads of a %s database need %s (pass -upload-runs 0 or smaller -sizes)", mib(avail), mib(largest), mib(need))
+		}
+		return nil
+	}
+	return errors.New("read free memory: no MemAvailable in /proc/meminfo")
 }
 
 // parseSizes reads "256MiB,1GiB" (binary units KiB, MiB, GiB, or bytes).

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -55,9 +57,41 @@ func (c command) String() string {
 }
 
 // settle collects this process's garbage before a measurement, so that the
-// collector's work on what the emulator left behind (a whole object per
-// upload) does not slow down the etcd server or the emulator mid-run.
-func settle() { debug.FreeOSMemory() }
+// collector's work does not slow down the etcd server or the emulator
+// mid-run. While the upload rows keep the heap (see keepHeap), the memory
+// freed stays with this process.
+func (r *runner) settle() {
+	if r.heapKept {
+		runtime.GC()
+		return
+	}
+	debug.FreeOSMemory()
+}
+
+// heapPerByte is the heap the emulator takes per byte of an upload: it
+// holds the object whole several times over, in buffers grown by doubling
+// (see emulator).
+const heapPerByte = 12
+
+// keepHeap makes this process keep the memory it has faulted in until
+// restore. Each upload to the emulator allocates several copies of the
+// object; on a VM where faulting in fresh memory is slow, that, not the
+// client, would set the pace of every upload (a 256 MiB upload took 3 s or
+// 14 s depending on what the runtime had returned to the kernel). So the
+// collector runs only in settle, before each measurement, and with no
+// memory limit the runtime returns nothing: each upload reuses the pages
+// the one before it faulted in.
+func (r *runner) keepHeap() (restore func()) {
+	percent := debug.SetGCPercent(-1)
+	limit := debug.SetMemoryLimit(math.MaxInt64)
+	r.heapKept = true
+	return func() {
+		r.heapKept = false
+		debug.SetGCPercent(percent)
+		debug.SetMemoryLimit(limit)
+		r.settle()
+	}
+}
 
 // measure runs c to completion and reports its wall time and memory. Its
 // output goes to out; on failure the error carries the tail of it.

@@ -154,7 +154,7 @@ func printUpload(res sizeResult, saveWall float64, v *verdicts) {
 	u := res.upload
 	fmt.Printf("### %s database: upload to the Cloud Storage emulator\n\n", sizeLabel(res.target))
 	fmt.Printf("fake-gcs-server in the bench process, HTTP on loopback, objects on disk. The backup is %s (snapshot %s). "+
-		"%s of each, alternating, no warm-up (the backup is in the page cache).\n\n", mib(u.bytes), mib(u.snapBytes), measuredRuns(len(u.upload)))
+		"%s of each, alternating, after one warm-up write; the bench process keeps the heap the emulator faults in (see keepHeap).\n\n", mib(u.bytes), mib(u.snapBytes), measuredRuns(len(u.upload)))
 	var up, wr, e2e []float64
 	var cpu []float64
 	var rss, anon int64
@@ -181,7 +181,7 @@ func printUpload(res sizeResult, saveWall float64, v *verdicts) {
 		{fmt.Sprintf("peak RSS, MiB (VmHWM, read every %s)", sampleEvery), mibN(rss), "", ""},
 		{fmt.Sprintf("peak anon, MiB (RssAnon, sampled every %s)", sampleEvery), mibN(anon), "", ""},
 	})
-	fmt.Println("\nupload's throughput counts every file it sends over its whole run, which includes verifying the backup first; " +
+	fmt.Println("\nupload's throughput counts every file it sends over its whole run, which includes checking each file as it is sent; " +
 		"the throughput ratio is the median of the per-round ratios.")
 	upWall, e2eWall := median(up), median(e2e)
 	sum := saveWall + upWall

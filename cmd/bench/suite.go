@@ -59,7 +59,9 @@ type runner struct {
 	scratch string
 	seq     int
 	env     []string // the whole environment of every child: nothing leaks in
-	tarDirs []string // the running revision directories, relative to /etc/kubernetes
+	// heapKept is set while the upload rows keep this process's heap.
+	heapKept bool
+	tarDirs  []string // the running revision directories, relative to /etc/kubernetes
 }
 
 func newRunner(ctx context.Context, c *testcluster.Cluster, tools etcdTools, bin, scratch string) (*runner, error) {
@@ -178,7 +180,7 @@ func (r *runner) save(ctx context.Context, dir string, extra []string) (outcome,
 		env:  append(slices.Clone(r.env), "NODE_NAME="+r.c.NodeName),
 	}
 	var out bytes.Buffer
-	settle()
+	r.settle()
 	u, err := measure(ctx, cmd, &out)
 	if err != nil {
 		return outcome{}, err
@@ -194,7 +196,7 @@ func (r *runner) save(ctx context.Context, dir string, extra []string) (outcome,
 func (r *runner) etcdctl(ctx context.Context, dir string) (outcome, error) {
 	snap := filepath.Join(dir, "snapshot.db")
 	var out bytes.Buffer
-	settle()
+	r.settle()
 	u, err := measure(ctx, r.etcdctlSave(snap), &out)
 	return outcome{usage: u, snapshot: snap, log: out.Bytes()}, err
 }
@@ -219,7 +221,7 @@ func (r *runner) pipeline(ctx context.Context, dir string) (outcome, error) {
 	}
 	var total usage
 	var out bytes.Buffer
-	settle()
+	r.settle()
 	for _, step := range steps {
 		u, err := measure(ctx, step, &out)
 		if err != nil {

@@ -42,6 +42,11 @@ const (
 // minChunk is the granularity of resumable upload chunks.
 const minChunk = 256 << 10
 
+// copyBuffer is the size of the reads that feed an upload: large, so that
+// the hand-offs to the writer's goroutine, and to a check that reads
+// alongside (verify.NewReader), come a MiB at a time rather than 32 KiB.
+const copyBuffer = 1 << 20
+
 // Options configure New.
 type Options struct {
 	// EmulatorHost is $STORAGE_EMULATOR_HOST: host:port or URL of an
@@ -210,7 +215,7 @@ func (b *Bucket) Put(ctx context.Context, name string, r io.Reader, o store.PutO
 	w.ContentType = o.ContentType
 	w.Metadata = o.Metadata
 	w.KMSKeyName = o.KMSKey
-	if _, err := io.Copy(w, r); err != nil {
+	if _, err := io.CopyBuffer(w, r, make([]byte, copyBuffer)); err != nil {
 		cancel()
 		w.Close()
 		return nil, fmt.Errorf("upload %s: %w", b.URL(name), b.mapErr(err, store.ErrExist))
