@@ -16,7 +16,7 @@ import (
 type Meter struct {
 	done  atomic.Int64
 	total int64
-	start time.Time
+	start atomic.Int64 // UnixNano; Restart moves it
 	what  string
 	log   *slog.Logger
 
@@ -27,7 +27,8 @@ type Meter struct {
 
 // Start begins reporting on what; total is the expected size (0 if unknown).
 func Start(ctx context.Context, log *slog.Logger, what string, total int64, interval time.Duration) *Meter {
-	m := &Meter{total: total, start: time.Now(), what: what, log: log, stop: make(chan struct{})}
+	m := &Meter{total: total, what: what, log: log, stop: make(chan struct{})}
+	m.start.Store(time.Now().UnixNano())
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
@@ -82,6 +83,12 @@ func (m *Meter) Watch(timeout time.Duration, stalled func()) (stop func()) {
 	}
 }
 
+// Restart counts from zero again, for a transfer that starts over.
+func (m *Meter) Restart() {
+	m.start.Store(time.Now().UnixNano())
+	m.done.Store(0)
+}
+
 // Done returns the bytes counted so far.
 func (m *Meter) Done() int64 { return m.done.Load() }
 
@@ -93,7 +100,7 @@ func (m *Meter) Stop() {
 
 func (m *Meter) report(ctx context.Context) {
 	done := m.done.Load()
-	elapsed := time.Since(m.start)
+	elapsed := time.Since(time.Unix(0, m.start.Load()))
 	rate := float64(done) / elapsed.Seconds()
 	attrs := []any{"done", done, "rate", Bytes(int64(rate)) + "/s"}
 	msg := fmt.Sprintf("%s: %s", m.what, Bytes(done))

@@ -79,3 +79,14 @@ func TestWatchStopsQuietly(t *testing.T) {
 	m.Write([]byte("data"))
 	stop()
 }
+
+func TestMeterRestart(t *testing.T) {
+	m := Start(context.Background(), slog.New(make(recordSink, 100)), "x", 4, time.Hour)
+	defer m.Stop()
+	m.Write([]byte("abc"))
+	m.Restart()
+	m.Write([]byte("a"))
+	if m.Done() != 1 {
+		t.Errorf("Done() after Restart = %d, want 1", m.Done())
+	}
+}

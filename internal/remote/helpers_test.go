@@ -58,7 +58,6 @@ func client(t *testing.T, host string) *remote.Client {
 	t.Helper()
 	c, err := gcs.New(t.Context(), gcs.Options{
 		EmulatorHost:  host,
-		ChunkSize:     256 << 10,
 		RetryDeadline: time.Second,
 		RetryInitial:  time.Millisecond,
 		RetryMax:      10 * time.Millisecond,

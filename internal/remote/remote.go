@@ -29,8 +29,9 @@ import (
 
 // Store is what this package needs of a bucket.
 type Store interface {
-	// Put creates name from r, failing with store.ErrExist if it exists.
-	Put(ctx context.Context, name string, r io.Reader, o store.PutOptions) (*store.Object, error)
+	// Put creates name from r, failing with store.ErrExist if it exists. It
+	// may seek r back to its start to send it again.
+	Put(ctx context.Context, name string, r io.ReadSeeker, o store.PutOptions) (*store.Object, error)
 	Open(ctx context.Context, name string) (io.ReadCloser, error)
 	Attrs(ctx context.Context, name string) (*store.Object, error)
 	List(ctx context.Context, prefix string) iter.Seq2[*store.Object, error]

@@ -229,6 +229,27 @@ func TestGCSWithRealBackup(t *testing.T) {
 		}
 	})
 
+	t.Run("reset mid-upload once", func(t *testing.T) {
+		srv := gcstest.New(t, bucket)
+		proxy := gcstest.NewProxy(t, srv)
+		proxy.Add(gcstest.Fault{
+			Match: func(r *http.Request) bool {
+				return gcstest.IsUploadData(r) && strings.Contains(r.URL.RawQuery, "snapshot_")
+			},
+			Times: 1,
+			Do:    gcstest.Reset(64 << 10),
+		})
+		c := client(t, proxy.Host())
+		// The snapshot is sent again from its start, and checked again.
+		up, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Verify(t.Context(), up.Ref, verify.Options{Log: logger(t)}); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("reset mid-upload", func(t *testing.T) {
 		srv := gcstest.New(t, bucket)
 		proxy := gcstest.NewProxy(t, srv)

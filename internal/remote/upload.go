@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
@@ -169,7 +170,8 @@ func (c *Client) putFile(ctx context.Context, loc location, path string, b *mani
 	}
 	m := progress.Start(ctx, c.Log, "uploading "+f.Name, f.Size, c.ProgressInterval)
 	defer m.Stop()
-	checked := verify.NewReader(ctx, io.TeeReader(file, m), b, f)
+	checked := &checkedFile{ctx: ctx, file: file, b: b, f: f, meter: m, log: c.Log}
+	checked.open()
 	defer checked.Close()
 	obj, err := c.put(ctx, loc, checked, f, contentType, c.metadata(b, f.SHA256), kmsKey)
 	if exitcode.Of(err) == exitcode.Verify {
@@ -178,9 +180,41 @@ func (c *Client) putFile(ctx context.Context, loc location, path string, b *mani
 	return obj, err
 }
 
+// checkedFile reads a file of a backup through verify.NewReader. Seeking
+// back to its start, to send it again after a transient error, starts the
+// check again too.
+type checkedFile struct {
+	ctx   context.Context
+	file  *os.File
+	b     *manifest.Backup
+	f     manifest.File
+	meter *progress.Meter
+	log   *slog.Logger
+	*verify.Reader
+}
+
+func (c *checkedFile) open() {
+	c.Reader = verify.NewReader(c.ctx, io.TeeReader(c.file, c.meter), c.b, c.f)
+}
+
+// Seek supports only going back to the start.
+func (c *checkedFile) Seek(offset int64, whence int) (int64, error) {
+	if offset != 0 || whence != io.SeekStart {
+		return 0, errors.New("a checked file can only go back to its start")
+	}
+	c.Reader.Close()
+	if _, err := c.file.Seek(0, io.SeekStart); err != nil {
+		return 0, fmt.Errorf("rewind %s: %w", c.file.Name(), err)
+	}
+	c.log.Warn("sending " + c.f.Name + " again from its start after a transient error")
+	c.meter.Restart()
+	c.open()
+	return 0, nil
+}
+
 // put creates loc from r unless an object with f's content is already there.
 // It returns the object created, or nil if it was already there.
-func (c *Client) put(ctx context.Context, loc location, r io.Reader, f manifest.File, contentType string, meta map[string]string, kmsKey string) (*store.Object, error) {
+func (c *Client) put(ctx context.Context, loc location, r io.ReadSeeker, f manifest.File, contentType string, meta map[string]string, kmsKey string) (*store.Object, error) {
 	name := loc.url.Path
 	switch existing, err := loc.store.Attrs(ctx, name); {
 	case err == nil:

@@ -3,11 +3,12 @@
 // check what was stored, reads, listings, and generation-matched deletes.
 //
 // Every mutation carries a precondition (DoesNotExist on create, the read
-// generation on delete), so the library's default policy, which retries only
-// idempotent calls, retries all of them: a retried create whose first attempt
-// did land fails its precondition instead of overwriting, and the caller
-// recognises its own object by checksum. RetryAlways would add nothing here
-// but the risk of retrying a call that lost its precondition.
+// generation on delete), so every one is safe to retry: a retried create
+// whose first attempt did land fails its precondition instead of
+// overwriting, and the caller recognises its own object by checksum. The
+// library's default policy, which retries only idempotent calls, retries
+// deletes; creates are sent in one unbuffered request, which the library
+// cannot send twice, so Put retries them itself.
 package gcs
 
 import (
@@ -19,7 +20,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"cloud.google.com/go/auth/credentials"
@@ -39,13 +39,14 @@ const (
 	DefaultRetryMax      = 16 * time.Second
 )
 
-// minChunk is the granularity of resumable upload chunks.
-const minChunk = 256 << 10
-
 // copyBuffer is the size of the reads that feed an upload: large, so that
 // the hand-offs to the writer's goroutine, and to a check that reads
 // alongside (verify.NewReader), come a MiB at a time rather than 32 KiB.
 const copyBuffer = 1 << 20
+
+// maxSends bounds how many times one object is sent whole: a path that
+// breaks every upload part-way must end in an error, not a loop.
+const maxSends = 5
 
 // Options configure New.
 type Options struct {
@@ -53,22 +54,14 @@ type Options struct {
 	// emulator, reached without credentials. Empty means Google Cloud
 	// Storage with Application Default Credentials.
 	EmulatorHost string
-	// ChunkSize is the largest request of a resumable upload, and the buffer
-	// each upload holds so that a failed chunk can be re-sent; 0 means the
-	// library default (16 MiB). Smaller objects are sent in one request with
-	// a buffer just large enough.
-	ChunkSize int
-	// RetryDeadline bounds how long one request, or one upload chunk, is
-	// retried after transient errors.
+	// RetryDeadline bounds how long a request is retried after transient
+	// errors; for an upload, from its first failure since it last sent data.
 	RetryDeadline time.Duration
 	// RetryInitial and RetryMax bound the exponential backoff between retries.
 	RetryInitial, RetryMax time.Duration
 }
 
 func (o Options) withDefaults() Options {
-	if o.ChunkSize == 0 {
-		o.ChunkSize = googleapi.DefaultUploadChunkSize
-	}
 	if o.RetryDeadline == 0 {
 		o.RetryDeadline = DefaultRetryDeadline
 	}
@@ -149,46 +142,16 @@ type Bucket struct {
 	opts Options
 }
 
-// retry returns the retry settings of one call; shouldRetry, if not nil,
-// replaces the library's choice of retryable errors.
-func (b *Bucket) retry(shouldRetry func(error) bool) []storage.RetryOption {
-	opts := []storage.RetryOption{
+// retry returns the retry settings of the calls the library retries.
+func (b *Bucket) retry() []storage.RetryOption {
+	return []storage.RetryOption{
 		storage.WithBackoff(gax.Backoff{Initial: b.opts.RetryInitial, Max: b.opts.RetryMax, Multiplier: 2}),
 		storage.WithMaxRetryDuration(b.opts.RetryDeadline),
 	}
-	if shouldRetry != nil {
-		opts = append(opts, storage.WithErrorFunc(shouldRetry))
-	}
-	return opts
 }
 
 func (b *Bucket) object(name string) *storage.ObjectHandle {
-	return b.h.Object(name).Retryer(b.retry(nil)...)
-}
-
-// budget bounds the retries of an upload. The library retries a chunk for
-// at most ChunkRetryDeadline, but the request that starts an upload, and the
-// single request of a small one, until the context ends; budget allows
-// RetryDeadline from the first failure since the upload last made progress.
-type budget struct {
-	deadline time.Duration
-	mu       sync.Mutex
-	failing  time.Time
-}
-
-func (bu *budget) shouldRetry(err error) bool {
-	bu.mu.Lock()
-	defer bu.mu.Unlock()
-	if bu.failing.IsZero() {
-		bu.failing = time.Now()
-	}
-	return time.Since(bu.failing) < bu.deadline && storage.ShouldRetry(err)
-}
-
-func (bu *budget) progress(int64) {
-	bu.mu.Lock()
-	defer bu.mu.Unlock()
-	bu.failing = time.Time{}
+	return b.h.Object(name).Retryer(b.retry()...)
 }
 
 // URL returns the gs:// URL of the named object.
@@ -200,22 +163,49 @@ func (b *Bucket) URL(name string) string {
 // o is sent so that the service rejects corrupted data, and compared with
 // what it stored: an object that does not match is deleted again. If r
 // fails, or ctx ends, the upload is abandoned and no object is created.
-func (b *Bucket) Put(ctx context.Context, name string, r io.Reader, o store.PutOptions) (*store.Object, error) {
+//
+// The object goes in one streaming request, with no buffer: the library's
+// resumable uploads hold each 16 MiB chunk in memory and wait for the
+// service to acknowledge it before reading on. A request that fails with a
+// transient error is sent again from r's first byte, which is why r seeks:
+// for a file, starting over costs a re-read, not memory.
+func (b *Bucket) Put(ctx context.Context, name string, r io.ReadSeeker, o store.PutOptions) (*store.Object, error) {
+	backoff := gax.Backoff{Initial: b.opts.RetryInitial, Max: b.opts.RetryMax, Multiplier: 2}
+	var failing time.Time // the first failure since a send that carried data
+	for sends := 1; ; sends++ {
+		src := &source{r: r}
+		obj, err := b.send(ctx, name, src, o)
+		if err == nil || src.err != nil || ctx.Err() != nil || !storage.ShouldRetry(err) || sends == maxSends {
+			return obj, err
+		}
+		if src.n > 0 || failing.IsZero() {
+			failing = time.Now()
+		}
+		if time.Since(failing) >= b.opts.RetryDeadline {
+			return nil, err
+		}
+		if err := gax.Sleep(ctx, backoff.Pause()); err != nil {
+			return nil, fmt.Errorf("upload %s: %w", b.URL(name), err)
+		}
+		if _, err := r.Seek(0, io.SeekStart); err != nil {
+			return nil, fmt.Errorf("upload %s: start again after a transient error: %w", b.URL(name), err)
+		}
+	}
+}
+
+// send makes one attempt at Put.
+func (b *Bucket) send(ctx context.Context, name string, src *source, o store.PutOptions) (*store.Object, error) {
 	// Cancelling the writer's context is the only way to abandon an upload:
 	// Close would finalise whatever was sent so far.
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	bu := &budget{deadline: b.opts.RetryDeadline}
-	obj := b.h.Object(name).Retryer(b.retry(bu.shouldRetry)...).If(storage.Conditions{DoesNotExist: true})
-	w := obj.NewWriter(wctx)
-	w.ChunkSize = chunkSize(o.Size, b.opts.ChunkSize)
-	w.ChunkRetryDeadline = b.opts.RetryDeadline
-	w.ProgressFunc = bu.progress
+	w := b.h.Object(name).If(storage.Conditions{DoesNotExist: true}).NewWriter(wctx)
+	w.ChunkSize = 0
 	w.CRC32C, w.SendCRC32C = o.CRC32C, true
 	w.ContentType = o.ContentType
 	w.Metadata = o.Metadata
 	w.KMSKeyName = o.KMSKey
-	if _, err := io.CopyBuffer(w, r, make([]byte, copyBuffer)); err != nil {
+	if _, err := io.CopyBuffer(w, src, make([]byte, copyBuffer)); err != nil {
 		cancel()
 		w.Close()
 		return nil, fmt.Errorf("upload %s: %w", b.URL(name), b.mapErr(err, store.ErrExist))
@@ -234,14 +224,21 @@ func (b *Bucket) Put(ctx context.Context, name string, r io.Reader, o store.PutO
 	return got, nil
 }
 
-// chunkSize picks the upload buffer: the configured chunk, or for a smaller
-// object just enough to hold it, so that retries stay possible without
-// holding 16 MiB for a few KiB.
-func chunkSize(size int64, limit int) int {
-	if size >= int64(limit) {
-		return limit
+// source counts what one send reads, and keeps the reader's own error,
+// which is never retried.
+type source struct {
+	r   io.Reader
+	n   int64
+	err error
+}
+
+func (s *source) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	s.n += int64(n)
+	if err != nil && err != io.EOF {
+		s.err = err
 	}
-	return int((size/minChunk + 1) * minChunk)
+	return n, err
 }
 
 // Open reads the named object from its start. The library checks the
@@ -281,7 +278,7 @@ func (b *Bucket) Attrs(ctx context.Context, name string) (*store.Object, error) 
 // List yields the objects whose names start with prefix, in name order.
 func (b *Bucket) List(ctx context.Context, prefix string) iter.Seq2[*store.Object, error] {
 	return func(yield func(*store.Object, error) bool) {
-		it := b.h.Retryer(b.retry(nil)...).Objects(ctx, &storage.Query{Prefix: prefix})
+		it := b.h.Retryer(b.retry()...).Objects(ctx, &storage.Query{Prefix: prefix})
 		for {
 			a, err := it.Next()
 			if errors.Is(err, iterator.Done) {

@@ -30,7 +30,6 @@ const bucket = "backups"
 func fast(host string) gcs.Options {
 	return gcs.Options{
 		EmulatorHost:  host,
-		ChunkSize:     256 << 10,
 		RetryDeadline: time.Second,
 		RetryInitial:  time.Millisecond,
 		RetryMax:      10 * time.Millisecond,
@@ -58,7 +57,7 @@ func payload(n int) ([]byte, store.PutOptions) {
 }
 
 func TestGCSRoundTrip(t *testing.T) {
-	for _, size := range []int{0, 1000, 700 << 10} { // empty, one request, several chunks
+	for _, size := range []int{0, 1000, 3 << 20} { // empty, small, several copy buffers
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
 			srv := gcstest.New(t, bucket)
 			b := open(t, fast(srv.Host()))
@@ -144,17 +143,24 @@ func TestGCSPutWrongCRCLeavesNothing(t *testing.T) {
 	assertNoObject(t, srv, "obj")
 }
 
+// failingReader fails where its content ends, and counts seeks.
 type failingReader struct {
-	r   io.Reader
-	err error
+	*bytes.Reader
+	err   error
+	seeks int
 }
 
 func (f *failingReader) Read(p []byte) (int, error) {
-	n, err := f.r.Read(p)
+	n, err := f.Reader.Read(p)
 	if err == io.EOF {
 		return n, f.err
 	}
 	return n, err
+}
+
+func (f *failingReader) Seek(offset int64, whence int) (int64, error) {
+	f.seeks++
+	return f.Reader.Seek(offset, whence)
 }
 
 func TestGCSPutReadErrorLeavesNothing(t *testing.T) {
@@ -164,27 +170,32 @@ func TestGCSPutReadErrorLeavesNothing(t *testing.T) {
 		data, o := payload(size)
 		bad := errors.New("disk read failed")
 		// The reader stops early: Close must not finalise a truncated object.
-		r := &failingReader{r: bytes.NewReader(data[:size/2]), err: bad}
+		r := &failingReader{Reader: bytes.NewReader(data[:size/2]), err: bad}
 		if _, err := b.Put(t.Context(), "obj", r, o); !errors.Is(err, bad) {
 			t.Fatalf("Put: %v, want %v", err, bad)
 		}
 		assertNoObject(t, srv, "obj")
+		if r.seeks != 0 {
+			t.Errorf("a read error was retried (%d seeks)", r.seeks)
+		}
 	}
 }
 
 func TestGCSFaults(t *testing.T) {
-	const size = 700 << 10 // three chunks of 256 KiB
+	const size = 3 << 20 // several copy buffers
 	tests := []struct {
-		name    string
-		fault   gcstest.Fault
-		wantErr bool
+		name      string
+		fault     gcstest.Fault
+		wantSends int
+		wantErr   bool
 	}{
-		{"503 twice then success", gcstest.Fault{Match: gcstest.IsUpload, Times: 2, Do: gcstest.Status(http.StatusServiceUnavailable)}, false},
-		{"429 on a chunk", gcstest.Fault{Match: gcstest.IsUploadData, Times: 1, Do: gcstest.Status(http.StatusTooManyRequests)}, false},
-		{"reset mid-chunk once", gcstest.Fault{Match: gcstest.IsUploadData, Times: 1, Do: gcstest.Reset(100 << 10)}, false},
-		{"reset mid-chunk always", gcstest.Fault{Match: gcstest.IsUploadData, Do: gcstest.Reset(100 << 10)}, true},
-		{"503 always", gcstest.Fault{Match: gcstest.IsUpload, Do: gcstest.Status(http.StatusServiceUnavailable)}, true},
-		{"403", gcstest.Fault{Match: gcstest.IsUpload, Do: gcstest.Status(http.StatusForbidden)}, true},
+		{"503 twice then success", gcstest.Fault{Match: gcstest.IsUpload, Times: 2, Do: gcstest.Status(http.StatusServiceUnavailable)}, 3, false},
+		{"429 once", gcstest.Fault{Match: gcstest.IsUploadData, Times: 1, Do: gcstest.Status(http.StatusTooManyRequests)}, 2, false},
+		{"reset part-way once", gcstest.Fault{Match: gcstest.IsUploadData, Times: 1, Do: gcstest.Reset(100 << 10)}, 2, false},
+		// A path that breaks every attempt is given up after five.
+		{"reset part-way always", gcstest.Fault{Match: gcstest.IsUploadData, Do: gcstest.Reset(100 << 10)}, 5, true},
+		{"503 always", gcstest.Fault{Match: gcstest.IsUpload, Do: gcstest.Status(http.StatusServiceUnavailable)}, 5, true},
+		{"403", gcstest.Fault{Match: gcstest.IsUpload, Do: gcstest.Status(http.StatusForbidden)}, 1, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -194,6 +205,15 @@ func TestGCSFaults(t *testing.T) {
 			b := open(t, fast(proxy.Host()))
 			data, o := payload(size)
 			_, err := b.Put(t.Context(), "obj", bytes.NewReader(data), o)
+			sends := 0
+			for _, r := range proxy.Requests() {
+				if strings.HasPrefix(r, "POST /upload/") {
+					sends++
+				}
+			}
+			if sends != tt.wantSends {
+				t.Errorf("the object was sent %d times, want %d", sends, tt.wantSends)
+			}
 			if tt.wantErr {
 				if err == nil {
 					t.Fatal("Put succeeded")
@@ -228,13 +248,9 @@ func TestGCSCancelMidUploadLeavesNothing(t *testing.T) {
 	proxy := gcstest.NewProxy(t, srv)
 	ctx, cancel := context.WithCancelCause(t.Context())
 	signal := errors.New("interrupted by terminated")
-	// The second data chunk hangs; the "signal" arrives while it does.
-	proxy.Add(gcstest.Fault{
-		Match: func(r *http.Request) bool {
-			return gcstest.IsUploadData(r) && strings.HasPrefix(r.Header.Get("Content-Range"), "bytes 262144-")
-		},
-		Do: gcstest.Stall(func() { cancel(signal) }),
-	})
+	// The service takes the data but never answers; the "signal" arrives
+	// while it does.
+	proxy.Add(gcstest.Fault{Match: gcstest.IsUploadData, Do: gcstest.Stall(func() { cancel(signal) })})
 	b := open(t, fast(proxy.Host()))
 	data, o := payload(700 << 10)
 	if _, err := b.Put(ctx, "obj", bytes.NewReader(data), o); err == nil {
