@@ -10,6 +10,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -220,28 +221,39 @@ func TestJoiner(t *testing.T) {
 	}
 	t.Cleanup(func() { client.Close() })
 
-	for _, size := range []int{1 << 20, 3<<20 + 17} { // more than one chunk, ending on a boundary or not
+	for _, tc := range []struct {
+		size, chunk int
+		requests    int32 // chunks the emulator sees
+	}{
+		{1 << 20, 256 << 10, 1}, // more than one chunk, ending on a boundary or not
+		{3<<20 + 17, 256 << 10, 1},
+		{3<<20 + 17, 0, 0}, // one multipart request, passed through
+	} {
 		chunks.Store(0)
-		data := make([]byte, size)
+		data := make([]byte, tc.size)
 		rand.Read(data)
-		obj := client.Bucket(benchBucket).Object(fmt.Sprintf("o-%d", size))
+		name := fmt.Sprintf("p/o-%d-%d", tc.size, tc.chunk)
+		obj := client.Bucket(benchBucket).Object(name)
 		w := obj.NewWriter(ctx)
-		w.ChunkSize = 256 << 10
+		w.ChunkSize = tc.chunk
 		if _, err := w.Write(data); err != nil {
 			t.Fatal(err)
 		}
 		if err := w.Close(); err != nil {
-			t.Fatalf("upload %d bytes: %v", size, err)
+			t.Fatalf("upload %s: %v", name, err)
 		}
 		attrs, err := obj.Attrs(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if attrs.Size != int64(size) || attrs.CRC32C != crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli)) {
-			t.Errorf("%d bytes sent, %d stored, or with another CRC32C", size, attrs.Size)
+		if attrs.Size != int64(tc.size) || attrs.CRC32C != crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli)) {
+			t.Errorf("%s: %d bytes sent, %d stored, or with another CRC32C", name, tc.size, attrs.Size)
 		}
-		if n := chunks.Load(); n != 1 {
-			t.Errorf("%d bytes in 256 KiB chunks reached the emulator in %d requests, want 1", size, n)
+		if n := chunks.Load(); n != tc.requests {
+			t.Errorf("%s reached the emulator in %d chunk requests, want %d", name, n, tc.requests)
+		}
+		if h, ok := j.took("p/", path.Base(name)); !ok || h.send <= 0 || h.store <= 0 {
+			t.Errorf("%s: timing %+v, %v; want both parts timed", name, h, ok)
 		}
 	}
 	if n := len(j.parts); n != 0 {

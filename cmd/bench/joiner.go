@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // joiner sits in front of the emulator and collects the chunks of resumable
@@ -25,13 +26,25 @@ import (
 // would measure the emulator's hashing rather than the clients. The clients
 // still speak the whole resumable protocol, to the joiner, and the emulator
 // still checks preconditions and checksums and stores the object.
+//
+// It also times each upload (see handover): the emulator's share of an
+// upload's wall time dwarfs the client's, and varies from run to run.
 type joiner struct {
 	dir   string
 	proxy *httputil.ReverseProxy
 	srv   *http.Server
 
-	mu    sync.Mutex
-	parts map[string]*os.File // by upload_id
+	mu      sync.Mutex
+	parts   map[string]*os.File  // by upload_id
+	started map[string]time.Time // first chunk's arrival, by upload_id
+	timed   map[string]handover  // by object name, until taken
+}
+
+// handover splits the time of one upload, as the joiner sees it: send runs
+// from its first data request to the end of its data, store from there to
+// the emulator's answer.
+type handover struct {
+	send, store time.Duration
 }
 
 // startJoiner serves on a loopback port in front of backend and returns
@@ -49,7 +62,13 @@ func startJoiner(backend, dir string) (*joiner, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("listen for the upload joiner: %w", err)
 	}
-	j := &joiner{dir: dir, proxy: httputil.NewSingleHostReverseProxy(u), parts: map[string]*os.File{}}
+	j := &joiner{
+		dir:     dir,
+		proxy:   httputil.NewSingleHostReverseProxy(u),
+		parts:   map[string]*os.File{},
+		started: map[string]time.Time{},
+		timed:   map[string]handover{},
+	}
 	j.srv = &http.Server{Handler: j}
 	go j.srv.Serve(l) // returns when close shuts it down
 	return j, "http://" + l.Addr().String(), nil
@@ -73,7 +92,16 @@ func (j *joiner) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cr := r.Header.Get("Content-Range")
 	// Chunks come as PUT, or as POST from the Go client.
 	if (r.Method != http.MethodPut && r.Method != http.MethodPost) || id == "" || cr == "" {
+		if r.URL.Query().Get("uploadType") != "multipart" {
+			j.proxy.ServeHTTP(w, r)
+			return
+		}
+		// A whole upload in one request: its data ends with its body.
+		start := time.Now()
+		body := &endTimer{ReadCloser: r.Body}
+		r.Body = body
 		j.proxy.ServeHTTP(w, r)
+		j.time(r, start, body.end)
 		return
 	}
 	if !uploadID.MatchString(id) {
@@ -85,7 +113,7 @@ func (j *joiner) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	f, err := j.part(id)
+	f, first, err := j.part(id)
 	if err == nil && start >= 0 {
 		_, err = io.Copy(io.NewOffsetWriter(f, start), r.Body)
 	}
@@ -100,10 +128,53 @@ func (j *joiner) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The last chunk: send the whole upload as one.
 	j.forget(id)
 	defer f.Close()
+	sent := time.Now()
 	r.Body = io.NopCloser(io.NewSectionReader(f, 0, total))
 	r.ContentLength = total
 	r.Header.Set("Content-Range", fmt.Sprintf("bytes 0-%d/%d", total-1, total))
 	j.proxy.ServeHTTP(w, r)
+	j.time(r, first, sent)
+}
+
+// time records an upload whose data arrived from start to sent and which
+// the emulator has just answered.
+func (j *joiner) time(r *http.Request, start, sent time.Time) {
+	if sent.IsZero() { // the body was never read to its end: no upload
+		return
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.timed[r.URL.Query().Get("name")] = handover{send: sent.Sub(start), store: time.Since(sent)}
+}
+
+// took returns the timing of the upload of the object below prefix whose
+// name ends in base, and forgets every timing below prefix.
+func (j *joiner) took(prefix, base string) (h handover, ok bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for name, t := range j.timed {
+		if strings.HasPrefix(name, prefix) {
+			if strings.HasSuffix(name, "/"+base) {
+				h, ok = t, true
+			}
+			delete(j.timed, name)
+		}
+	}
+	return h, ok
+}
+
+// endTimer notes when its body has been read to the end.
+type endTimer struct {
+	io.ReadCloser
+	end time.Time
+}
+
+func (e *endTimer) Read(p []byte) (int, error) {
+	n, err := e.ReadCloser.Read(p)
+	if err != nil && e.end.IsZero() {
+		e.end = time.Now()
+	}
+	return n, err
 }
 
 // incomplete answers a chunk that is not the last, as the emulator does.
@@ -118,30 +189,32 @@ func incomplete(w http.ResponseWriter, r *http.Request, end int64) {
 	w.WriteHeader(http.StatusPermanentRedirect)
 }
 
-// part returns the file collecting upload id, creating it on first use.
-func (j *joiner) part(id string) (*os.File, error) {
+// part returns the file collecting upload id, creating it on first use,
+// and when its first chunk arrived.
+func (j *joiner) part(id string) (*os.File, time.Time, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if f, ok := j.parts[id]; ok {
-		return f, nil
+		return f, j.started[id], nil
 	}
 	f, err := os.CreateTemp(j.dir, id+"-*")
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	// Unlinked now, the file's space goes when it is closed.
 	if err := os.Remove(f.Name()); err != nil {
 		f.Close()
-		return nil, err
+		return nil, time.Time{}, err
 	}
-	j.parts[id] = f
-	return f, nil
+	j.parts[id], j.started[id] = f, time.Now()
+	return f, j.started[id], nil
 }
 
 func (j *joiner) forget(id string) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	delete(j.parts, id)
+	delete(j.started, id)
 }
 
 // parseContentRange reads "bytes A-B/T", "bytes A-B/*" or "bytes */T";

@@ -183,6 +183,10 @@ func printUpload(res sizeResult, saveWall float64, v *verdicts) {
 	})
 	fmt.Println("\nupload's throughput counts every file it sends over its whole run, which includes checking each file as it is sent; " +
 		"the throughput ratio is the median of the per-round ratios.")
+	send, store := splitTook(u.uploadTook)
+	wsend, wstore := splitTook(u.writerTook)
+	fmt.Printf("where the snapshot's time went, timed at the joiner (medians): upload sent it in %s s, then the emulator stored it in %s s; "+
+		"the Writer sent it in %s s, then the emulator stored it in %s s.\n", spread(send), spread(store), spread(wsend), spread(wstore))
 	upWall, e2eWall := median(up), median(e2e)
 	sum := saveWall + upWall
 	fmt.Printf("save then upload, end to end (two processes, as a Task's two steps): %s s; save alone %.2f s (above), upload alone %.2f s: "+
@@ -193,6 +197,14 @@ func printUpload(res sizeResult, saveWall float64, v *verdicts) {
 	v.check(e2eWall <= maxEndToEnd*sum, "save + upload end to end ≤ %.2f × (save alone + upload alone): %.2f (%.2f s against %.2f s)",
 		maxEndToEnd, e2eWall/sum, e2eWall, sum)
 	fmt.Println()
+}
+
+// splitTook returns the send and store seconds of each upload.
+func splitTook(hs []handover) (send, store []float64) {
+	for _, h := range hs {
+		send, store = append(send, h.send.Seconds()), append(store, h.store.Seconds())
+	}
+	return send, store
 }
 
 // printPhases shows where save's time goes, from its log timestamps.

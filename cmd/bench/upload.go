@@ -96,6 +96,15 @@ func (e *emulator) write(ctx context.Context, path, object string) (time.Duratio
 	return time.Since(start), nil
 }
 
+// took is how the upload of the file at path below prefix split its time.
+func (e *emulator) took(prefix, path string) (handover, error) {
+	h, ok := e.joiner.took(prefix, filepath.Base(path))
+	if !ok {
+		return handover{}, fmt.Errorf("the upload joiner saw no upload of %s below %s", filepath.Base(path), prefix)
+	}
+	return h, nil
+}
+
 // removeAll deletes every object under prefix, to keep the emulator's disk
 // use at one backup.
 func (e *emulator) removeAll(ctx context.Context, prefix string) error {
@@ -121,7 +130,9 @@ type uploadResult struct {
 	snapBytes int64 // the snapshot, which the plain Writer sends
 	upload    []usage
 	writer    []time.Duration
-	endToEnd  []usage // save, then upload of what it saved
+	// How the snapshot's time split in each run (timed at the joiner).
+	uploadTook, writerTook []handover
+	endToEnd               []usage // save, then upload of what it saved
 }
 
 // hasUpload tells whether bin has the upload command.
@@ -158,24 +169,26 @@ func (r *runner) benchUpload(ctx context.Context, size int64, runs int) (*upload
 	defer r.keepHeap()()
 	// One write warms up the emulator and faults in the heap it needs.
 	logf("%s storage.Writer: warm-up", mib(size))
-	if _, err := r.writeOnce(ctx, backup, o.snapshot); err != nil {
+	if _, _, err := r.writeOnce(ctx, backup, o.snapshot); err != nil {
 		return nil, err
 	}
 	for round := 1; round <= runs; round++ {
 		logf("%s upload and storage.Writer: run %d of %d", mib(size), round, runs)
 		var u usage
 		var w time.Duration
+		var ut, wt handover
 		for i := range 2 {
 			if (i+round)%2 == 0 {
-				u, err = r.upload(ctx, backup)
+				u, ut, err = r.upload(ctx, backup)
 			} else {
-				w, err = r.writeOnce(ctx, backup, o.snapshot)
+				w, wt, err = r.writeOnce(ctx, backup, o.snapshot)
 			}
 			if err != nil {
 				return nil, err
 			}
 		}
 		res.upload, res.writer = append(res.upload, u), append(res.writer, w)
+		res.uploadTook, res.writerTook = append(res.uploadTook, ut), append(res.writerTook, wt)
 	}
 	for round := 1; round <= runs; round++ {
 		logf("%s save then upload: run %d of %d", mib(size), round, runs)
@@ -210,7 +223,7 @@ func cached(dir string) error {
 }
 
 // upload runs `etcd-backup upload` of dir to a fresh prefix, then empties it.
-func (r *runner) upload(ctx context.Context, dir string) (usage, error) {
+func (r *runner) upload(ctx context.Context, dir string) (usage, handover, error) {
 	r.seq++
 	prefix := "upload-" + strconv.Itoa(r.seq)
 	cmd := command{
@@ -218,32 +231,44 @@ func (r *runner) upload(ctx context.Context, dir string) (usage, error) {
 		args: []string{"upload", "--log-format", "json", dir, "gs://" + benchBucket + "/" + prefix},
 		env:  append(slices.Clone(r.env), "STORAGE_EMULATOR_HOST="+r.emu.host),
 	}
+	snaps, err := filepath.Glob(filepath.Join(dir, "snapshot_*.db"))
+	if err != nil || len(snaps) != 1 {
+		return usage{}, handover{}, fmt.Errorf("no single snapshot in %s", dir)
+	}
 	var out bytes.Buffer
 	if err := cached(dir); err != nil {
-		return usage{}, err
+		return usage{}, handover{}, err
 	}
 	r.settle()
 	u, err := measure(ctx, cmd, &out)
 	if err != nil {
-		return usage{}, err
+		return usage{}, handover{}, err
 	}
-	return u, r.emu.removeAll(ctx, prefix+"/")
+	took, err := r.emu.took(prefix+"/", snaps[0])
+	if err != nil {
+		return usage{}, handover{}, err
+	}
+	return u, took, r.emu.removeAll(ctx, prefix+"/")
 }
 
 // writeOnce sends the file at path, in the backup in dir, with one plain
 // storage.Writer.
-func (r *runner) writeOnce(ctx context.Context, dir, path string) (time.Duration, error) {
+func (r *runner) writeOnce(ctx context.Context, dir, path string) (time.Duration, handover, error) {
 	r.seq++
-	object := "writer-" + strconv.Itoa(r.seq) + "/" + filepath.Base(path)
+	prefix := "writer-" + strconv.Itoa(r.seq) + "/"
 	if err := cached(dir); err != nil {
-		return 0, err
+		return 0, handover{}, err
 	}
 	r.settle()
-	d, err := r.emu.write(ctx, path, object)
+	d, err := r.emu.write(ctx, path, prefix+filepath.Base(path))
 	if err != nil {
-		return 0, err
+		return 0, handover{}, err
 	}
-	return d, r.emu.removeAll(ctx, object)
+	took, err := r.emu.took(prefix, path)
+	if err != nil {
+		return 0, handover{}, err
+	}
+	return d, took, r.emu.removeAll(ctx, prefix)
 }
 
 func (r *runner) saveThenUpload(ctx context.Context) (usage, error) {
@@ -257,7 +282,7 @@ func (r *runner) saveThenUpload(ctx context.Context) (usage, error) {
 	if err != nil {
 		return usage{}, err
 	}
-	u, err := r.upload(ctx, filepath.Dir(s.snapshot))
+	u, _, err := r.upload(ctx, filepath.Dir(s.snapshot))
 	if err != nil {
 		return usage{}, err
 	}
