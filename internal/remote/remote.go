@@ -85,11 +85,12 @@ func (r Ref) String() string { return r.URL().String() }
 func (r Ref) object(file string) string { return r.URL().Join(file).Path }
 
 // clusterIDs are OpenShift cluster UUIDs or etcd cluster IDs in hex: one
-// path segment that is neither "." nor "..".
-var clusterID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+// path segment of at most 128 characters that is neither "." nor "..". (The
+// length is checked apart, as for bucket names in package store.)
+var clusterID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 
 func checkClusterID(id string) error {
-	if !clusterID.MatchString(id) {
+	if len(id) > 128 || !clusterID.MatchString(id) {
 		return fmt.Errorf("cluster ID %q cannot be a path segment", id)
 	}
 	return nil

@@ -32,6 +32,8 @@ func TestGCSParseRef(t *testing.T) {
 		{in: "gs://b-1/etcd/abc-123/2026-01-02_030405", want: remote.Ref{Dest: store.URL{Bucket: "b-1", Path: "etcd"}, ClusterID: "abc-123", Timestamp: "2026-01-02_030405"}},
 		{in: "gs://b-1/abc/2026-01-02_030405/", want: remote.Ref{Dest: store.URL{Bucket: "b-1"}, ClusterID: "abc", Timestamp: "2026-01-02_030405"}},
 		{in: "gs://b-1/a/b/c/2026-01-02_030405", want: remote.Ref{Dest: store.URL{Bucket: "b-1", Path: "a/b"}, ClusterID: "c", Timestamp: "2026-01-02_030405"}},
+		{in: "gs://b-1/" + strings.Repeat("c", 128) + "/2026-01-02_030405", want: remote.Ref{Dest: store.URL{Bucket: "b-1"}, ClusterID: strings.Repeat("c", 128), Timestamp: "2026-01-02_030405"}},
+		{in: "gs://b-1/" + strings.Repeat("c", 129) + "/2026-01-02_030405", err: true},
 		{in: "gs://b-1/etcd/abc", err: true},
 		{in: "gs://b-1/2026-01-02_030405", err: true},
 		{in: "gs://b-1/etcd/../2026-01-02_030405", err: true},

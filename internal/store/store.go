@@ -80,8 +80,10 @@ type URL struct {
 }
 
 // Bucket names: 3 to 63 characters (222 with dots), lowercase letters,
-// digits, '-', '_' and '.', starting and ending with a letter or digit.
-var bucketName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$`)
+// digits, '-', '_' and '.', starting and ending with a letter or digit. The
+// length is checked apart: a bounded repetition compiles into a copy per
+// count, which every command would pay for at start-up.
+var bucketName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*[a-z0-9]$`)
 
 // ParseURL parses gs://bucket[/path]. A trailing slash is allowed; empty,
 // "." and ".." path segments are not, so that a path always names the same
@@ -92,7 +94,7 @@ func ParseURL(s string) (URL, error) {
 		return URL{}, fmt.Errorf("%q is not a %s:// URL (want gs://bucket/prefix)", s, Scheme)
 	}
 	bucket, p, _ := strings.Cut(rest, "/")
-	if !bucketName.MatchString(bucket) || (len(bucket) > 63 && !strings.Contains(bucket, ".")) {
+	if len(bucket) < 3 || len(bucket) > 222 || !bucketName.MatchString(bucket) || (len(bucket) > 63 && !strings.Contains(bucket, ".")) {
 		return URL{}, fmt.Errorf("%q: %q is not a valid bucket name", s, bucket)
 	}
 	p = strings.TrimSuffix(p, "/")

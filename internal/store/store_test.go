@@ -23,6 +23,8 @@ func TestGCSParseURL(t *testing.T) {
 		{in: "gs://Backups", wantErr: "not a valid bucket name"},
 		{in: "gs://-backups", wantErr: "not a valid bucket name"},
 		{in: "gs://" + strings.Repeat("a", 64), wantErr: "not a valid bucket name"},
+		{in: "gs://" + strings.Repeat("a.", 110) + "ab", want: URL{Bucket: strings.Repeat("a.", 110) + "ab"}}, // 222 with dots
+		{in: "gs://" + strings.Repeat("a.", 111) + "a", wantErr: "not a valid bucket name"},
 		{in: "gs://backups//x", wantErr: "empty, '.' or '..'"},
 		{in: "gs://backups/a/../b", wantErr: "empty, '.' or '..'"},
 		{in: "gs://backups/./b", wantErr: "empty, '.' or '..'"},
