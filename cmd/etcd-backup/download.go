@@ -8,6 +8,7 @@ import (
 
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
 	"github.com/etcd-backup/etcd-backup/internal/remote"
+	"github.com/etcd-backup/etcd-backup/internal/store/gcs"
 )
 
 func downloadCommand() *command {
@@ -61,7 +62,7 @@ func openBackup(ctx context.Context, env *env, progressInterval time.Duration, s
 	if err != nil {
 		return nil, nil, remote.Ref{}, err
 	}
-	c, closeFn, err := newRemote(ctx, env, progressInterval)
+	c, closeFn, err := newRemote(ctx, env, progressInterval, gcs.Options{})
 	if err != nil {
 		return nil, nil, remote.Ref{}, err
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/etcd-backup/etcd-backup/internal/progress"
 	"github.com/etcd-backup/etcd-backup/internal/remote"
+	"github.com/etcd-backup/etcd-backup/internal/store/gcs"
 )
 
 func listCommand() *command {
@@ -30,7 +31,7 @@ func listCommand() *command {
 				if *output != "text" && *output != "json" {
 					return usage("--output %q: want text or json", *output)
 				}
-				c, closeFn, err := newRemote(ctx, env, defaultProgressInterval)
+				c, closeFn, err := newRemote(ctx, env, defaultProgressInterval, gcs.Options{})
 				if err != nil {
 					return err
 				}

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/etcd-backup/etcd-backup/internal/remote"
+	"github.com/etcd-backup/etcd-backup/internal/store/gcs"
 )
 
 func pruneCommand() *command {
@@ -29,7 +30,7 @@ func pruneCommand() *command {
 				if err := o.Check(); err != nil {
 					return err
 				}
-				c, closeFn, err := newRemote(ctx, env, defaultProgressInterval)
+				c, closeFn, err := newRemote(ctx, env, defaultProgressInterval, gcs.Options{})
 				if err != nil {
 					return err
 				}

@@ -33,6 +33,7 @@ func uploadCommand() *command {
 				resourcesTo      string
 				policy           remote.Policy
 				progressInterval time.Duration
+				stallTimeout     time.Duration
 				skip             bool
 			)
 			fs.StringVar(&resourcesTo, "resources-to", "", "send the static resources archive, which holds the etcd encryption keys, below this gs://bucket/prefix instead of DEST; backup.json records where")
@@ -40,6 +41,7 @@ func uploadCommand() *command {
 			fs.IntVar(&policy.KeepLast, "keep-last", 0, "after the upload, remove all but the newest N complete backups of this cluster at DEST (0: keep all)")
 			fs.DurationVar(&policy.KeepWithin, "keep-within", 0, "after the upload, remove complete backups of this cluster older than this, e.g. 720h (0: keep all)")
 			fs.DurationVar(&progressInterval, "progress-interval", defaultProgressInterval, "how often to log upload progress")
+			fs.DurationVar(&stallTimeout, "stall-timeout", gcs.DefaultStallTimeout, "send an object again when the service takes none of it for this long")
 			fs.BoolVar(&skip, "skip-if-no-dest", false, "with no DEST, log that nothing is uploaded and succeed, writing no results (for Tasks where the upload is optional)")
 			return func(ctx context.Context, env *env, args []string) error {
 				dir := args[0]
@@ -70,10 +72,10 @@ func uploadCommand() *command {
 						return err
 					}
 				}
-				if progressInterval <= 0 {
-					return usage("--progress-interval must be positive")
+				if progressInterval <= 0 || stallTimeout <= 0 {
+					return usage("--progress-interval and --stall-timeout must be positive")
 				}
-				c, closeFn, err := newRemote(ctx, env, progressInterval)
+				c, closeFn, err := newRemote(ctx, env, progressInterval, gcs.Options{StallTimeout: stallTimeout})
 				if err != nil {
 					return err
 				}
@@ -106,10 +108,10 @@ func uploadCommand() *command {
 }
 
 // newRemote connects to Cloud Storage, or to the emulator that
-// $STORAGE_EMULATOR_HOST names.
-func newRemote(ctx context.Context, env *env, progressInterval time.Duration) (*remote.Client, func(), error) {
-	host, _ := env.lookup("STORAGE_EMULATOR_HOST")
-	c, err := gcs.New(ctx, gcs.Options{EmulatorHost: host})
+// $STORAGE_EMULATOR_HOST names, with o's settings.
+func newRemote(ctx context.Context, env *env, progressInterval time.Duration, o gcs.Options) (*remote.Client, func(), error) {
+	o.EmulatorHost, _ = env.lookup("STORAGE_EMULATOR_HOST")
+	c, err := gcs.New(ctx, o)
 	if errors.Is(err, gcs.ErrNoCredentials) {
 		return nil, nil, usage("%v", err)
 	}

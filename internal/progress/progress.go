@@ -57,18 +57,24 @@ func (m *Meter) Write(p []byte) (int, error) {
 // Watch calls stalled once if no byte arrives for timeout, checking a few
 // times per timeout. The returned function stops watching.
 func (m *Meter) Watch(timeout time.Duration, stalled func()) (stop func()) {
+	return Watch(m.done.Load, timeout, stalled)
+}
+
+// Watch calls stalled once if count stays the same for timeout, checking
+// a few times per timeout. The returned function stops watching.
+func Watch(count func() int64, timeout time.Duration, stalled func()) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		t := time.NewTicker(timeout / 4)
 		defer t.Stop()
-		last, since := m.done.Load(), time.Now()
+		last, since := count(), time.Now()
 		for {
 			select {
 			case <-done:
 				return
 			case now := <-t.C:
-				if n := m.done.Load(); n != last {
+				if n := count(); n != last {
 					last, since = n, now
 				} else if now.Sub(since) >= timeout {
 					stalled()

@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"cloud.google.com/go/auth/credentials"
@@ -29,6 +30,7 @@ import (
 	"google.golang.org/api/iterator"
 	"google.golang.org/api/option"
 
+	"github.com/etcd-backup/etcd-backup/internal/progress"
 	"github.com/etcd-backup/etcd-backup/internal/store"
 )
 
@@ -37,6 +39,7 @@ const (
 	DefaultRetryDeadline = time.Minute
 	DefaultRetryInitial  = time.Second
 	DefaultRetryMax      = 16 * time.Second
+	DefaultStallTimeout  = time.Minute
 )
 
 // copyBuffer is the size of the reads that feed an upload: large, so that
@@ -59,6 +62,10 @@ type Options struct {
 	RetryDeadline time.Duration
 	// RetryInitial and RetryMax bound the exponential backoff between retries.
 	RetryInitial, RetryMax time.Duration
+	// StallTimeout abandons an upload's request, to send it again, when
+	// the service takes none of its data for this long: a connection that
+	// went quiet would otherwise hold the upload until the overall deadline.
+	StallTimeout time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -70,6 +77,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.RetryMax == 0 {
 		o.RetryMax = DefaultRetryMax
+	}
+	if o.StallTimeout == 0 {
+		o.StallTimeout = DefaultStallTimeout
 	}
 	return o
 }
@@ -175,10 +185,11 @@ func (b *Bucket) Put(ctx context.Context, name string, r io.ReadSeeker, o store.
 	for sends := 1; ; sends++ {
 		src := &source{r: r}
 		obj, err := b.send(ctx, name, src, o)
-		if err == nil || src.err != nil || ctx.Err() != nil || !storage.ShouldRetry(err) || sends == maxSends {
+		transient := storage.ShouldRetry(err) || errors.Is(err, errStalled)
+		if err == nil || src.err != nil || ctx.Err() != nil || !transient || sends == maxSends {
 			return obj, err
 		}
-		if src.n > 0 || failing.IsZero() {
+		if src.n.Load() > 0 || failing.IsZero() {
 			failing = time.Now()
 		}
 		if time.Since(failing) >= b.opts.RetryDeadline {
@@ -197,8 +208,15 @@ func (b *Bucket) Put(ctx context.Context, name string, r io.ReadSeeker, o store.
 func (b *Bucket) send(ctx context.Context, name string, src *source, o store.PutOptions) (*store.Object, error) {
 	// Cancelling the writer's context is the only way to abandon an upload:
 	// Close would finalise whatever was sent so far.
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	// Once the data has all gone, waiting for the answer is not a stall.
+	stopWatch := progress.Watch(src.n.Load, b.opts.StallTimeout, func() {
+		if !src.end.Load() {
+			cancel(fmt.Errorf("%w: the service took no data for %s", errStalled, b.opts.StallTimeout))
+		}
+	})
+	defer stopWatch()
 	w := b.h.Object(name).If(storage.Conditions{DoesNotExist: true}).NewWriter(wctx)
 	w.ChunkSize = 0
 	w.CRC32C, w.SendCRC32C = o.CRC32C, true
@@ -206,8 +224,11 @@ func (b *Bucket) send(ctx context.Context, name string, src *source, o store.Put
 	w.Metadata = o.Metadata
 	w.KMSKeyName = o.KMSKey
 	if _, err := io.CopyBuffer(w, src, make([]byte, copyBuffer)); err != nil {
-		cancel()
+		cancel(nil)
 		w.Close()
+		if cause := context.Cause(wctx); errors.Is(cause, errStalled) {
+			err = cause
+		}
 		return nil, fmt.Errorf("upload %s: %w", b.URL(name), b.mapErr(err, store.ErrExist))
 	}
 	if err := w.Close(); err != nil {
@@ -224,19 +245,26 @@ func (b *Bucket) send(ctx context.Context, name string, src *source, o store.Put
 	return got, nil
 }
 
+// errStalled marks a request abandoned by the stall watch: transient.
+var errStalled = errors.New("upload stalled")
+
 // source counts what one send reads, and keeps the reader's own error,
 // which is never retried.
 type source struct {
 	r   io.Reader
-	n   int64
+	n   atomic.Int64
+	end atomic.Bool // read to its end, or failed
 	err error
 }
 
 func (s *source) Read(p []byte) (int, error) {
 	n, err := s.r.Read(p)
-	s.n += int64(n)
-	if err != nil && err != io.EOF {
-		s.err = err
+	s.n.Add(int64(n))
+	if err != nil {
+		s.end.Store(true)
+		if err != io.EOF {
+			s.err = err
+		}
 	}
 	return n, err
 }

@@ -232,6 +232,47 @@ func TestGCSFaults(t *testing.T) {
 	}
 }
 
+// TestGCSStalledUpload checks that a request whose connection goes quiet
+// is abandoned after the stall timeout and sent again, and that one that
+// always does ends in an error that says so. The service takes nothing, and
+// the object is twice what the client's socket buffer can grow to (4 MiB),
+// so the client must wait on the service.
+func TestGCSStalledUpload(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		times   int
+		wantErr bool
+	}{
+		{"once", 1, false},
+		{"always", 0, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := gcstest.New(t, bucket)
+			proxy := gcstest.NewProxy(t, srv)
+			proxy.Add(gcstest.Fault{Match: gcstest.IsUploadData, Times: tt.times, Do: gcstest.Hang(t)})
+			o := fast(proxy.Host())
+			o.StallTimeout = 200 * time.Millisecond
+			o.RetryDeadline = time.Minute
+			b := open(t, o)
+			data, po := payload(8 << 20)
+			_, err := b.Put(t.Context(), "obj", bytes.NewReader(data), po)
+			if !tt.wantErr {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got, err := srv.GetObject(bucket, "obj"); err != nil || !bytes.Equal(got.Content, data) {
+					t.Fatalf("stored object differs (err %v)", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), "the service took no data for 200ms") {
+				t.Fatalf("Put: %v, want a stall", err)
+			}
+			assertNoObject(t, srv, "obj")
+		})
+	}
+}
+
 func TestGCSPermissionError(t *testing.T) {
 	srv := gcstest.New(t, bucket)
 	proxy := gcstest.NewProxy(t, srv)

@@ -241,6 +241,12 @@ func Reset(n int64) Action {
 	}
 }
 
+// Hang neither reads the request body nor answers until the test ends: a
+// connection that went quiet.
+func Hang(t testing.TB) Action {
+	return func(http.ResponseWriter, *http.Request) { <-t.Context().Done() }
+}
+
 // Stall reads the request, calls started, then holds it without answering
 // until the client gives up: a server that stopped responding.
 func Stall(started func()) Action {
