@@ -252,6 +252,27 @@ func TestGCSWithRealBackup(t *testing.T) {
 		}
 	})
 
+	t.Run("answer lost after the snapshot landed", func(t *testing.T) {
+		srv := gcstest.New(t, bucket)
+		proxy := gcstest.NewProxy(t, srv)
+		proxy.Add(gcstest.Fault{
+			Match: func(r *http.Request) bool {
+				return gcstest.IsUploadData(r) && strings.Contains(r.URL.RawQuery, "snapshot_")
+			},
+			Times: 1,
+			Do:    proxy.LoseAnswer(),
+		})
+		c := client(t, proxy.Host())
+		// The resent snapshot finds its own object there, by checksum.
+		up, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Verify(t.Context(), up.Ref, verify.Options{Log: logger(t)}); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("reset mid-upload", func(t *testing.T) {
 		srv := gcstest.New(t, bucket)
 		proxy := gcstest.NewProxy(t, srv)

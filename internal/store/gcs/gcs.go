@@ -198,6 +198,12 @@ func (b *Bucket) Put(ctx context.Context, name string, r io.ReadSeeker, o store.
 		if err := gax.Sleep(ctx, backoff.Pause()); err != nil {
 			return nil, fmt.Errorf("upload %s: %w", b.URL(name), err)
 		}
+		// A request can take effect although its answer was lost: then the
+		// object is there, and sending it again would only fail at the end.
+		// One look, not retried: if it fails, the precondition still holds.
+		if _, aerr := b.h.Object(name).Retryer(storage.WithPolicy(storage.RetryNever)).Attrs(ctx); aerr == nil {
+			return nil, fmt.Errorf("upload %s: %w after a failed attempt (%v)", b.URL(name), store.ErrExist, err)
+		}
 		if _, err := r.Seek(0, io.SeekStart); err != nil {
 			return nil, fmt.Errorf("upload %s: start again after a transient error: %w", b.URL(name), err)
 		}

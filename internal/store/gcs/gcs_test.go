@@ -232,6 +232,31 @@ func TestGCSFaults(t *testing.T) {
 	}
 }
 
+// TestGCSAnswerLost checks that an upload whose request took effect, but
+// whose answer was lost, is not sent again: the retry finds the object.
+func TestGCSAnswerLost(t *testing.T) {
+	srv := gcstest.New(t, bucket)
+	proxy := gcstest.NewProxy(t, srv)
+	proxy.Add(gcstest.Fault{Match: gcstest.IsUploadData, Times: 1, Do: proxy.LoseAnswer()})
+	b := open(t, fast(proxy.Host()))
+	data, o := payload(3 << 20)
+	if _, err := b.Put(t.Context(), "obj", bytes.NewReader(data), o); !errors.Is(err, store.ErrExist) {
+		t.Fatalf("Put: %v, want ErrExist", err)
+	}
+	sends := 0
+	for _, r := range proxy.Requests() {
+		if strings.HasPrefix(r, "POST /upload/") {
+			sends++
+		}
+	}
+	if sends != 1 {
+		t.Errorf("the object was sent %d times, want 1", sends)
+	}
+	if got, err := srv.GetObject(bucket, "obj"); err != nil || !bytes.Equal(got.Content, data) {
+		t.Fatalf("stored object differs (err %v)", err)
+	}
+}
+
 // TestGCSStalledUpload checks that a request whose connection goes quiet
 // is abandoned after the stall timeout and sent again, and that one that
 // always does ends in an error that says so. The service takes nothing, and

@@ -73,7 +73,8 @@ type Fault struct {
 
 // Proxy forwards to a Server, applying faults first.
 type Proxy struct {
-	srv *httptest.Server
+	srv  *httptest.Server
+	next http.Handler // the emulator, through the reverse proxy
 
 	mu       sync.Mutex
 	faults   []*fault
@@ -105,6 +106,7 @@ func NewProxy(t testing.TB, target *Server) *Proxy {
 		// Clients that give up mid-request are what the faults cause.
 		ErrorLog: log.New(io.Discard, "", 0),
 	}
+	p.next = rp
 	p.srv = httptest.NewServer(p.handler(rp))
 	t.Cleanup(func() {
 		// Stalled requests end when their connection does.
@@ -238,6 +240,16 @@ func Reset(n int64) Action {
 			tc.SetLinger(0) // RST rather than FIN
 		}
 		conn.Close()
+	}
+}
+
+// LoseAnswer lets the emulator carry out the request, then resets the
+// connection instead of answering: a request that took effect although its
+// client saw it fail.
+func (p *Proxy) LoseAnswer() Action {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p.next.ServeHTTP(httptest.NewRecorder(), r)
+		Reset(0)(w, r)
 	}
 }
 
