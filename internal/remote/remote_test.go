@@ -216,72 +216,50 @@ func TestGCSWithRealBackup(t *testing.T) {
 		})
 	}
 
-	t.Run("transient 503 then success", func(t *testing.T) {
-		srv := gcstest.New(t, bucket)
-		proxy := gcstest.NewProxy(t, srv)
-		proxy.Add(gcstest.Fault{Match: gcstest.IsUpload, Times: 3, Do: gcstest.Status(http.StatusServiceUnavailable)})
-		proxy.Add(gcstest.Fault{Match: func(r *http.Request) bool { return r.Method == http.MethodGet }, Times: 2, Do: gcstest.Status(http.StatusBadGateway)})
-		c := client(t, proxy.Host())
-		up, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.Verify(t.Context(), up.Ref, verify.Options{Log: logger(t)}); err != nil {
-			t.Fatal(err)
-		}
-	})
-
-	t.Run("reset mid-upload once", func(t *testing.T) {
-		srv := gcstest.New(t, bucket)
-		proxy := gcstest.NewProxy(t, srv)
-		proxy.Add(gcstest.Fault{
-			Match: func(r *http.Request) bool {
-				return gcstest.IsUploadData(r) && strings.Contains(r.URL.RawQuery, "snapshot_")
-			},
-			Times: 1,
-			Do:    gcstest.Reset(64 << 10),
-		})
-		c := client(t, proxy.Host())
+	isSnapshotData := func(r *http.Request) bool {
+		return gcstest.IsUploadData(r) && strings.Contains(r.URL.RawQuery, "snapshot_")
+	}
+	// Transient faults: the upload goes through, and the backup verifies.
+	for _, tt := range []struct {
+		name   string
+		faults func(p *gcstest.Proxy) []gcstest.Fault
+	}{
+		{"transient 503 then success", func(*gcstest.Proxy) []gcstest.Fault {
+			return []gcstest.Fault{
+				{Match: gcstest.IsUpload, Times: 3, Do: gcstest.Status(http.StatusServiceUnavailable)},
+				{Match: func(r *http.Request) bool { return r.Method == http.MethodGet }, Times: 2, Do: gcstest.Status(http.StatusBadGateway)},
+			}
+		}},
 		// The snapshot is sent again from its start, and checked again.
-		up, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.Verify(t.Context(), up.Ref, verify.Options{Log: logger(t)}); err != nil {
-			t.Fatal(err)
-		}
-	})
-
-	t.Run("answer lost after the snapshot landed", func(t *testing.T) {
-		srv := gcstest.New(t, bucket)
-		proxy := gcstest.NewProxy(t, srv)
-		proxy.Add(gcstest.Fault{
-			Match: func(r *http.Request) bool {
-				return gcstest.IsUploadData(r) && strings.Contains(r.URL.RawQuery, "snapshot_")
-			},
-			Times: 1,
-			Do:    proxy.LoseAnswer(),
+		{"reset mid-upload once", func(*gcstest.Proxy) []gcstest.Fault {
+			return []gcstest.Fault{{Match: isSnapshotData, Times: 1, Do: gcstest.Reset(64 << 10)}}
+		}},
+		// The retry finds the snapshot there and accepts it by checksum.
+		{"answer lost after the snapshot landed", func(p *gcstest.Proxy) []gcstest.Fault {
+			return []gcstest.Fault{{Match: isSnapshotData, Times: 1, Do: p.LoseAnswer()}}
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := gcstest.New(t, bucket)
+			proxy := gcstest.NewProxy(t, srv)
+			for _, f := range tt.faults(proxy) {
+				proxy.Add(f)
+			}
+			c := client(t, proxy.Host())
+			up, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Verify(t.Context(), up.Ref, verify.Options{Log: logger(t)}); err != nil {
+				t.Fatal(err)
+			}
 		})
-		c := client(t, proxy.Host())
-		// The resent snapshot finds its own object there, by checksum.
-		up, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.Verify(t.Context(), up.Ref, verify.Options{Log: logger(t)}); err != nil {
-			t.Fatal(err)
-		}
-	})
+	}
 
 	t.Run("reset mid-upload", func(t *testing.T) {
 		srv := gcstest.New(t, bucket)
 		proxy := gcstest.NewProxy(t, srv)
-		proxy.Add(gcstest.Fault{
-			Match: func(r *http.Request) bool {
-				return gcstest.IsUploadData(r) && strings.Contains(r.URL.RawQuery, "snapshot_")
-			},
-			Do: gcstest.Reset(64 << 10),
-		})
+		proxy.Add(gcstest.Fault{Match: isSnapshotData, Do: gcstest.Reset(64 << 10)})
 		c := client(t, proxy.Host())
 		if _, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{}); err == nil {
 			t.Fatal("Upload succeeded through resets")
@@ -296,12 +274,7 @@ func TestGCSWithRealBackup(t *testing.T) {
 		srv := gcstest.New(t, bucket)
 		proxy := gcstest.NewProxy(t, srv)
 		ctx, cancel := context.WithCancelCause(t.Context())
-		proxy.Add(gcstest.Fault{
-			Match: func(r *http.Request) bool {
-				return gcstest.IsUploadData(r) && strings.Contains(r.URL.RawQuery, "snapshot_")
-			},
-			Do: gcstest.Stall(func() { cancel(errors.New("interrupted by terminated")) }),
-		})
+		proxy.Add(gcstest.Fault{Match: isSnapshotData, Do: gcstest.Stall(func() { cancel(errors.New("interrupted by terminated")) })})
 		c := client(t, proxy.Host())
 		if _, err := c.Upload(ctx, dir, b, mustURL(t, dest), remote.UploadOptions{}); err == nil {
 			t.Fatal("Upload succeeded after interruption")
