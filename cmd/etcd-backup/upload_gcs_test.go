@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -287,12 +286,7 @@ func TestGCSNoCredentials(t *testing.T) {
 }
 
 func TestGCSEmulatorDown(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	host := l.Addr().String()
-	l.Close()
+	host := gcstest.DeadHost(t)
 	code, _, stderr := cli(t, map[string]string{"STORAGE_EMULATOR_HOST": host}, "list", "--timeout", "2s", "gs://backups/etcd")
 	if code != exitcode.Failure || !strings.Contains(stderr, "connection refused") || !strings.Contains(stderr, "--timeout 2s reached") {
 		t.Errorf("exit %d:\n%s", code, stderr)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"io/fs"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -286,12 +285,7 @@ func TestGCSWithRealBackup(t *testing.T) {
 	})
 
 	t.Run("emulator down", func(t *testing.T) {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		host := l.Addr().String()
-		l.Close()
+		host := gcstest.DeadHost(t)
 		c := client(t, host)
 		if _, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{}); err == nil || !strings.Contains(err.Error(), "connection refused") {
 			t.Fatalf("Upload: %v, want connection refused", err)

@@ -8,7 +8,6 @@ import (
 	"hash/crc32"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -326,12 +325,7 @@ func TestGCSCancelMidUploadLeavesNothing(t *testing.T) {
 }
 
 func TestGCSEmulatorDown(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	host := l.Addr().String()
-	l.Close()
+	host := gcstest.DeadHost(t)
 	o := fast(host)
 	o.RetryDeadline = 200 * time.Millisecond
 	b := open(t, o)

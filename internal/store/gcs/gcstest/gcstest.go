@@ -60,6 +60,19 @@ func New(t testing.TB, buckets ...string) *Server {
 // Host is the value for $STORAGE_EMULATOR_HOST.
 func (s *Server) Host() string { return strings.TrimPrefix(s.URL(), "http://") }
 
+// DeadHost returns a loopback host:port that nothing listens on: an
+// emulator that is down.
+func DeadHost(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := l.Addr().String()
+	l.Close()
+	return host
+}
+
 // Action answers a request in place of the emulator.
 type Action func(w http.ResponseWriter, r *http.Request)
 
