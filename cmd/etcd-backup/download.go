@@ -21,15 +21,17 @@ func downloadCommand() *command {
 				latest           bool
 				clusterID        string
 				progressInterval time.Duration
+				stallTimeout     time.Duration
 			)
 			fs.BoolVar(&latest, "latest", false, "BACKUP is a prefix (as given to upload): fetch its newest complete backup")
 			fs.StringVar(&clusterID, "cluster-id", "", "with --latest, the cluster whose backup to fetch (needed when the prefix holds several)")
 			fs.DurationVar(&progressInterval, "progress-interval", defaultProgressInterval, "how often to log download progress")
+			fs.DurationVar(&stallTimeout, "stall-timeout", gcs.DefaultStallTimeout, "fail when the service sends nothing for this long")
 			return func(ctx context.Context, env *env, args []string) error {
-				if progressInterval <= 0 {
-					return usage("--progress-interval must be positive")
+				if progressInterval <= 0 || stallTimeout <= 0 {
+					return usage("--progress-interval and --stall-timeout must be positive")
 				}
-				c, closeFn, ref, err := openBackup(ctx, env, progressInterval, args[0], latest, clusterID)
+				c, closeFn, ref, err := openBackup(ctx, env, progressInterval, gcs.Options{StallTimeout: stallTimeout}, args[0], latest, clusterID)
 				if err != nil {
 					return err
 				}
@@ -48,7 +50,7 @@ func downloadCommand() *command {
 
 // openBackup connects to the destination of BACKUP and resolves it: one
 // backup's URL, or with latest the newest complete backup under a prefix.
-func openBackup(ctx context.Context, env *env, progressInterval time.Duration, s string, latest bool, clusterID string) (*remote.Client, func(), remote.Ref, error) {
+func openBackup(ctx context.Context, env *env, progressInterval time.Duration, o gcs.Options, s string, latest bool, clusterID string) (*remote.Client, func(), remote.Ref, error) {
 	if clusterID != "" && !latest {
 		return nil, nil, remote.Ref{}, usage("--cluster-id goes with --latest; a backup URL already names its cluster")
 	}
@@ -62,7 +64,7 @@ func openBackup(ctx context.Context, env *env, progressInterval time.Duration, s
 	if err != nil {
 		return nil, nil, remote.Ref{}, err
 	}
-	c, closeFn, err := newRemote(ctx, env, progressInterval, gcs.Options{})
+	c, closeFn, err := newRemote(ctx, env, progressInterval, o)
 	if err != nil {
 		return nil, nil, remote.Ref{}, err
 	}

@@ -242,6 +242,7 @@ func TestGCSUsage(t *testing.T) {
 		{"bad kms key", []string{"upload", "--kms-key", "my-key", dir, "gs://backups/p"}, "--kms-key"},
 		{"negative keep-last", []string{"upload", "--keep-last", "-1", dir, "gs://backups/p"}, "negative"},
 		{"zero stall timeout", []string{"upload", "--stall-timeout", "0s", dir, "gs://backups/p"}, "--stall-timeout must be positive"},
+		{"zero download stall timeout", []string{"download", "--stall-timeout", "0s", "gs://backups/p/x/2026-01-01_000000", dir}, "--stall-timeout must be positive"},
 		{"prune without policy", []string{"prune", "gs://backups/p"}, "no retention policy"},
 		{"list as xml", []string{"list", "--output", "xml", "gs://backups/p"}, "--output"},
 		{"download a prefix", []string{"download", "gs://backups/p", dir}, "does not name one backup"},

@@ -8,6 +8,7 @@ import (
 
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
 	"github.com/etcd-backup/etcd-backup/internal/store"
+	"github.com/etcd-backup/etcd-backup/internal/store/gcs"
 	"github.com/etcd-backup/etcd-backup/internal/verify"
 )
 
@@ -31,7 +32,7 @@ func verifyCommand() *command {
 				check := verify.Dir
 				if strings.HasPrefix(args[0], store.Scheme+"://") {
 					check = func(ctx context.Context, target string, o verify.Options) (*manifest.Backup, error) {
-						c, closeFn, ref, err := openBackup(ctx, env, defaultProgressInterval, target, latest, clusterID)
+						c, closeFn, ref, err := openBackup(ctx, env, defaultProgressInterval, gcs.Options{}, target, latest, clusterID)
 						if err != nil {
 							return nil, err
 						}

@@ -62,9 +62,9 @@ type Options struct {
 	RetryDeadline time.Duration
 	// RetryInitial and RetryMax bound the exponential backoff between retries.
 	RetryInitial, RetryMax time.Duration
-	// StallTimeout abandons an upload's request, to send it again, when
-	// the service takes none of its data for this long: a connection that
-	// went quiet would otherwise hold the upload until the overall deadline.
+	// StallTimeout abandons a request whose data stops moving for this long:
+	// an upload's is sent again, a read fails. A connection that went quiet
+	// would otherwise hold the command until its overall deadline.
 	StallTimeout time.Duration
 }
 
@@ -251,7 +251,8 @@ func (b *Bucket) send(ctx context.Context, name string, src *source, o store.Put
 	return got, nil
 }
 
-// errStalled marks a request abandoned by the stall watch: transient.
+// errStalled marks a request abandoned by the stall watch: for an upload,
+// a transient error.
 var errStalled = errors.New("upload stalled")
 
 // source counts what one send reads, and keeps the reader's own error,
@@ -277,27 +278,67 @@ func (s *source) Read(p []byte) (int, error) {
 
 // Open reads the named object from its start. The library checks the
 // whole object against the CRC32C the service holds; a mismatch is
-// store.ErrCorrupt from the last Read.
+// store.ErrCorrupt from the last Read. A read that gets no data for the
+// stall timeout fails, instead of waiting for the overall deadline.
 func (b *Bucket) Open(ctx context.Context, name string) (io.ReadCloser, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	rd := &reader{ctx: ctx, cancel: cancel, url: b.URL(name)}
+	// Started before the request: a service that never answers is a stall too.
+	rd.stopWatch = progress.Watch(rd.n.Load, b.opts.StallTimeout, func() {
+		if !rd.end.Load() {
+			cancel(fmt.Errorf("%w: no data from %s for %s", errStalled, rd.url, b.opts.StallTimeout))
+		}
+	})
 	r, err := b.object(name).NewReader(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", b.URL(name), b.mapErr(err, store.ErrChanged))
+		rd.Close()
+		return nil, fmt.Errorf("read %s: %w", rd.url, b.mapErr(rd.stalled(err), store.ErrChanged))
 	}
-	return &reader{Reader: r, url: b.URL(name)}, nil
+	rd.r = r
+	return rd, nil
 }
 
+// reader exposes Read and Close only: the library's Reader also has a
+// WriteTo, which io.Copy would prefer, bypassing the checks below.
 type reader struct {
-	*storage.Reader
-	url string
+	r         *storage.Reader
+	ctx       context.Context
+	cancel    context.CancelCauseFunc
+	stopWatch func()
+	url       string
+	n         atomic.Int64
+	end       atomic.Bool // read to its end, or failed
 }
 
 func (r *reader) Read(p []byte) (int, error) {
-	n, err := r.Reader.Read(p)
+	n, err := r.r.Read(p)
+	r.n.Add(int64(n))
+	if err != nil {
+		r.end.Store(true)
+	}
 	// The library reports a checksum mismatch only in its error text.
 	if err != nil && err != io.EOF && strings.Contains(err.Error(), "bad CRC") {
 		err = fmt.Errorf("read %s: %w: %w", r.url, store.ErrCorrupt, err)
 	}
-	return n, err
+	return n, r.stalled(err)
+}
+
+// stalled returns the stall watch's verdict in place of the cancellation
+// it caused.
+func (r *reader) stalled(err error) error {
+	if cause := context.Cause(r.ctx); err != nil && errors.Is(cause, errStalled) {
+		return cause
+	}
+	return err
+}
+
+func (r *reader) Close() error {
+	r.stopWatch()
+	r.cancel(nil)
+	if r.r == nil {
+		return nil
+	}
+	return r.r.Close()
 }
 
 // Attrs returns the named object's attributes.

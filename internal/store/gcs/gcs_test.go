@@ -3,6 +3,8 @@ package gcs_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -293,6 +295,80 @@ func TestGCSStalledUpload(t *testing.T) {
 				t.Fatalf("Put: %v, want a stall", err)
 			}
 			assertNoObject(t, srv, "obj")
+		})
+	}
+}
+
+// isMedia matches the requests that read an object's content.
+func isMedia(r *http.Request) bool {
+	return r.Method == http.MethodGet && r.URL.Query().Get("alt") == "media"
+}
+
+// TestGCSCorruptRead checks that content which does not match the CRC32C
+// the service sends with it reads as store.ErrCorrupt, also through
+// io.Copy, which prefers a WriterTo where the reader has one. (The emulator
+// sends no checksum with content; the proxy answers as GCS does.)
+func TestGCSCorruptRead(t *testing.T) {
+	srv := gcstest.New(t, bucket)
+	proxy := gcstest.NewProxy(t, srv)
+	b := open(t, fast(proxy.Host()))
+	data, o := payload(1 << 20)
+	if _, err := b.Put(t.Context(), "obj", bytes.NewReader(data), o); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Add(gcstest.Fault{Match: isMedia, Do: func(w http.ResponseWriter, r *http.Request) {
+		crc := binary.BigEndian.AppendUint32(nil, o.CRC32C)
+		w.Header().Set("X-Goog-Hash", "crc32c="+base64.StdEncoding.EncodeToString(crc))
+		w.Header().Set("Content-Length", fmt.Sprint(len(data)))
+		bad := bytes.Clone(data)
+		bad[len(bad)/2] ^= 1
+		w.Write(bad)
+	}})
+	r, err := b.Open(t.Context(), "obj")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := io.Copy(io.Discard, r); !errors.Is(err, store.ErrCorrupt) {
+		t.Errorf("read of corrupt content: %v, want ErrCorrupt", err)
+	}
+}
+
+// TestGCSStalledRead checks that a read fails, saying why, when the service
+// stops sending: before it answers, or part-way through the object.
+func TestGCSStalledRead(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		do   func(t *testing.T) gcstest.Action
+	}{
+		{"no answer", func(t *testing.T) gcstest.Action { return gcstest.Hang(t) }},
+		{"quiet part-way", func(t *testing.T) gcstest.Action {
+			return func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Length", fmt.Sprint(1<<20))
+				w.Write(make([]byte, 1<<10))
+				http.NewResponseController(w).Flush()
+				<-t.Context().Done()
+			}
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := gcstest.New(t, bucket)
+			data, o := payload(1 << 20)
+			if _, err := open(t, fast(srv.Host())).Put(t.Context(), "obj", bytes.NewReader(data), o); err != nil {
+				t.Fatal(err)
+			}
+			proxy := gcstest.NewProxy(t, srv)
+			proxy.Add(gcstest.Fault{Match: isMedia, Do: tt.do(t)})
+			opts := fast(proxy.Host())
+			opts.StallTimeout = 200 * time.Millisecond
+			r, err := open(t, opts).Open(t.Context(), "obj")
+			if err == nil {
+				_, err = io.Copy(io.Discard, r)
+				r.Close()
+			}
+			if err == nil || !strings.Contains(err.Error(), "no data from gs://backups/obj for 200ms") {
+				t.Fatalf("read: %v, want a stall", err)
+			}
 		})
 	}
 }
