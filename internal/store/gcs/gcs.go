@@ -253,7 +253,7 @@ func (b *Bucket) send(ctx context.Context, name string, src *source, o store.Put
 
 // errStalled marks a request abandoned by the stall watch: for an upload,
 // a transient error.
-var errStalled = errors.New("upload stalled")
+var errStalled = errors.New("transfer stalled")
 
 // source counts what one send reads, and keeps the reader's own error,
 // which is never retried.
