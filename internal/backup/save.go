@@ -233,7 +233,6 @@ func (w *writer) write(ctx context.Context, skipped []manifest.SkippedCheck) (re
 		}
 		w.committed = append(w.committed, f.FinalPath())
 	}
-	w.opts.Log.Info("Snapshot saved at "+snapFile.FinalPath(), "revision", snap.status.Revision, "keys", snap.status.KeyCount, "size", snap.file.Size)
 
 	b := w.manifest(now, ts, skipped, snap, res0)
 	data, err := manifest.Marshal(b)
@@ -244,6 +243,8 @@ func (w *writer) write(ctx context.Context, skipped []manifest.SkippedCheck) (re
 		return nil, err
 	}
 	w.committed = append(w.committed, w.dir.join(manifest.FileName))
+	// Only now is it a backup: backup.json is what makes the files one.
+	w.opts.Log.Info("Snapshot saved at "+snapFile.FinalPath(), "revision", snap.status.Revision, "keys", snap.status.KeyCount, "size", snap.file.Size)
 	return &Result{Dir: w.dir.path, SnapshotPath: snapFile.FinalPath(), ResourcesPath: resFile.FinalPath(), Manifest: b}, nil
 }
 
