@@ -163,7 +163,12 @@ func runPreflight(f preflight.Facts, opts Options) ([]manifest.SkippedCheck, err
 	for _, s := range r.Skipped {
 		opts.Log.Info("preflight "+s.Name+" skipped", "reason", s.Reason)
 	}
-	if err := r.Err(); err != nil {
+	err := r.Err()
+	switch {
+	case err != nil && f.MemberErr != nil:
+		// Even a forced backup needs the member, so --force is no way out.
+		return nil, exitcode.With(exitcode.Preflight, fmt.Errorf("%w; retry when the member answers", err))
+	case err != nil:
 		return nil, exitcode.With(exitcode.Preflight, fmt.Errorf("%w; to back up anyway pass --force (the files are then marked %s)", err, manifest.DirtySuffix))
 	}
 	opts.Log.Info("preflight checks passed", "checks", strings.Join(r.Passed, ","))
