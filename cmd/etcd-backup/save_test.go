@@ -295,6 +295,13 @@ func TestSaveUsage(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(holding, "snapshot_2026-01-01_000000.db"), []byte("old"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	leftover := t.TempDir()
+	leftoverPart := filepath.Join(leftover, "snapshot_2026-01-01_000000.db.part")
+	if err := os.WriteFile(leftoverPart, []byte("half"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// unused must stay empty: outputs are checked before the backup is taken.
+	unused := t.TempDir()
 	tests := []struct {
 		name string
 		env  map[string]string
@@ -314,6 +321,9 @@ func TestSaveUsage(t *testing.T) {
 		{"no node name", nil, []string{"save", "--host-root", m.HostRoot, t.TempDir()}, "NODE_NAME"},
 		{"DIR is a file", m.env, []string{"save", "--host-root", m.HostRoot, file}, "is a file"},
 		{"DIR holds a backup", m.env, []string{"save", "--host-root", m.HostRoot, holding}, "already holds"},
+		{"DIR holds a leftover", m.env, []string{"save", "--host-root", m.HostRoot, leftover}, "holds a leftover of an interrupted run, which is not a backup: remove it with: rm -- '" + leftoverPart + "'"},
+		{"no results dir", m.env, []string{"save", "--host-root", m.HostRoot, "--results-dir", filepath.Join(t.TempDir(), "missing"), unused}, "does not exist"},
+		{"results dir is a file", m.env, []string{"save", "--host-root", m.HostRoot, "--results-dir", file, unused}, "not a directory"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -328,6 +338,12 @@ func TestSaveUsage(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(filepath.Join(holding, "snapshot_2026-01-01_000000.db")); string(got) != "old" {
 		t.Error("an existing backup was touched")
+	}
+	if got, _ := os.ReadFile(leftoverPart); string(got) != "half" {
+		t.Error("a leftover was touched")
+	}
+	if got := dirNames(t, unused); len(got) != 0 {
+		t.Errorf("a save refused for its outputs left %v", got)
 	}
 }
 
@@ -372,6 +388,13 @@ func TestSaveUnreachable(t *testing.T) {
 			code, stderr := m.save(t, dir, append(tt.flags, "--request-timeout", "2s")...)
 			if code != tt.code || !strings.Contains(stderr, tt.want) {
 				t.Fatalf("exit %d, want %d with %q:\n%s", code, tt.code, tt.want, stderr)
+			}
+			// Only a member that answers can tell whether the cluster is
+			// OpenShift, and no flag makes a backup of one that does not.
+			for _, wrong := range []string{"not an OpenShift", "pass --force"} {
+				if strings.Contains(stderr, wrong) {
+					t.Errorf("an unreachable member reported with %q:\n%s", wrong, stderr)
+				}
 			}
 			if got := dirNames(t, dir); len(got) != 0 {
 				t.Errorf("failed save left %v", got)
