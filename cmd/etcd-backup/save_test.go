@@ -379,7 +379,6 @@ func TestSaveUnreachable(t *testing.T) {
 	}{
 		{"dead endpoint", []string{"--endpoints", "https://" + m.IP + ":1"}, exitcode.Preflight, "is etcd running"},
 		{"dead endpoint forced", []string{"--force", "--endpoints", "https://" + m.IP + ":1"}, exitcode.Failure, "is etcd running"},
-		{"wrong CA", []string{"--cacert", m.Cert}, exitcode.Preflight, "certificate signed by unknown authority"},
 		{"plain http", []string{"--endpoints", "http://" + m.IP + ":2379"}, exitcode.Usage, "not https"},
 	}
 	for _, tt := range tests {
@@ -401,6 +400,110 @@ func TestSaveUnreachable(t *testing.T) {
 			}
 		})
 	}
+}
+
+// dialled counts the connections the proxy accepted.
+func (p *stallProxy) dialled() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns) / 2
+}
+
+// TestSaveClientCertificates: credentials that cannot work are a
+// configuration error (exit 2) named in one line with the file at fault, found
+// before etcd is dialled where this node can tell, and otherwise from the
+// TLS alert the member sends, never as "is etcd running?" after the request
+// deadline, and never with --force as the way out.
+func TestSaveClientCertificates(t *testing.T) {
+	m := newMaster(t, testcluster.Options{})
+	certs := t.TempDir()
+	now := time.Now().Truncate(time.Second)
+	issue := func(spec testcluster.ClientCert) testcluster.ClientCertFiles {
+		f, err := m.IssueClientCert(certs, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	expiredAt := now.Add(-24 * time.Hour)
+	expired := issue(testcluster.ClientCert{Name: "expired", NotBefore: now.Add(-48 * time.Hour), NotAfter: expiredAt})
+	validFrom := now.Add(24 * time.Hour)
+	future := issue(testcluster.ClientCert{Name: "future", NotBefore: validFrom, NotAfter: now.Add(48 * time.Hour)})
+	foreign := issue(testcluster.ClientCert{Name: "foreign", ForeignCA: "other-signer"})
+	other := issue(testcluster.ClientCert{Name: "other"})
+	// A bundle that vouches for the foreign client certificate and for the
+	// member, which itself trusts only its own CA for clients.
+	both := filepath.Join(certs, "both-ca.crt")
+	if err := os.WriteFile(both, slices.Concat(readFile(t, m.CACert), readFile(t, foreign.CA)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name              string
+		cacert, cert, key string
+		want              []string
+		dialled           bool
+	}{
+		{"expired", m.CACert, expired.Cert, expired.Key,
+			[]string{"client certificate " + expired.Cert + " expired on " + expiredAt.UTC().Format(time.RFC3339)}, false},
+		{"not yet valid", m.CACert, future.Cert, future.Key,
+			[]string{"client certificate " + future.Cert + " is not valid until " + validFrom.UTC().Format(time.RFC3339), "clock"}, false},
+		{"other CA", m.CACert, foreign.Cert, foreign.Key,
+			[]string{"client certificate " + foreign.Cert, `issued by "CN=other-signer`, "does not chain to the CA in " + m.CACert + " (CN=etcd-signer"}, false},
+		{"key of another certificate", m.CACert, m.Cert, other.Key,
+			[]string{"client key " + other.Key + " does not belong to client certificate " + m.Cert}, false},
+		{"member trusts another client CA", both, foreign.Cert, foreign.Key,
+			[]string{"refused client certificate " + foreign.Cert + ": remote error: tls: ", "does not trust the CA that issued it"}, true},
+		{"member not vouched for", foreign.CA, foreign.Cert, foreign.Key,
+			[]string{"presents a serving certificate that the CA bundle " + foreign.CA + " does not vouch for", "x509: certificate signed by unknown authority"}, true},
+		// A leaf given as the bundle vouches for itself, not for the member.
+		{"client certificate as CA bundle", m.Cert, m.Cert, m.Key,
+			[]string{"the CA bundle " + m.Cert + " does not vouch for"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := newStallProxy(t, m.IP, strings.TrimPrefix(m.Endpoint, "https://"), 1<<62)
+			dir := t.TempDir()
+			code, stderr := m.save(t, dir, "--endpoints", p.endpoint(), "--cacert", tt.cacert, "--cert", tt.cert, "--key", tt.key)
+			if code != exitcode.Usage {
+				t.Fatalf("exit %d, want %d:\n%s", code, exitcode.Usage, stderr)
+			}
+			var errLines []string
+			for _, line := range strings.Split(stderr, "\n") {
+				if strings.Contains(line, "ERROR") {
+					errLines = append(errLines, line)
+				}
+			}
+			if len(errLines) != 1 {
+				t.Fatalf("want one error line, got %d:\n%s", len(errLines), stderr)
+			}
+			for _, want := range tt.want {
+				if !strings.Contains(errLines[0], want) {
+					t.Errorf("error lacks %q:\n%s", want, errLines[0])
+				}
+			}
+			for _, wrong := range []string{"--force", "is etcd running", "preflight"} {
+				if strings.Contains(stderr, wrong) {
+					t.Errorf("output says %q, which cannot help:\n%s", wrong, stderr)
+				}
+			}
+			if got := p.dialled() > 0; got != tt.dialled {
+				t.Errorf("member dialled: %v, want %v", got, tt.dialled)
+			}
+			if got := dirNames(t, dir); len(got) != 0 {
+				t.Errorf("refused save left %v", got)
+			}
+		})
+	}
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
 
 // stalledSave starts a save through a proxy that stalls the snapshot midway,

@@ -111,7 +111,7 @@ func Save(ctx context.Context, opts Options) (*Result, error) {
 		return nil, err
 	}
 	opts.Log.Info("using etcd member", "endpoint", cfg.Endpoint)
-	m, err := member.Dial(cfg)
+	m, err := member.Dial(ctx, cfg)
 	if err != nil {
 		return nil, exitcode.With(exitcode.Usage, err)
 	}
@@ -125,6 +125,9 @@ func Save(ctx context.Context, opts Options) (*Result, error) {
 	facts := gatherFacts(ctx, m, dir, opts)
 	if ctx.Err() != nil {
 		return nil, context.Cause(ctx)
+	}
+	if errors.Is(facts.MemberErr, member.ErrCredentials) {
+		return nil, exitcode.With(exitcode.Usage, facts.MemberErr)
 	}
 	skipped, err := runPreflight(facts, opts)
 	if err != nil {
