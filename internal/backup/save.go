@@ -126,9 +126,6 @@ func Save(ctx context.Context, opts Options) (*Result, error) {
 	if ctx.Err() != nil {
 		return nil, context.Cause(ctx)
 	}
-	if errors.Is(facts.MemberErr, member.ErrCredentials) {
-		return nil, exitcode.With(exitcode.Usage, facts.MemberErr)
-	}
 	skipped, err := runPreflight(facts, opts)
 	if err != nil {
 		return nil, err

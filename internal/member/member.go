@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -40,8 +41,10 @@ type Member struct {
 	cfg    Config
 	tls    *tls.Config
 	client *clientv3.Client
-	// unreachable is why Dial could not reach the member; describe gives it
-	// as the cause instead of waiting for a second connection attempt.
+	// unreachable is why Dial could not reach the member; the first failed
+	// request gives it as the cause instead of waiting for a second
+	// connection attempt, later ones look afresh.
+	mu          sync.Mutex
 	unreachable error
 }
 
@@ -204,11 +207,7 @@ func (m *Member) Snapshot(ctx context.Context) (*Snapshot, error) {
 // found by connecting to the endpoint directly with the same TLS settings.
 func (m *Member) describe(what string, err error) error {
 	if !errors.Is(err, context.Canceled) {
-		cause := m.unreachable
-		if cause == nil {
-			cause = m.probe(context.Background())
-		}
-		if cause != nil {
+		if cause := m.cause(); cause != nil {
 			err = fmt.Errorf("%w (%w)", err, cause)
 		}
 	}
@@ -223,6 +222,19 @@ func (m *Member) describe(what string, err error) error {
 		hint = "; is etcd running on this node and --endpoints right?"
 	}
 	return fmt.Errorf("etcd %s: %s: %w%s", m.cfg.Endpoint, what, err, hint)
+}
+
+// cause says why a request failed: what Dial found, once, or else what a
+// new connection finds.
+func (m *Member) cause() error {
+	m.mu.Lock()
+	err := m.unreachable
+	m.unreachable = nil
+	m.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return m.probe(context.Background())
 }
 
 // probe makes one TLS connection to the member, as gRPC does, and waits for
