@@ -14,6 +14,7 @@ import (
 
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/logging"
+	"github.com/etcd-backup/etcd-backup/internal/results"
 )
 
 // envPrefix is prepended to a flag's name, upper-cased with - as _, to give
@@ -174,6 +175,12 @@ func run(ctx context.Context, argv []string, lookup func(string) (string, bool),
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeoutCause(ctx, g.timeout, fmt.Errorf("--timeout %s reached", g.timeout))
 		defer cancel()
+	}
+	// Outputs are checked before any work: a result that cannot be written
+	// must not fail a command after its backup or upload is done.
+	if err := results.CheckDir(g.resultsDir); err != nil {
+		log.Error(err.Error())
+		return exitcode.Of(err)
 	}
 	err = runCmd(ctx, &env{log: log, stdout: stdout, resultsDir: g.resultsDir, timeout: g.timeout, lookup: lookup}, args)
 	if err == nil {

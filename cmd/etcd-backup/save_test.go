@@ -295,6 +295,13 @@ func TestSaveUsage(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(holding, "snapshot_2026-01-01_000000.db"), []byte("old"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	leftover := t.TempDir()
+	leftoverPart := filepath.Join(leftover, "snapshot_2026-01-01_000000.db.part")
+	if err := os.WriteFile(leftoverPart, []byte("half"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// unused must stay empty: outputs are checked before the backup is taken.
+	unused := t.TempDir()
 	tests := []struct {
 		name string
 		env  map[string]string
@@ -314,6 +321,9 @@ func TestSaveUsage(t *testing.T) {
 		{"no node name", nil, []string{"save", "--host-root", m.HostRoot, t.TempDir()}, "NODE_NAME"},
 		{"DIR is a file", m.env, []string{"save", "--host-root", m.HostRoot, file}, "is a file"},
 		{"DIR holds a backup", m.env, []string{"save", "--host-root", m.HostRoot, holding}, "already holds"},
+		{"DIR holds a leftover", m.env, []string{"save", "--host-root", m.HostRoot, leftover}, "holds a leftover of an interrupted run, which is not a backup: remove it with: rm -- '" + leftoverPart + "'"},
+		{"no results dir", m.env, []string{"save", "--host-root", m.HostRoot, "--results-dir", filepath.Join(t.TempDir(), "missing"), unused}, "does not exist"},
+		{"results dir is a file", m.env, []string{"save", "--host-root", m.HostRoot, "--results-dir", file, unused}, "not a directory"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -328,6 +338,12 @@ func TestSaveUsage(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(filepath.Join(holding, "snapshot_2026-01-01_000000.db")); string(got) != "old" {
 		t.Error("an existing backup was touched")
+	}
+	if got, _ := os.ReadFile(leftoverPart); string(got) != "half" {
+		t.Error("a leftover was touched")
+	}
+	if got := dirNames(t, unused); len(got) != 0 {
+		t.Errorf("a save refused for its outputs left %v", got)
 	}
 }
 
@@ -363,7 +379,6 @@ func TestSaveUnreachable(t *testing.T) {
 	}{
 		{"dead endpoint", []string{"--endpoints", "https://" + m.IP + ":1"}, exitcode.Preflight, "is etcd running"},
 		{"dead endpoint forced", []string{"--force", "--endpoints", "https://" + m.IP + ":1"}, exitcode.Failure, "is etcd running"},
-		{"wrong CA", []string{"--cacert", m.Cert}, exitcode.Preflight, "certificate signed by unknown authority"},
 		{"plain http", []string{"--endpoints", "http://" + m.IP + ":2379"}, exitcode.Usage, "not https"},
 	}
 	for _, tt := range tests {
@@ -373,11 +388,122 @@ func TestSaveUnreachable(t *testing.T) {
 			if code != tt.code || !strings.Contains(stderr, tt.want) {
 				t.Fatalf("exit %d, want %d with %q:\n%s", code, tt.code, tt.want, stderr)
 			}
+			// Only a member that answers can tell whether the cluster is
+			// OpenShift, and no flag makes a backup of one that does not.
+			for _, wrong := range []string{"not an OpenShift", "pass --force"} {
+				if strings.Contains(stderr, wrong) {
+					t.Errorf("an unreachable member reported with %q:\n%s", wrong, stderr)
+				}
+			}
 			if got := dirNames(t, dir); len(got) != 0 {
 				t.Errorf("failed save left %v", got)
 			}
 		})
 	}
+}
+
+// dialled counts the connections the proxy accepted.
+func (p *stallProxy) dialled() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns) / 2
+}
+
+// TestSaveClientCertificates: credentials that cannot work are a
+// configuration error (exit 2) named in one line with the file at fault, found
+// before etcd is dialled where this node can tell, and otherwise from the
+// TLS alert the member sends, never as "is etcd running?" after the request
+// deadline, and never with --force as the way out.
+func TestSaveClientCertificates(t *testing.T) {
+	m := newMaster(t, testcluster.Options{})
+	certs := t.TempDir()
+	now := time.Now().Truncate(time.Second)
+	issue := func(spec testcluster.ClientCert) testcluster.ClientCertFiles {
+		f, err := m.IssueClientCert(certs, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	expiredAt := now.Add(-24 * time.Hour)
+	expired := issue(testcluster.ClientCert{Name: "expired", NotBefore: now.Add(-48 * time.Hour), NotAfter: expiredAt})
+	validFrom := now.Add(24 * time.Hour)
+	future := issue(testcluster.ClientCert{Name: "future", NotBefore: validFrom, NotAfter: now.Add(48 * time.Hour)})
+	foreign := issue(testcluster.ClientCert{Name: "foreign", ForeignCA: "other-signer"})
+	other := issue(testcluster.ClientCert{Name: "other"})
+	// A bundle that vouches for the foreign client certificate and for the
+	// member, which itself trusts only its own CA for clients.
+	both := filepath.Join(certs, "both-ca.crt")
+	if err := os.WriteFile(both, slices.Concat(readFile(t, m.CACert), readFile(t, foreign.CA)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name              string
+		cacert, cert, key string
+		want              []string
+		dialled           bool
+	}{
+		{"expired", m.CACert, expired.Cert, expired.Key,
+			[]string{"client certificate " + expired.Cert + " expired on " + expiredAt.UTC().Format(time.RFC3339)}, false},
+		{"not yet valid", m.CACert, future.Cert, future.Key,
+			[]string{"client certificate " + future.Cert + " is not valid until " + validFrom.UTC().Format(time.RFC3339), "clock"}, false},
+		{"other CA", m.CACert, foreign.Cert, foreign.Key,
+			[]string{"client certificate " + foreign.Cert, `issued by "CN=other-signer`, "does not chain to the CA in " + m.CACert + " (CN=etcd-signer"}, false},
+		{"key of another certificate", m.CACert, m.Cert, other.Key,
+			[]string{"client key " + other.Key + " does not belong to client certificate " + m.Cert}, false},
+		{"member trusts another client CA", both, foreign.Cert, foreign.Key,
+			[]string{"refused client certificate " + foreign.Cert + ": remote error: tls: ", "does not trust the CA that issued it"}, true},
+		{"member not vouched for", foreign.CA, foreign.Cert, foreign.Key,
+			[]string{"presents a serving certificate that the CA bundle " + foreign.CA + " does not vouch for", "x509: certificate signed by unknown authority"}, true},
+		// A leaf given as the bundle vouches for itself, not for the member.
+		{"client certificate as CA bundle", m.Cert, m.Cert, m.Key,
+			[]string{"the CA bundle " + m.Cert + " does not vouch for"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := newStallProxy(t, m.IP, strings.TrimPrefix(m.Endpoint, "https://"), 1<<62)
+			dir := t.TempDir()
+			code, stderr := m.save(t, dir, "--endpoints", p.endpoint(), "--cacert", tt.cacert, "--cert", tt.cert, "--key", tt.key)
+			if code != exitcode.Usage {
+				t.Fatalf("exit %d, want %d:\n%s", code, exitcode.Usage, stderr)
+			}
+			var errLines []string
+			for _, line := range strings.Split(stderr, "\n") {
+				if strings.Contains(line, "ERROR") {
+					errLines = append(errLines, line)
+				}
+			}
+			if len(errLines) != 1 {
+				t.Fatalf("want one error line, got %d:\n%s", len(errLines), stderr)
+			}
+			for _, want := range tt.want {
+				if !strings.Contains(errLines[0], want) {
+					t.Errorf("error lacks %q:\n%s", want, errLines[0])
+				}
+			}
+			for _, wrong := range []string{"--force", "is etcd running", "preflight"} {
+				if strings.Contains(stderr, wrong) {
+					t.Errorf("output says %q, which cannot help:\n%s", wrong, stderr)
+				}
+			}
+			if got := p.dialled() > 0; got != tt.dialled {
+				t.Errorf("member dialled: %v, want %v", got, tt.dialled)
+			}
+			if got := dirNames(t, dir); len(got) != 0 {
+				t.Errorf("refused save left %v", got)
+			}
+		})
+	}
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
 
 // stalledSave starts a save through a proxy that stalls the snapshot midway,

@@ -66,17 +66,29 @@ func (d *backupDir) checkEmptyOfBackups() error {
 	if err != nil {
 		return exitcode.With(exitcode.Usage, fmt.Errorf("read backup directory: %w", err))
 	}
+	var parts []string
 	for _, e := range entries {
-		if isBackupFile(e.Name()) {
-			return exitcode.With(exitcode.Usage, fmt.Errorf("backup directory %s already holds %s: give each backup a new or empty directory", d.path, e.Name()))
+		switch name := e.Name(); {
+		case strings.HasSuffix(name, atomicfile.PartSuffix):
+			parts = append(parts, shellQuote(d.join(name)))
+		case isBackupFile(name):
+			return exitcode.With(exitcode.Usage, fmt.Errorf("backup directory %s already holds %s: give each backup a new or empty directory", d.path, name))
 		}
+	}
+	if len(parts) > 0 {
+		return exitcode.With(exitcode.Usage, fmt.Errorf("backup directory %s holds a leftover of an interrupted run, which is not a backup: remove it with: rm -- %s", d.path, strings.Join(parts, " ")))
 	}
 	return nil
 }
 
+// shellQuote quotes s for a POSIX shell, so that the command in a message
+// can be pasted whatever the path holds.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
 func isBackupFile(name string) bool {
 	return name == manifest.FileName ||
-		strings.HasSuffix(name, atomicfile.PartSuffix) ||
 		(strings.HasPrefix(name, "snapshot_") && strings.HasSuffix(name, ".db")) ||
 		(strings.HasPrefix(name, "static_kuberesources_") && strings.HasSuffix(name, ".tar.gz"))
 }

@@ -49,7 +49,7 @@ func gatherFacts(ctx context.Context, m *member.Member, dir *backupDir, opts Opt
 	f.Revisions, f.RevisionsErr = staticpod.Running(opts.HostRoot)
 	if f.MemberErr == nil {
 		f.Alarms, f.AlarmsErr = m.Alarms(ctx, f.Member.ID)
-		f.ClusterVersion, f.Operators = readOpenShift(ctx, m, opts)
+		f.ClusterVersion, f.Operators, f.ClusterVersionErr = readOpenShift(ctx, m, opts)
 	}
 	free, err := dir.free()
 	if err != nil {
@@ -61,14 +61,11 @@ func gatherFacts(ctx context.Context, m *member.Member, dir *backupDir, opts Opt
 }
 
 // readOpenShift reads the ClusterVersion and the four ClusterOperators from
-// etcd; a nil ClusterVersion means the cluster is not OpenShift.
-func readOpenShift(ctx context.Context, m *member.Member, opts Options) (*openshift.ClusterVersion, map[string]*openshift.ClusterOperator) {
+// etcd; a nil ClusterVersion with no error means the cluster is not OpenShift.
+func readOpenShift(ctx context.Context, m *member.Member, opts Options) (*openshift.ClusterVersion, map[string]*openshift.ClusterOperator, error) {
 	cv, err := clusterVersion(ctx, m)
 	if err != nil || cv == nil {
-		if err != nil {
-			opts.Log.Warn("cannot read the ClusterVersion", "error", err)
-		}
-		return nil, nil
+		return nil, nil, err
 	}
 	ops := map[string]*openshift.ClusterOperator{}
 	for _, name := range staticpod.Components {
@@ -83,7 +80,7 @@ func readOpenShift(ctx context.Context, m *member.Member, opts Options) (*opensh
 		}
 		ops[name] = co
 	}
-	return cv, ops
+	return cv, ops, nil
 }
 
 func clusterVersion(ctx context.Context, m *member.Member) (*openshift.ClusterVersion, error) {
@@ -135,7 +132,7 @@ func upgradeState(ctx context.Context, m *member.Member, opts Options) (string, 
 		}
 		return "cluster runs " + cv.Version(), false
 	}
-	_, ops := readOpenShift(ctx, m, opts)
+	_, ops, _ := readOpenShift(ctx, m, opts)
 	for _, name := range staticpod.Components {
 		if co := ops[name]; co == nil {
 			return "ClusterOperator " + name + " not readable", false

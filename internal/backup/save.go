@@ -111,7 +111,7 @@ func Save(ctx context.Context, opts Options) (*Result, error) {
 		return nil, err
 	}
 	opts.Log.Info("using etcd member", "endpoint", cfg.Endpoint)
-	m, err := member.Dial(cfg)
+	m, err := member.Dial(ctx, cfg)
 	if err != nil {
 		return nil, exitcode.With(exitcode.Usage, err)
 	}
@@ -163,7 +163,12 @@ func runPreflight(f preflight.Facts, opts Options) ([]manifest.SkippedCheck, err
 	for _, s := range r.Skipped {
 		opts.Log.Info("preflight "+s.Name+" skipped", "reason", s.Reason)
 	}
-	if err := r.Err(); err != nil {
+	err := r.Err()
+	switch {
+	case err != nil && f.MemberErr != nil:
+		// Even a forced backup needs the member, so --force is no way out.
+		return nil, exitcode.With(exitcode.Preflight, fmt.Errorf("%w; retry when the member answers", err))
+	case err != nil:
 		return nil, exitcode.With(exitcode.Preflight, fmt.Errorf("%w; to back up anyway pass --force (the files are then marked %s)", err, manifest.DirtySuffix))
 	}
 	opts.Log.Info("preflight checks passed", "checks", strings.Join(r.Passed, ","))
@@ -233,7 +238,6 @@ func (w *writer) write(ctx context.Context, skipped []manifest.SkippedCheck) (re
 		}
 		w.committed = append(w.committed, f.FinalPath())
 	}
-	w.opts.Log.Info("Snapshot saved at "+snapFile.FinalPath(), "revision", snap.status.Revision, "keys", snap.status.KeyCount, "size", snap.file.Size)
 
 	b := w.manifest(now, ts, skipped, snap, res0)
 	data, err := manifest.Marshal(b)
@@ -244,6 +248,8 @@ func (w *writer) write(ctx context.Context, skipped []manifest.SkippedCheck) (re
 		return nil, err
 	}
 	w.committed = append(w.committed, w.dir.join(manifest.FileName))
+	// Only now is it a backup: backup.json is what makes the files one.
+	w.opts.Log.Info("Snapshot saved at "+snapFile.FinalPath(), "revision", snap.status.Revision, "keys", snap.status.KeyCount, "size", snap.file.Size)
 	return &Result{Dir: w.dir.path, SnapshotPath: snapFile.FinalPath(), ResourcesPath: resFile.FinalPath(), Manifest: b}, nil
 }
 

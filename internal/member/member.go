@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -40,11 +41,19 @@ type Member struct {
 	cfg    Config
 	tls    *tls.Config
 	client *clientv3.Client
+	// unreachable is why Dial could not reach the member; the first failed
+	// request gives it as the cause instead of waiting for a second
+	// connection attempt, later ones look afresh.
+	mu          sync.Mutex
+	unreachable error
 }
 
-// Dial prepares a client; it does not wait for a connection, so an
-// unreachable member is reported by the first request with its cause.
-func Dial(cfg Config) (*Member, error) {
+// Dial checks the credentials, then makes one TLS connection to the member,
+// so that a certificate that cannot work, or that the member refuses, is
+// reported at once as ErrCredentials, not after the request deadline as a
+// member that does not answer. A member that cannot be reached is no error
+// here: the first request reports it with its cause.
+func Dial(ctx context.Context, cfg Config) (*Member, error) {
 	if cfg.Endpoint == "" {
 		return nil, errors.New("no etcd endpoint")
 	}
@@ -54,11 +63,20 @@ func Dial(cfg Config) (*Member, error) {
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = 15 * time.Second
 	}
+	if err := checkCredentials(cfg, time.Now()); err != nil {
+		return nil, err
+	}
 	tlsInfo := transport.TLSInfo{CertFile: cfg.Cert, KeyFile: cfg.Key, TrustedCAFile: cfg.CACert}
 	tlsConfig, err := tlsInfo.ClientConfig()
 	if err != nil {
 		return nil, fmt.Errorf("load etcd client certificates (--cacert %s, --cert %s, --key %s): %w", cfg.CACert, cfg.Cert, cfg.Key, err)
 	}
+	m := &Member{cfg: cfg, tls: tlsConfig}
+	err = m.probe(ctx)
+	if errors.Is(err, ErrCredentials) {
+		return nil, err
+	}
+	m.unreachable = err
 	c, err := clientv3.New(clientv3.Config{
 		Endpoints:   []string{cfg.Endpoint},
 		TLS:         tlsConfig,
@@ -72,7 +90,8 @@ func Dial(cfg Config) (*Member, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create etcd client for %s: %w", cfg.Endpoint, err)
 	}
-	return &Member{cfg: cfg, tls: tlsConfig, client: c}, nil
+	m.client = c
+	return m, nil
 }
 
 // Close releases the connection.
@@ -185,16 +204,17 @@ func (m *Member) Snapshot(ctx context.Context) (*Snapshot, error) {
 
 // describe turns gRPC and TLS failures into a line an operator can act on.
 // gRPC reports a member it cannot reach as a bare deadline, so the cause is
-// found by dialling the endpoint directly with the same TLS settings.
+// found by connecting to the endpoint directly with the same TLS settings.
 func (m *Member) describe(what string, err error) error {
 	if !errors.Is(err, context.Canceled) {
-		if cause := m.probe(); cause != nil {
+		if cause := m.cause(); cause != nil {
 			err = fmt.Errorf("%w (%w)", err, cause)
 		}
 	}
 	msg := err.Error()
 	hint := ""
 	switch {
+	case errors.Is(err, ErrCredentials):
 	case strings.Contains(msg, "certificate"), strings.Contains(msg, "tls:"), strings.Contains(msg, "x509"):
 		hint = "; check --cacert, --cert and --key"
 	case errors.Is(err, context.DeadlineExceeded), strings.Contains(msg, "connection refused"),
@@ -204,18 +224,75 @@ func (m *Member) describe(what string, err error) error {
 	return fmt.Errorf("etcd %s: %s: %w%s", m.cfg.Endpoint, what, err, hint)
 }
 
-// probe makes one TLS handshake with the member and returns what went wrong.
-func (m *Member) probe() error {
+// cause says why a request failed: what Dial found, once, or else what a
+// new connection finds.
+func (m *Member) cause() error {
+	m.mu.Lock()
+	err := m.unreachable
+	m.unreachable = nil
+	m.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return m.probe(context.Background())
+}
+
+// probe makes one TLS connection to the member, as gRPC does, and waits for
+// the member's first bytes. With TLS 1.3 the client's side of the handshake
+// ends before the member has looked at the client certificate, so a refusal
+// arrives as an alert on the first read; an etcd member that accepts sends
+// its HTTP/2 settings unasked. A member that sends nothing within the
+// request deadline is left for gRPC to judge.
+func (m *Member) probe(ctx context.Context) error {
 	u, err := url.Parse(m.cfg.Endpoint)
 	if err != nil {
 		return err
 	}
-	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: m.cfg.RequestTimeout}, Config: m.tls.Clone()}
-	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.RequestTimeout)
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.RequestTimeout)
 	defer cancel()
+	cfg := m.tls.Clone()
+	cfg.NextProtos = []string{"h2"}
+	d := &tls.Dialer{NetDialer: &net.Dialer{}, Config: cfg}
 	conn, err := d.DialContext(ctx, "tcp", u.Host)
 	if err != nil {
+		return m.handshakeError(err)
+	}
+	defer conn.Close()
+	deadline, _ := ctx.Deadline()
+	if err := conn.SetReadDeadline(deadline); err != nil {
 		return err
 	}
-	return conn.Close()
+	_, err = conn.Read(make([]byte, 1))
+	var netErr net.Error
+	if errors.As(err, &netErr) && netErr.Timeout() {
+		return nil
+	}
+	return m.handshakeError(err)
+}
+
+// handshakeError names the credential a TLS failure is about.
+func (m *Member) handshakeError(err error) error {
+	var (
+		verify *tls.CertificateVerificationError
+		op     *net.OpError
+	)
+	switch {
+	case errors.As(err, &verify):
+		return credentialsErr("etcd %s presents a serving certificate that the CA bundle %s does not vouch for: %w; give the bundle that signs it (--cacert)", m.cfg.Endpoint, m.cfg.CACert, verify.Err)
+	case errors.As(err, &op) && op.Op == "remote error":
+		return credentialsErr("etcd %s refused client certificate %s: %w%s", m.cfg.Endpoint, m.cfg.Cert, err, alertHint(op.Err.Error()))
+	}
+	return err
+}
+
+// alertHint says what the alert a member sent means for a client
+// certificate that this node found valid and chained to the CA bundle.
+func alertHint(alert string) string {
+	switch {
+	case strings.Contains(alert, "expired"):
+		return "; it is valid by this node's clock: compare the member's clock, or renew the certificate"
+	case strings.Contains(alert, "unknown certificate authority"), strings.Contains(alert, "bad certificate"):
+		return "; the member does not trust the CA that issued it: give a certificate and key issued by the CA etcd trusts for clients (--cert, --key)"
+	}
+	return "; give a certificate and key the member accepts (--cert, --key)"
 }

@@ -27,8 +27,10 @@ type Facts struct {
 	MemberErr error // why Status could not be read
 	Alarms    []string
 	AlarmsErr error // why alarms could not be listed (no quorum)
-	// ClusterVersion is nil where the cluster is not OpenShift.
-	ClusterVersion *openshift.ClusterVersion
+	// ClusterVersion is nil where the cluster is not OpenShift, or where it
+	// could not be read: then MemberErr or ClusterVersionErr says why.
+	ClusterVersion    *openshift.ClusterVersion
+	ClusterVersionErr error
 	// Operators maps each of staticpod.Components to its ClusterOperator, or
 	// to nil where the object is missing.
 	Operators    map[string]*openshift.ClusterOperator
@@ -143,8 +145,8 @@ func staticPods(f Facts, _ Options) (string, error) {
 }
 
 func clusterOperators(f Facts, _ Options) (string, error) {
-	if f.ClusterVersion == nil {
-		return notOpenShiftSkip, nil
+	if skip := openShiftSkip(f); skip != "" {
+		return skip, nil
 	}
 	var errs []error
 	for _, name := range staticpod.Components {
@@ -160,9 +162,27 @@ func clusterOperators(f Facts, _ Options) (string, error) {
 	return "", errors.Join(errs...)
 }
 
+// openShiftSkip is why the OpenShift checks do not apply, or "". A member
+// that did not answer says nothing about the platform, so it is not taken
+// for a plain Kubernetes cluster.
+func openShiftSkip(f Facts) string {
+	switch {
+	case f.MemberErr != nil:
+		return "etcd did not answer: whether this is an OpenShift cluster is unknown"
+	case f.ClusterVersionErr != nil:
+		return "the ClusterVersion could not be read"
+	case f.ClusterVersion == nil:
+		return notOpenShiftSkip
+	}
+	return ""
+}
+
 func clusterVersion(f Facts, _ Options) (string, error) {
-	if f.ClusterVersion == nil {
-		return notOpenShiftSkip, nil
+	if f.MemberErr == nil && f.ClusterVersionErr != nil {
+		return "", fmt.Errorf("cannot read the ClusterVersion: %w", f.ClusterVersionErr)
+	}
+	if skip := openShiftSkip(f); skip != "" {
+		return skip, nil
 	}
 	if upgrading, why := f.ClusterVersion.Upgrading(); upgrading {
 		return "", fmt.Errorf("cluster is mid-upgrade (%s): back up after it completes (save --wait-for-version)", why)
@@ -171,8 +191,8 @@ func clusterVersion(f Facts, _ Options) (string, error) {
 }
 
 func clusterAge(f Facts, o Options) (string, error) {
-	if f.ClusterVersion == nil {
-		return notOpenShiftSkip, nil
+	if skip := openShiftSkip(f); skip != "" {
+		return skip, nil
 	}
 	created := f.ClusterVersion.Metadata.CreationTimestamp
 	if created.IsZero() {

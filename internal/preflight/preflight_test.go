@@ -61,7 +61,13 @@ func TestRun(t *testing.T) {
 		skipped []string
 	}{
 		{name: "healthy"},
-		{name: "member unreachable", mutate: func(f *Facts) { f.MemberErr = errors.New("connection refused") }, failed: MemberHealth, skipped: []string{FreeSpace}},
+		// gatherFacts reads nothing more from a member that did not answer.
+		{name: "member unreachable", mutate: func(f *Facts) {
+			f.MemberErr, f.ClusterVersion, f.Operators = errors.New("connection refused"), nil, nil
+		}, failed: MemberHealth, skipped: []string{ClusterOperators, ClusterVersion, ClusterAge, FreeSpace}},
+		{name: "ClusterVersion unreadable", mutate: func(f *Facts) {
+			f.ClusterVersionErr, f.ClusterVersion, f.Operators = errors.New("invalid character"), nil, nil
+		}, failed: ClusterVersion, skipped: []string{ClusterOperators, ClusterAge}},
 		{name: "learner", mutate: func(f *Facts) { f.Member.IsLearner = true }, failed: MemberHealth},
 		{name: "alarm", mutate: func(f *Facts) { f.Alarms = []string{"NOSPACE"} }, failed: MemberHealth},
 		{name: "no quorum for alarms", mutate: func(f *Facts) { f.AlarmsErr = errors.New("context deadline exceeded") }, failed: MemberHealth},
@@ -96,6 +102,11 @@ func TestRun(t *testing.T) {
 			var skipped []string
 			for _, s := range r.Skipped {
 				skipped = append(skipped, s.Name)
+			}
+			for _, sk := range r.Skipped {
+				if (f.MemberErr != nil || f.ClusterVersionErr != nil) && strings.Contains(sk.Reason, "not an OpenShift") {
+					t.Errorf("%s skipped as %q though the ClusterVersion was never read", sk.Name, sk.Reason)
+				}
 			}
 			if !slices.Equal(skipped, tt.skipped) {
 				t.Errorf("skipped %v, want %v", skipped, tt.skipped)

@@ -4,10 +4,14 @@
 package results
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
+
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 )
 
 // MaxTotal bounds the size of all results of one step together: Tekton passes
@@ -46,4 +50,28 @@ func Write(dir string, rs []Result) error {
 		}
 	}
 	return nil
+}
+
+// CheckDir proves that dir takes result files, so that a command fails before
+// it does any work, not after a backup was committed or an object uploaded.
+// An empty dir is fine: results are optional. The error is a usage error.
+func CheckDir(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return exitcode.With(exitcode.Usage, fmt.Errorf("--results-dir %s does not exist: create it or give an existing directory", dir))
+	case err != nil:
+		return exitcode.With(exitcode.Usage, fmt.Errorf("--results-dir: %w", err))
+	case !fi.IsDir():
+		return exitcode.With(exitcode.Usage, fmt.Errorf("--results-dir %s is not a directory", dir))
+	}
+	probe, err := os.CreateTemp(dir, ".etcd-backup-probe-*")
+	if err != nil {
+		return exitcode.With(exitcode.Usage, fmt.Errorf("--results-dir %s is not writable: %w", dir, err))
+	}
+	probe.Close()
+	return os.Remove(probe.Name())
 }

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 )
 
 func TestWrite(t *testing.T) {
@@ -53,5 +55,38 @@ func TestWriteRefuses(t *testing.T) {
 func TestWriteNoDir(t *testing.T) {
 	if err := Write("", []Result{{"a", "b"}}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestCheckDir(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, dir, want string
+	}{
+		{"none given", "", ""},
+		{"exists", dir, ""},
+		{"missing", filepath.Join(dir, "missing"), "does not exist"},
+		{"a file", file, "not a directory"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := CheckDir(tt.dir)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), tt.dir) || exitcode.Of(err) != exitcode.Usage {
+				t.Fatalf("CheckDir(%s) = %v (exit %d), want a usage error naming it: %q", tt.dir, err, exitcode.Of(err), tt.want)
+			}
+		})
+	}
+	if names, _ := os.ReadDir(dir); len(names) != 1 {
+		t.Errorf("CheckDir left %v", names)
 	}
 }

@@ -27,6 +27,7 @@ type certSpec struct {
 	ips        []net.IP
 	dnsNames   []string
 	usages     []x509.ExtKeyUsage
+	notBefore  time.Time // default: an hour ago
 	notAfter   time.Time
 }
 
@@ -75,9 +76,12 @@ func (a *authority) issue(spec certSpec) (keyPair, error) {
 	if err != nil {
 		return keyPair{}, fmt.Errorf("generate key for %q: %w", spec.commonName, err)
 	}
+	if spec.notBefore.IsZero() {
+		spec.notBefore = time.Now().Add(-time.Hour)
+	}
 	tmpl := &x509.Certificate{
 		Subject:     pkix.Name{CommonName: spec.commonName, Organization: spec.orgs},
-		NotBefore:   time.Now().Add(-time.Hour),
+		NotBefore:   spec.notBefore,
 		NotAfter:    spec.notAfter,
 		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage: spec.usages,

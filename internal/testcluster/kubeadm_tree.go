@@ -20,6 +20,7 @@ func (c *Cluster) writeKubeadmTree(now time.Time) error {
 	if err != nil {
 		return err
 	}
+	c.ca = ca
 	caKey, err := ca.keyPEM()
 	if err != nil {
 		return err

@@ -55,6 +55,7 @@ func (c *Cluster) writeOpenShiftTree(now time.Time) error {
 	if err != nil {
 		return err
 	}
+	c.ca = ca
 	if err := c.writeEtcdCerts(t, ca, now); err != nil {
 		return err
 	}

@@ -98,6 +98,7 @@ type Cluster struct {
 	Etcd *embed.Etcd
 
 	servingCert, servingKey string
+	ca                      *authority       // signs the member's and the clients' certificates
 	cli                     *clientv3.Client // the fixture's own, for seeding and the setters
 	logger                  *zap.Logger
 	stopOnce                sync.Once
