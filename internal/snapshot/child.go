@@ -110,7 +110,10 @@ func checkInChild(ctx context.Context, path string) error {
 	}
 	var stdout, stderr headBuffer
 	cmd := exec.CommandContext(ctx, exe)
-	cmd.Env = append(os.Environ(), childEnv+"="+path)
+	// A race-enabled build, as tests run, sleeps a second at exit unless
+	// told not to; other builds ignore GORACE.
+	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
+	cmd.Env = append(os.Environ(), childEnv+"="+path, "GORACE="+gorace)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.WaitDelay = childWaitDelay
 	err = cmd.Run()
