@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"runtime/debug"
 	"strings"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -43,6 +45,10 @@ func ServeChild() {
 	if !ok {
 		return
 	}
+	// A Ctrl-C reaches the whole process group: the child must not die of
+	// it before the parent, or its death would read as a crash. The parent
+	// kills it when it gives up.
+	signal.Ignore(os.Interrupt, syscall.SIGTERM)
 	problems, err := boltCheck(path)
 	switch {
 	case err != nil:
