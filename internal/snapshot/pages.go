@@ -101,7 +101,7 @@ func (t *pageTree) page(id uint64, depth int) error {
 	case branchPage:
 		return t.branch(id, r, count, depth)
 	case leafPage:
-		return t.leaf(fmt.Sprintf("page %d", id), r, count, depth)
+		return t.leaf(place{page: id}, r, count, depth)
 	default:
 		return corrupt("page %d has type %#x where a branch or leaf page belongs", id, flags)
 	}
@@ -139,18 +139,18 @@ func (t *pageTree) branch(id uint64, r run, count uint64, depth int) error {
 
 // leaf checks that the entries of a leaf page lie within it, and walks the
 // buckets among them: those with a root page, and inline ones.
-func (t *pageTree) leaf(name string, r run, count uint64, depth int) error {
+func (t *pageTree) leaf(where place, r run, count uint64, depth int) error {
 	for i := range count {
 		e := pageHeaderSize + i*elementSize
 		flags := order.Uint32(r.head[e:])
 		pos, ksize, vsize := uint64(order.Uint32(r.head[e+4:])), uint64(order.Uint32(r.head[e+8:])), uint64(order.Uint32(r.head[e+12:]))
 		if e+pos+ksize+vsize > r.size {
-			return corrupt("%s: entry %d lies outside the page", name, i)
+			return corrupt("%s: entry %d lies outside the page", where, i)
 		}
 		if flags&bucketEntry == 0 {
 			continue
 		}
-		if err := t.bucket(name, i, r, e+pos+ksize, vsize, depth); err != nil {
+		if err := t.bucket(where, i, r, e+pos+ksize, vsize, depth); err != nil {
 			return err
 		}
 	}
@@ -159,9 +159,9 @@ func (t *pageTree) leaf(name string, r run, count uint64, depth int) error {
 
 // bucket walks the nested bucket stored as entry i of a leaf, whose value
 // is vsize bytes at off.
-func (t *pageTree) bucket(name string, i uint64, r run, off, vsize uint64, depth int) error {
+func (t *pageTree) bucket(where place, i uint64, r run, off, vsize uint64, depth int) error {
 	if vsize < bucketHeader {
-		return corrupt("%s: bucket entry %d is %d bytes, less than a bucket header", name, i, vsize)
+		return corrupt("%s: bucket entry %d is %d bytes, less than a bucket header", where, i, vsize)
 	}
 	if depth >= maxDepth {
 		return corrupt("buckets nest more than %d deep", maxDepth)
@@ -175,23 +175,36 @@ func (t *pageTree) bucket(name string, i uint64, r run, off, vsize uint64, depth
 	}
 	// bbolt keeps a bucket inline only while it is a fraction of a page.
 	if vsize > bucketHeader+t.pageSize {
-		return corrupt("%s: inline bucket %d is %d bytes, more than a page", name, i, vsize)
+		return corrupt("%s: inline bucket %d is %d bytes, more than a page", where, i, vsize)
 	}
 	if v, err = r.bytes(off, vsize); err != nil {
 		return err
 	}
 	inline := v[bucketHeader:]
 	if len(inline) < pageHeaderSize {
-		return corrupt("%s: inline bucket %d has no page", name, i)
+		return corrupt("%s: inline bucket %d has no page", where, i)
 	}
 	count := uint64(order.Uint16(inline[10:]))
 	if flags := order.Uint16(inline[8:]); flags != leafPage {
-		return corrupt("%s: inline bucket %d has page type %#x, not a leaf", name, i, flags)
+		return corrupt("%s: inline bucket %d has page type %#x, not a leaf", where, i, flags)
 	}
 	if pageHeaderSize+count*elementSize > uint64(len(inline)) {
-		return corrupt("%s: inline bucket %d holds %d elements, more than fit in %d bytes", name, i, count, len(inline))
+		return corrupt("%s: inline bucket %d holds %d elements, more than fit in %d bytes", where, i, count, len(inline))
 	}
-	return t.leaf(fmt.Sprintf("%s, inline bucket %d", name, i), run{t: t, head: inline, size: uint64(len(inline))}, count, depth+1)
+	return t.leaf(place{page: where.page, inline: true}, run{t: t, head: inline, size: uint64(len(inline))}, count, depth+1)
+}
+
+// place names a leaf in errors: a page, or an inline bucket stored in it.
+type place struct {
+	page   uint64
+	inline bool
+}
+
+func (p place) String() string {
+	if p.inline {
+		return fmt.Sprintf("an inline bucket in page %d", p.page)
+	}
+	return fmt.Sprintf("page %d", p.page)
 }
 
 // run is the bytes of a page and its overflow pages: head holds its start,
