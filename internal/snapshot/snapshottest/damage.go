@@ -38,29 +38,40 @@ var order = binary.NativeEndian
 // it a trailer that matches the damage.
 func Apply(snapshot []byte, d Damage) error {
 	db := snapshot[:len(snapshot)-sha256.Size]
-	l, err := read(db)
+	off, root, err := Locate(db, d)
 	if err != nil {
 		return err
 	}
-	alarm, err := l.bucketValue(l.root, "alarm")
-	if err != nil {
-		return err
-	}
-	target := l.root
-	if d == SharedPage {
-		key, err := l.bucketValue(l.root, "key")
-		if err != nil {
-			return err
-		}
-		if target, err = l.firstLeaf(order.Uint64(db[key:])); err != nil {
-			return err
-		}
-	}
-	order.PutUint64(db[alarm:], target)
+	order.PutUint64(db[off:], root)
 	sum := sha256.Sum256(db)
 	copy(snapshot[len(db):], sum[:])
 	return nil
 }
+
+// Locate returns where d changes the bbolt database db: the offset of the
+// alarm bucket's root reference, and the root it gets, as 8 bytes in the
+// machine's order (see Put).
+func Locate(db []byte, d Damage) (off int, root uint64, err error) {
+	l, err := read(db)
+	if err != nil {
+		return 0, 0, err
+	}
+	if off, err = l.bucketValue(l.root, "alarm"); err != nil {
+		return 0, 0, err
+	}
+	if d == Cycle {
+		return off, l.root, nil
+	}
+	key, err := l.bucketValue(l.root, "key")
+	if err != nil {
+		return 0, 0, err
+	}
+	root, err = l.firstLeaf(order.Uint64(db[key:]))
+	return off, root, err
+}
+
+// Put encodes a page reference as bbolt stores it.
+func Put(b []byte, root uint64) { order.PutUint64(b, root) }
 
 type layout struct {
 	db       []byte
