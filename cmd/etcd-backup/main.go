@@ -9,9 +9,13 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/etcd-backup/etcd-backup/internal/snapshot"
 )
 
 func main() {
+	// Before flags: this binary is also the child that runs bbolt's check.
+	snapshot.ServeChild()
 	ctx, cancel := context.WithCancelCause(context.Background())
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)

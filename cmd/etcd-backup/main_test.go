@@ -9,11 +9,15 @@ import (
 	"os/exec"
 	"sync"
 	"testing"
+
+	"github.com/etcd-backup/etcd-backup/internal/snapshot"
 )
 
 // TestMain lets a test re-run this binary as the real command, for what only
-// a separate process shows: signals and exit statuses.
+// a separate process shows: signals and exit statuses. It is also the child
+// that runs bbolt's check, as the real command is.
 func TestMain(m *testing.M) {
+	snapshot.ServeChild()
 	if os.Getenv("ETCD_BACKUP_TEST_MAIN") == "1" {
 		main()
 		return

@@ -291,8 +291,12 @@ func (w *writer) writeSnapshot(ctx context.Context, f *atomicfile.File) (written
 	if syncErr != nil {
 		return written{}, syncErr
 	}
+	if errors.Is(checkErr, snapshot.ErrCorrupt) {
+		return written{}, exitcode.With(exitcode.Verify, checkErr)
+	}
 	if checkErr != nil {
-		return written{}, exitcode.With(exitcode.Verify, fmt.Errorf("check snapshot: %w", checkErr))
+		// Cut short, or the check could not run: not the snapshot's fault.
+		return written{}, causeOf(ctx, checkErr)
 	}
 	return written{
 		file:   fileEntry(f, manifest.KindSnapshot, d.Size, hex.EncodeToString(d.SHA256[:]), d.CRC32C),

@@ -23,8 +23,8 @@ import (
 // 'verify DIR' accept the directory as it is.
 //
 // Each file is written as "<name>.part" and checked while it streams (size,
-// SHA-256, CRC32C, the snapshot's trailer, the archive's layout) before it
-// takes its name. A backup that is incomplete or corrupt is refused (exit 4)
+// SHA-256, CRC32C, the snapshot's trailer, the archive's layout), and the
+// snapshot's structure once it is whole, before it takes its name. A backup that is incomplete or corrupt is refused (exit 4)
 // and, as on any failure, nothing is left in dir; a dir it created is removed.
 func (c *Client) Download(ctx context.Context, ref Ref, dir string) (_ *manifest.Backup, err error) {
 	b, _, err := c.readManifest(ctx, ref)
@@ -101,6 +101,12 @@ func (c *Client) fetch(ctx context.Context, ref Ref, b *manifest.Backup, f manif
 	out := &errWriter{w: part}
 	if err := c.check(ctx, loc, b, f, out); err != nil {
 		return "", err
+	}
+	// The structure check needs the whole file, before it takes its name.
+	if f.Kind == manifest.KindSnapshot {
+		if err := verify.Snapshot(ctx, part.PartPath(), b); err != nil {
+			return "", fmt.Errorf("%s: %w", loc.url, err)
+		}
 	}
 	if err := part.Commit(); err != nil {
 		return "", err

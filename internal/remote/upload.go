@@ -42,10 +42,11 @@ type Uploaded struct {
 // Upload copies the backup in dir, described by b, below dest: the data
 // files first, then backup.json, so that the backup is complete only once
 // everything is there. b is dir's backup.json, checked against what dir
-// holds (verify.Listing). A corrupt backup is never shipped: each file is
-// checked as verify does while it is sent, and abandoned before it is
-// committed if it fails; every object is sent with the CRC32C that b
-// records, so that the service refuses one that changed on the way.
+// holds (verify.Listing). A corrupt backup is never shipped: the snapshot's
+// structure is checked first, and each file as verify does while it is
+// sent, abandoned before it is committed if it fails; every object is sent
+// with the CRC32C that b records, so that the service refuses one that
+// changed on the way.
 //
 // Nothing is overwritten. An object that already holds the same content (an
 // earlier run of the same upload) is kept and not sent again; one that holds
@@ -56,6 +57,11 @@ func (c *Client) Upload(ctx context.Context, dir string, b *manifest.Backup, des
 	ref := Ref{Dest: dest, ClusterID: b.ClusterKey(), Timestamp: b.Timestamp}
 	if err := checkClusterID(ref.ClusterID); err != nil {
 		return nil, failed("%s: %v", filepath.Join(dir, manifest.FileName), err)
+	}
+	// The snapshot's structure needs the whole file: it is checked before
+	// anything is sent.
+	if err := verify.Snapshot(ctx, filepath.Join(dir, b.File(manifest.KindSnapshot).Name), b); err != nil {
+		return nil, fmt.Errorf("refusing to upload %s: %w", dir, err)
 	}
 	up := *b
 	up.Locations = maps.Clone(b.Locations)

@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"runtime/debug"
-	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -51,9 +50,13 @@ const openTimeout = 5 * time.Second
 
 // Check opens the snapshot at path read-only, as `etcdutl snapshot status`
 // does, and checks it: the file holds every page the database claims, every
-// page and key can be read in order, bbolt finds the pages and the free list
+// page is reached once from the root (no cycle, no page shared), every page
+// and key can be read in order, bbolt finds the pages and the free list
 // consistent, and etcd's key and meta buckets are there. It returns what the
 // database records. Errors wrap ErrCorrupt when the content is at fault.
+//
+// No content can end the process: bbolt's own check, which cannot be
+// guarded, runs in a child process of this binary (see ServeChild).
 func Check(ctx context.Context, path string) (Status, error) {
 	st, err := check(ctx, path)
 	if err != nil {
@@ -66,7 +69,12 @@ func check(ctx context.Context, path string) (Status, error) {
 	if err := ctx.Err(); err != nil {
 		return Status{}, err
 	}
-	fi, err := os.Stat(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return Status{}, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
 	if err != nil {
 		return Status{}, err
 	}
@@ -74,7 +82,11 @@ func check(ctx context.Context, path string) (Status, error) {
 	if fi.Size() == 0 {
 		return Status{}, fmt.Errorf("%w: empty file", ErrCorrupt)
 	}
-	db, err := bolt.Open(path, 0o400, &bolt.Options{ReadOnly: true, Timeout: openTimeout, MmapFlags: mmapFlags})
+	var db *bolt.DB
+	err = guarded(func() (err error) {
+		db, err = bolt.Open(path, 0o400, &bolt.Options{ReadOnly: true, Timeout: openTimeout, MmapFlags: mmapFlags})
+		return err
+	})
 	if err != nil {
 		return Status{}, openError(err)
 	}
@@ -89,33 +101,45 @@ func check(ctx context.Context, path string) (Status, error) {
 	if tx.Size() > fi.Size() {
 		return Status{}, fmt.Errorf("%w: %d bytes, but its pages need %d", ErrCorrupt, fi.Size(), tx.Size())
 	}
+	// bbolt's check, the longest part, runs alongside the rest; a problem
+	// found here is the clearer report.
+	childCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	checked := make(chan error, 1)
+	go func() { checked <- checkInChild(childCtx, path) }()
+	st, err := status(ctx, f, db, tx)
+	if err != nil {
+		cancel()
+		<-checked
+		return Status{}, err
+	}
+	if err := <-checked; err != nil {
+		return Status{}, err
+	}
+	return st, nil
+}
+
+// status checks that the pages of db, read from f, form a tree, then
+// reads etcd's records and walks every page and key, guarded.
+func status(ctx context.Context, f *os.File, db *bolt.DB, tx *bolt.Tx) (Status, error) {
+	// bbolt follows page references blindly: prove them a tree first.
+	pageSize := db.Info().PageSize
+	if err := checkPages(ctx, f, pageSize, uint64(tx.Size())/uint64(pageSize), uint64(tx.Cursor().Bucket().Root())); err != nil {
+		return Status{}, err
+	}
 	var st Status
-	// bbolt's check visits the pages in goroutines of its own, where a panic
-	// on a damaged page would end the process: walk them here first.
 	if err := guarded(func() error { return readStatus(ctx, tx, &st) }); err != nil {
 		return Status{}, err
 	}
-	// bbolt's check runs in a goroutine, and counting keys in a second
-	// transaction overlaps it. bbolt loads its free list unsynchronised in
-	// that goroutine, so the second transaction begins before it starts and
-	// ends after it is done (the deferred Rollback runs after report).
-	keysTx, err := db.Begin(false)
-	if err != nil {
-		return Status{}, err
-	}
-	defer keysTx.Rollback()
-	problems := tx.Check()
-	st.KeyCount, err = countKeys(ctx, keysTx.Bucket(schema.Key.Name()))
-	if err := report(problems); err != nil {
-		return Status{}, err
-	}
+	var err error
+	st.KeyCount, err = countKeys(ctx, tx.Bucket(schema.Key.Name()))
 	return st, err
 }
 
 // openError marks the failures of bolt.Open that come from the file's
 // content rather than from the system.
 func openError(err error) error {
-	if errors.Is(err, fs.ErrPermission) || errors.Is(err, berrors.ErrTimeout) {
+	if errors.Is(err, fs.ErrPermission) || errors.Is(err, berrors.ErrTimeout) || errors.Is(err, ErrCorrupt) {
 		return err
 	}
 	return fmt.Errorf("%w: %w", ErrCorrupt, err)
@@ -123,7 +147,7 @@ func openError(err error) error {
 
 // guarded runs fn and turns a panic or a memory fault inside it into
 // ErrCorrupt: bbolt panics on a page that is not what its parent says, and a
-// damaged page reference can point outside the mapping.
+// damaged reference within a page can point outside the mapping.
 func guarded(fn func() error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
@@ -132,26 +156,6 @@ func guarded(fn func() error) (err error) {
 		}
 	}()
 	return fn()
-}
-
-// maxReported bounds how many bbolt findings an error quotes.
-const maxReported = 3
-
-// report drains the findings of bbolt's check. It must read them all: the
-// checker reads the mapping until it closes the channel.
-func report(problems <-chan error) error {
-	var found []string
-	n := 0
-	for err := range problems {
-		if n < maxReported {
-			found = append(found, err.Error())
-		}
-		n++
-	}
-	if n > 0 {
-		return fmt.Errorf("%w: bbolt check found %d problems: %s", ErrCorrupt, n, strings.Join(found, "; "))
-	}
-	return nil
 }
 
 // readStatus reads etcd's records and walks every page and key of the

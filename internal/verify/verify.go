@@ -66,11 +66,7 @@ func Dir(ctx context.Context, dir string, opts Options) (*manifest.Backup, error
 		opts.Log.Info("verified "+f.Name, "sha256", f.SHA256, "size", f.Size)
 	}
 	snap := filepath.Join(dir, b.File(manifest.KindSnapshot).Name)
-	st, err := snapshot.Check(ctx, snap)
-	if err != nil {
-		return nil, failed("check snapshot %s: %v", snap, err)
-	}
-	if err := sameContent(b, st, "snapshot"); err != nil {
+	if err := Snapshot(ctx, snap, b); err != nil {
 		return nil, err
 	}
 	if opts.Restore {
@@ -79,6 +75,21 @@ func Dir(ctx context.Context, dir string, opts Options) (*manifest.Backup, error
 		}
 	}
 	return b, nil
+}
+
+// Snapshot checks the structure of the snapshot file at path, the snapshot
+// of b, and that it holds the revision and key count b records. A corrupt
+// database is a verification failure (exit 4); no content can crash the
+// check (snapshot.Check).
+func Snapshot(ctx context.Context, path string, b *manifest.Backup) error {
+	st, err := snapshot.Check(ctx, path)
+	if errors.Is(err, snapshot.ErrCorrupt) {
+		return exitcode.With(exitcode.Verify, err)
+	}
+	if err != nil {
+		return err
+	}
+	return sameContent(b, st, "snapshot")
 }
 
 // onlyThisBackup refuses a directory where restore globs would match more
