@@ -184,7 +184,7 @@ func (c *Client) parseManifest(ctx context.Context, st Store, ref Ref, obj *stor
 	defer r.Close()
 	b, err := manifest.Parse(r)
 	if err != nil {
-		return nil, failed("%s: %v", ref, err)
+		return nil, failed("%s: %w", ref, err)
 	}
 	if b.ClusterKey() != ref.ClusterID || b.Timestamp != ref.Timestamp {
 		return nil, failed("%s: %s describes backup %s of cluster %s, not this one", ref, manifest.FileName, b.Timestamp, b.ClusterKey())

@@ -3,12 +3,15 @@ package remote_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -331,7 +334,8 @@ func TestGCSWithRealBackup(t *testing.T) {
 				t.Fatal(err)
 			}
 			tt.damage(t, srv, "etcd/"+b.ClusterKey()+"/"+b.Timestamp+"/")
-			if _, err := c.Verify(t.Context(), up.Ref, verify.Options{Log: logger(t)}); exitcode.Of(err) != exitcode.Verify {
+			_, err = c.Verify(t.Context(), up.Ref, verify.Options{Log: logger(t)})
+			if exitcode.Of(err) != exitcode.Verify {
 				t.Errorf("Verify: %v (exit %d), want exit 4", err, exitcode.Of(err))
 			}
 			// Into a new directory: removed again. Into an empty one: left empty.
@@ -352,6 +356,39 @@ func TestGCSWithRealBackup(t *testing.T) {
 			}
 		})
 	}
+
+	// Bytes that change on the way, caught by the CRC32C the service sends:
+	// the cause stays reachable with errors.Is, and the object is named once.
+	t.Run("corrupt in transit", func(t *testing.T) {
+		srv := gcstest.New(t, bucket)
+		proxy := gcstest.NewProxy(t, srv)
+		c := client(t, proxy.Host())
+		up, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(filepath.Join(dir, snap.Name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		proxy.Add(gcstest.Fault{
+			Match: func(r *http.Request) bool { return r.URL.Query().Get("alt") == "media" && strings.HasSuffix(r.URL.Path, snap.Name) },
+			Do: func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("X-Goog-Hash", "crc32c="+base64.StdEncoding.EncodeToString(binary.BigEndian.AppendUint32(nil, snap.CRC32C)))
+				w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+				bad := bytes.Clone(data)
+				bad[len(bad)/2] ^= 1
+				w.Write(bad)
+			},
+		})
+		_, err = c.Verify(t.Context(), up.Ref, verify.Options{Log: logger(t)})
+		if exitcode.Of(err) != exitcode.Verify || !errors.Is(err, store.ErrCorrupt) {
+			t.Fatalf("Verify: %v (exit %d), want exit 4 and store.ErrCorrupt", err, exitcode.Of(err))
+		}
+		if u := up.SnapshotURI; strings.Count(err.Error(), u) != 1 {
+			t.Errorf("Verify: %v, want %s named once", err, u)
+		}
+	})
 
 	t.Run("download into a non-empty directory", func(t *testing.T) {
 		srv := gcstest.New(t, bucket)

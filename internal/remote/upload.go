@@ -55,7 +55,7 @@ type Uploaded struct {
 func (c *Client) Upload(ctx context.Context, dir string, b *manifest.Backup, dest store.URL, o UploadOptions) (_ *Uploaded, err error) {
 	ref := Ref{Dest: dest, ClusterID: b.ClusterKey(), Timestamp: b.Timestamp}
 	if err := checkClusterID(ref.ClusterID); err != nil {
-		return nil, failed("%s: %v", filepath.Join(dir, manifest.FileName), err)
+		return nil, failed("%s: %w", filepath.Join(dir, manifest.FileName), err)
 	}
 	up := *b
 	up.Locations = maps.Clone(b.Locations)
