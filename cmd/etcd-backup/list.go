@@ -19,7 +19,7 @@ func listCommand() *command {
 	return &command{
 		name:    "list",
 		args:    []string{"DEST"},
-		summary: "list the backups at DEST (gs://bucket/prefix), newest first: time, cluster version, etcd revision, size, complete or not",
+		summary: "list the backups at DEST (gs://bucket/prefix), newest first: time, cluster version, etcd revision, size, state (complete, incomplete or corrupt)",
 		setup: func(fs *pflag.FlagSet) runFunc {
 			output := fs.String("output", "text", "output format: text or json")
 			clusterID := fs.String("cluster-id", "", "list only this cluster's backups")
@@ -70,8 +70,11 @@ type listed struct {
 	EtcdRevision   int64     `json:"etcdRevision,omitempty"`
 	Size           int64     `json:"size"`
 	Dirty          bool      `json:"dirty"`
-	Complete       bool      `json:"complete"`
-	Problem        string    `json:"problem,omitempty"`
+	// State is complete, incomplete or corrupt; Complete says whether it
+	// is complete, for scripts written before State.
+	State    string `json:"state"`
+	Complete bool   `json:"complete"`
+	Problem  string `json:"problem,omitempty"`
 }
 
 func listedOf(b *remote.Backup) listed {
@@ -81,7 +84,8 @@ func listedOf(b *remote.Backup) listed {
 		Timestamp: b.Ref.Timestamp,
 		Time:      b.Time,
 		Size:      b.Size(),
-		Complete:  b.Complete,
+		State:     string(b.State),
+		Complete:  b.State == remote.Complete,
 		Problem:   b.Problem,
 	}
 	if m := b.Manifest; m != nil {
@@ -92,18 +96,16 @@ func listedOf(b *remote.Backup) listed {
 
 func printList(env *env, rows []listed) error {
 	w := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "TIMESTAMP\tCLUSTER VERSION\tREVISION\tSIZE\tDIRTY\tCOMPLETE\tBACKUP")
+	fmt.Fprintln(w, "TIMESTAMP\tCLUSTER VERSION\tREVISION\tSIZE\tDIRTY\tSTATE\tBACKUP")
 	for _, r := range rows {
 		version, revision := r.ClusterVersion, ""
 		if r.EtcdRevision != 0 {
 			revision = strconv.FormatInt(r.EtcdRevision, 10)
 		}
-		complete := "yes"
 		if !r.Complete {
-			complete = "no"
-			env.log.Warn("incomplete backup " + r.Backup + ": " + r.Problem)
+			env.log.Warn(r.State + " backup " + r.Backup + ": " + r.Problem)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%t\t%s\t%s\n", r.Timestamp, dash(version), dash(revision), progress.Bytes(r.Size), r.Dirty, complete, r.Backup)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%t\t%s\t%s\n", r.Timestamp, dash(version), dash(revision), progress.Bytes(r.Size), r.Dirty, r.State, r.Backup)
 	}
 	return w.Flush()
 }

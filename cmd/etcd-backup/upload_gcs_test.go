@@ -78,12 +78,12 @@ func TestGCSCommands(t *testing.T) {
 		if len(lines) != 3 || !strings.HasPrefix(lines[0], "TIMESTAMP") {
 			t.Fatalf("list:\n%s", stdout)
 		}
-		for _, want := range []string{b.Timestamp, b.Cluster.Version, " yes ", backupURL} {
+		for _, want := range []string{b.Timestamp, b.Cluster.Version, " complete ", backupURL} {
 			if !strings.Contains(lines[2], want) {
 				t.Errorf("list row %q lacks %q", lines[2], want)
 			}
 		}
-		if !strings.Contains(lines[1], "2099-01-01_000000") || !strings.Contains(lines[1], " no ") {
+		if !strings.Contains(lines[1], "2099-01-01_000000") || !strings.Contains(lines[1], " incomplete ") {
 			t.Errorf("incomplete backup row: %q", lines[1])
 		}
 		code, stdout, _ = cli(t, env, "list", "--output", "json", "gs://backups/etcd")
@@ -91,10 +91,10 @@ func TestGCSCommands(t *testing.T) {
 		if err := json.Unmarshal([]byte(stdout), &rows); code != 0 || err != nil || len(rows) != 2 {
 			t.Fatalf("list --output json: exit %d, %v:\n%s", code, err, stdout)
 		}
-		if r := rows[1]; !r.Complete || r.EtcdRevision != b.Etcd.Revision || r.Size != b.Size() || r.Backup != backupURL {
+		if r := rows[1]; !r.Complete || r.State != "complete" || r.EtcdRevision != b.Etcd.Revision || r.Size != b.Size() || r.Backup != backupURL {
 			t.Errorf("json row = %+v", r)
 		}
-		if r := rows[0]; r.Complete || r.Problem == "" {
+		if r := rows[0]; r.Complete || r.State != "incomplete" || r.Problem == "" {
 			t.Errorf("incomplete json row = %+v", r)
 		}
 	})
@@ -156,6 +156,20 @@ func TestGCSCommands(t *testing.T) {
 		}
 		if _, err := os.Stat(out); err == nil {
 			t.Errorf("download left %v", dirNames(t, out))
+		}
+		// Other bytes of the same size: corrupt, by the CRC32C the service
+		// reports, without reading the content.
+		code, stdout, stderr := cli(t, env, "list", "gs://backups/etcd")
+		if code != 0 || !regexp.MustCompile(` corrupt +`+regexp.QuoteMeta(backupURL)).MatchString(stdout) || !strings.Contains(stderr, "CRC32C") {
+			t.Errorf("list: exit %d, want %s corrupt by its CRC32C:\n%s\n%s", code, backupURL, stdout, stderr)
+		}
+		code, stdout, stderr = cli(t, env, "prune", "--keep-last", "1", "gs://backups/etcd")
+		if code != 0 || !regexp.MustCompile(`(?m)^keep +`+regexp.QuoteMeta(backupURL)+` +corrupt \(`).MatchString(stdout) {
+			t.Errorf("prune: exit %d, want the corrupt backup kept:\n%s\n%s", code, stdout, stderr)
+		}
+		code, _, stderr = cli(t, env, "download", "--latest", "gs://backups/etcd", filepath.Join(t.TempDir(), "latest"))
+		if code == 0 || !strings.Contains(stderr, "skipping "+backupURL+", which is corrupt") {
+			t.Errorf("download --latest: exit %d, want it to skip %s as corrupt:\n%s", code, backupURL, stderr)
 		}
 	})
 }

@@ -100,7 +100,7 @@ func TestGCSWithRealBackup(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(backups) != 1 || !backups[0].Complete || backups[0].Ref != up.Ref || backups[0].Size() != b.Size() {
+		if len(backups) != 1 || backups[0].State != remote.Complete || backups[0].Ref != up.Ref || backups[0].Size() != b.Size() {
 			t.Fatalf("List = %+v", backups)
 		}
 
@@ -372,7 +372,9 @@ func TestGCSWithRealBackup(t *testing.T) {
 			t.Fatal(err)
 		}
 		proxy.Add(gcstest.Fault{
-			Match: func(r *http.Request) bool { return r.URL.Query().Get("alt") == "media" && strings.HasSuffix(r.URL.Path, snap.Name) },
+			Match: func(r *http.Request) bool {
+				return r.URL.Query().Get("alt") == "media" && strings.HasSuffix(r.URL.Path, snap.Name)
+			},
 			Do: func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("X-Goog-Hash", "crc32c="+base64.StdEncoding.EncodeToString(binary.BigEndian.AppendUint32(nil, snap.CRC32C)))
 				w.Header().Set("Content-Length", strconv.Itoa(len(data)))
@@ -442,7 +444,7 @@ func assertNotComplete(t *testing.T, c *remote.Client, srv *gcstest.Server, dest
 		t.Fatal(err)
 	}
 	for _, b := range backups {
-		if b.Complete {
+		if b.State == remote.Complete {
 			t.Errorf("%s listed complete; objects %v", b.Ref, objects(t, srv, bucket))
 		}
 	}
