@@ -23,6 +23,7 @@ func listCommand() *command {
 		setup: func(fs *pflag.FlagSet) runFunc {
 			output := fs.String("output", "text", "output format: text or json")
 			clusterID := fs.String("cluster-id", "", "list only this cluster's backups")
+			stallTimeout := stallTimeoutFlag(fs)
 			return func(ctx context.Context, env *env, args []string) error {
 				dest, err := parseDest(args[0])
 				if err != nil {
@@ -31,7 +32,7 @@ func listCommand() *command {
 				if *output != "text" && *output != "json" {
 					return usage("--output %q: want text or json", *output)
 				}
-				c, closeFn, err := newRemote(ctx, env, defaultProgressInterval, gcs.Options{})
+				c, closeFn, err := newRemote(ctx, env, defaultProgressInterval, gcs.Options{StallTimeout: *stallTimeout})
 				if err != nil {
 					return err
 				}

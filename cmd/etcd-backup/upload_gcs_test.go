@@ -257,6 +257,9 @@ func TestGCSUsage(t *testing.T) {
 		{"negative keep-last", []string{"upload", "--keep-last", "-1", dir, "gs://backups/p"}, "negative"},
 		{"zero stall timeout", []string{"upload", "--stall-timeout", "0s", dir, "gs://backups/p"}, "--stall-timeout must be positive"},
 		{"zero download stall timeout", []string{"download", "--stall-timeout", "0s", "gs://backups/p/x/2026-01-01_000000", dir}, "--stall-timeout must be positive"},
+		{"zero list stall timeout", []string{"list", "--stall-timeout", "0s", "gs://backups/p"}, "--stall-timeout must be positive"},
+		{"zero verify stall timeout", []string{"verify", "--stall-timeout", "0s", "gs://backups/p/x/2026-01-01_000000"}, "--stall-timeout must be positive"},
+		{"zero prune stall timeout", []string{"prune", "--keep-last", "1", "--stall-timeout", "0s", "gs://backups/p"}, "--stall-timeout must be positive"},
 		{"prune without policy", []string{"prune", "gs://backups/p"}, "no retention policy"},
 		{"list as xml", []string{"list", "--output", "xml", "gs://backups/p"}, "--output"},
 		{"download a prefix", []string{"download", "gs://backups/p", dir}, "does not name one backup"},
@@ -305,5 +308,56 @@ func TestGCSEmulatorDown(t *testing.T) {
 	code, _, stderr := cli(t, map[string]string{"STORAGE_EMULATOR_HOST": host}, "list", "--timeout", "2s", "gs://backups/etcd")
 	if code != exitcode.Failure || !strings.Contains(stderr, "connection refused") || !strings.Contains(stderr, "--timeout 2s reached") {
 		t.Errorf("exit %d:\n%s", code, stderr)
+	}
+}
+
+// TestGCSNoBucket checks that a bucket that does not exist is named, with
+// exit 2, before anything is sent: retrying cannot help.
+func TestGCSNoBucket(t *testing.T) {
+	dir, b := savedBackup(t, 10)
+	srv := gcstest.New(t, "backups")
+	env := map[string]string{"STORAGE_EMULATOR_HOST": srv.Host()}
+	for _, args := range [][]string{
+		{"upload", dir, "gs://missing/etcd"},
+		{"upload", "--resources-to", "gs://missing/keys", dir, "gs://backups/etcd"},
+		{"list", "gs://missing/etcd"},
+		{"download", "gs://missing/etcd/" + b.ClusterKey() + "/" + b.Timestamp, filepath.Join(t.TempDir(), "out")},
+		{"download", "--latest", "gs://missing/etcd", filepath.Join(t.TempDir(), "out")},
+		{"verify", "gs://missing/etcd/" + b.ClusterKey() + "/" + b.Timestamp},
+		{"prune", "--keep-last", "1", "gs://missing/etcd"},
+	} {
+		code, _, stderr := cli(t, env, args...)
+		if code != exitcode.Usage || !strings.Contains(stderr, "gs://missing: bucket does not exist") || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("%v: exit %d, want %d and one line naming the missing bucket:\n%s", args, code, exitcode.Usage, stderr)
+		}
+	}
+	if objs, _, _ := srv.ListObjects("backups", "", "", false); len(objs) != 0 {
+		t.Errorf("%d objects sent", len(objs))
+	}
+}
+
+// TestGCSNoSuchBackup checks that a mistyped backup URL is exit 2, naming
+// the nearest backups, not exit 4 (a backup that is not usable).
+func TestGCSNoSuchBackup(t *testing.T) {
+	dir, b := savedBackup(t, 10)
+	srv := gcstest.New(t, "backups")
+	env := map[string]string{"STORAGE_EMULATOR_HOST": srv.Host()}
+	if code, _, stderr := cli(t, env, "upload", dir, "gs://backups/etcd"); code != 0 {
+		t.Fatalf("upload: exit %d\n%s", code, stderr)
+	}
+	backups := "gs://backups/etcd/" + b.ClusterKey() + "/"
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"download", backups + "2001-01-01_000000", filepath.Join(t.TempDir(), "out")}, "the nearest are " + backups + b.Timestamp},
+		{[]string{"verify", backups + "2001-01-01_000000"}, "the nearest are " + backups + b.Timestamp},
+		{[]string{"verify", "gs://backups/etcd/other-cluster/" + b.Timestamp}, "there is no backup of cluster other-cluster below gs://backups/etcd"},
+	}
+	for _, tt := range tests {
+		code, _, stderr := cli(t, env, tt.args...)
+		if code != exitcode.Usage || !strings.Contains(stderr, "no such backup") || !strings.Contains(stderr, tt.want) {
+			t.Errorf("%v: exit %d, want %d with %q:\n%s", tt.args, code, exitcode.Usage, tt.want, stderr)
+		}
 	}
 }

@@ -70,7 +70,7 @@ func (c *Client) List(ctx context.Context, dest store.URL) ([]*Backup, error) {
 	groups := map[Ref]*Backup{}
 	for obj, err := range c.Bucket(dest.Bucket).List(ctx, dest.Dir()) {
 		if err != nil {
-			return nil, err
+			return nil, noBucket(err)
 		}
 		ref, file, ok := parseObjectName(dest, obj.Name)
 		if !ok {

@@ -12,6 +12,7 @@
 package remote
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"iter"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -37,6 +39,8 @@ type Store interface {
 	List(ctx context.Context, prefix string) iter.Seq2[*store.Object, error]
 	// Delete removes the given generation of name only.
 	Delete(ctx context.Context, name string, generation int64) error
+	// Check fails with store.ErrNoBucket if the bucket does not exist.
+	Check(ctx context.Context) error
 }
 
 // Client works on backups below gs:// URLs.
@@ -130,6 +134,31 @@ func ParseRef(s string) (Ref, error) {
 
 func usage(err error) error { return exitcode.With(exitcode.Usage, err) }
 
+// noBucket makes a bucket that does not exist a configuration error (exit
+// 2): retrying cannot help.
+func noBucket(err error) error {
+	if errors.Is(err, store.ErrNoBucket) {
+		return usage(fmt.Errorf("%w: create it, or correct the gs:// URL", err))
+	}
+	return err
+}
+
+// checkBuckets checks that the buckets of urls exist, before anything is
+// sent to them.
+func (c *Client) checkBuckets(ctx context.Context, urls ...store.URL) error {
+	seen := map[string]bool{}
+	for _, u := range urls {
+		if seen[u.Bucket] {
+			continue
+		}
+		seen[u.Bucket] = true
+		if err := c.Bucket(u.Bucket).Check(ctx); err != nil {
+			return noBucket(err)
+		}
+	}
+	return nil
+}
+
 // failed marks a backup that is not what it claims to be (exit 4).
 func failed(format string, a ...any) error {
 	return exitcode.With(exitcode.Verify, fmt.Errorf(format, a...))
@@ -162,7 +191,7 @@ func (c *Client) readManifest(ctx context.Context, ref Ref) (*manifest.Backup, *
 	name := ref.object(manifest.FileName)
 	obj, err := st.Attrs(ctx, name)
 	if errors.Is(err, store.ErrNotExist) {
-		return nil, nil, failed("%s has no %s: not a complete backup (see 'etcd-backup list %s')", ref, manifest.FileName, ref.Dest)
+		return nil, nil, c.absent(ctx, ref)
 	}
 	if err != nil {
 		return nil, nil, err
@@ -172,6 +201,37 @@ func (c *Client) readManifest(ctx context.Context, ref Ref) (*manifest.Backup, *
 		return nil, nil, err
 	}
 	return b, obj, nil
+}
+
+// absent explains why ref has no backup.json: its bucket does not exist
+// (exit 2); no such backup, a mistyped URL (exit 2, naming the nearest
+// backups of the cluster); or its upload did not finish (exit 4).
+func (c *Client) absent(ctx context.Context, ref Ref) error {
+	backups, err := c.List(ctx, ref.Dest)
+	if err != nil {
+		return err
+	}
+	var same []*Backup
+	for _, b := range backups {
+		if b.Ref == ref {
+			return failed("%s has no %s: not a complete backup (see 'etcd-backup list %s')", ref, manifest.FileName, ref.Dest)
+		}
+		if b.Ref.ClusterID == ref.ClusterID {
+			same = append(same, b)
+		}
+	}
+	if len(same) == 0 {
+		return usage(fmt.Errorf("no such backup %s: there is no backup of cluster %s below %s (see 'etcd-backup list %s')", ref, ref.ClusterID, ref.Dest, ref.Dest))
+	}
+	t, _ := parseTimestamp(ref.Timestamp)
+	slices.SortStableFunc(same, func(a, b *Backup) int {
+		return cmp.Compare(a.Time.Sub(t).Abs(), b.Time.Sub(t).Abs())
+	})
+	var near []string
+	for _, b := range same[:min(len(same), 3)] {
+		near = append(near, b.Ref.String()+" ("+string(b.State)+")")
+	}
+	return usage(fmt.Errorf("no such backup %s; the nearest are %s", ref, strings.Join(near, ", ")))
 }
 
 // parseManifest reads the given generation of backup.json and checks that

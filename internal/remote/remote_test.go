@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
 	"github.com/etcd-backup/etcd-backup/internal/remote"
 	"github.com/etcd-backup/etcd-backup/internal/store"
+	"github.com/etcd-backup/etcd-backup/internal/store/gcs"
 	"github.com/etcd-backup/etcd-backup/internal/store/gcs/gcstest"
 	"github.com/etcd-backup/etcd-backup/internal/verify"
 )
@@ -292,6 +294,56 @@ func TestGCSWithRealBackup(t *testing.T) {
 		c := client(t, host)
 		if _, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{}); err == nil || !strings.Contains(err.Error(), "connection refused") {
 			t.Fatalf("Upload: %v, want connection refused", err)
+		}
+	})
+
+	// An endpoint that accepts connections and never answers: every
+	// operation fails with the stall, each request bounded by the stall
+	// timeout and retried for RetryDeadline, not held until ctx ends.
+	t.Run("black hole", func(t *testing.T) {
+		gc, err := gcs.New(t.Context(), gcs.Options{
+			EmulatorHost:  gcstest.BlackHole(t),
+			StallTimeout:  100 * time.Millisecond,
+			RetryDeadline: 300 * time.Millisecond,
+			RetryInitial:  time.Millisecond,
+			RetryMax:      10 * time.Millisecond,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer gc.Close()
+		c := &remote.Client{Bucket: func(name string) remote.Store { return gc.Bucket(name) }, Log: logger(t), ProgressInterval: time.Second}
+		u := mustURL(t, dest)
+		ref := remote.Ref{Dest: u, ClusterID: b.ClusterKey(), Timestamp: b.Timestamp}
+		ops := map[string]func(ctx context.Context) error{
+			"upload": func(ctx context.Context) error {
+				_, err := c.Upload(ctx, dir, b, u, remote.UploadOptions{})
+				return err
+			},
+			"list":   func(ctx context.Context) error { _, err := c.List(ctx, u); return err },
+			"latest": func(ctx context.Context) error { _, err := c.Latest(ctx, u, ""); return err },
+			"download": func(ctx context.Context) error {
+				_, err := c.Download(ctx, ref, filepath.Join(t.TempDir(), "out"))
+				return err
+			},
+			"verify": func(ctx context.Context) error {
+				_, err := c.Verify(ctx, ref, verify.Options{Log: logger(t)})
+				return err
+			},
+			"prune": func(ctx context.Context) error {
+				_, err := c.Prune(ctx, u, remote.PruneOptions{Policy: remote.Policy{KeepLast: 1}})
+				return err
+			},
+		}
+		for name, op := range ops {
+			t.Run(name, func(t *testing.T) {
+				// Far beyond the bound, far below the test's own timeout.
+				ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+				defer cancel()
+				if err := op(ctx); !errors.Is(err, store.ErrStalled) || ctx.Err() != nil {
+					t.Errorf("%s: %v, want %v before the overall deadline", name, err, store.ErrStalled)
+				}
+			})
 		}
 	})
 

@@ -57,6 +57,13 @@ func (c *Client) Upload(ctx context.Context, dir string, b *manifest.Backup, des
 	if err := checkClusterID(ref.ClusterID); err != nil {
 		return nil, failed("%s: %w", filepath.Join(dir, manifest.FileName), err)
 	}
+	buckets := []store.URL{dest}
+	if o.ResourcesTo != nil {
+		buckets = append(buckets, *o.ResourcesTo)
+	}
+	if err := c.checkBuckets(ctx, buckets...); err != nil {
+		return nil, err
+	}
 	up := *b
 	up.Locations = maps.Clone(b.Locations)
 	if o.ResourcesTo != nil && *o.ResourcesTo != dest {
