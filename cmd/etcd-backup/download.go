@@ -15,7 +15,7 @@ func downloadCommand() *command {
 	return &command{
 		name:    "download",
 		args:    []string{"BACKUP", "DIR"},
-		summary: "fetch one backup (gs://bucket/prefix/<cluster-id>/<ts>, or --latest under a prefix) into a new or empty DIR, checked, laid out for cluster-restore.sh",
+		summary: "fetch one backup (gs://bucket/prefix/<cluster-id>/<ts>-<sha> as list prints it, or --latest under a prefix) into a new or empty DIR, checked, laid out for cluster-restore.sh",
 		setup: func(fs *pflag.FlagSet) runFunc {
 			var (
 				latest           bool

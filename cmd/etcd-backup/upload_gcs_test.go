@@ -30,7 +30,9 @@ func TestGCSCommands(t *testing.T) {
 	snap := b.File(manifest.KindSnapshot)
 	srv := gcstest.New(t, "backups", "keys")
 	env := map[string]string{"STORAGE_EMULATOR_HOST": srv.Host()}
-	backupURL := "gs://backups/etcd/" + b.ClusterKey() + "/" + b.Timestamp
+	// The backup's directory: its timestamp and its snapshot's digest.
+	bdir := b.Timestamp + "-" + snap.SHA256[:12]
+	backupURL := "gs://backups/etcd/" + b.ClusterKey() + "/" + bdir
 
 	t.Run("upload", func(t *testing.T) {
 		results := t.TempDir()
@@ -42,7 +44,7 @@ func TestGCSCommands(t *testing.T) {
 		}
 		want := map[string]string{
 			"snapshot-uri":  backupURL + "/" + snap.Name,
-			"resources-uri": "gs://keys/etcd/" + b.ClusterKey() + "/" + b.Timestamp + "/" + b.File(manifest.KindResources).Name,
+			"resources-uri": "gs://keys/etcd/" + b.ClusterKey() + "/" + bdir + "/" + b.File(manifest.KindResources).Name,
 			"manifest-uri":  backupURL + "/backup.json",
 		}
 		for name, value := range want {
@@ -138,7 +140,7 @@ func TestGCSCommands(t *testing.T) {
 	})
 
 	t.Run("corrupt object", func(t *testing.T) {
-		name := "etcd/" + b.ClusterKey() + "/" + b.Timestamp + "/" + snap.Name
+		name := "etcd/" + b.ClusterKey() + "/" + bdir + "/" + snap.Name
 		obj, err := srv.GetObject("backups", name)
 		if err != nil {
 			t.Fatal(err)

@@ -65,7 +65,7 @@ func (b *Backup) Size() int64 {
 }
 
 // List returns the backups below dest, newest first. Objects that do not
-// sit at <cluster-id>/<ts>/<file> below it are not backups and are ignored.
+// sit at <cluster-id>/<ts>[-<sha>]/<file> below it are not backups and are ignored.
 func (c *Client) List(ctx context.Context, dest store.URL) ([]*Backup, error) {
 	groups := map[Ref]*Backup{}
 	for obj, err := range c.Bucket(dest.Bucket).List(ctx, dest.Dir()) {
@@ -78,7 +78,7 @@ func (c *Client) List(ctx context.Context, dest store.URL) ([]*Backup, error) {
 		}
 		b := groups[ref]
 		if b == nil {
-			t, _ := parseTimestamp(ref.Timestamp)
+			_, _, t, _ := parseDir(ref.dir())
 			b = &Backup{Ref: ref, Time: t, Objects: map[string]*store.Object{}}
 			groups[ref] = b
 		}
@@ -86,7 +86,7 @@ func (c *Client) List(ctx context.Context, dest store.URL) ([]*Backup, error) {
 	}
 	backups := slices.Collect(maps.Values(groups))
 	slices.SortFunc(backups, func(a, b *Backup) int {
-		return cmp.Or(b.Time.Compare(a.Time), strings.Compare(a.Ref.ClusterID, b.Ref.ClusterID))
+		return cmp.Or(b.Time.Compare(a.Time), strings.Compare(a.Ref.ClusterID, b.Ref.ClusterID), strings.Compare(a.Ref.Snapshot, b.Ref.Snapshot))
 	})
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(manifestReaders)
@@ -99,7 +99,7 @@ func (c *Client) List(ctx context.Context, dest store.URL) ([]*Backup, error) {
 	return backups, nil
 }
 
-// parseObjectName splits <dest>/<cluster-id>/<ts>/<file>.
+// parseObjectName splits <dest>/<cluster-id>/<ts>[-<sha>]/<file>.
 func parseObjectName(dest store.URL, name string) (Ref, string, bool) {
 	rest, ok := strings.CutPrefix(name, dest.Dir())
 	if !ok {
@@ -109,10 +109,11 @@ func parseObjectName(dest store.URL, name string) (Ref, string, bool) {
 	if len(segs) != 3 || segs[2] == "" || checkClusterID(segs[0]) != nil {
 		return Ref{}, "", false
 	}
-	if _, err := parseTimestamp(segs[1]); err != nil {
+	ts, sha, _, err := parseDir(segs[1])
+	if err != nil {
 		return Ref{}, "", false
 	}
-	return Ref{Dest: dest, ClusterID: segs[0], Timestamp: segs[1]}, segs[2], true
+	return Ref{Dest: dest, ClusterID: segs[0], Timestamp: ts, Snapshot: sha}, segs[2], true
 }
 
 // inspect reads b's backup.json, if any, and decides b's state from it
