@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 
 	"github.com/etcd-backup/etcd-backup/internal/progress"
 	"github.com/etcd-backup/etcd-backup/internal/remote"
+	"github.com/etcd-backup/etcd-backup/internal/store"
 	"github.com/etcd-backup/etcd-backup/internal/store/gcs"
 )
 
@@ -45,6 +48,11 @@ func listCommand() *command {
 				for _, b := range backups {
 					if *clusterID == "" || b.Ref.ClusterID == *clusterID {
 						rows = append(rows, listedOf(b))
+					}
+				}
+				if len(rows) == 0 {
+					if err := logNearby(ctx, env, c, dest, *clusterID, backups); err != nil {
+						return err
 					}
 				}
 				if *output == "json" {
@@ -93,6 +101,32 @@ func listedOf(b *remote.Backup) listed {
 		l.ClusterVersion, l.EtcdRevision, l.Dirty = m.Cluster.Version, m.Etcd.Revision, m.Dirty
 	}
 	return l
+}
+
+// logNearby says, where list found nothing, what it looked for and what
+// is stored nearby.
+func logNearby(ctx context.Context, env *env, c *remote.Client, dest store.URL, clusterID string, others []*remote.Backup) error {
+	what := "no backups"
+	if clusterID != "" {
+		what = "no backups of cluster " + clusterID
+	}
+	var hint string
+	if len(others) > 0 {
+		var ids []string
+		for _, b := range others {
+			if !slices.Contains(ids, b.Ref.ClusterID) {
+				ids = append(ids, b.Ref.ClusterID)
+			}
+		}
+		hint = "there are backups of " + strings.Join(ids, ", ")
+	} else {
+		var err error
+		if hint, err = c.Nearby(ctx, dest); err != nil {
+			return err
+		}
+	}
+	env.log.Warn(fmt.Sprintf("%s below %s (looked for <cluster-id>/<ts>-<sha>/backup.json): %s", what, dest, hint))
+	return nil
 }
 
 func printList(env *env, rows []listed) error {

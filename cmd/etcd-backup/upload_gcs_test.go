@@ -88,6 +88,19 @@ func TestGCSCommands(t *testing.T) {
 		if !strings.Contains(lines[1], "2099-01-01_000000") || !strings.Contains(lines[1], " incomplete ") {
 			t.Errorf("incomplete backup row: %q", lines[1])
 		}
+		// Nothing found: what it looked for, and what is there instead.
+		for _, tt := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{"list", "gs://backups/etcd/" + b.ClusterKey()}, "give the prefix above it, gs://backups/etcd"},
+			{[]string{"list", "gs://backups"}, "give the prefix gs://backups/etcd"},
+			{[]string{"list", "--cluster-id", "other", "gs://backups/etcd"}, "no backups of cluster other below gs://backups/etcd (looked for <cluster-id>/<ts>-<sha>/backup.json): there are backups of " + b.ClusterKey()},
+		} {
+			if code, _, stderr := cli(t, env, tt.args...); code != 0 || !strings.Contains(stderr, tt.want) {
+				t.Errorf("%v: exit %d, want %q:\n%s", tt.args, code, tt.want, stderr)
+			}
+		}
 		code, stdout, _ = cli(t, env, "list", "--output", "json", "gs://backups/etcd")
 		var rows []listed
 		if err := json.Unmarshal([]byte(stdout), &rows); code != 0 || err != nil || len(rows) != 2 {

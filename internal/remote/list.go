@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"path"
 	"slices"
 	"strings"
 	"time"
@@ -200,6 +201,55 @@ func mismatch(o *store.Object, f manifest.File) string {
 	return ""
 }
 
+// nearbyScan bounds how many object names Nearby reads.
+const nearbyScan = 1000
+
+// Nearby says what is stored below dest, where List found no backups: the
+// backups of one cluster (dest names the cluster's directory, one level too
+// deep), backups further down (dest is too shallow), other objects, or
+// nothing.
+func (c *Client) Nearby(ctx context.Context, dest store.URL) (string, error) {
+	var clusterDir bool
+	var prefixes []string
+	n := 0
+	for obj, err := range c.Bucket(dest.Bucket).List(ctx, dest.Dir()) {
+		if err != nil {
+			return "", noBucket(err)
+		}
+		if n++; n > nearbyScan {
+			break
+		}
+		segs := strings.Split(strings.TrimPrefix(obj.Name, dest.Dir()), "/")
+		k := len(segs)
+		switch {
+		case k == 2 && isBackupDir(segs[0]):
+			clusterDir = true
+		case k >= 4 && segs[k-1] == manifest.FileName && isBackupDir(segs[k-2]):
+			if p := dest.Join(segs[:k-3]...).String(); !slices.Contains(prefixes, p) {
+				prefixes = append(prefixes, p)
+			}
+		}
+	}
+	switch {
+	case clusterDir && dest.Path != "":
+		parent := store.URL{Bucket: dest.Bucket}
+		if d := path.Dir(dest.Path); d != "." {
+			parent.Path = d
+		}
+		return fmt.Sprintf("%s holds the backups of one cluster, %s: give the prefix above it, %s", dest, path.Base(dest.Path), parent), nil
+	case len(prefixes) > 0:
+		return fmt.Sprintf("there are backups further down: give the prefix %s", strings.Join(prefixes[:min(len(prefixes), 3)], " or ")), nil
+	case n == 0:
+		return "nothing is stored below " + dest.String(), nil
+	}
+	return fmt.Sprintf("the objects below %s are not backups (<cluster-id>/<ts>-<sha>/<file>)", dest), nil
+}
+
+func isBackupDir(seg string) bool {
+	_, _, _, err := parseDir(seg)
+	return err == nil
+}
+
 // Latest returns the newest complete backup below dest, of the given
 // cluster or, when clusterID is empty, of the only cluster there. It logs
 // each newer backup it passes over, and why.
@@ -241,7 +291,11 @@ func (c *Client) Latest(ctx context.Context, dest store.URL, clusterID string) (
 	case latest == nil && clusterID != "":
 		return nil, fmt.Errorf("no complete backup of cluster %s below %s", clusterID, dest)
 	case latest == nil:
-		return nil, fmt.Errorf("no complete backup below %s (give the prefix used for upload, without the cluster ID)", dest)
+		hint, err := c.Nearby(ctx, dest)
+		if err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("no backup below %s: %s", dest, hint)
 	}
 	c.Log.Info("newest complete backup: " + latest.Ref.String())
 	return latest, nil

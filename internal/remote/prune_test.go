@@ -456,3 +456,31 @@ func TestGCSCorruptNewest(t *testing.T) {
 		t.Error("prune deleted the newest good backup")
 	}
 }
+
+// TestGCSNearby checks what List's caller is told where a prefix holds no
+// backups: what is stored there instead.
+func TestGCSNearby(t *testing.T) {
+	srv := gcstest.New(t, bucket)
+	b := craft(t, srv, crafted{prefix: "deep/etcd", cluster: "abc", at: ago(day)})
+	put(srv, bucket, "misc/notes.txt", []byte("x"), nil, now)
+	c := client(t, srv.Host())
+	tests := []struct{ dest, want string }{
+		{"gs://" + bucket + "/deep/etcd/abc", "gs://" + bucket + "/deep/etcd/abc holds the backups of one cluster, abc: give the prefix above it, gs://" + bucket + "/deep/etcd"},
+		{"gs://" + bucket + "/deep", "there are backups further down: give the prefix gs://" + bucket + "/deep/etcd"},
+		{"gs://" + bucket, "there are backups further down: give the prefix gs://" + bucket + "/deep/etcd"},
+		{"gs://" + bucket + "/misc", "the objects below gs://" + bucket + "/misc are not backups"},
+		{"gs://" + bucket + "/empty", "nothing is stored below gs://" + bucket + "/empty"},
+	}
+	for _, tt := range tests {
+		got, err := c.Nearby(t.Context(), mustURL(t, tt.dest))
+		if err != nil || !strings.Contains(got, tt.want) {
+			t.Errorf("Nearby(%s) = %q, %v; want %q", tt.dest, got, err, tt.want)
+		}
+	}
+	if backups, err := c.List(t.Context(), mustURL(t, "gs://"+bucket+"/deep/etcd")); err != nil || len(backups) != 1 || backups[0].Ref.Timestamp != b.Timestamp {
+		t.Errorf("List of the right prefix = %v, %v", backups, err)
+	}
+	if _, err := c.Latest(t.Context(), mustURL(t, "gs://"+bucket+"/deep"), ""); err == nil || !strings.Contains(err.Error(), "give the prefix gs://"+bucket+"/deep/etcd") {
+		t.Errorf("Latest of a prefix too shallow: %v, want the right prefix suggested", err)
+	}
+}
