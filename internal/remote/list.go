@@ -79,7 +79,7 @@ func (c *Client) List(ctx context.Context, dest store.URL) ([]*Backup, error) {
 		}
 		b := groups[ref]
 		if b == nil {
-			_, _, t, _ := parseDir(ref.dir())
+			t, _ := parseTimestamp(ref.Timestamp)
 			b = &Backup{Ref: ref, Time: t, Objects: map[string]*store.Object{}}
 			groups[ref] = b
 		}
