@@ -15,7 +15,7 @@ func downloadCommand() *command {
 	return &command{
 		name:    "download",
 		args:    []string{"BACKUP", "DIR"},
-		summary: "fetch one backup (gs://bucket/prefix/<cluster-id>/<ts>, or --latest under a prefix) into a new or empty DIR, checked, laid out for cluster-restore.sh",
+		summary: "fetch one backup (gs://bucket/prefix/<cluster-id>/<ts>-<sha> as list prints it, or --latest under a prefix) into a new or empty DIR, checked, laid out for cluster-restore.sh",
 		setup: func(fs *pflag.FlagSet) runFunc {
 			var (
 				latest           bool
@@ -26,7 +26,7 @@ func downloadCommand() *command {
 			fs.BoolVar(&latest, "latest", false, "BACKUP is a prefix (as given to upload): fetch its newest complete backup")
 			fs.StringVar(&clusterID, "cluster-id", "", "with --latest, the cluster whose backup to fetch (needed when the prefix holds several)")
 			fs.DurationVar(&progressInterval, "progress-interval", defaultProgressInterval, "how often to log download progress")
-			fs.DurationVar(&stallTimeout, "stall-timeout", gcs.DefaultStallTimeout, "fail when the service sends nothing for this long")
+			fs.DurationVar(&stallTimeout, "stall-timeout", gcs.DefaultStallTimeout, "fail when the service sends nothing for this long"+stallTimeoutUsage)
 			return func(ctx context.Context, env *env, args []string) error {
 				if progressInterval <= 0 || stallTimeout <= 0 {
 					return usage("--progress-interval and --stall-timeout must be positive")

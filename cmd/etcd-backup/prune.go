@@ -22,6 +22,7 @@ func pruneCommand() *command {
 			fs.DurationVar(&o.KeepWithin, "keep-within", 0, "keep complete backups younger than this, e.g. 720h")
 			fs.BoolVar(&o.DryRun, "dry-run", false, "print what would be removed, remove nothing")
 			fs.StringVar(&o.ClusterID, "cluster-id", "", "prune only this cluster's backups")
+			stallTimeout := stallTimeoutFlag(fs)
 			return func(ctx context.Context, env *env, args []string) error {
 				dest, err := parseDest(args[0])
 				if err != nil {
@@ -30,7 +31,7 @@ func pruneCommand() *command {
 				if err := o.Check(); err != nil {
 					return err
 				}
-				c, closeFn, err := newRemote(ctx, env, defaultProgressInterval, gcs.Options{})
+				c, closeFn, err := newRemote(ctx, env, defaultProgressInterval, gcs.Options{StallTimeout: *stallTimeout})
 				if err != nil {
 					return err
 				}

@@ -41,7 +41,7 @@ func uploadCommand() *command {
 			fs.IntVar(&policy.KeepLast, "keep-last", 0, "after the upload, remove all but the newest N complete backups of this cluster at DEST (0: keep all)")
 			fs.DurationVar(&policy.KeepWithin, "keep-within", 0, "after the upload, remove complete backups of this cluster older than this, e.g. 720h (0: keep all)")
 			fs.DurationVar(&progressInterval, "progress-interval", defaultProgressInterval, "how often to log upload progress")
-			fs.DurationVar(&stallTimeout, "stall-timeout", gcs.DefaultStallTimeout, "send an object again when the service takes none of it for this long")
+			fs.DurationVar(&stallTimeout, "stall-timeout", gcs.DefaultStallTimeout, "send an object again when the service takes none of it for this long"+stallTimeoutUsage)
 			fs.BoolVar(&skip, "skip-if-no-dest", false, "with no DEST, log that nothing is uploaded and succeed, writing no results (for Tasks where the upload is optional)")
 			return func(ctx context.Context, env *env, args []string) error {
 				dir := args[0]
@@ -107,9 +107,22 @@ func uploadCommand() *command {
 	}
 }
 
+// stallTimeoutUsage is the part of --stall-timeout's help that every
+// command shares.
+const stallTimeoutUsage = "; also the deadline of each attempt at a metadata request (stat, list, delete), retried for up to a minute"
+
+// stallTimeoutFlag defines --stall-timeout for a command that only reads
+// metadata or objects.
+func stallTimeoutFlag(fs *pflag.FlagSet) *time.Duration {
+	return fs.Duration("stall-timeout", gcs.DefaultStallTimeout, "fail when the service answers nothing for this long"+stallTimeoutUsage)
+}
+
 // newRemote connects to Cloud Storage, or to the emulator that
 // $STORAGE_EMULATOR_HOST names, with o's settings.
 func newRemote(ctx context.Context, env *env, progressInterval time.Duration, o gcs.Options) (*remote.Client, func(), error) {
+	if o.StallTimeout <= 0 {
+		return nil, nil, usage("--stall-timeout must be positive")
+	}
 	o.EmulatorHost, _ = env.lookup("STORAGE_EMULATOR_HOST")
 	c, err := gcs.New(ctx, o)
 	if errors.Is(err, gcs.ErrNoCredentials) {

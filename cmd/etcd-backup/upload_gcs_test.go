@@ -30,7 +30,9 @@ func TestGCSCommands(t *testing.T) {
 	snap := b.File(manifest.KindSnapshot)
 	srv := gcstest.New(t, "backups", "keys")
 	env := map[string]string{"STORAGE_EMULATOR_HOST": srv.Host()}
-	backupURL := "gs://backups/etcd/" + b.ClusterKey() + "/" + b.Timestamp
+	// The backup's directory: its timestamp and its snapshot's digest.
+	bdir := b.Timestamp + "-" + snap.SHA256[:12]
+	backupURL := "gs://backups/etcd/" + b.ClusterKey() + "/" + bdir
 
 	t.Run("upload", func(t *testing.T) {
 		results := t.TempDir()
@@ -42,7 +44,7 @@ func TestGCSCommands(t *testing.T) {
 		}
 		want := map[string]string{
 			"snapshot-uri":  backupURL + "/" + snap.Name,
-			"resources-uri": "gs://keys/etcd/" + b.ClusterKey() + "/" + b.Timestamp + "/" + b.File(manifest.KindResources).Name,
+			"resources-uri": "gs://keys/etcd/" + b.ClusterKey() + "/" + bdir + "/" + b.File(manifest.KindResources).Name,
 			"manifest-uri":  backupURL + "/backup.json",
 		}
 		for name, value := range want {
@@ -78,23 +80,36 @@ func TestGCSCommands(t *testing.T) {
 		if len(lines) != 3 || !strings.HasPrefix(lines[0], "TIMESTAMP") {
 			t.Fatalf("list:\n%s", stdout)
 		}
-		for _, want := range []string{b.Timestamp, b.Cluster.Version, " yes ", backupURL} {
+		for _, want := range []string{b.Timestamp, b.Cluster.Version, " complete ", backupURL} {
 			if !strings.Contains(lines[2], want) {
 				t.Errorf("list row %q lacks %q", lines[2], want)
 			}
 		}
-		if !strings.Contains(lines[1], "2099-01-01_000000") || !strings.Contains(lines[1], " no ") {
+		if !strings.Contains(lines[1], "2099-01-01_000000") || !strings.Contains(lines[1], " incomplete ") {
 			t.Errorf("incomplete backup row: %q", lines[1])
+		}
+		// Nothing found: what it looked for, and what is there instead.
+		for _, tt := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{"list", "gs://backups/etcd/" + b.ClusterKey()}, "give the prefix above it, gs://backups/etcd"},
+			{[]string{"list", "gs://backups"}, "give the prefix gs://backups/etcd"},
+			{[]string{"list", "--cluster-id", "other", "gs://backups/etcd"}, "no backups of cluster other below gs://backups/etcd (looked for <cluster-id>/<ts>-<sha>/backup.json): there are backups of " + b.ClusterKey()},
+		} {
+			if code, _, stderr := cli(t, env, tt.args...); code != 0 || !strings.Contains(stderr, tt.want) {
+				t.Errorf("%v: exit %d, want %q:\n%s", tt.args, code, tt.want, stderr)
+			}
 		}
 		code, stdout, _ = cli(t, env, "list", "--output", "json", "gs://backups/etcd")
 		var rows []listed
 		if err := json.Unmarshal([]byte(stdout), &rows); code != 0 || err != nil || len(rows) != 2 {
 			t.Fatalf("list --output json: exit %d, %v:\n%s", code, err, stdout)
 		}
-		if r := rows[1]; !r.Complete || r.EtcdRevision != b.Etcd.Revision || r.Size != b.Size() || r.Backup != backupURL {
+		if r := rows[1]; !r.Complete || r.State != "complete" || r.EtcdRevision != b.Etcd.Revision || r.Size != b.Size() || r.Backup != backupURL {
 			t.Errorf("json row = %+v", r)
 		}
-		if r := rows[0]; r.Complete || r.Problem == "" {
+		if r := rows[0]; r.Complete || r.State != "incomplete" || r.Problem == "" {
 			t.Errorf("incomplete json row = %+v", r)
 		}
 	})
@@ -138,7 +153,7 @@ func TestGCSCommands(t *testing.T) {
 	})
 
 	t.Run("corrupt object", func(t *testing.T) {
-		name := "etcd/" + b.ClusterKey() + "/" + b.Timestamp + "/" + snap.Name
+		name := "etcd/" + b.ClusterKey() + "/" + bdir + "/" + snap.Name
 		obj, err := srv.GetObject("backups", name)
 		if err != nil {
 			t.Fatal(err)
@@ -156,6 +171,20 @@ func TestGCSCommands(t *testing.T) {
 		}
 		if _, err := os.Stat(out); err == nil {
 			t.Errorf("download left %v", dirNames(t, out))
+		}
+		// Other bytes of the same size: corrupt, by the CRC32C the service
+		// reports, without reading the content.
+		code, stdout, stderr := cli(t, env, "list", "gs://backups/etcd")
+		if code != 0 || !regexp.MustCompile(` corrupt +`+regexp.QuoteMeta(backupURL)).MatchString(stdout) || !strings.Contains(stderr, "CRC32C") {
+			t.Errorf("list: exit %d, want %s corrupt by its CRC32C:\n%s\n%s", code, backupURL, stdout, stderr)
+		}
+		code, stdout, stderr = cli(t, env, "prune", "--keep-last", "1", "gs://backups/etcd")
+		if code != 0 || !regexp.MustCompile(`(?m)^keep +`+regexp.QuoteMeta(backupURL)+` +corrupt \(`).MatchString(stdout) {
+			t.Errorf("prune: exit %d, want the corrupt backup kept:\n%s\n%s", code, stdout, stderr)
+		}
+		code, _, stderr = cli(t, env, "download", "--latest", "gs://backups/etcd", filepath.Join(t.TempDir(), "latest"))
+		if code == 0 || !strings.Contains(stderr, "skipping "+backupURL+", which is corrupt") {
+			t.Errorf("download --latest: exit %d, want it to skip %s as corrupt:\n%s", code, backupURL, stderr)
 		}
 	})
 }
@@ -243,6 +272,9 @@ func TestGCSUsage(t *testing.T) {
 		{"negative keep-last", []string{"upload", "--keep-last", "-1", dir, "gs://backups/p"}, "negative"},
 		{"zero stall timeout", []string{"upload", "--stall-timeout", "0s", dir, "gs://backups/p"}, "--stall-timeout must be positive"},
 		{"zero download stall timeout", []string{"download", "--stall-timeout", "0s", "gs://backups/p/x/2026-01-01_000000", dir}, "--stall-timeout must be positive"},
+		{"zero list stall timeout", []string{"list", "--stall-timeout", "0s", "gs://backups/p"}, "--stall-timeout must be positive"},
+		{"zero verify stall timeout", []string{"verify", "--stall-timeout", "0s", "gs://backups/p/x/2026-01-01_000000"}, "--stall-timeout must be positive"},
+		{"zero prune stall timeout", []string{"prune", "--keep-last", "1", "--stall-timeout", "0s", "gs://backups/p"}, "--stall-timeout must be positive"},
 		{"prune without policy", []string{"prune", "gs://backups/p"}, "no retention policy"},
 		{"list as xml", []string{"list", "--output", "xml", "gs://backups/p"}, "--output"},
 		{"download a prefix", []string{"download", "gs://backups/p", dir}, "does not name one backup"},
@@ -291,5 +323,56 @@ func TestGCSEmulatorDown(t *testing.T) {
 	code, _, stderr := cli(t, map[string]string{"STORAGE_EMULATOR_HOST": host}, "list", "--timeout", "2s", "gs://backups/etcd")
 	if code != exitcode.Failure || !strings.Contains(stderr, "connection refused") || !strings.Contains(stderr, "--timeout 2s reached") {
 		t.Errorf("exit %d:\n%s", code, stderr)
+	}
+}
+
+// TestGCSNoBucket checks that a bucket that does not exist is named, with
+// exit 2, before anything is sent: retrying cannot help.
+func TestGCSNoBucket(t *testing.T) {
+	dir, b := savedBackup(t, 10)
+	srv := gcstest.New(t, "backups")
+	env := map[string]string{"STORAGE_EMULATOR_HOST": srv.Host()}
+	for _, args := range [][]string{
+		{"upload", dir, "gs://missing/etcd"},
+		{"upload", "--resources-to", "gs://missing/keys", dir, "gs://backups/etcd"},
+		{"list", "gs://missing/etcd"},
+		{"download", "gs://missing/etcd/" + b.ClusterKey() + "/" + b.Timestamp, filepath.Join(t.TempDir(), "out")},
+		{"download", "--latest", "gs://missing/etcd", filepath.Join(t.TempDir(), "out")},
+		{"verify", "gs://missing/etcd/" + b.ClusterKey() + "/" + b.Timestamp},
+		{"prune", "--keep-last", "1", "gs://missing/etcd"},
+	} {
+		code, _, stderr := cli(t, env, args...)
+		if code != exitcode.Usage || !strings.Contains(stderr, "gs://missing: bucket does not exist") || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("%v: exit %d, want %d and one line naming the missing bucket:\n%s", args, code, exitcode.Usage, stderr)
+		}
+	}
+	if objs, _, _ := srv.ListObjects("backups", "", "", false); len(objs) != 0 {
+		t.Errorf("%d objects sent", len(objs))
+	}
+}
+
+// TestGCSNoSuchBackup checks that a mistyped backup URL is exit 2, naming
+// the nearest backups, not exit 4 (a backup that is not usable).
+func TestGCSNoSuchBackup(t *testing.T) {
+	dir, b := savedBackup(t, 10)
+	srv := gcstest.New(t, "backups")
+	env := map[string]string{"STORAGE_EMULATOR_HOST": srv.Host()}
+	if code, _, stderr := cli(t, env, "upload", dir, "gs://backups/etcd"); code != 0 {
+		t.Fatalf("upload: exit %d\n%s", code, stderr)
+	}
+	backups := "gs://backups/etcd/" + b.ClusterKey() + "/"
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"download", backups + "2001-01-01_000000", filepath.Join(t.TempDir(), "out")}, "the nearest are " + backups + b.Timestamp},
+		{[]string{"verify", backups + "2001-01-01_000000"}, "the nearest are " + backups + b.Timestamp},
+		{[]string{"verify", "gs://backups/etcd/other-cluster/" + b.Timestamp}, "there is no backup of cluster other-cluster below gs://backups/etcd"},
+	}
+	for _, tt := range tests {
+		code, _, stderr := cli(t, env, tt.args...)
+		if code != exitcode.Usage || !strings.Contains(stderr, "no such backup") || !strings.Contains(stderr, tt.want) {
+			t.Errorf("%v: exit %d, want %d with %q:\n%s", tt.args, code, exitcode.Usage, tt.want, stderr)
+		}
 	}
 }

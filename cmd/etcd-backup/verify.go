@@ -27,12 +27,13 @@ func verifyCommand() *command {
 			fs.StringVar(&clusterID, "cluster-id", "", "with --latest, the cluster whose backup to verify (needed when the prefix holds several)")
 			fs.BoolVar(&o.Restore, "restore", false, "also restore the snapshot into a scratch directory with etcd's restore code and compare")
 			fs.StringVar(&o.ScratchDir, "scratch-dir", "", "where the trial restore writes (default: the system temp dir); needs about the snapshot's size")
+			stallTimeout := stallTimeoutFlag(fs)
 			return func(ctx context.Context, env *env, args []string) error {
 				o.Log = env.log
 				check := verify.Dir
 				if strings.HasPrefix(args[0], store.Scheme+"://") {
 					check = func(ctx context.Context, target string, o verify.Options) (*manifest.Backup, error) {
-						c, closeFn, ref, err := openBackup(ctx, env, defaultProgressInterval, gcs.Options{}, target, latest, clusterID)
+						c, closeFn, ref, err := openBackup(ctx, env, defaultProgressInterval, gcs.Options{StallTimeout: *stallTimeout}, target, latest, clusterID)
 						if err != nil {
 							return nil, err
 						}

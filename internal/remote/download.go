@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 
 	"github.com/etcd-backup/etcd-backup/internal/atomicfile"
@@ -131,8 +132,12 @@ func (c *Client) check(ctx context.Context, loc location, b *manifest.Backup, f 
 	case w.err != nil:
 		// The local disk failed, not the backup.
 		return w.err
-	case exitcode.Of(err) == exitcode.Verify, errors.Is(err, store.ErrCorrupt):
-		return failed("%s: %v", loc.url, err)
+	case errors.Is(err, store.ErrCorrupt):
+		// The store names the object already.
+		return failed("%w", err)
+	case exitcode.Of(err) == exitcode.Verify:
+		// The check names the file; the backup is what it lacks.
+		return failed("%s: %w", store.URL{Bucket: loc.url.Bucket, Path: path.Dir(loc.url.Path)}, err)
 	case err != nil:
 		return err
 	}

@@ -3,8 +3,10 @@ package remote
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
+	"path"
 	"slices"
 	"strings"
 	"time"
@@ -19,13 +21,29 @@ import (
 // manifestReaders bounds the backup.json reads List runs at once.
 const manifestReaders = 8
 
+// State is what List found a backup to be.
+type State string
+
+// States.
+const (
+	// Complete: backup.json is there, valid, and describes this backup, and
+	// every file it lists is there as etcd-backup stored it: the size, the
+	// CRC32C the service reports and the SHA-256 in the object's metadata
+	// match backup.json, and the metadata says etcd-backup wrote it.
+	Complete State = "complete"
+	// Incomplete: backup.json or a file it lists is missing, as after an
+	// interrupted upload or a prune cut short.
+	Incomplete State = "incomplete"
+	// Corrupt: what is there disagrees with backup.json, or backup.json
+	// cannot be trusted: overwritten, damaged or foreign objects.
+	Corrupt State = "corrupt"
+)
+
 // Backup is one backup found at a destination.
 type Backup struct {
-	Ref  Ref
-	Time time.Time
-	// Complete is set when backup.json is there, valid, describes this
-	// backup, and every file it lists next to it is there with its size.
-	Complete bool
+	Ref   Ref
+	Time  time.Time
+	State State
 	// Problem says why a backup is not complete.
 	Problem string
 	// Manifest is backup.json, when it could be read.
@@ -48,12 +66,12 @@ func (b *Backup) Size() int64 {
 }
 
 // List returns the backups below dest, newest first. Objects that do not
-// sit at <cluster-id>/<ts>/<file> below it are not backups and are ignored.
+// sit at <cluster-id>/<ts>[-<sha>]/<file> below it are not backups and are ignored.
 func (c *Client) List(ctx context.Context, dest store.URL) ([]*Backup, error) {
 	groups := map[Ref]*Backup{}
 	for obj, err := range c.Bucket(dest.Bucket).List(ctx, dest.Dir()) {
 		if err != nil {
-			return nil, err
+			return nil, noBucket(err)
 		}
 		ref, file, ok := parseObjectName(dest, obj.Name)
 		if !ok {
@@ -69,7 +87,7 @@ func (c *Client) List(ctx context.Context, dest store.URL) ([]*Backup, error) {
 	}
 	backups := slices.Collect(maps.Values(groups))
 	slices.SortFunc(backups, func(a, b *Backup) int {
-		return cmp.Or(b.Time.Compare(a.Time), strings.Compare(a.Ref.ClusterID, b.Ref.ClusterID))
+		return cmp.Or(b.Time.Compare(a.Time), strings.Compare(a.Ref.ClusterID, b.Ref.ClusterID), strings.Compare(a.Ref.Snapshot, b.Ref.Snapshot))
 	})
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(manifestReaders)
@@ -82,7 +100,7 @@ func (c *Client) List(ctx context.Context, dest store.URL) ([]*Backup, error) {
 	return backups, nil
 }
 
-// parseObjectName splits <dest>/<cluster-id>/<ts>/<file>.
+// parseObjectName splits <dest>/<cluster-id>/<ts>[-<sha>]/<file>.
 func parseObjectName(dest store.URL, name string) (Ref, string, bool) {
 	rest, ok := strings.CutPrefix(name, dest.Dir())
 	if !ok {
@@ -92,47 +110,149 @@ func parseObjectName(dest store.URL, name string) (Ref, string, bool) {
 	if len(segs) != 3 || segs[2] == "" || checkClusterID(segs[0]) != nil {
 		return Ref{}, "", false
 	}
-	if _, err := parseTimestamp(segs[1]); err != nil {
+	ts, sha, _, err := parseDir(segs[1])
+	if err != nil {
 		return Ref{}, "", false
 	}
-	return Ref{Dest: dest, ClusterID: segs[0], Timestamp: segs[1]}, segs[2], true
+	return Ref{Dest: dest, ClusterID: segs[0], Timestamp: ts, Snapshot: sha}, segs[2], true
 }
 
-// inspect reads b's backup.json, if any, and decides whether b is complete.
-// A backup.json that cannot be trusted makes the backup incomplete, not the
+// inspect reads b's backup.json, if any, and decides b's state from it
+// and the objects' attributes, without reading their content. A
+// backup.json that cannot be trusted makes the backup corrupt, not the
 // listing fail.
 func (c *Client) inspect(ctx context.Context, b *Backup) error {
 	obj, ok := b.Objects[manifest.FileName]
 	if !ok {
-		b.Problem = "no " + manifest.FileName + ": upload interrupted or in progress"
+		b.State, b.Problem = Incomplete, "no "+manifest.FileName+": upload interrupted or in progress"
+		return nil
+	}
+	if !writtenByUs(obj) {
+		b.State, b.Problem = Corrupt, manifest.FileName+" was not written by "+manifest.ToolName
 		return nil
 	}
 	m, err := c.parseManifest(ctx, c.Bucket(b.Ref.Dest.Bucket), b.Ref, obj)
 	if exitcode.Of(err) == exitcode.Verify {
-		b.Problem = err.Error()
+		b.State, b.Problem = Corrupt, err.Error()
 		return nil
 	}
 	if err != nil {
 		return err
 	}
 	b.Manifest = m
+	var missing string
 	for _, f := range m.Files {
-		if _, elsewhere := m.Locations[f.Name]; elsewhere {
+		o, err := c.stored(ctx, b, f)
+		if err != nil {
+			return err
+		}
+		if o == nil {
+			missing = cmp.Or(missing, f.Name+" is missing")
 			continue
 		}
-		switch o := b.Objects[f.Name]; {
-		case o == nil:
-			b.Problem = f.Name + " is missing"
-		case o.Size != f.Size:
-			b.Problem = fmt.Sprintf("%s is %d bytes, %s says %d", f.Name, o.Size, manifest.FileName, f.Size)
+		if why := mismatch(o, f); why != "" {
+			b.State, b.Problem = Corrupt, why
+			return nil
 		}
 	}
-	b.Complete = b.Problem == ""
+	b.State, b.Problem = Complete, missing
+	if missing != "" {
+		b.State = Incomplete
+	}
 	return nil
 }
 
+// stored returns the object of file f of b, or nil if there is none. A
+// file stored elsewhere (upload --resources-to) is looked up there; where
+// these credentials may not look, it is taken on trust, as it was
+// uploaded with the checksum backup.json records.
+func (c *Client) stored(ctx context.Context, b *Backup, f manifest.File) (*store.Object, error) {
+	if _, elsewhere := b.Manifest.Locations[f.Name]; !elsewhere {
+		return b.Objects[f.Name], nil
+	}
+	loc, err := c.locate(b.Ref, b.Manifest, f)
+	if err != nil {
+		return nil, err
+	}
+	o, err := loc.store.Attrs(ctx, loc.url.Path)
+	switch {
+	case errors.Is(err, store.ErrNotExist):
+		return nil, nil
+	case errors.Is(err, store.ErrPermission):
+		c.Log.Debug("cannot check "+loc.url.String()+": taken as uploaded", "err", err)
+		return &store.Object{Name: loc.url.Path, Size: f.Size, CRC32C: f.CRC32C, Metadata: map[string]string{MetaSHA256: f.SHA256, MetaWrittenBy: manifest.ToolName}}, nil
+	}
+	return o, err
+}
+
+// mismatch says how object o differs from file f as backup.json records
+// it, or "" if it does not.
+func mismatch(o *store.Object, f manifest.File) string {
+	switch {
+	case o.Size != f.Size:
+		return fmt.Sprintf("%s is %d bytes, %s says %d", f.Name, o.Size, manifest.FileName, f.Size)
+	case o.CRC32C != f.CRC32C:
+		return fmt.Sprintf("%s has CRC32C %08x, %s says %08x: overwritten or damaged", f.Name, o.CRC32C, manifest.FileName, f.CRC32C)
+	case !writtenByUs(o):
+		return fmt.Sprintf("%s was not written by %s", f.Name, manifest.ToolName)
+	case o.Metadata[MetaSHA256] != f.SHA256:
+		return fmt.Sprintf("%s was uploaded with SHA-256 %q, %s says %s", f.Name, o.Metadata[MetaSHA256], manifest.FileName, f.SHA256)
+	}
+	return ""
+}
+
+// nearbyScan bounds how many object names Nearby reads.
+const nearbyScan = 1000
+
+// Nearby says what is stored below dest, where List found no backups: the
+// backups of one cluster (dest names the cluster's directory, one level too
+// deep), backups further down (dest is too shallow), other objects, or
+// nothing.
+func (c *Client) Nearby(ctx context.Context, dest store.URL) (string, error) {
+	var clusterDir bool
+	var prefixes []string
+	n := 0
+	for obj, err := range c.Bucket(dest.Bucket).List(ctx, dest.Dir()) {
+		if err != nil {
+			return "", noBucket(err)
+		}
+		if n++; n > nearbyScan {
+			break
+		}
+		segs := strings.Split(strings.TrimPrefix(obj.Name, dest.Dir()), "/")
+		k := len(segs)
+		switch {
+		case k == 2 && isBackupDir(segs[0]):
+			clusterDir = true
+		case k >= 4 && segs[k-1] == manifest.FileName && isBackupDir(segs[k-2]):
+			if p := dest.Join(segs[:k-3]...).String(); !slices.Contains(prefixes, p) {
+				prefixes = append(prefixes, p)
+			}
+		}
+	}
+	switch {
+	case clusterDir && dest.Path != "":
+		parent := store.URL{Bucket: dest.Bucket}
+		if d := path.Dir(dest.Path); d != "." {
+			parent.Path = d
+		}
+		return fmt.Sprintf("%s holds the backups of one cluster, %s: give the prefix above it, %s", dest, path.Base(dest.Path), parent), nil
+	case len(prefixes) > 0:
+		return fmt.Sprintf("there are backups further down: give the prefix %s", strings.Join(prefixes[:min(len(prefixes), 3)], " or ")), nil
+	case n == 0:
+		return "nothing is stored below " + dest.String(), nil
+	}
+	return fmt.Sprintf("the objects below %s are not backups (<cluster-id>/<ts>-<sha>/<file>)", dest), nil
+}
+
+func isBackupDir(seg string) bool {
+	_, _, _, err := parseDir(seg)
+	return err == nil
+}
+
 // Latest returns the newest complete backup below dest, of the given
-// cluster or, when clusterID is empty, of the only cluster there.
+// cluster or, when clusterID is empty, of the only cluster there. It logs
+// each newer backup it passes over, and why.
 func (c *Client) Latest(ctx context.Context, dest store.URL, clusterID string) (*Backup, error) {
 	backups, err := c.List(ctx, dest)
 	if err != nil {
@@ -140,8 +260,13 @@ func (c *Client) Latest(ctx context.Context, dest store.URL, clusterID string) (
 	}
 	var clusters []string
 	var latest *Backup
+	var skipped []*Backup
 	for _, b := range backups {
-		if !b.Complete || (clusterID != "" && b.Ref.ClusterID != clusterID) {
+		if clusterID != "" && b.Ref.ClusterID != clusterID {
+			continue
+		}
+		if b.State != Complete {
+			skipped = append(skipped, b)
 			continue
 		}
 		if !slices.Contains(clusters, b.Ref.ClusterID) {
@@ -151,14 +276,27 @@ func (c *Client) Latest(ctx context.Context, dest store.URL, clusterID string) (
 			latest = b
 		}
 	}
-	switch {
-	case len(clusters) > 1:
+	if len(clusters) > 1 {
 		slices.Sort(clusters)
 		return nil, usage(fmt.Errorf("%s holds backups of several clusters (%s): choose one with --cluster-id", dest, strings.Join(clusters, ", ")))
+	}
+	for _, b := range skipped {
+		if latest == nil || (b.Ref.ClusterID == latest.Ref.ClusterID && b.Time.After(latest.Time)) {
+			c.Log.Warn("skipping " + b.Ref.String() + ", which is " + string(b.State) + ": " + b.Problem)
+		}
+	}
+	switch {
+	case latest == nil && len(skipped) > 0:
+		return nil, fmt.Errorf("no complete backup below %s: the %d found are incomplete or corrupt (see 'etcd-backup list %s')", dest, len(skipped), dest)
 	case latest == nil && clusterID != "":
 		return nil, fmt.Errorf("no complete backup of cluster %s below %s", clusterID, dest)
 	case latest == nil:
-		return nil, fmt.Errorf("no complete backup below %s (give the prefix used for upload, without the cluster ID)", dest)
+		hint, err := c.Nearby(ctx, dest)
+		if err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("no backup below %s: %s", dest, hint)
 	}
+	c.Log.Info("newest complete backup: " + latest.Ref.String())
 	return latest, nil
 }

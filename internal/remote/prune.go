@@ -104,9 +104,9 @@ func decide(b *Backup, p Policy, now time.Time, newest map[string]bool, ours map
 	keep := func(reason string) Decision { return Decision{Backup: b, Action: Keep, Reason: reason} }
 	cluster := b.Ref.ClusterID
 	switch {
-	case !b.Complete && b.Objects[manifest.FileName] != nil:
-		return keep("not complete (" + b.Problem + "); left for an operator")
-	case !b.Complete:
+	case b.State != Complete && b.Objects[manifest.FileName] != nil:
+		return keep(string(b.State) + " (" + b.Problem + "); left for an operator")
+	case b.State != Complete:
 		return decideLeftover(b, now)
 	case b.Manifest.Tool.Name == manifest.ToolName:
 		ours[cluster]++
@@ -180,7 +180,7 @@ func (c *Client) remove(ctx context.Context, d Decision, now time.Time, dryRun b
 		case err == nil:
 			continue
 		case errors.Is(err, store.ErrPermission), errors.Is(err, store.ErrChanged):
-			if i == 0 && d.Backup.Complete {
+			if i == 0 && d.Backup.State == Complete {
 				// backup.json stays, so the backup stays complete and whole.
 				return Decision{Backup: d.Backup, Action: Skip, Reason: d.Reason + ", but deleting " + t.url + " was refused: " + err.Error()}, nil
 			}

@@ -1,6 +1,8 @@
 package remote_test
 
 import (
+	"bytes"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -43,18 +45,18 @@ func TestGCSListCompleteness(t *testing.T) {
 		t.Fatal(err)
 	}
 	type row struct {
-		ts       string
-		complete bool
-		problem  string
+		ts      string
+		state   remote.State
+		problem string
 	}
 	var got []row
 	for _, b := range backups {
-		got = append(got, row{b.Ref.Timestamp, b.Complete, b.Problem})
+		got = append(got, row{b.Ref.Timestamp, b.State, b.Problem})
 	}
 	want := []row{
-		{ago(day).Format(manifest.TimestampLayout), false, "no backup.json: upload interrupted or in progress"},
-		{complete.Timestamp, true, ""},
-		{bm.Timestamp, false, bm.File(manifest.KindSnapshot).Name + " is missing"},
+		{ago(day).Format(manifest.TimestampLayout), remote.Incomplete, "no backup.json: upload interrupted or in progress"},
+		{complete.Timestamp, remote.Complete, ""},
+		{bm.Timestamp, remote.Incomplete, bm.File(manifest.KindSnapshot).Name + " is missing"},
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("List:\n got %v\nwant %v", got, want)
@@ -169,7 +171,8 @@ func TestGCSPrune(t *testing.T) {
 			backups: []prunable{
 				{crafted{at: ago(1 * day)}, remote.Keep},
 				{crafted{at: ago(2 * day), tool: "cluster-backup.sh"}, remote.Keep},
-				{crafted{at: ago(3 * day), foreignData: true}, remote.Skip},
+				// Data objects another tool wrote: corrupt, so kept.
+				{crafted{at: ago(3 * day), foreignData: true}, remote.Keep},
 				{crafted{at: ago(4 * day)}, remote.Remove},
 			},
 		},
@@ -400,4 +403,84 @@ func written(t *testing.T, srv *gcstest.Server, bucketName string) bool {
 		t.Fatal(err)
 	}
 	return obj.Metadata[remote.MetaWrittenBy] != ""
+}
+
+// TestGCSCorruptNewest overwrites the newest backup's snapshot with other
+// bytes of the same size: it lists as corrupt, retention counts the older
+// good backup as the newest and keeps both, and Latest takes the good one,
+// saying which it skipped.
+func TestGCSCorruptNewest(t *testing.T) {
+	srv := gcstest.New(t, bucket)
+	good := craft(t, srv, crafted{prefix: "etcd", cluster: "x", at: ago(2 * day)})
+	older := craft(t, srv, crafted{prefix: "etcd", cluster: "x", at: ago(3 * day)})
+	bad := craft(t, srv, crafted{prefix: "etcd", cluster: "x", at: ago(day)})
+	name := "etcd/x/" + bad.Timestamp + "/" + bad.File(manifest.KindSnapshot).Name
+	obj, err := srv.GetObject(bucket, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj.Content = bytes.Repeat([]byte("z"), len(obj.Content))
+	obj.Crc32c, obj.Md5Hash = "", ""
+	srv.CreateObject(obj)
+
+	var log bytes.Buffer
+	c := client(t, srv.Host())
+	c.Log = slog.New(slog.NewTextHandler(&log, nil))
+	c.Now = func() time.Time { return now }
+	dest := mustURL(t, "gs://"+bucket+"/etcd")
+	backups, err := c.List(t.Context(), dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := backups[0]; b.Ref.Timestamp != bad.Timestamp || b.State != remote.Corrupt || !strings.Contains(b.Problem, "CRC32C") {
+		t.Errorf("newest backup %s: %s (%s), want corrupt for its CRC32C", b.Ref, b.State, b.Problem)
+	}
+	latest, err := c.Latest(t.Context(), dest, "")
+	if err != nil || latest.Ref.Timestamp != good.Timestamp {
+		t.Fatalf("Latest = %v, %v; want %s", latest, err, good.Timestamp)
+	}
+	if !strings.Contains(log.String(), "skipping gs://"+bucket+"/etcd/x/"+bad.Timestamp+", which is corrupt") {
+		t.Errorf("Latest does not say it skipped %s:\n%s", bad.Timestamp, log.String())
+	}
+	decisions, err := c.Prune(t.Context(), dest, remote.PruneOptions{Policy: remote.Policy{KeepLast: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]remote.Action{bad.Timestamp: remote.Keep, good.Timestamp: remote.Keep, older.Timestamp: remote.Remove}
+	for _, d := range decisions {
+		if d.Action != want[d.Backup.Ref.Timestamp] {
+			t.Errorf("prune %s: %s (%s), want %s", d.Backup.Ref, d.Action, d.Reason, want[d.Backup.Ref.Timestamp])
+		}
+	}
+	if !exists(srv, bucket, "etcd/x/"+good.Timestamp+"/"+manifest.FileName) {
+		t.Error("prune deleted the newest good backup")
+	}
+}
+
+// TestGCSNearby checks what List's caller is told where a prefix holds no
+// backups: what is stored there instead.
+func TestGCSNearby(t *testing.T) {
+	srv := gcstest.New(t, bucket)
+	b := craft(t, srv, crafted{prefix: "deep/etcd", cluster: "abc", at: ago(day)})
+	put(srv, bucket, "misc/notes.txt", []byte("x"), nil, now)
+	c := client(t, srv.Host())
+	tests := []struct{ dest, want string }{
+		{"gs://" + bucket + "/deep/etcd/abc", "gs://" + bucket + "/deep/etcd/abc holds the backups of one cluster, abc: give the prefix above it, gs://" + bucket + "/deep/etcd"},
+		{"gs://" + bucket + "/deep", "there are backups further down: give the prefix gs://" + bucket + "/deep/etcd"},
+		{"gs://" + bucket, "there are backups further down: give the prefix gs://" + bucket + "/deep/etcd"},
+		{"gs://" + bucket + "/misc", "the objects below gs://" + bucket + "/misc are not backups"},
+		{"gs://" + bucket + "/empty", "nothing is stored below gs://" + bucket + "/empty"},
+	}
+	for _, tt := range tests {
+		got, err := c.Nearby(t.Context(), mustURL(t, tt.dest))
+		if err != nil || !strings.Contains(got, tt.want) {
+			t.Errorf("Nearby(%s) = %q, %v; want %q", tt.dest, got, err, tt.want)
+		}
+	}
+	if backups, err := c.List(t.Context(), mustURL(t, "gs://"+bucket+"/deep/etcd")); err != nil || len(backups) != 1 || backups[0].Ref.Timestamp != b.Timestamp {
+		t.Errorf("List of the right prefix = %v, %v", backups, err)
+	}
+	if _, err := c.Latest(t.Context(), mustURL(t, "gs://"+bucket+"/deep"), ""); err == nil || !strings.Contains(err.Error(), "give the prefix gs://"+bucket+"/deep/etcd") {
+		t.Errorf("Latest of a prefix too shallow: %v, want the right prefix suggested", err)
+	}
 }

@@ -1,17 +1,21 @@
 // Package remote keeps backups in an object store, laid out as
 //
-//	<prefix>/<cluster-id>/<ts>/snapshot_<ts>.db
-//	<prefix>/<cluster-id>/<ts>/static_kuberesources_<ts>.tar.gz
-//	<prefix>/<cluster-id>/<ts>/backup.json
+//	<prefix>/<cluster-id>/<ts>-<sha>/snapshot_<ts>.db
+//	<prefix>/<cluster-id>/<ts>-<sha>/static_kuberesources_<ts>.tar.gz
+//	<prefix>/<cluster-id>/<ts>-<sha>/backup.json
 //
 // with the same file names as the local backup, so that a download is a
-// directory cluster-restore.sh accepts. backup.json is written last and
+// directory cluster-restore.sh accepts. <sha> is the first 12 hex digits of
+// the snapshot's SHA-256: two backups of a cluster in the same second get
+// different names, and a re-run of one upload the same. Backups uploaded
+// before, under <ts>/ alone, are read, listed and pruned as well. backup.json is written last and
 // removed first: it is the commit marker, and a backup without it is never
 // complete. It trusts nothing but backup.json, and touches no object it did
 // not write.
 package remote
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +23,7 @@ import (
 	"iter"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -37,6 +42,8 @@ type Store interface {
 	List(ctx context.Context, prefix string) iter.Seq2[*store.Object, error]
 	// Delete removes the given generation of name only.
 	Delete(ctx context.Context, name string, generation int64) error
+	// Check fails with store.ErrNoBucket if the bucket does not exist.
+	Check(ctx context.Context) error
 }
 
 // Client works on backups below gs:// URLs.
@@ -68,16 +75,33 @@ const (
 	MetaWrittenBy = "written-by"
 )
 
-// Ref names one backup: <prefix>/<cluster-id>/<ts>.
+// Ref names one backup: <prefix>/<cluster-id>/<ts>-<sha>, or
+// <prefix>/<cluster-id>/<ts> for one uploaded before names carried <sha>.
 type Ref struct {
 	// Dest is the prefix the backup was uploaded to.
 	Dest      store.URL
 	ClusterID string
 	Timestamp string
+	// Snapshot is the first digestLen hex digits of the snapshot's
+	// SHA-256, or "" in the old layout.
+	Snapshot string
+}
+
+// digestLen is how many hex digits of the snapshot's SHA-256 a backup's
+// name carries: 48 bits, so that two snapshots of one cluster taken in the
+// same second never share a name by chance.
+const digestLen = 12
+
+// dir is the backup's own path segment.
+func (r Ref) dir() string {
+	if r.Snapshot == "" {
+		return r.Timestamp
+	}
+	return r.Timestamp + "-" + r.Snapshot
 }
 
 // URL is where the backup's objects are.
-func (r Ref) URL() store.URL { return r.Dest.Join(r.ClusterID, r.Timestamp) }
+func (r Ref) URL() store.URL { return r.Dest.Join(r.ClusterID, r.dir()) }
 
 func (r Ref) String() string { return r.URL().String() }
 
@@ -96,6 +120,25 @@ func checkClusterID(id string) error {
 	return nil
 }
 
+// snapshotDigest is <hex>{digestLen}, lowercase as manifest records it.
+var snapshotDigest = regexp.MustCompile(`^[0-9a-f]+$`)
+
+// parseDir splits a backup's path segment, <ts>-<sha> or <ts>. A
+// timestamp has dashes of its own, and a fixed length.
+func parseDir(seg string) (ts, sha string, t time.Time, err error) {
+	ts = seg
+	if n := len(manifest.TimestampLayout); len(seg) > n && seg[n] == '-' {
+		ts, sha = seg[:n], seg[n+1:]
+		if len(sha) != digestLen || !snapshotDigest.MatchString(sha) {
+			return "", "", time.Time{}, fmt.Errorf("%q is not <%s>-<%d hex digits of the snapshot's SHA-256>", seg, manifest.TimestampLayout, digestLen)
+		}
+	}
+	if t, err = parseTimestamp(ts); err != nil {
+		return "", "", time.Time{}, err
+	}
+	return ts, sha, t, nil
+}
+
 func parseTimestamp(ts string) (time.Time, error) {
 	t, err := time.Parse(manifest.TimestampLayout, ts)
 	if err != nil {
@@ -104,7 +147,8 @@ func parseTimestamp(ts string) (time.Time, error) {
 	return t, nil
 }
 
-// ParseRef parses gs://bucket/prefix/<cluster-id>/<ts>, as list prints it.
+// ParseRef parses gs://bucket/prefix/<cluster-id>/<ts>-<sha>, as list
+// prints it, or .../<ts> for a backup uploaded before names carried <sha>.
 func ParseRef(s string) (Ref, error) {
 	u, err := store.ParseURL(s)
 	if err != nil {
@@ -112,23 +156,58 @@ func ParseRef(s string) (Ref, error) {
 	}
 	segs := strings.Split(u.Path, "/")
 	bad := func(why error) error {
-		return usage(fmt.Errorf("%s does not name one backup (%v): want gs://bucket/prefix/<cluster-id>/<%s> as 'etcd-backup list' prints, or --latest with the prefix", s, why, manifest.TimestampLayout))
+		return usage(fmt.Errorf("%s does not name one backup (%v): want gs://bucket/prefix/<cluster-id>/<%s>-<sha> as 'etcd-backup list' prints, or --latest with the prefix", s, why, manifest.TimestampLayout))
 	}
 	if len(segs) < 2 {
 		return Ref{}, bad(errors.New("too few path segments"))
 	}
-	ts, id := segs[len(segs)-1], segs[len(segs)-2]
-	if _, err := parseTimestamp(ts); err != nil {
+	id := segs[len(segs)-2]
+	ts, sha, _, err := parseDir(segs[len(segs)-1])
+	if err != nil {
 		return Ref{}, bad(err)
 	}
 	if err := checkClusterID(id); err != nil {
 		return Ref{}, bad(err)
 	}
 	u.Path = strings.Join(segs[:len(segs)-2], "/")
-	return Ref{Dest: u, ClusterID: id, Timestamp: ts}, nil
+	return Ref{Dest: u, ClusterID: id, Timestamp: ts, Snapshot: sha}, nil
+}
+
+// refOf names backup b below dest.
+func refOf(dest store.URL, b *manifest.Backup) Ref {
+	ref := Ref{Dest: dest, ClusterID: b.ClusterKey(), Timestamp: b.Timestamp}
+	if f := b.File(manifest.KindSnapshot); f != nil && len(f.SHA256) >= digestLen {
+		ref.Snapshot = f.SHA256[:digestLen]
+	}
+	return ref
 }
 
 func usage(err error) error { return exitcode.With(exitcode.Usage, err) }
+
+// noBucket makes a bucket that does not exist a configuration error (exit
+// 2): retrying cannot help.
+func noBucket(err error) error {
+	if errors.Is(err, store.ErrNoBucket) {
+		return usage(fmt.Errorf("%w: create it, or correct the gs:// URL", err))
+	}
+	return err
+}
+
+// checkBuckets checks that the buckets of urls exist, before anything is
+// sent to them.
+func (c *Client) checkBuckets(ctx context.Context, urls ...store.URL) error {
+	seen := map[string]bool{}
+	for _, u := range urls {
+		if seen[u.Bucket] {
+			continue
+		}
+		seen[u.Bucket] = true
+		if err := c.Bucket(u.Bucket).Check(ctx); err != nil {
+			return noBucket(err)
+		}
+	}
+	return nil
+}
 
 // failed marks a backup that is not what it claims to be (exit 4).
 func failed(format string, a ...any) error {
@@ -162,7 +241,7 @@ func (c *Client) readManifest(ctx context.Context, ref Ref) (*manifest.Backup, *
 	name := ref.object(manifest.FileName)
 	obj, err := st.Attrs(ctx, name)
 	if errors.Is(err, store.ErrNotExist) {
-		return nil, nil, failed("%s has no %s: not a complete backup (see 'etcd-backup list %s')", ref, manifest.FileName, ref.Dest)
+		return nil, nil, c.absent(ctx, ref)
 	}
 	if err != nil {
 		return nil, nil, err
@@ -172,6 +251,37 @@ func (c *Client) readManifest(ctx context.Context, ref Ref) (*manifest.Backup, *
 		return nil, nil, err
 	}
 	return b, obj, nil
+}
+
+// absent explains why ref has no backup.json: its bucket does not exist
+// (exit 2); no such backup, a mistyped URL (exit 2, naming the nearest
+// backups of the cluster); or its upload did not finish (exit 4).
+func (c *Client) absent(ctx context.Context, ref Ref) error {
+	backups, err := c.List(ctx, ref.Dest)
+	if err != nil {
+		return err
+	}
+	var same []*Backup
+	for _, b := range backups {
+		if b.Ref == ref {
+			return failed("%s has no %s: not a complete backup (see 'etcd-backup list %s')", ref, manifest.FileName, ref.Dest)
+		}
+		if b.Ref.ClusterID == ref.ClusterID {
+			same = append(same, b)
+		}
+	}
+	if len(same) == 0 {
+		return usage(fmt.Errorf("no such backup %s: there is no backup of cluster %s below %s (see 'etcd-backup list %s')", ref, ref.ClusterID, ref.Dest, ref.Dest))
+	}
+	t, _ := parseTimestamp(ref.Timestamp)
+	slices.SortStableFunc(same, func(a, b *Backup) int {
+		return cmp.Compare(a.Time.Sub(t).Abs(), b.Time.Sub(t).Abs())
+	})
+	var near []string
+	for _, b := range same[:min(len(same), 3)] {
+		near = append(near, b.Ref.String()+" ("+string(b.State)+")")
+	}
+	return usage(fmt.Errorf("no such backup %s; the nearest are %s", ref, strings.Join(near, ", ")))
 }
 
 // parseManifest reads the given generation of backup.json and checks that
@@ -184,10 +294,10 @@ func (c *Client) parseManifest(ctx context.Context, st Store, ref Ref, obj *stor
 	defer r.Close()
 	b, err := manifest.Parse(r)
 	if err != nil {
-		return nil, failed("%s: %v", ref, err)
+		return nil, failed("%s: %w", ref, err)
 	}
-	if b.ClusterKey() != ref.ClusterID || b.Timestamp != ref.Timestamp {
-		return nil, failed("%s: %s describes backup %s of cluster %s, not this one", ref, manifest.FileName, b.Timestamp, b.ClusterKey())
+	if b.ClusterKey() != ref.ClusterID || b.Timestamp != ref.Timestamp || (ref.Snapshot != "" && refOf(ref.Dest, b).Snapshot != ref.Snapshot) {
+		return nil, failed("%s: %s describes backup %s of cluster %s, not this one", ref, manifest.FileName, refOf(ref.Dest, b).dir(), b.ClusterKey())
 	}
 	return b, nil
 }

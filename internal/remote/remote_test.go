@@ -3,22 +3,29 @@ package remote_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 
+	"github.com/etcd-backup/etcd-backup/internal/backup"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
 	"github.com/etcd-backup/etcd-backup/internal/remote"
 	"github.com/etcd-backup/etcd-backup/internal/store"
+	"github.com/etcd-backup/etcd-backup/internal/store/gcs"
 	"github.com/etcd-backup/etcd-backup/internal/store/gcs/gcstest"
+	"github.com/etcd-backup/etcd-backup/internal/testcluster"
 	"github.com/etcd-backup/etcd-backup/internal/verify"
 )
 
@@ -33,6 +40,11 @@ func TestGCSParseRef(t *testing.T) {
 		{in: "gs://b-1/a/b/c/2026-01-02_030405", want: remote.Ref{Dest: store.URL{Bucket: "b-1", Path: "a/b"}, ClusterID: "c", Timestamp: "2026-01-02_030405"}},
 		{in: "gs://b-1/" + strings.Repeat("c", 128) + "/2026-01-02_030405", want: remote.Ref{Dest: store.URL{Bucket: "b-1"}, ClusterID: strings.Repeat("c", 128), Timestamp: "2026-01-02_030405"}},
 		{in: "gs://b-1/" + strings.Repeat("c", 129) + "/2026-01-02_030405", err: true},
+		{in: "gs://b-1/etcd/abc/2026-01-02_030405-0123456789ab", want: remote.Ref{Dest: store.URL{Bucket: "b-1", Path: "etcd"}, ClusterID: "abc", Timestamp: "2026-01-02_030405", Snapshot: "0123456789ab"}},
+		{in: "gs://b-1/etcd/abc/2026-01-02_030405-0123456789AB", err: true},
+		{in: "gs://b-1/etcd/abc/2026-01-02_030405-0123456789a", err: true},
+		{in: "gs://b-1/etcd/abc/2026-01-02_030405-", err: true},
+		{in: "gs://b-1/etcd/abc/2026-01-02_030405_0123456789ab", err: true},
 		{in: "gs://b-1/etcd/abc", err: true},
 		{in: "gs://b-1/2026-01-02_030405", err: true},
 		{in: "gs://b-1/etcd/../2026-01-02_030405", err: true},
@@ -59,6 +71,27 @@ func TestGCSParseRef(t *testing.T) {
 
 // TestWithRealBackup runs everything that needs a backup of a real etcd
 // member; the subtests share one, each with its own emulator.
+// FuzzParseRef checks that a parsed backup URL prints as a URL that parses
+// to the same backup, and that a rejected one is a usage error.
+func FuzzParseRef(f *testing.F) {
+	f.Add("gs://b-1/etcd/abc/2026-01-02_030405-0123456789ab")
+	f.Add("gs://b-1/etcd/abc/2026-01-02_030405")
+	f.Add("gs://b-1/abc/2026-01-02_030405-0123456789a/")
+	f.Fuzz(func(t *testing.T, s string) {
+		ref, err := remote.ParseRef(s)
+		if err != nil {
+			if exitcode.Of(err) != exitcode.Usage {
+				t.Fatalf("ParseRef(%q): %v, want a usage error", s, err)
+			}
+			return
+		}
+		again, err := remote.ParseRef(ref.String())
+		if err != nil || again != ref {
+			t.Fatalf("ParseRef(%q) = %+v, but its String %q parses to %+v, %v", s, ref, ref.String(), again, err)
+		}
+	})
+}
+
 func TestGCSWithRealBackup(t *testing.T) {
 	dir, b := localBackup(t)
 	dest := "gs://" + bucket + "/etcd"
@@ -67,6 +100,8 @@ func TestGCSWithRealBackup(t *testing.T) {
 		t.Fatal(err)
 	}
 	snap, res := b.File(manifest.KindSnapshot), b.File(manifest.KindResources)
+	// The backup's directory: its timestamp and its snapshot's digest.
+	bdir := b.Timestamp + "-" + snap.SHA256[:12]
 
 	t.Run("round trip", func(t *testing.T) {
 		srv := gcstest.New(t, bucket)
@@ -77,18 +112,18 @@ func TestGCSWithRealBackup(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		prefix := dest + "/" + b.ClusterKey() + "/" + b.Timestamp + "/"
+		prefix := dest + "/" + b.ClusterKey() + "/" + bdir + "/"
 		if up.SnapshotURI != prefix+snap.Name || up.ResourcesURI != prefix+res.Name || up.ManifestURI != prefix+manifest.FileName {
 			t.Errorf("URIs = %s %s %s", up.SnapshotURI, up.ResourcesURI, up.ManifestURI)
 		}
-		obj, err := srv.GetObject(bucket, "etcd/"+b.ClusterKey()+"/"+b.Timestamp+"/"+snap.Name)
+		obj, err := srv.GetObject(bucket, "etcd/"+b.ClusterKey()+"/"+bdir+"/"+snap.Name)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if obj.Metadata[remote.MetaSHA256] != snap.SHA256 || obj.Metadata[remote.MetaClusterVersion] != b.Cluster.Version || obj.Metadata[remote.MetaRevision] == "" {
 			t.Errorf("snapshot metadata = %v", obj.Metadata)
 		}
-		uploaded, err := srv.GetObject(bucket, "etcd/"+b.ClusterKey()+"/"+b.Timestamp+"/"+manifest.FileName)
+		uploaded, err := srv.GetObject(bucket, "etcd/"+b.ClusterKey()+"/"+bdir+"/"+manifest.FileName)
 		if err != nil || !bytes.Equal(uploaded.Content, localManifest) {
 			t.Errorf("uploaded backup.json differs from the local one (err %v)", err)
 		}
@@ -97,7 +132,7 @@ func TestGCSWithRealBackup(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(backups) != 1 || !backups[0].Complete || backups[0].Ref != up.Ref || backups[0].Size() != b.Size() {
+		if len(backups) != 1 || backups[0].State != remote.Complete || backups[0].Ref != up.Ref || backups[0].Size() != b.Size() {
 			t.Fatalf("List = %+v", backups)
 		}
 
@@ -146,7 +181,7 @@ func TestGCSWithRealBackup(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := "gs://" + otherBucket + "/keys/" + b.ClusterKey() + "/" + b.Timestamp + "/" + res.Name
+		want := "gs://" + otherBucket + "/keys/" + b.ClusterKey() + "/" + bdir + "/" + res.Name
 		if up.ResourcesURI != want || up.Manifest.Locations[res.Name] != want {
 			t.Errorf("resources at %s, recorded %v; want %s", up.ResourcesURI, up.Manifest.Locations, want)
 		}
@@ -165,12 +200,13 @@ func TestGCSWithRealBackup(t *testing.T) {
 
 	t.Run("conflicting object", func(t *testing.T) {
 		srv := gcstest.New(t, bucket)
-		name := "etcd/" + b.ClusterKey() + "/" + b.Timestamp + "/" + snap.Name
+		name := "etcd/" + b.ClusterKey() + "/" + bdir + "/" + snap.Name
 		put(srv, bucket, name, []byte("someone else's"), nil, b.CreatedAt)
 		c := client(t, srv.Host())
 		_, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{})
-		if err == nil || !strings.Contains(err.Error(), "already exists with other content") {
-			t.Fatalf("Upload: %v", err)
+		// Retrying cannot help: exit 2, not 1, and it says so.
+		if exitcode.Of(err) != exitcode.Usage || !strings.Contains(err.Error(), "already exists with other content") || !strings.Contains(err.Error(), "not retryable") {
+			t.Fatalf("Upload: %v (exit %d), want exit 2, a clash, not retryable", err, exitcode.Of(err))
 		}
 		if got, _ := srv.GetObject(bucket, name); string(got.Content) != "someone else's" {
 			t.Error("conflicting object overwritten")
@@ -292,6 +328,56 @@ func TestGCSWithRealBackup(t *testing.T) {
 		}
 	})
 
+	// An endpoint that accepts connections and never answers: every
+	// operation fails with the stall, each request bounded by the stall
+	// timeout and retried for RetryDeadline, not held until ctx ends.
+	t.Run("black hole", func(t *testing.T) {
+		gc, err := gcs.New(t.Context(), gcs.Options{
+			EmulatorHost:  gcstest.BlackHole(t),
+			StallTimeout:  100 * time.Millisecond,
+			RetryDeadline: 300 * time.Millisecond,
+			RetryInitial:  time.Millisecond,
+			RetryMax:      10 * time.Millisecond,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer gc.Close()
+		c := &remote.Client{Bucket: func(name string) remote.Store { return gc.Bucket(name) }, Log: logger(t), ProgressInterval: time.Second}
+		u := mustURL(t, dest)
+		ref := remote.Ref{Dest: u, ClusterID: b.ClusterKey(), Timestamp: b.Timestamp, Snapshot: snap.SHA256[:12]}
+		ops := map[string]func(ctx context.Context) error{
+			"upload": func(ctx context.Context) error {
+				_, err := c.Upload(ctx, dir, b, u, remote.UploadOptions{})
+				return err
+			},
+			"list":   func(ctx context.Context) error { _, err := c.List(ctx, u); return err },
+			"latest": func(ctx context.Context) error { _, err := c.Latest(ctx, u, ""); return err },
+			"download": func(ctx context.Context) error {
+				_, err := c.Download(ctx, ref, filepath.Join(t.TempDir(), "out"))
+				return err
+			},
+			"verify": func(ctx context.Context) error {
+				_, err := c.Verify(ctx, ref, verify.Options{Log: logger(t)})
+				return err
+			},
+			"prune": func(ctx context.Context) error {
+				_, err := c.Prune(ctx, u, remote.PruneOptions{Policy: remote.Policy{KeepLast: 1}})
+				return err
+			},
+		}
+		for name, op := range ops {
+			t.Run(name, func(t *testing.T) {
+				// Far beyond the bound, far below the test's own timeout.
+				ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+				defer cancel()
+				if err := op(ctx); !errors.Is(err, store.ErrStalled) || ctx.Err() != nil {
+					t.Errorf("%s: %v, want %v before the overall deadline", name, err, store.ErrStalled)
+				}
+			})
+		}
+	})
+
 	corruptions := []struct {
 		name   string
 		damage func(t *testing.T, srv *gcstest.Server, prefix string)
@@ -330,8 +416,9 @@ func TestGCSWithRealBackup(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			tt.damage(t, srv, "etcd/"+b.ClusterKey()+"/"+b.Timestamp+"/")
-			if _, err := c.Verify(t.Context(), up.Ref, verify.Options{Log: logger(t)}); exitcode.Of(err) != exitcode.Verify {
+			tt.damage(t, srv, "etcd/"+b.ClusterKey()+"/"+bdir+"/")
+			_, err = c.Verify(t.Context(), up.Ref, verify.Options{Log: logger(t)})
+			if exitcode.Of(err) != exitcode.Verify {
 				t.Errorf("Verify: %v (exit %d), want exit 4", err, exitcode.Of(err))
 			}
 			// Into a new directory: removed again. Into an empty one: left empty.
@@ -352,6 +439,41 @@ func TestGCSWithRealBackup(t *testing.T) {
 			}
 		})
 	}
+
+	// Bytes that change on the way, caught by the CRC32C the service sends:
+	// the cause stays reachable with errors.Is, and the object is named once.
+	t.Run("corrupt in transit", func(t *testing.T) {
+		srv := gcstest.New(t, bucket)
+		proxy := gcstest.NewProxy(t, srv)
+		c := client(t, proxy.Host())
+		up, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(filepath.Join(dir, snap.Name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		proxy.Add(gcstest.Fault{
+			Match: func(r *http.Request) bool {
+				return r.URL.Query().Get("alt") == "media" && strings.HasSuffix(r.URL.Path, snap.Name)
+			},
+			Do: func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("X-Goog-Hash", "crc32c="+base64.StdEncoding.EncodeToString(binary.BigEndian.AppendUint32(nil, snap.CRC32C)))
+				w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+				bad := bytes.Clone(data)
+				bad[len(bad)/2] ^= 1
+				w.Write(bad)
+			},
+		})
+		_, err = c.Verify(t.Context(), up.Ref, verify.Options{Log: logger(t)})
+		if exitcode.Of(err) != exitcode.Verify || !errors.Is(err, store.ErrCorrupt) {
+			t.Fatalf("Verify: %v (exit %d), want exit 4 and store.ErrCorrupt", err, exitcode.Of(err))
+		}
+		if u := up.SnapshotURI; strings.Count(err.Error(), u) != 1 {
+			t.Errorf("Verify: %v, want %s named once", err, u)
+		}
+	})
 
 	t.Run("download into a non-empty directory", func(t *testing.T) {
 		srv := gcstest.New(t, bucket)
@@ -405,7 +527,7 @@ func assertNotComplete(t *testing.T, c *remote.Client, srv *gcstest.Server, dest
 		t.Fatal(err)
 	}
 	for _, b := range backups {
-		if b.Complete {
+		if b.State == remote.Complete {
 			t.Errorf("%s listed complete; objects %v", b.Ref, objects(t, srv, bucket))
 		}
 	}
@@ -456,5 +578,70 @@ func flipByte(t *testing.T, path string, off int64) {
 	b[0] ^= 1
 	if _, err := f.WriteAt(b, off); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestGCSSameSecond uploads two backups of one cluster taken in the same
+// second, as two schedules or two masters do: both are kept, listed and
+// complete, under names that differ by the snapshot's digest.
+func TestGCSSameSecond(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Keys: 20})
+	at := time.Now().UTC().Truncate(time.Second)
+	var dirs []string
+	for i := range 2 {
+		if i > 0 {
+			// A write between the two: the second snapshot differs.
+			if err := c.SetProgressing(t.Context(), "network", false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		dir := filepath.Join(t.TempDir(), "backup")
+		_, err := backup.Save(t.Context(), backup.Options{
+			Dir: dir, HostRoot: c.HostRoot, NodeName: c.NodeName, Now: func() time.Time { return at },
+			MinClusterAge: 24 * time.Hour, RequestTimeout: 10 * time.Second,
+			WaitTimeout: time.Minute, PollInterval: time.Second, ProgressInterval: time.Second, StallTimeout: time.Minute,
+			Log: logger(t),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dirs = append(dirs, dir)
+	}
+	srv := gcstest.New(t, bucket)
+	rc := client(t, srv.Host())
+	dest := mustURL(t, "gs://"+bucket+"/etcd")
+	var refs []remote.Ref
+	for _, dir := range dirs {
+		b, err := verify.Listing(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		up, err := rc.Upload(t.Context(), dir, b, dest, remote.UploadOptions{})
+		if err != nil {
+			t.Fatalf("upload of %s: %v", b.Timestamp, err)
+		}
+		refs = append(refs, up.Ref)
+	}
+	if refs[0].Timestamp != refs[1].Timestamp || refs[0] == refs[1] {
+		t.Fatalf("refs %v and %v: want one timestamp, two names", refs[0], refs[1])
+	}
+	backups, err := rc.List(t.Context(), dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listed []remote.Ref
+	for _, b := range backups {
+		if b.State != remote.Complete {
+			t.Errorf("%s: %s (%s)", b.Ref, b.State, b.Problem)
+		}
+		listed = append(listed, b.Ref)
+	}
+	if len(listed) != 2 || !slices.Contains(listed, refs[0]) || !slices.Contains(listed, refs[1]) {
+		t.Errorf("List = %v, want %v", listed, refs)
+	}
+	for _, ref := range refs {
+		if _, err := rc.Verify(t.Context(), ref, verify.Options{Log: logger(t)}); err != nil {
+			t.Errorf("verify %s: %v", ref, err)
+		}
 	}
 }

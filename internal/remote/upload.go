@@ -54,9 +54,16 @@ type Uploaded struct {
 // sent is abandoned, those this run created are removed, and backup.json is
 // not written.
 func (c *Client) Upload(ctx context.Context, dir string, b *manifest.Backup, dest store.URL, o UploadOptions) (_ *Uploaded, err error) {
-	ref := Ref{Dest: dest, ClusterID: b.ClusterKey(), Timestamp: b.Timestamp}
+	ref := refOf(dest, b)
 	if err := checkClusterID(ref.ClusterID); err != nil {
-		return nil, failed("%s: %v", filepath.Join(dir, manifest.FileName), err)
+		return nil, failed("%s: %w", filepath.Join(dir, manifest.FileName), err)
+	}
+	buckets := []store.URL{dest}
+	if o.ResourcesTo != nil {
+		buckets = append(buckets, *o.ResourcesTo)
+	}
+	if err := c.checkBuckets(ctx, buckets...); err != nil {
+		return nil, err
 	}
 	// The snapshot's structure needs the whole file: it is checked before
 	// anything is sent.
@@ -70,7 +77,7 @@ func (c *Client) Upload(ctx context.Context, dir string, b *manifest.Backup, des
 		if up.Locations == nil {
 			up.Locations = map[string]string{}
 		}
-		up.Locations[res.Name] = o.ResourcesTo.Join(ref.ClusterID, ref.Timestamp, res.Name).String()
+		up.Locations[res.Name] = o.ResourcesTo.Join(ref.ClusterID, ref.dir(), res.Name).String()
 	}
 	data, err := manifest.Marshal(&up)
 	if err != nil {
@@ -260,11 +267,14 @@ func (c *Client) alreadyThere(loc location, obj *store.Object, f manifest.File) 
 	return nil
 }
 
-// same says whether obj holds f, by the checksums upload records.
+// same says whether obj holds f, by the checksums upload records. One that
+// does not is a clash that no retry can resolve: names carry the
+// snapshot's digest, so another backup of this cluster never has this
+// name, and the object is someone else's (exit 2, as for a wrong DEST).
 func same(loc location, obj *store.Object, f manifest.File) error {
 	if obj.Metadata[MetaSHA256] != f.SHA256 || obj.Size != f.Size || obj.CRC32C != f.CRC32C {
-		return fmt.Errorf("%s already exists with other content (%d bytes, sha256 %q, crc32c %08x; this backup has %d bytes, sha256 %s, crc32c %08x): nothing was overwritten",
-			loc.url, obj.Size, obj.Metadata[MetaSHA256], obj.CRC32C, f.Size, f.SHA256, f.CRC32C)
+		return usage(fmt.Errorf("%s already exists with other content (%d bytes, sha256 %q, crc32c %08x; this backup has %d bytes, sha256 %s, crc32c %08x): nothing was overwritten; not retryable: remove that object or upload to another prefix",
+			loc.url, obj.Size, obj.Metadata[MetaSHA256], obj.CRC32C, f.Size, f.SHA256, f.CRC32C))
 	}
 	return nil
 }

@@ -17,8 +17,13 @@ const Scheme = "gs"
 
 // Errors an implementation returns, wrapped, so that callers can branch with errors.Is.
 var (
-	// ErrNotExist: the object (or bucket) does not exist.
+	// ErrNotExist: the object does not exist.
 	ErrNotExist = errors.New("does not exist")
+	// ErrNoBucket: the bucket does not exist.
+	ErrNoBucket = errors.New("bucket does not exist")
+	// ErrStalled: the service stopped answering, or stopped taking or
+	// sending data, for the stall timeout.
+	ErrStalled = errors.New("transfer stalled")
 	// ErrExist: a create-only write found the name taken.
 	ErrExist = errors.New("already exists")
 	// ErrChanged: a conditional request found a different generation.

@@ -63,8 +63,10 @@ type Options struct {
 	// RetryInitial and RetryMax bound the exponential backoff between retries.
 	RetryInitial, RetryMax time.Duration
 	// StallTimeout abandons a request whose data stops moving for this long:
-	// an upload's is sent again, a read fails. A connection that went quiet
-	// would otherwise hold the command until its overall deadline.
+	// an upload's is sent again, a read fails. It is also the deadline of
+	// each attempt at a metadata request (stat, list, delete), retried
+	// within RetryDeadline. A connection that went quiet would otherwise
+	// hold the command until its overall deadline.
 	StallTimeout time.Duration
 }
 
@@ -164,6 +166,52 @@ func (b *Bucket) object(name string) *storage.ObjectHandle {
 	return b.h.Object(name).Retryer(b.retry()...)
 }
 
+// once returns a handle whose calls the library does not retry: call does.
+func (b *Bucket) once(name string) *storage.ObjectHandle {
+	return b.h.Object(name).Retryer(storage.WithPolicy(storage.RetryNever))
+}
+
+// call runs req, one metadata request, each attempt bounded by the stall
+// timeout, and retries it with backoff while it fails transiently, for at
+// most RetryDeadline after its first failure. The library's own retries
+// share one deadline for every attempt, which an endpoint that accepts
+// connections and never answers holds until the command's --timeout. Here
+// such an endpoint fails the call within 2×StallTimeout + RetryDeadline:
+// the first attempt, the retries, and the last attempt begun before the
+// deadline.
+func (b *Bucket) call(ctx context.Context, req func(ctx context.Context) error) error {
+	backoff := gax.Backoff{Initial: b.opts.RetryInitial, Max: b.opts.RetryMax, Multiplier: 2}
+	var failing time.Time
+	for {
+		err := b.attempt(ctx, req)
+		if err == nil || ctx.Err() != nil || !(storage.ShouldRetry(err) || errors.Is(err, store.ErrStalled)) {
+			return err
+		}
+		if failing.IsZero() {
+			failing = time.Now()
+		}
+		pause := backoff.Pause()
+		if time.Since(failing)+pause >= b.opts.RetryDeadline {
+			return err
+		}
+		if gax.Sleep(ctx, pause) != nil {
+			return err
+		}
+	}
+}
+
+// attempt runs req once, abandoned after the stall timeout.
+func (b *Bucket) attempt(ctx context.Context, req func(ctx context.Context) error) error {
+	stalled := fmt.Errorf("%w: no answer for %s", store.ErrStalled, b.opts.StallTimeout)
+	actx, cancel := context.WithTimeoutCause(ctx, b.opts.StallTimeout, stalled)
+	defer cancel()
+	err := req(actx)
+	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(actx), store.ErrStalled) {
+		return stalled
+	}
+	return err
+}
+
 // URL returns the gs:// URL of the named object.
 func (b *Bucket) URL(name string) string {
 	return store.URL{Bucket: b.name, Path: name}.String()
@@ -185,7 +233,7 @@ func (b *Bucket) Put(ctx context.Context, name string, r io.ReadSeeker, o store.
 	for sends := 1; ; sends++ {
 		src := &source{r: r}
 		obj, err := b.send(ctx, name, src, o)
-		transient := storage.ShouldRetry(err) || errors.Is(err, errStalled)
+		transient := storage.ShouldRetry(err) || errors.Is(err, store.ErrStalled)
 		if err == nil || src.err != nil || ctx.Err() != nil || !transient || sends == maxSends {
 			return obj, err
 		}
@@ -201,7 +249,11 @@ func (b *Bucket) Put(ctx context.Context, name string, r io.ReadSeeker, o store.
 		// A request can take effect although its answer was lost: then the
 		// object is there, and sending it again would only fail at the end.
 		// One look, not retried: if it fails, the precondition still holds.
-		if _, aerr := b.h.Object(name).Retryer(storage.WithPolicy(storage.RetryNever)).Attrs(ctx); aerr == nil {
+		aerr := b.attempt(ctx, func(ctx context.Context) error {
+			_, err := b.once(name).Attrs(ctx)
+			return err
+		})
+		if aerr == nil {
 			return nil, fmt.Errorf("upload %s: %w after a failed attempt (%v)", b.URL(name), store.ErrExist, err)
 		}
 		if _, err := r.Seek(0, io.SeekStart); err != nil {
@@ -216,11 +268,15 @@ func (b *Bucket) send(ctx context.Context, name string, src *source, o store.Put
 	// Close would finalise whatever was sent so far.
 	wctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	// Once the data has all gone, waiting for the answer is not a stall.
+	// Once the data has all gone, the answer gets the stall timeout too: a
+	// service that took everything and then went quiet is sent the object
+	// again, and if the first request landed after all, Put finds it there.
 	stopWatch := progress.Watch(src.n.Load, b.opts.StallTimeout, func() {
-		if !src.end.Load() {
-			cancel(fmt.Errorf("%w: the service took no data for %s", errStalled, b.opts.StallTimeout))
+		why := "the service took no data"
+		if src.end.Load() {
+			why = "no answer after the last byte"
 		}
+		cancel(fmt.Errorf("%w: %s for %s", store.ErrStalled, why, b.opts.StallTimeout))
 	})
 	defer stopWatch()
 	w := b.h.Object(name).If(storage.Conditions{DoesNotExist: true}).NewWriter(wctx)
@@ -232,7 +288,7 @@ func (b *Bucket) send(ctx context.Context, name string, src *source, o store.Put
 	if _, err := io.CopyBuffer(w, src, make([]byte, copyBuffer)); err != nil {
 		cancel(nil)
 		w.Close()
-		if cause := context.Cause(wctx); errors.Is(cause, errStalled) {
+		if cause := context.Cause(wctx); errors.Is(cause, store.ErrStalled) {
 			err = cause
 		}
 		return nil, fmt.Errorf("upload %s: %w", b.URL(name), b.mapErr(err, store.ErrExist))
@@ -250,10 +306,6 @@ func (b *Bucket) send(ctx context.Context, name string, src *source, o store.Put
 	}
 	return got, nil
 }
-
-// errStalled marks a request abandoned by the stall watch: for an upload,
-// a transient error.
-var errStalled = errors.New("transfer stalled")
 
 // source counts what one send reads, and keeps the reader's own error,
 // which is never retried.
@@ -286,7 +338,7 @@ func (b *Bucket) Open(ctx context.Context, name string) (io.ReadCloser, error) {
 	// Started before the request: a service that never answers is a stall too.
 	rd.stopWatch = progress.Watch(rd.n.Load, b.opts.StallTimeout, func() {
 		if !rd.end.Load() {
-			cancel(fmt.Errorf("%w: no data from %s for %s", errStalled, rd.url, b.opts.StallTimeout))
+			cancel(fmt.Errorf("%w: no data from %s for %s", store.ErrStalled, rd.url, b.opts.StallTimeout))
 		}
 	})
 	r, err := b.object(name).NewReader(ctx)
@@ -326,7 +378,7 @@ func (r *reader) Read(p []byte) (int, error) {
 // stalled returns the stall watch's verdict in place of the cancellation
 // it caused.
 func (r *reader) stalled(err error) error {
-	if cause := context.Cause(r.ctx); err != nil && errors.Is(cause, errStalled) {
+	if cause := context.Cause(r.ctx); err != nil && errors.Is(cause, store.ErrStalled) {
 		return cause
 	}
 	return err
@@ -343,39 +395,76 @@ func (r *reader) Close() error {
 
 // Attrs returns the named object's attributes.
 func (b *Bucket) Attrs(ctx context.Context, name string) (*store.Object, error) {
-	a, err := b.object(name).Attrs(ctx)
+	var a *storage.ObjectAttrs
+	err := b.call(ctx, func(ctx context.Context) (err error) {
+		a, err = b.once(name).Attrs(ctx)
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("stat %s: %w", b.URL(name), b.mapErr(err, store.ErrChanged))
+		return nil, b.wrap("stat "+b.URL(name), err, store.ErrChanged)
 	}
 	return objectOf(a), nil
 }
 
-// List yields the objects whose names start with prefix, in name order.
+// listPage is how many objects one list request asks for: the most the
+// service returns.
+const listPage = 1000
+
+// List yields the objects whose names start with prefix, in name order,
+// a page per request.
 func (b *Bucket) List(ctx context.Context, prefix string) iter.Seq2[*store.Object, error] {
 	return func(yield func(*store.Object, error) bool) {
-		it := b.h.Retryer(b.retry()...).Objects(ctx, &storage.Query{Prefix: prefix})
+		token := ""
 		for {
-			a, err := it.Next()
-			if errors.Is(err, iterator.Done) {
-				return
-			}
+			page, next, err := b.page(ctx, prefix, token, listPage)
 			if err != nil {
-				yield(nil, fmt.Errorf("list %s: %w", b.URL(prefix), b.mapErr(err, store.ErrChanged)))
+				yield(nil, b.wrap("list "+b.URL(prefix), err, store.ErrChanged))
 				return
 			}
-			if !yield(objectOf(a), nil) {
+			for _, a := range page {
+				if !yield(objectOf(a), nil) {
+					return
+				}
+			}
+			if next == "" {
 				return
 			}
+			token = next
 		}
 	}
+}
+
+// page lists up to n objects from token on, and returns the next token.
+func (b *Bucket) page(ctx context.Context, prefix, token string, n int) ([]*storage.ObjectAttrs, string, error) {
+	var page []*storage.ObjectAttrs
+	var next string
+	err := b.call(ctx, func(ctx context.Context) (err error) {
+		page = nil
+		it := b.h.Retryer(storage.WithPolicy(storage.RetryNever)).Objects(ctx, &storage.Query{Prefix: prefix})
+		next, err = iterator.NewPager(it, n, token).NextPage(&page)
+		return err
+	})
+	return page, next, err
+}
+
+// Check fails with store.ErrNoBucket if the bucket does not exist. It
+// lists one object: that needs only the role that reads objects, where
+// the bucket's own attributes need one that reads buckets.
+func (b *Bucket) Check(ctx context.Context) error {
+	if _, _, err := b.page(ctx, "", "", 1); err != nil {
+		return b.wrap("check bucket "+b.URL(""), err, store.ErrChanged)
+	}
+	return nil
 }
 
 // Delete removes the given generation of the named object, so that an
 // object replaced since it was read is never removed (store.ErrChanged).
 func (b *Bucket) Delete(ctx context.Context, name string, generation int64) error {
-	err := b.object(name).If(storage.Conditions{GenerationMatch: generation}).Delete(ctx)
+	err := b.call(ctx, func(ctx context.Context) error {
+		return b.once(name).If(storage.Conditions{GenerationMatch: generation}).Delete(ctx)
+	})
 	if err != nil {
-		return fmt.Errorf("delete %s: %w", b.URL(name), b.mapErr(err, store.ErrChanged))
+		return b.wrap("delete "+b.URL(name), err, store.ErrChanged)
 	}
 	return nil
 }
@@ -397,6 +486,16 @@ func objectOf(a *storage.ObjectAttrs) *store.Object {
 	return o
 }
 
+// wrap says what failed, op, unless the bucket is missing: then that
+// alone is the error.
+func (b *Bucket) wrap(op string, err, failed error) error {
+	err = b.mapErr(err, failed)
+	if errors.Is(err, store.ErrNoBucket) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
 // mapErr wraps the store error callers branch on, keeping the original text;
 // a failed precondition means failed.
 func (b *Bucket) mapErr(err, failed error) error {
@@ -404,7 +503,7 @@ func (b *Bucket) mapErr(err, failed error) error {
 	case errors.Is(err, storage.ErrObjectNotExist):
 		return fmt.Errorf("%w: %w", store.ErrNotExist, err)
 	case errors.Is(err, storage.ErrBucketNotExist):
-		return fmt.Errorf("bucket %s %w: %w", b.name, store.ErrNotExist, err)
+		return fmt.Errorf("%s: %w", b.URL(""), store.ErrNoBucket)
 	}
 	var gerr *googleapi.Error
 	if !errors.As(err, &gerr) {

@@ -127,7 +127,7 @@ func TestGCSMissing(t *testing.T) {
 	}
 	defer c.Close()
 	for _, err := range c.Bucket("no-such-bucket").List(t.Context(), "") {
-		if !errors.Is(err, store.ErrNotExist) || !strings.Contains(err.Error(), "no-such-bucket") {
+		if !errors.Is(err, store.ErrNoBucket) || !strings.Contains(err.Error(), "no-such-bucket") {
 			t.Errorf("List of a missing bucket: %v", err)
 		}
 	}
@@ -277,7 +277,9 @@ func TestGCSStalledUpload(t *testing.T) {
 			proxy := gcstest.NewProxy(t, srv)
 			proxy.Add(gcstest.Fault{Match: gcstest.IsUploadData, Times: tt.times, Do: gcstest.Hang(t)})
 			o := fast(proxy.Host())
-			o.StallTimeout = 200 * time.Millisecond
+			// Long enough for the emulator to answer 8 MiB under -race
+			// once it has the last byte: that wait is bounded too.
+			o.StallTimeout = time.Second
 			o.RetryDeadline = time.Minute
 			b := open(t, o)
 			data, po := payload(8 << 20)
@@ -291,7 +293,7 @@ func TestGCSStalledUpload(t *testing.T) {
 				}
 				return
 			}
-			if err == nil || !strings.Contains(err.Error(), "the service took no data for 200ms") {
+			if err == nil || !strings.Contains(err.Error(), "the service took no data for 1s") {
 				t.Fatalf("Put: %v, want a stall", err)
 			}
 			assertNoObject(t, srv, "obj")
@@ -494,5 +496,59 @@ func assertNoObject(t *testing.T, srv *gcstest.Server, name string) {
 	t.Helper()
 	if _, err := srv.GetObject(bucket, name); err == nil {
 		t.Errorf("object %s exists after a failed upload", name)
+	}
+}
+
+// TestGCSBlackHole checks that every request to an endpoint that accepts
+// connections and never answers fails with store.ErrStalled once its
+// attempts, each bounded by the stall timeout, have used up the retry
+// deadline; not at the overall deadline.
+func TestGCSBlackHole(t *testing.T) {
+	o := fast(gcstest.BlackHole(t))
+	o.StallTimeout = 100 * time.Millisecond
+	o.RetryDeadline = 300 * time.Millisecond
+	b := open(t, o)
+	data, po := payload(10)
+	requests := map[string]func(ctx context.Context) error{
+		"stat":   func(ctx context.Context) error { _, err := b.Attrs(ctx, "obj"); return err },
+		"delete": func(ctx context.Context) error { return b.Delete(ctx, "obj", 1) },
+		"check":  b.Check,
+		"list": func(ctx context.Context) error {
+			for _, err := range b.List(ctx, "") {
+				return err
+			}
+			return nil
+		},
+		"read": func(ctx context.Context) error { _, err := b.Open(ctx, "obj"); return err },
+		"put": func(ctx context.Context) error {
+			_, err := b.Put(ctx, "obj", bytes.NewReader(data), po)
+			return err
+		},
+	}
+	for name, req := range requests {
+		t.Run(name, func(t *testing.T) {
+			// Far beyond the bound, far below the test's own timeout.
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			if err := req(ctx); !errors.Is(err, store.ErrStalled) || ctx.Err() != nil {
+				t.Errorf("%s: %v, want %v before the overall deadline", name, err, store.ErrStalled)
+			}
+		})
+	}
+}
+
+func TestGCSNoBucket(t *testing.T) {
+	srv := gcstest.New(t, bucket)
+	c, err := gcs.New(t.Context(), fast(srv.Host()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	b := c.Bucket("missing")
+	if err := b.Check(t.Context()); !errors.Is(err, store.ErrNoBucket) || !strings.Contains(err.Error(), "gs://missing") {
+		t.Errorf("Check: %v, want %v naming gs://missing", err, store.ErrNoBucket)
+	}
+	if err := c.Bucket(bucket).Check(t.Context()); err != nil {
+		t.Errorf("Check of an existing, empty bucket: %v", err)
 	}
 }

@@ -73,6 +73,40 @@ func DeadHost(t testing.TB) string {
 	return host
 }
 
+// BlackHole returns a loopback host:port that accepts connections and
+// never reads from them nor answers, until the test ends: an endpoint
+// behind a broken load balancer or firewall.
+func BlackHole(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		<-done
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return l.Addr().String()
+}
+
 // Action answers a request in place of the emulator.
 type Action func(w http.ResponseWriter, r *http.Request)
 
