@@ -68,6 +68,9 @@ type Run struct {
 	Revision int64
 	// NewestGood is when the newest backup verify found good was taken.
 	NewestGood time.Time
+	// Skipped marks a run that had nothing to do (upload with no
+	// destination): it is not reported.
+	Skipped bool
 }
 
 // Backup records what b says about the backup the run worked on.

@@ -28,6 +28,9 @@ func (s Sinks) Enabled() bool { return !s.Push.IsZero() || s.File != "" }
 // even when ctx has ended, since a run that was cancelled is worth
 // reporting too, for at most the push timeout.
 func (s Sinks) Report(ctx context.Context, log *slog.Logger, r *Run, o Outcome) {
+	if r.Skipped {
+		return
+	}
 	if s.File != "" {
 		if err := writeFile(s.File, r, o); err != nil {
 			log.Warn("metrics file not written: " + err.Error())

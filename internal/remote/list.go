@@ -3,6 +3,7 @@ package remote
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -131,6 +132,9 @@ func (c *Client) inspect(ctx context.Context, b *Backup) error {
 	return nil
 }
 
+// ErrNoBackup is returned by Latest when there is no complete backup.
+var ErrNoBackup = errors.New("no complete backup")
+
 // Latest returns the newest complete backup below dest, of the given
 // cluster or, when clusterID is empty, of the only cluster there.
 func (c *Client) Latest(ctx context.Context, dest store.URL, clusterID string) (*Backup, error) {
@@ -156,9 +160,9 @@ func (c *Client) Latest(ctx context.Context, dest store.URL, clusterID string) (
 		slices.Sort(clusters)
 		return nil, usage(fmt.Errorf("%s holds backups of several clusters (%s): choose one with --cluster-id", dest, strings.Join(clusters, ", ")))
 	case latest == nil && clusterID != "":
-		return nil, fmt.Errorf("no complete backup of cluster %s below %s", clusterID, dest)
+		return nil, fmt.Errorf("%w of cluster %s below %s", ErrNoBackup, clusterID, dest)
 	case latest == nil:
-		return nil, fmt.Errorf("no complete backup below %s (give the prefix used for upload, without the cluster ID)", dest)
+		return nil, fmt.Errorf("%w below %s (give the prefix used for upload, without the cluster ID)", ErrNoBackup, dest)
 	}
 	return latest, nil
 }
