@@ -115,8 +115,9 @@ func TestMetricsRemoteCommands(t *testing.T) {
 
 	// The same upload fails when the service is down.
 	down := map[string]string{"STORAGE_EMULATOR_HOST": gcstest.DeadHost(t), "ETCD_BACKUP_METRICS_PUSH_URL": gw.URL}
-	if code, _, stderr := cli(t, down, "upload", "--timeout", "2s", dir, dest); code != exitcode.Failure {
-		t.Fatalf("upload to a service that is down: exit %d\n%s", code, stderr)
+	// The push follows the run even when --timeout has ended its context.
+	if code, _, stderr := cli(t, down, "upload", "--timeout", "2s", dir, dest); code != exitcode.Failure || !strings.Contains(stderr, "--timeout 2s reached") || !strings.Contains(stderr, "metrics pushed to "+gw.URL) {
+		t.Fatalf("upload to a service that is down: exit %d, want %d after --timeout, then pushed:\n%s", code, exitcode.Failure, stderr)
 	}
 	fams = gw.Families(t, "", "")
 	wantValue(t, fams, metrics.Success, group("upload"), 0)
@@ -200,6 +201,12 @@ func TestMetricsPushFailureIsAWarning(t *testing.T) {
 		if code != tt.code || strings.Count(stderr, "metrics not pushed") != 1 || !strings.Contains(stderr, "connection refused") {
 			t.Errorf("%v: exit %d, want %d and one warning:\n%s", tt.args, code, tt.code, stderr)
 		}
+	}
+}
+
+func TestHelpExitCodes(t *testing.T) {
+	if _, stdout, _ := cli(t, nil, "--help"); !strings.Contains(stdout, "5 no good backup recent enough") {
+		t.Errorf("--help does not document exit code 5:\n%s", stdout)
 	}
 }
 

@@ -50,5 +50,5 @@ func (s Sinks) Report(ctx context.Context, log *slog.Logger, r *Run, o Outcome) 
 		log.Warn("metrics not pushed: " + err.Error())
 		return
 	}
-	log.Debug("metrics pushed", "pushgateway", s.Push.String())
+	log.Info("metrics pushed to " + s.Push.String())
 }
