@@ -20,9 +20,6 @@ type Sinks struct {
 	Timeout time.Duration
 }
 
-// Enabled reports whether the run is reported anywhere.
-func (s Sinks) Enabled() bool { return !s.Push.IsZero() || s.File != "" }
-
 // Report pushes the run and writes the metrics file. A sink that fails is
 // logged as a warning and nothing more: the run's outcome stands. It runs
 // even when ctx has ended, since a run that was cancelled is worth
