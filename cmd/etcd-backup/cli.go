@@ -14,6 +14,7 @@ import (
 
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/logging"
+	"github.com/etcd-backup/etcd-backup/internal/metrics"
 	"github.com/etcd-backup/etcd-backup/internal/results"
 )
 
@@ -51,6 +52,9 @@ type env struct {
 	resultsDir string
 	timeout    time.Duration
 	lookup     func(string) (string, bool)
+	// metrics is what the run found out, for --metrics-push-url and
+	// --metrics-file; commands fill it in as they learn.
+	metrics *metrics.Run
 }
 
 // commands lists the subcommands in the order help shows them.
@@ -63,6 +67,7 @@ type globals struct {
 	timeout    time.Duration
 	resultsDir string
 	logFormat  string
+	metrics    *metricsFlags // nil for commands that do not report
 }
 
 func addGlobals(fs *pflag.FlagSet) *globals {
@@ -80,6 +85,9 @@ func newFlagSet(cmd *command) (*pflag.FlagSet, *globals, runFunc) {
 	fs.SortFlags = false
 	run := cmd.setup(fs)
 	g := addGlobals(fs)
+	if slices.Contains(reportingCommands, cmd.name) {
+		g.metrics = addMetricsFlags(fs)
+	}
 	fs.VisitAll(func(f *pflag.Flag) {
 		f.Usage += " [$" + strings.Join(envNames(f.Name), ", $") + "]"
 	})
@@ -168,6 +176,10 @@ func run(ctx context.Context, argv []string, lookup func(string) (string, bool),
 	if err != nil {
 		return usageErr(err)
 	}
+	sinks, err := g.metrics.sinks()
+	if err != nil {
+		return usageErr(err)
+	}
 	if g.timeout < 0 {
 		return usageErr(fmt.Errorf("--timeout %s is negative", g.timeout))
 	}
@@ -182,15 +194,17 @@ func run(ctx context.Context, argv []string, lookup func(string) (string, bool),
 		log.Error(err.Error())
 		return exitcode.Of(err)
 	}
-	err = runCmd(ctx, &env{log: log, stdout: stdout, resultsDir: g.resultsDir, timeout: g.timeout, lookup: lookup}, args)
-	if err == nil {
-		return exitcode.OK
+	report := &metrics.Run{Command: cmd.name, Start: time.Now()}
+	err = runCmd(ctx, &env{log: log, stdout: stdout, resultsDir: g.resultsDir, timeout: g.timeout, lookup: lookup, metrics: report}, args)
+	if err != nil {
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
+			err = fmt.Errorf("%w (%v)", err, cause)
+		}
+		log.Error(err.Error())
 	}
-	if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
-		err = fmt.Errorf("%w (%v)", err, cause)
-	}
-	log.Error(err.Error())
-	return exitcode.Of(err)
+	code := exitcode.Of(err)
+	sinks.Report(ctx, log, report, metrics.Outcome{End: time.Now(), ExitCode: code})
+	return code
 }
 
 func printUsage(w io.Writer) {
@@ -200,7 +214,7 @@ func printUsage(w io.Writer) {
 		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nRun 'etcd-backup <command> --help' for its flags.")
-	fmt.Fprintln(w, "Exit codes: 0 ok, 1 failure, 2 usage, 3 preflight refused, 4 verification failed.")
+	fmt.Fprintln(w, "Exit codes: 0 ok, 1 failure, 2 usage, 3 preflight refused, 4 verification failed, 5 no good backup recent enough (verify --max-age).")
 }
 
 func printCommandUsage(w io.Writer, cmd *command, fs *pflag.FlagSet) {

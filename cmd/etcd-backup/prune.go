@@ -24,10 +24,12 @@ func pruneCommand() *command {
 			fs.StringVar(&o.ClusterID, "cluster-id", "", "prune only this cluster's backups")
 			stallTimeout := stallTimeoutFlag(fs)
 			return func(ctx context.Context, env *env, args []string) error {
+				env.metrics.ClusterID, env.metrics.AllClusters = o.ClusterID, o.ClusterID == ""
 				dest, err := parseDest(args[0])
 				if err != nil {
 					return err
 				}
+				env.metrics.Destination = dest.String()
 				if err := o.Check(); err != nil {
 					return err
 				}

@@ -45,6 +45,7 @@ func saveCommand() *command {
 				if err != nil {
 					return err
 				}
+				env.metrics.Backup(res.Manifest)
 				return results.Write(env.resultsDir, saveResults(res))
 			}
 		},

@@ -48,6 +48,7 @@ func uploadCommand() *command {
 				if args[1] == "" {
 					if skip {
 						env.log.Info("no destination given; skipping upload")
+						env.metrics.Skipped = true
 						return nil
 					}
 					return usage("missing DEST (argument, or $%sDEST)", envPrefix)
@@ -56,6 +57,7 @@ func uploadCommand() *command {
 				if err != nil {
 					return err
 				}
+				env.metrics.Destination = dest.String()
 				if resourcesTo != "" {
 					to, err := parseDest(resourcesTo)
 					if err != nil {
@@ -86,6 +88,7 @@ func uploadCommand() *command {
 				if err != nil {
 					return fmt.Errorf("refusing to upload %s: %w", dir, err)
 				}
+				env.metrics.Backup(b)
 				up, err := c.Upload(ctx, dir, b, dest, o)
 				if err != nil {
 					return err

@@ -190,6 +190,10 @@ func (s *yamlSuite) load(t *testing.T) {
 			if err != nil || e.IsDir() || !isYAML(p) {
 				return err
 			}
+			// promtool unit tests, not Kubernetes objects: internal/metrics runs them.
+			if filepath.Base(filepath.Dir(p)) == "tests" && filepath.Base(filepath.Dir(filepath.Dir(p))) == "monitoring" {
+				return nil
+			}
 			rel, err := filepath.Rel(repoRoot, p)
 			if err != nil {
 				return err
@@ -280,6 +284,9 @@ func (s *yamlSuite) checkSchema(t *testing.T, d *yamlDoc) {
 // arguments, environment values, images and parameter values: a parameter
 // must never become code.
 func checkRefPlacement(t *testing.T, d *yamlDoc) {
+	if d.kind() == "PrometheusRule" {
+		return // {{ }} there are Prometheus alert templates, run by no engine
+	}
 	walk(d.obj, "", func(p string, v any) {
 		if strings.HasSuffix(p, ".script") {
 			t.Errorf("%s: scripts are not allowed; pass values through args or env", p)

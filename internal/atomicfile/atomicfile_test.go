@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -144,5 +145,30 @@ func TestLargeWrite(t *testing.T) {
 		if got[i] != byte(i/len(block)) || got[i+len(block)-1] != byte(i/len(block)) {
 			t.Fatalf("block at %d holds %d", i, got[i])
 		}
+	}
+}
+
+func TestReplace(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "m.prom")
+	for _, content := range []string{"first\n", "second\n"} {
+		if err := Replace(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(path)
+		if err != nil || string(got) != content {
+			t.Fatalf("read %q, %v; want %q", got, err, content)
+		}
+		fi, _ := os.Stat(path)
+		if fi.Mode().Perm() != 0o644 {
+			t.Errorf("mode %v, want 0644", fi.Mode().Perm())
+		}
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Errorf("left beside it: %v", entries)
+	}
+	if err := Replace(filepath.Join(dir, "none", "m.prom"), nil, 0o644); err == nil || !strings.Contains(err.Error(), "none/m.prom") {
+		t.Errorf("missing directory: %v", err)
 	}
 }

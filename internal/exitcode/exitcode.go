@@ -14,6 +14,7 @@ const (
 	Usage     = 2 // bad flags, arguments or environment; nothing was touched
 	Preflight = 3 // a preflight check refused: the cluster is not in a state to back up
 	Verify    = 4 // verification failed: the backup is not what it claims to be
+	Stale     = 5 // no good backup recent enough (verify --max-age)
 )
 
 // Error carries an exit code alongside the error that caused it.

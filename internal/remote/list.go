@@ -250,6 +250,9 @@ func isBackupDir(seg string) bool {
 	return err == nil
 }
 
+// ErrNoBackup is returned by Latest when there is no complete backup.
+var ErrNoBackup = errors.New("no complete backup")
+
 // Latest returns the newest complete backup below dest, of the given
 // cluster or, when clusterID is empty, of the only cluster there. It logs
 // each newer backup it passes over, and why.
@@ -287,15 +290,15 @@ func (c *Client) Latest(ctx context.Context, dest store.URL, clusterID string) (
 	}
 	switch {
 	case latest == nil && len(skipped) > 0:
-		return nil, fmt.Errorf("no complete backup below %s: the %d found are incomplete or corrupt (see 'etcd-backup list %s')", dest, len(skipped), dest)
+		return nil, fmt.Errorf("%w below %s: the %d found are incomplete or corrupt (see 'etcd-backup list %s')", ErrNoBackup, dest, len(skipped), dest)
 	case latest == nil && clusterID != "":
-		return nil, fmt.Errorf("no complete backup of cluster %s below %s", clusterID, dest)
+		return nil, fmt.Errorf("%w of cluster %s below %s", ErrNoBackup, clusterID, dest)
 	case latest == nil:
 		hint, err := c.Nearby(ctx, dest)
 		if err != nil {
 			return nil, err
 		}
-		return nil, fmt.Errorf("no backup below %s: %s", dest, hint)
+		return nil, fmt.Errorf("%w below %s: %s", ErrNoBackup, dest, hint)
 	}
 	c.Log.Info("newest complete backup: " + latest.Ref.String())
 	return latest, nil

@@ -1,0 +1,268 @@
+package metrics
+
+import (
+	"bytes"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/etcd-backup/etcd-backup/internal/metrics/pushgatewaytest"
+)
+
+var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func newLog() (*slog.Logger, *bytes.Buffer) {
+	var buf bytes.Buffer
+	return slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})), &buf
+}
+
+func mustParse(t *testing.T, s string) PushURL {
+	t.Helper()
+	u, err := ParsePushURL(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+func savedRun(cluster string) *Run {
+	r := &Run{Command: "upload", Start: t0, Destination: "gs://backups/etcd"}
+	if cluster != "" {
+		r.ClusterID = cluster
+		r.Sizes = map[string]int64{"snapshot": 4096, "resources": 512}
+		r.Revision = 42
+	}
+	return r
+}
+
+func at(d time.Duration, code int) Outcome { return Outcome{End: t0.Add(d), ExitCode: code} }
+
+// TestPushKeepsLastSuccess pushes a success and then failures to a real
+// Pushgateway: the failures update the attempt, success and exit code, and
+// leave the last success as it was.
+func TestPushKeepsLastSuccess(t *testing.T) {
+	gw := pushgatewaytest.Start(t, pushgatewaytest.Options{})
+	s := Sinks{Push: mustParse(t, gw.URL)}
+	log, logs := newLog()
+	group := map[string]string{"job": Job, LabelCommand: "upload", LabelCluster: "c1", LabelDestination: "gs://backups/etcd"}
+
+	s.Report(t.Context(), log, savedRun("c1"), at(time.Minute, 0))
+	s.Report(t.Context(), log, savedRun("c1"), at(time.Hour, 1))
+	fams := gw.Families(t, "", "")
+	want := map[string]float64{
+		LastSuccess: seconds(t0.Add(time.Minute)),
+		LastAttempt: seconds(t0.Add(time.Hour)),
+		Success:     0,
+		ExitCode:    1,
+		Duration:    time.Hour.Seconds(),
+		Revision:    42,
+	}
+	for name, v := range want {
+		if got, ok := pushgatewaytest.Value(fams, name, group); !ok || got != v {
+			t.Errorf("%s = %v (present %t), want %v", name, got, ok, v)
+		}
+	}
+	for kind, v := range map[string]float64{"snapshot": 4096, "resources": 512} {
+		labels := map[string]string{LabelKind: kind, LabelCluster: "c1"}
+		if got, _ := pushgatewaytest.Value(fams, SizeBytes, labels); got != v {
+			t.Errorf("size of %s = %v, want %v", kind, got, v)
+		}
+	}
+	if strings.Contains(logs.String(), "level=WARN") {
+		t.Errorf("warnings:\n%s", logs)
+	}
+
+	// A success again moves the last success.
+	s.Report(t.Context(), log, savedRun("c1"), at(2*time.Hour, 0))
+	fams = gw.Families(t, "", "")
+	if got, _ := pushgatewaytest.Value(fams, LastSuccess, group); got != seconds(t0.Add(2*time.Hour)) {
+		t.Errorf("last success after a new success = %v", got)
+	}
+}
+
+// TestPushUnknownCluster checks that a failure before the cluster is known
+// is pushed under cluster_id="unknown", and that the next success removes
+// that group, so an alert on it resolves.
+func TestPushUnknownCluster(t *testing.T) {
+	gw := pushgatewaytest.Start(t, pushgatewaytest.Options{})
+	s := Sinks{Push: mustParse(t, gw.URL)}
+	log, _ := newLog()
+	unknown := map[string]string{LabelCommand: "upload", LabelCluster: UnknownCluster}
+
+	s.Report(t.Context(), log, savedRun(""), at(time.Minute, 3))
+	if v, ok := pushgatewaytest.Value(gw.Families(t, "", ""), Success, unknown); !ok || v != 0 {
+		t.Fatalf("failure of an unknown cluster: success = %v, present %t", v, ok)
+	}
+	s.Report(t.Context(), log, savedRun("c1"), at(time.Hour, 0))
+	fams := gw.Families(t, "", "")
+	if n := pushgatewaytest.Count(fams, Success, unknown); n != 0 {
+		t.Errorf("the unknown cluster's failure is still there after a success")
+	}
+	if v, _ := pushgatewaytest.Value(fams, Success, map[string]string{LabelCluster: "c1"}); v != 1 {
+		t.Errorf("success of c1 = %v", v)
+	}
+}
+
+// TestPushAllClusters: prune over every cluster has no cluster_id label.
+func TestPushAllClusters(t *testing.T) {
+	gw := pushgatewaytest.Start(t, pushgatewaytest.Options{})
+	s := Sinks{Push: mustParse(t, gw.URL)}
+	log, _ := newLog()
+	s.Report(t.Context(), log, &Run{Command: "prune", Start: t0, AllClusters: true, Destination: "gs://b/p"}, at(time.Second, 0))
+	if v, ok := pushgatewaytest.Value(gw.Families(t, "", ""), Success, map[string]string{LabelCommand: "prune", LabelCluster: "", LabelDestination: "gs://b/p"}); !ok || v != 1 {
+		t.Errorf("prune success = %v, present %t", v, ok)
+	}
+}
+
+// TestPushCredentials pushes to a Pushgateway that requires basic
+// authentication with the credentials in the URL, and checks that no log
+// line shows the password, also when it is refused.
+func TestPushCredentials(t *testing.T) {
+	const user, password = "pusher", "s3cret-Pa55"
+	gw := pushgatewaytest.Start(t, pushgatewaytest.Options{User: user, Password: password})
+	withCreds := strings.Replace(gw.URL, "http://", "http://"+user+":"+password+"@", 1)
+	wrong := strings.Replace(gw.URL, "http://", "http://"+user+":wrong-"+password+"@", 1)
+	log, logs := newLog()
+
+	Sinks{Push: mustParse(t, withCreds)}.Report(t.Context(), log, savedRun("c1"), at(time.Minute, 0))
+	if v, ok := pushgatewaytest.Value(gw.Families(t, user, password), Success, map[string]string{LabelCluster: "c1"}); !ok || v != 1 {
+		t.Errorf("success = %v, present %t\n%s", v, ok, logs)
+	}
+	Sinks{Push: mustParse(t, wrong)}.Report(t.Context(), log, savedRun("c1"), at(time.Hour, 1))
+	if !strings.Contains(logs.String(), "metrics not pushed") || !strings.Contains(logs.String(), "401") {
+		t.Errorf("no warning of the refused push:\n%s", logs)
+	}
+	if strings.Contains(logs.String(), password) {
+		t.Errorf("the password is in the log:\n%s", logs)
+	}
+}
+
+// TestPushUnreachable: a Pushgateway that is down, or accepts and never
+// answers, costs a warning within the timeout and nothing else.
+func TestPushUnreachable(t *testing.T) {
+	down, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	downURL := "http://" + down.Addr().String()
+	down.Close()
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close() // accepted by the kernel, never answered
+	for name, u := range map[string]string{"down": downURL, "silent": "http://" + silent.Addr().String()} {
+		t.Run(name, func(t *testing.T) {
+			log, logs := newLog()
+			const timeout = time.Second
+			start := time.Now()
+			Sinks{Push: mustParse(t, u), Timeout: timeout}.Report(t.Context(), log, savedRun("c1"), at(time.Minute, 0))
+			if d := time.Since(start); d > 5*timeout {
+				t.Errorf("took %s with a timeout of %s", d, timeout)
+			}
+			if strings.Count(logs.String(), "level=WARN") != 1 || !strings.Contains(logs.String(), "metrics not pushed") {
+				t.Errorf("want one warning:\n%s", logs)
+			}
+		})
+	}
+}
+
+// TestFile writes a success and then a failure: the file holds the
+// failure, and still the last success, in the text format.
+func TestFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "etcd-backup-upload.prom")
+	s := Sinks{File: path}
+	log, logs := newLog()
+	s.Report(t.Context(), log, savedRun("c1"), at(time.Minute, 0))
+	s.Report(t.Context(), log, savedRun(""), at(time.Hour, 1))
+	if logs.Len() != 0 {
+		t.Errorf("log:\n%s", logs)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != FileMode {
+		t.Errorf("mode %v, want %v", fi.Mode().Perm(), FileMode)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c1 := map[string]string{LabelCommand: "upload", LabelCluster: "c1", LabelDestination: "gs://backups/etcd"}
+	unknown := map[string]string{LabelCommand: "upload", LabelCluster: UnknownCluster}
+	if v, ok := pushgatewaytest.Value(fams, LastSuccess, c1); !ok || v != seconds(t0.Add(time.Minute)) {
+		t.Errorf("last success of c1 = %v, present %t", v, ok)
+	}
+	if v, ok := pushgatewaytest.Value(fams, Success, unknown); !ok || v != 0 {
+		t.Errorf("success = %v, present %t", v, ok)
+	}
+	if v, _ := pushgatewaytest.Value(fams, ExitCode, unknown); v != 1 {
+		t.Errorf("exit code = %v", v)
+	}
+	if n := pushgatewaytest.Count(fams, Success, c1); n != 0 {
+		t.Errorf("the earlier run's success series is still there")
+	}
+	if mf := fams[LastSuccess]; mf.GetType().String() != "GAUGE" || mf.GetHelp() == "" {
+		t.Errorf("last success family: %v", mf)
+	}
+}
+
+func TestFileUnwritable(t *testing.T) {
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, "garbage.prom")
+	if err := os.WriteFile(garbage, []byte("not { metrics\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, path := range map[string]string{
+		"no directory": filepath.Join(dir, "none", "m.prom"),
+		"not metrics":  garbage,
+	} {
+		t.Run(name, func(t *testing.T) {
+			log, logs := newLog()
+			Sinks{File: path}.Report(t.Context(), log, savedRun("c1"), at(time.Minute, 0))
+			if !strings.Contains(logs.String(), "metrics file not written") || !strings.Contains(logs.String(), path) {
+				t.Errorf("want a warning naming %s:\n%s", path, logs)
+			}
+		})
+	}
+}
+
+func TestParsePushURL(t *testing.T) {
+	const secret = "hunter2"
+	tests := []struct {
+		in, want, err string
+	}{
+		{in: "http://127.0.0.1:9091", want: "http://127.0.0.1:9091"},
+		{in: "https://u:" + secret + "@pushgateway.example.com/base", want: "https://pushgateway.example.com/base"},
+		{in: "127.0.0.1:9091", err: "want http(s)://"},
+		{in: "ftp://u:" + secret + "@h", err: "want http(s)://"},
+		{in: "http://u:" + secret + "@h:9091/?x=1", err: "no query"},
+		{in: "http://u:" + secret + "@h:bad port", err: "want http(s)://"},
+	}
+	for _, tt := range tests {
+		u, err := ParsePushURL(tt.in)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) || strings.Contains(err.Error(), secret) {
+				t.Errorf("ParsePushURL(%q) = %v, want an error with %q and no password", tt.in, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || u.String() != tt.want {
+			t.Errorf("ParsePushURL(%q) = %q, %v; want %q", tt.in, u, err, tt.want)
+		}
+	}
+}
