@@ -359,7 +359,7 @@ func (w *writer) manifest(now time.Time, ts string, skipped []manifest.SkippedCh
 	v := version.Get()
 	st := w.facts.Member
 	b := &manifest.Backup{
-		SchemaVersion: manifest.SchemaVersion,
+		SchemaVersion: manifest.SchemaPlain,
 		Tool:          manifest.Tool{Name: manifest.ToolName, Version: v.Version, Commit: v.Commit},
 		CreatedAt:     now,
 		Timestamp:     ts,

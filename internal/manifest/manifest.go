@@ -13,6 +13,7 @@ import (
 	"io"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -24,8 +25,15 @@ const FileName = "backup.json"
 // no backup that another tool wrote.
 const ToolName = "etcd-backup"
 
-// SchemaVersion is the version this build writes and the newest it reads.
-const SchemaVersion = 1
+// Schema versions. A backup stored as it was saved is written as
+// SchemaPlain, which older builds read too; one whose files are stored
+// encrypted (File.Stored) as SchemaStored, which they must refuse.
+const (
+	SchemaPlain  = 1
+	SchemaStored = 2
+	// SchemaVersion is the newest version this build reads.
+	SchemaVersion = SchemaStored
+)
 
 // TimestampLayout formats the <ts> part of file names: YYYY-MM-DD_HHMMSS in UTC.
 const TimestampLayout = "2006-01-02_150405"
@@ -133,6 +141,36 @@ type File struct {
 	Mode   string `json:"mode"`
 	SHA256 string `json:"sha256"`
 	CRC32C uint32 `json:"crc32c"`
+	// Stored describes the bytes at a destination when they are not the
+	// file's own (encrypted); nil when they are.
+	Stored *Stored `json:"stored,omitempty"`
+}
+
+// Stored is what a destination holds of a file that is stored transformed:
+// its bytes' size and checksums, besides the plaintext ones in File, so
+// that the stored bytes can be checked without a key.
+type Stored struct {
+	// Encryption is "age": the object is one age file.
+	Encryption string `json:"encryption"`
+	// Recipients are the public keys it is encrypted to.
+	Recipients []string `json:"recipients"`
+	Size       int64    `json:"size"`
+	SHA256     string   `json:"sha256"`
+	CRC32C     uint32   `json:"crc32c"`
+}
+
+// Content is the file as it sits at a destination: the stored bytes'
+// size and checksums under the file's name.
+func (f File) Content() File {
+	if f.Stored == nil {
+		return f
+	}
+	return File{Name: f.Name, Kind: f.Kind, Size: f.Stored.Size, Mode: f.Mode, SHA256: f.Stored.SHA256, CRC32C: f.Stored.CRC32C}
+}
+
+// Encrypted says whether any file is stored encrypted.
+func (b *Backup) Encrypted() bool {
+	return slices.ContainsFunc(b.Files, func(f File) bool { return f.Stored != nil })
 }
 
 // ClusterKey names the cluster in destination paths: the OpenShift cluster
@@ -178,6 +216,21 @@ func suffix(dirty bool) string {
 		return DirtySuffix
 	}
 	return ""
+}
+
+func validStored(version int, f File) error {
+	s := f.Stored
+	switch {
+	case version < SchemaStored:
+		return fmt.Errorf("file %q has stored bytes of its own, which schemaVersion %d cannot describe", f.Name, version)
+	case s.Encryption != "age":
+		return fmt.Errorf("file %q is stored with encryption %q, which this build cannot read (it reads age)", f.Name, s.Encryption)
+	case len(s.Recipients) == 0:
+		return fmt.Errorf("file %q is stored encrypted to no recipient", f.Name)
+	case s.Size < 0 || !hexSHA256.MatchString(s.SHA256):
+		return fmt.Errorf("file %q has a malformed stored size or sha256", f.Name)
+	}
+	return nil
 }
 
 // Marshal encodes b as indented JSON with a trailing newline.
@@ -254,6 +307,9 @@ func (b *Backup) Validate() error {
 		}
 		if !octalMode.MatchString(f.Mode) {
 			errs = append(errs, fmt.Errorf("file %q has malformed mode %q", f.Name, f.Mode))
+		}
+		if f.Stored != nil {
+			errs = append(errs, validStored(b.SchemaVersion, f))
 		}
 	}
 	for kind := range want {

@@ -37,6 +37,33 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
+func stored() *Stored {
+	return &Stored{Encryption: "age", Recipients: []string{"age1example"}, Size: 4400, SHA256: strings.Repeat("c", 64), CRC32C: 3}
+}
+
+// TestStoredRoundTrip: an encrypted file keeps its plaintext record, and
+// Content is what the destination holds.
+func TestStoredRoundTrip(t *testing.T) {
+	b := sample()
+	b.SchemaVersion = SchemaStored
+	b.Files[0].Stored = stored()
+	data, err := Marshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Parse(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := *got.File(KindSnapshot)
+	if !got.Encrypted() || snap.Size != 4128 || snap.Content().Size != 4400 || snap.Content().SHA256 != strings.Repeat("c", 64) || snap.Content().Stored != nil {
+		t.Fatalf("stored file after a round trip: %+v, content %+v", snap, snap.Content())
+	}
+	if res := *got.File(KindResources); res.Content() != res || sample().Encrypted() {
+		t.Fatal("a file stored as it is has other content, or a plain backup reads as encrypted")
+	}
+}
+
 func TestNames(t *testing.T) {
 	if got := SnapshotName("2026-01-02_030405", true); got != "snapshot_2026-01-02_030405__POSSIBLY_DIRTY__.db" {
 		t.Errorf("dirty snapshot name %q", got)
@@ -64,6 +91,10 @@ func TestValidateRejects(t *testing.T) {
 		{"bad sha", func(b *Backup) { b.Files[0].SHA256 = "XYZ" }, "sha256"},
 		{"bad mode", func(b *Backup) { b.Files[0].Mode = "rw" }, "mode"},
 		{"negative size", func(b *Backup) { b.Files[0].Size = -1 }, "negative"},
+		{"stored in schema 1", func(b *Backup) { b.SchemaVersion = SchemaPlain; b.Files[0].Stored = stored() }, "cannot describe"},
+		{"unknown encryption", func(b *Backup) { b.Files[0].Stored = stored(); b.Files[0].Stored.Encryption = "gpg" }, "cannot read"},
+		{"no recipients", func(b *Backup) { b.Files[0].Stored = stored(); b.Files[0].Stored.Recipients = nil }, "no recipient"},
+		{"bad stored sha", func(b *Backup) { b.Files[0].Stored = stored(); b.Files[0].Stored.SHA256 = "x" }, "stored size or sha256"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,207 @@
+// Package encryption encrypts the files of a backup to age recipients as
+// they stream to a destination, and decrypts them with an identity as they
+// stream back. The cluster and the pipeline hold only public keys: nothing
+// they hold can decrypt a backup.
+package encryption
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"filippo.io/age"
+	"filippo.io/age/agessh"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
+)
+
+// Format names the encryption in backup.json: every stored object is one
+// age file (age-encryption.org/v1).
+const Format = "age"
+
+// maxKeyFile bounds what is read of a recipients or identity file: they
+// hold a few keys, never megabytes.
+const maxKeyFile = 1 << 20
+
+// Recipients are the public keys a backup is encrypted to.
+type Recipients struct {
+	list []age.Recipient
+	keys []string
+}
+
+// ParseRecipients parses public keys given one by one (--encrypt-to) and
+// files of them, one a line with # comments, as age -R reads them. Accepted
+// are age X25519 keys (age1...), age hybrid post-quantum keys (age1pq1...),
+// and SSH ed25519 and RSA public keys. It returns nil when there are none.
+func ParseRecipients(keys, files []string) (*Recipients, error) {
+	rs := &Recipients{}
+	for _, k := range keys {
+		if err := rs.add(k); err != nil {
+			return nil, usage(fmt.Errorf("--encrypt-to: %w", err))
+		}
+	}
+	for _, f := range files {
+		if err := rs.addFile(f); err != nil {
+			return nil, usage(err)
+		}
+	}
+	if len(rs.list) == 0 {
+		return nil, nil
+	}
+	return rs, nil
+}
+
+func (rs *Recipients) addFile(path string) error {
+	data, err := readKeyFile(path)
+	if err != nil {
+		return err
+	}
+	n := 0
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 64<<10), maxKeyFile)
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if err := rs.add(line); err != nil {
+			return fmt.Errorf("recipients file %s, line %d: %w", path, n, err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read recipients file %s: %w", path, err)
+	}
+	if n == 0 || len(rs.list) == 0 {
+		return fmt.Errorf("recipients file %s holds no recipient", path)
+	}
+	return nil
+}
+
+// add parses one public key. Its errors never quote the key: a private key
+// given by mistake must not reach a log.
+func (rs *Recipients) add(key string) error {
+	key = strings.TrimSpace(key)
+	var (
+		r   age.Recipient
+		err error
+	)
+	switch {
+	case strings.HasPrefix(key, "AGE-SECRET-KEY-"), strings.Contains(key, "PRIVATE KEY"):
+		return errors.New("that is a private key; give its public key (age-keygen -y FILE, or the .pub of an SSH key), and keep the private key off the cluster")
+	case strings.HasPrefix(key, "age1pq1"):
+		r, err = age.ParseHybridRecipient(key)
+	case strings.HasPrefix(key, "age1"):
+		r, err = age.ParseX25519Recipient(key)
+	case strings.HasPrefix(key, "ssh-ed25519 "), strings.HasPrefix(key, "ssh-rsa "):
+		r, err = agessh.ParseRecipient(key)
+		key = canonicalSSH(key)
+	default:
+		return errors.New("not an age public key (age1...) or an SSH public key (ssh-ed25519, ssh-rsa)")
+	}
+	if err != nil {
+		return fmt.Errorf("malformed public key %.20s...: %w", key, err)
+	}
+	rs.list = append(rs.list, r)
+	rs.keys = append(rs.keys, key)
+	return nil
+}
+
+// canonicalSSH drops an SSH key's comment, which often names a person or a
+// host, from what backup.json records.
+func canonicalSSH(key string) string {
+	pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(key))
+	if err != nil {
+		return key
+	}
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pk)))
+}
+
+// Keys are the public keys, as backup.json records them.
+func (rs *Recipients) Keys() []string { return rs.keys }
+
+// Encrypt returns a reader of src encrypted to the recipients: one age
+// file, produced as src is read, with a new file key each call.
+func (rs *Recipients) Encrypt(src io.Reader) (io.Reader, error) {
+	r, err := age.EncryptReader(src, rs.list...)
+	if err != nil {
+		return nil, fmt.Errorf("encrypt: %w", err)
+	}
+	return r, nil
+}
+
+// Identity is what decrypts: the private keys of one identity file.
+type Identity struct {
+	path string
+	ids  []age.Identity
+}
+
+// ReadIdentity reads an age identity file (AGE-SECRET-KEY-1... lines, as
+// age-keygen writes) or an unencrypted SSH private key (ed25519 or RSA).
+// Its errors never quote the file's content.
+func ReadIdentity(path string) (*Identity, error) {
+	data, err := readKeyFile(path)
+	if err != nil {
+		return nil, usage(err)
+	}
+	var ids []age.Identity
+	if bytes.Contains(data, []byte("-----BEGIN")) {
+		id, err := agessh.ParseIdentity(data)
+		var missing *ssh.PassphraseMissingError
+		switch {
+		case errors.As(err, &missing):
+			return nil, usage(fmt.Errorf("identity %s is a passphrase-protected SSH key, which cannot be asked for here: use an age identity (age-keygen), or a copy of the key without a passphrase kept off the cluster", path))
+		case err != nil:
+			return nil, usage(fmt.Errorf("identity %s is not a usable SSH private key (ed25519 or RSA): %v", path, err))
+		}
+		ids = []age.Identity{id}
+	} else {
+		ids, err = age.ParseIdentities(bytes.NewReader(data))
+		if err != nil {
+			return nil, usage(fmt.Errorf("identity %s: %v (want an age identity file, as age-keygen writes, or an SSH private key)", path, err))
+		}
+	}
+	return &Identity{path: path, ids: ids}, nil
+}
+
+// ErrNoIdentity: none of an identity's keys can decrypt a file.
+var ErrNoIdentity = errors.New("cannot decrypt with this identity")
+
+// Decrypt returns a reader of the plaintext of the age file src. The age
+// format authenticates every 64 KiB chunk: a changed byte fails the Read
+// that reaches it, and a cut file fails at its end. recipients are those the
+// file was encrypted to, named when the identity does not match them.
+func (id *Identity) Decrypt(src io.Reader, recipients []string) (io.Reader, error) {
+	r, err := age.Decrypt(src, id.ids...)
+	var nomatch *age.NoIdentityMatchError
+	switch {
+	case errors.As(err, &nomatch):
+		return nil, usage(fmt.Errorf("%w: %s holds no key for any of the recipients the backup was encrypted to (%s)", ErrNoIdentity, id.path, strings.Join(recipients, ", ")))
+	case err != nil:
+		return nil, fmt.Errorf("decrypt: %w", err)
+	}
+	return r, nil
+}
+
+func readKeyFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(data) > maxKeyFile {
+		return nil, fmt.Errorf("%s is larger than %d bytes: not a key file", path, maxKeyFile)
+	}
+	return data, nil
+}
+
+func usage(err error) error { return exitcode.With(exitcode.Usage, err) }

@@ -1,0 +1,260 @@
+package encryption
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"filippo.io/age"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
+)
+
+// ageKey writes a new age identity file and returns its path and public key.
+func ageKey(t *testing.T) (string, string) {
+	t.Helper()
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "key.txt")
+	content := "# created: test\n# public key: " + id.Recipient().String() + "\n" + id.String() + "\n"
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path, id.Recipient().String()
+}
+
+// sshKey writes a new ed25519 SSH private key, with a passphrase if one is
+// given, and returns its path and authorized_keys line.
+func sshKey(t *testing.T, passphrase string) (string, string) {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var block *pem.Block
+	if passphrase == "" {
+		block, err = ssh.MarshalPrivateKey(priv, "test")
+	} else {
+		block, err = ssh.MarshalPrivateKeyWithPassphrase(priv, "test", []byte(passphrase))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "id_ed25519")
+	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	spub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(spub))) + " admin@laptop"
+}
+
+func encrypt(t *testing.T, rs *Recipients, plain []byte) []byte {
+	t.Helper()
+	r, err := rs.Encrypt(bytes.NewReader(plain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func decrypt(id *Identity, cipher []byte) ([]byte, error) {
+	r, err := id.Decrypt(bytes.NewReader(cipher), []string{"age1example"})
+	if err != nil {
+		return nil, err
+	}
+	return io.ReadAll(r)
+}
+
+func TestRoundTripEitherRecipient(t *testing.T) {
+	agePath, agePub := ageKey(t)
+	sshPath, sshPub := sshKey(t, "")
+	rs, err := ParseRecipients([]string{agePub, sshPub}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The SSH key's comment names a person: backup.json leaves it out.
+	if got := rs.Keys(); len(got) != 2 || got[0] != agePub || strings.Contains(got[1], "admin@laptop") || !strings.HasPrefix(got[1], "ssh-ed25519 ") {
+		t.Fatalf("Keys() = %q", got)
+	}
+	plain := bytes.Repeat([]byte("etcd snapshot bytes "), 10000)
+	cipher := encrypt(t, rs, plain)
+	if bytes.Contains(cipher, plain[:100]) {
+		t.Fatal("ciphertext holds plaintext")
+	}
+	for _, path := range []string{agePath, sshPath} {
+		id, err := ReadIdentity(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := decrypt(id, cipher)
+		if err != nil {
+			t.Fatalf("decrypt with %s: %v", filepath.Base(path), err)
+		}
+		if !bytes.Equal(got, plain) {
+			t.Fatalf("decrypt with %s: plaintext differs", filepath.Base(path))
+		}
+	}
+}
+
+func TestWrongIdentity(t *testing.T) {
+	_, pub := ageKey(t)
+	other, _ := ageKey(t)
+	rs, err := ParseRecipients([]string{pub}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := ReadIdentity(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = id.Decrypt(bytes.NewReader(encrypt(t, rs, []byte("x"))), rs.Keys())
+	if !errors.Is(err, ErrNoIdentity) || exitcode.Of(err) != exitcode.Usage {
+		t.Fatalf("err = %v (exit %d), want ErrNoIdentity, exit 2", err, exitcode.Of(err))
+	}
+	if !strings.Contains(err.Error(), pub) || !strings.Contains(err.Error(), other) {
+		t.Fatalf("error %q names neither the recipients nor the identity file", err)
+	}
+}
+
+func TestTamperedCiphertextFails(t *testing.T) {
+	path, pub := ageKey(t)
+	rs, _ := ParseRecipients([]string{pub}, nil)
+	id, _ := ReadIdentity(path)
+	cipher := encrypt(t, rs, bytes.Repeat([]byte{7}, 200000))
+	for name, mangle := range map[string]func([]byte) []byte{
+		"changed byte": func(c []byte) []byte { c[len(c)/2] ^= 1; return c },
+		"cut short":    func(c []byte) []byte { return c[:len(c)-100] },
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := decrypt(id, mangle(bytes.Clone(cipher))); err == nil {
+				t.Fatal("a damaged age file decrypted without error")
+			}
+		})
+	}
+}
+
+func TestParseRecipientsErrors(t *testing.T) {
+	_, pub := ageKey(t)
+	_, sshPub := sshKey(t, "")
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good", "# the backup team\n"+pub+"\n\n  "+sshPub+"  \n")
+	rs, err := ParseRecipients(nil, []string{good})
+	if err != nil || len(rs.Keys()) != 2 {
+		t.Fatalf("good file: %v, %v", rs, err)
+	}
+	if rs, err := ParseRecipients(nil, nil); rs != nil || err != nil {
+		t.Fatalf("no recipients: %v, %v; want nil, nil", rs, err)
+	}
+	secret := "AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ"
+	for _, tc := range []struct {
+		name  string
+		keys  []string
+		files []string
+		want  string
+	}{
+		{"bad line in file", nil, []string{write("bad", "# ops\n"+pub+"\nnot-a-key\n")}, "bad, line 3:"},
+		{"only comments", nil, []string{write("empty", "# nothing\n\n")}, "holds no recipient"},
+		{"missing file", nil, []string{filepath.Join(dir, "absent")}, "no such file"},
+		{"malformed age key", []string{"age1qqqq"}, nil, "malformed public key"},
+		{"private key as recipient", []string{secret}, nil, "that is a private key"},
+		{"private key line in file", nil, []string{write("priv", secret+"\n")}, "priv, line 1: that is a private key"},
+		{"unknown type", []string{"ecdsa-sha2-nistp256 AAAA"}, nil, "not an age public key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseRecipients(tc.keys, tc.files)
+			if exitcode.Of(err) != exitcode.Usage || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v (exit %d), want exit 2 with %q", err, exitcode.Of(err), tc.want)
+			}
+			if strings.Contains(err.Error(), "AGE-SECRET-KEY-1QQ") {
+				t.Fatalf("error %q quotes a private key", err)
+			}
+		})
+	}
+}
+
+func TestReadIdentityErrors(t *testing.T) {
+	locked, _ := sshKey(t, "hunter2")
+	garbage := filepath.Join(t.TempDir(), "garbage")
+	os.WriteFile(garbage, []byte("AGE-SECRET-KEY-1NOTVALID\n"), 0o600)
+	for _, tc := range []struct{ name, path, want string }{
+		{"passphrase", locked, "passphrase-protected"},
+		{"garbage", garbage, "want an age identity file"},
+		{"missing", garbage + ".absent", "no such file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ReadIdentity(tc.path)
+			if exitcode.Of(err) != exitcode.Usage || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v (exit %d), want exit 2 with %q", err, exitcode.Of(err), tc.want)
+			}
+			if strings.Contains(err.Error(), "NOTVALID") {
+				t.Fatalf("error %q quotes the key file", err)
+			}
+		})
+	}
+}
+
+// TestAgeCLIInterop: what this package writes, the age command decrypts,
+// and what the age command writes, this package decrypts.
+func TestAgeCLIInterop(t *testing.T) {
+	bin, err := exec.LookPath("age")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("the age command is not installed (.ci/run installs Debian's age)")
+		}
+		t.Skip("the age command is not installed (apt-get install age)")
+	}
+	keyPath, pub := ageKey(t)
+	sshPath, sshPub := sshKey(t, "")
+	plain := make([]byte, 3<<20+17)
+	rand.Read(plain)
+	rs, _ := ParseRecipients([]string{pub, sshPub}, nil)
+	cipherPath := filepath.Join(t.TempDir(), "snapshot.db.age")
+	if err := os.WriteFile(cipherPath, encrypt(t, rs, plain), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{keyPath, sshPath} {
+		out, err := exec.Command(bin, "-d", "-i", id, cipherPath).Output()
+		if err != nil {
+			t.Fatalf("age -d -i %s: %v", filepath.Base(id), err)
+		}
+		if !bytes.Equal(out, plain) {
+			t.Fatalf("age -d -i %s: plaintext differs", filepath.Base(id))
+		}
+	}
+	cmd := exec.Command(bin, "-r", pub)
+	cmd.Stdin = bytes.NewReader(plain)
+	cipher, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("age -r: %v", err)
+	}
+	id, _ := ReadIdentity(keyPath)
+	got, err := decrypt(id, cipher)
+	if err != nil || !bytes.Equal(got, plain) {
+		t.Fatalf("decrypting age's output: %v (equal: %t)", err, bytes.Equal(got, plain))
+	}
+}
