@@ -162,8 +162,11 @@ func Latest(ctx context.Context, d Dest, cluster string) (Entry, error) {
 	return *best, nil
 }
 
-func newer(a, b Entry) bool {
-	return cmp.Or(cmp.Compare(a.Timestamp, b.Timestamp), a.Created.Compare(b.Created), cmp.Compare(a.Name, b.Name)) > 0
+func newer(a, b Entry) bool { return Compare(a, b) > 0 }
+
+// Compare orders entries oldest first: by <ts>, then creation time, then name.
+func Compare(a, b Entry) int {
+	return cmp.Or(cmp.Compare(a.Timestamp, b.Timestamp), a.Created.Compare(b.Created), cmp.Compare(a.Name, b.Name))
 }
 
 // Prune deletes the complete backups this tool wrote beyond the newest
@@ -184,12 +187,7 @@ func Prune(ctx context.Context, d Dest, keep int, dryRun bool) ([]Entry, error) 
 	}
 	var doomed []Entry
 	for _, es := range byCluster {
-		slices.SortFunc(es, func(a, b Entry) int {
-			if newer(a, b) {
-				return -1
-			}
-			return 1
-		})
+		slices.SortFunc(es, func(a, b Entry) int { return Compare(b, a) })
 		if len(es) > keep {
 			doomed = append(doomed, es[keep:]...)
 		}
