@@ -1,0 +1,57 @@
+// Package desttest is the conformance suite every kind of destination
+// passes, and the real backups it runs on.
+package desttest
+
+import (
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/etcd-backup/etcd-backup/internal/backup"
+	"github.com/etcd-backup/etcd-backup/internal/manifest"
+	"github.com/etcd-backup/etcd-backup/internal/testcluster"
+)
+
+// Backup is a real backup on disk.
+type Backup struct {
+	Dir      string
+	Manifest *manifest.Backup
+}
+
+// Log sends a test's logs to its output.
+func Log(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), nil))
+}
+
+// Save takes three real backups of one test cluster: the first an hour
+// before the other two, which share a second and differ in content.
+func Save(t testing.TB) []Backup {
+	t.Helper()
+	c := testcluster.New(t, testcluster.Options{Keys: 50})
+	cli, err := c.Client(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	base := time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)
+	var out []Backup
+	for i, at := range []time.Time{base, base.Add(time.Hour), base.Add(time.Hour)} {
+		if _, err := cli.Put(t.Context(), fmt.Sprintf("/desttest/%d", i), "x"); err != nil {
+			t.Fatal(err)
+		}
+		dir := filepath.Join(t.TempDir(), "backup")
+		res, err := backup.Save(t.Context(), backup.Options{
+			Dir: dir, HostRoot: c.HostRoot, NodeName: c.NodeName,
+			MinClusterAge: 24 * time.Hour, RequestTimeout: 10 * time.Second,
+			WaitTimeout: time.Minute, PollInterval: time.Second, ProgressInterval: time.Second, StallTimeout: time.Minute,
+			Log: Log(t), Now: func() time.Time { return at },
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, Backup{Dir: dir, Manifest: res.Manifest})
+	}
+	return out
+}

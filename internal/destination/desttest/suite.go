@@ -1,0 +1,321 @@
+package desttest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/etcd-backup/etcd-backup/internal/destination"
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
+	"github.com/etcd-backup/etcd-backup/internal/manifest"
+	"github.com/etcd-backup/etcd-backup/internal/verify"
+)
+
+// Harness opens the destination under test.
+type Harness struct {
+	// New returns an empty destination; each call a different one.
+	New func(t *testing.T) destination.Dest
+	// Foreign stores in d, under a name list would consider, something
+	// this tool did not write, and returns that name.
+	Foreign func(t *testing.T, d destination.Dest, like *manifest.Backup) string
+}
+
+// Run runs the conformance suite over backups from Save.
+func Run(t *testing.T, h Harness, backups []Backup) {
+	tests := []struct {
+		name string
+		run  func(*testing.T, Harness, []Backup)
+	}{
+		{"UploadListLatest", testUploadListLatest},
+		{"RerunSendsNothing", testRerun},
+		{"DownloadVerify", testDownloadVerify},
+		{"CorruptFileRefused", testCorruptRefused},
+		{"InterruptedUploadIsNotComplete", testInterrupted},
+		{"PruneKeepsNewestAndForeign", testPrune},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { tt.run(t, h, backups) })
+	}
+}
+
+func upload(t *testing.T, d destination.Dest, b Backup) destination.Result {
+	t.Helper()
+	res, err := destination.UploadDir(t.Context(), d, b.Dir)
+	if err != nil {
+		t.Fatalf("upload %s: %v", b.Dir, err)
+	}
+	return res
+}
+
+func list(t *testing.T, d destination.Dest) []destination.Entry {
+	t.Helper()
+	entries, err := d.List(t.Context())
+	if err != nil {
+		t.Fatalf("list %s: %v", d.URL(), err)
+	}
+	return entries
+}
+
+func names(entries []destination.Entry) []string {
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.Name+" "+string(e.State))
+	}
+	return out
+}
+
+func testUploadListLatest(t *testing.T, h Harness, bs []Backup) {
+	d := h.New(t)
+	var want []string
+	byName := map[string]Backup{}
+	for _, b := range bs {
+		res := upload(t, d, b)
+		want = append(want, res.Name+" complete")
+		byName[res.Name] = b
+	}
+	entries := list(t, d)
+	got := names(entries)
+	if !slices.IsSortedFunc(entries, destination.Compare) || !sameSet(got, want) {
+		t.Fatalf("list = %q, want %q oldest first, no name shared", got, want)
+	}
+	for _, e := range entries {
+		b := byName[e.Name].Manifest
+		if !e.Ours || e.Manifest == nil || e.ClusterID != b.ClusterKey() || e.Timestamp != b.Timestamp {
+			t.Errorf("entry %+v, want ours with cluster %s, ts %s and its manifest", e, b.ClusterKey(), b.Timestamp)
+		}
+	}
+	latest, err := destination.Latest(t.Context(), d, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if latest.Name != entries[len(entries)-1].Name {
+		t.Errorf("latest = %s, want %s", latest.Name, entries[len(entries)-1].Name)
+	}
+}
+
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
+
+// counting opens a backup's files and counts the opens.
+func counting(dir string, opens *int) func(f manifest.File) destination.Opener {
+	return func(f manifest.File) destination.Opener {
+		return func() (io.ReadCloser, error) {
+			*opens++
+			return os.Open(filepath.Join(dir, f.Name))
+		}
+	}
+}
+
+func testRerun(t *testing.T, h Harness, bs []Backup) {
+	d := h.New(t)
+	first := upload(t, d, bs[0])
+	raw, err := os.ReadFile(filepath.Join(bs[0].Dir, manifest.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := d.Begin(t.Context(), bs[0].Manifest, raw)
+	if err != nil {
+		t.Fatalf("begin a re-run: %v", err)
+	}
+	defer up.Close()
+	opens := 0
+	for _, f := range bs[0].Manifest.Files {
+		reused, err := up.Put(t.Context(), f, counting(bs[0].Dir, &opens)(f))
+		if err != nil || !reused {
+			t.Errorf("re-run put %s = %v, %v; want reused", f.Name, reused, err)
+		}
+	}
+	again, err := up.Commit(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opens != 0 || again != first {
+		t.Errorf("re-run opened %d files and committed %+v; want none opened and %+v", opens, again, first)
+	}
+	if got := list(t, d); len(got) != 1 {
+		t.Errorf("after a re-run list = %q, want one backup", names(got))
+	}
+}
+
+func testDownloadVerify(t *testing.T, h Harness, bs []Backup) {
+	d := h.New(t)
+	res := upload(t, d, bs[1])
+	if _, err := destination.Verify(t.Context(), d, res.Name); err != nil {
+		t.Fatalf("verify stored backup: %v", err)
+	}
+	dir := filepath.Join(t.TempDir(), "download")
+	if _, err := destination.Download(t.Context(), d, res.Name, dir); err != nil {
+		t.Fatalf("download: %v", err)
+	}
+	if _, err := verify.Dir(t.Context(), dir, verify.Options{Log: Log(t)}); err != nil {
+		t.Fatalf("verify downloaded directory: %v", err)
+	}
+	want, _ := os.ReadDir(bs[1].Dir)
+	got, _ := os.ReadDir(dir)
+	if len(got) != len(want) {
+		t.Fatalf("downloaded %d files, save wrote %d", len(got), len(want))
+	}
+	for _, e := range want {
+		a, _ := os.ReadFile(filepath.Join(bs[1].Dir, e.Name()))
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil || !bytes.Equal(a, b) {
+			t.Errorf("downloaded %s differs from the local file (%v)", e.Name(), err)
+		}
+	}
+}
+
+// copyBackup copies a backup directory, files keeping their modes.
+func copyBackup(t *testing.T, src string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "copy")
+	if err := os.CopyFS(dst, os.DirFS(src)); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(src)
+	for _, e := range entries {
+		fi, _ := e.Info()
+		if err := os.Chmod(filepath.Join(dst, e.Name()), fi.Mode().Perm()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
+}
+
+func testCorruptRefused(t *testing.T, h Harness, bs []Backup) {
+	d := h.New(t)
+	dir := copyBackup(t, bs[0].Dir)
+	snap := filepath.Join(dir, bs[0].Manifest.File(manifest.KindSnapshot).Name)
+	data, err := os.ReadFile(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0xff
+	if err := os.WriteFile(snap, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = destination.UploadDir(t.Context(), d, dir)
+	if exitcode.Of(err) != exitcode.Verify {
+		t.Fatalf("upload of a corrupt snapshot = %v (exit %d), want exit %d", err, exitcode.Of(err), exitcode.Verify)
+	}
+	if got := list(t, d); len(got) != 0 {
+		t.Errorf("after a refused upload list = %q, want nothing", names(got))
+	}
+	// The corrupt bytes were not kept under the snapshot's digest: the
+	// good file is sent, not taken as already stored.
+	raw, _ := os.ReadFile(filepath.Join(bs[0].Dir, manifest.FileName))
+	up, err := d.Begin(t.Context(), bs[0].Manifest, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	f := *bs[0].Manifest.File(manifest.KindSnapshot)
+	opens := 0
+	if reused, err := up.Put(t.Context(), f, counting(bs[0].Dir, &opens)(f)); err != nil || reused || opens != 1 {
+		t.Errorf("put of the good snapshot after the corrupt one = %v, %v, %d opens; want it sent", reused, err, opens)
+	}
+}
+
+// cutReader cancels its upload after some bytes.
+type cutReader struct {
+	r      io.ReadCloser
+	left   int
+	cancel context.CancelFunc
+}
+
+func (c *cutReader) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		c.cancel()
+		return 0, context.Canceled
+	}
+	n, err := c.r.Read(p[:min(len(p), c.left)])
+	c.left -= n
+	return n, err
+}
+
+func (c *cutReader) Close() error { return c.r.Close() }
+
+func testInterrupted(t *testing.T, h Harness, bs []Backup) {
+	d := h.New(t)
+	b := bs[0]
+	raw, _ := os.ReadFile(filepath.Join(b.Dir, manifest.FileName))
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	up, err := d.Begin(ctx, b.Manifest, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range b.Manifest.Files {
+		open := func() (io.ReadCloser, error) {
+			r, err := os.Open(filepath.Join(b.Dir, f.Name))
+			return &cutReader{r: r, left: int(f.Size / 2), cancel: cancel}, err
+		}
+		if _, err := up.Put(ctx, f, open); err == nil {
+			t.Fatalf("put %s cut half-way succeeded", f.Name)
+		}
+		break
+	}
+	if _, err := up.Commit(ctx); err == nil {
+		t.Error("commit after a cut put succeeded")
+	}
+	up.Close()
+	if got := list(t, d); len(got) != 0 {
+		t.Errorf("after an interrupted upload list = %q, want nothing", names(got))
+	}
+	if _, err := destination.Latest(t.Context(), d, ""); !errors.Is(err, destination.ErrNoBackup) {
+		t.Errorf("latest after an interrupted upload = %v, want %v", err, destination.ErrNoBackup)
+	}
+	upload(t, d, b)
+	if got := list(t, d); len(got) != 1 || got[0].State != destination.Complete {
+		t.Errorf("after the upload is run again list = %q, want one complete backup", names(got))
+	}
+}
+
+func testPrune(t *testing.T, h Harness, bs []Backup) {
+	d := h.New(t)
+	for _, b := range bs {
+		upload(t, d, b)
+	}
+	foreign := h.Foreign(t, d, bs[0].Manifest)
+	if err := d.Delete(t.Context(), foreign); err == nil {
+		t.Errorf("delete of %s, which this tool did not write, succeeded", foreign)
+	}
+	newest := list(t, d)
+	newest = slices.DeleteFunc(newest, func(e destination.Entry) bool { return !e.Ours })
+	keepName := newest[len(newest)-1].Name
+	dry, err := destination.Prune(t.Context(), d, 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dry) != len(bs)-1 || len(list(t, d)) != len(bs)+1 {
+		t.Fatalf("dry run would delete %q and left %q; want %d planned, nothing deleted", names(dry), names(list(t, d)), len(bs)-1)
+	}
+	deleted, err := destination.Prune(t.Context(), d, 0, false)
+	if err != nil {
+		t.Fatalf("prune: %v", err)
+	}
+	if len(deleted) != len(bs)-1 {
+		t.Errorf("prune deleted %q, want all but the newest", names(deleted))
+	}
+	var left []string
+	for _, e := range list(t, d) {
+		left = append(left, e.Name)
+	}
+	slices.Sort(left)
+	want := []string{foreign, keepName}
+	slices.Sort(want)
+	if !slices.Equal(left, want) {
+		t.Errorf("after prune list = %q, want the newest (%s) and the foreign one (%s)", left, keepName, foreign)
+	}
+	if _, err := destination.Verify(t.Context(), d, keepName); err != nil {
+		t.Errorf("the kept backup no longer verifies: %v", err)
+	}
+}

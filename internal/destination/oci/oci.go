@@ -1,0 +1,256 @@
+// Package oci stores backups in OCI registries (docker://HOST[:PORT]/REPO)
+// and OCI image layout directories (oci:PATH) through containers/image: one
+// image-spec 1.1 manifest per backup, with one layer per file whose digest
+// is the file's SHA-256, pushed last as the commit marker.
+package oci
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"go.podman.io/image/v5/pkg/blobinfocache/none"
+	"go.podman.io/image/v5/types"
+
+	"github.com/etcd-backup/etcd-backup/internal/destination"
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
+	"github.com/etcd-backup/etcd-backup/internal/manifest"
+	"github.com/etcd-backup/etcd-backup/internal/version"
+)
+
+// Dest is a repository or a layout directory.
+type Dest struct {
+	t       transport
+	sys     *types.SystemContext
+	opts    destination.Options
+	scratch string
+}
+
+var _ destination.Dest = (*Dest)(nil)
+
+func open(t transport, opts destination.Options) (*Dest, error) {
+	if f := opts.Registry.Format; f != destination.FormatArtifact && f != destination.FormatImage {
+		return nil, exitcode.With(exitcode.Usage, fmt.Errorf("OCI format %q is neither %q nor %q", f, destination.FormatArtifact, destination.FormatImage))
+	}
+	// containers/image keeps a blob cache and may consult lookaside
+	// signature storage; both go to a scratch directory, not $HOME or
+	// /var/lib/containers.
+	scratch, err := os.MkdirTemp(opts.ScratchDir, "etcd-backup-oci-*")
+	if err != nil {
+		return nil, fmt.Errorf("create scratch directory: %w", err)
+	}
+	authFile := opts.Registry.AuthFile
+	if authFile == "" {
+		authFile = os.Getenv("REGISTRY_AUTH_FILE")
+	}
+	sys := &types.SystemContext{
+		AuthFilePath:            authFile,
+		DockerCertPath:          opts.Registry.CertDir,
+		BlobInfoCacheDir:        scratch,
+		RegistriesDirPath:       scratch,
+		DockerRegistryUserAgent: "etcd-backup/" + version.Version,
+	}
+	if opts.Registry.InsecureSkipTLSVerify {
+		sys.DockerInsecureSkipTLSVerify = types.OptionalBoolTrue
+		sys.OCIInsecureSkipTLSVerify = true
+	}
+	return &Dest{t: t, sys: sys, opts: opts, scratch: scratch}, nil
+}
+
+// Kind names the destination in errors.
+func (d *Dest) Kind() string { return d.t.kind() }
+
+// URL is the destination without a tag.
+func (d *Dest) URL() string {
+	u := d.t.url("")
+	return u[:len(u)-1]
+}
+
+// Close removes the scratch directory.
+func (d *Dest) Close() error { return os.RemoveAll(d.scratch) }
+
+// request bounds one request that moves no bulk data.
+func (d *Dest) request(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, d.opts.StallTimeout)
+}
+
+// Begin checks that the backup's tag is free, or already names this very
+// backup (a re-run, which then sends nothing), and opens the destination.
+func (d *Dest) Begin(ctx context.Context, b *manifest.Backup, raw []byte) (destination.Upload, error) {
+	tag := Tag(b)
+	up := &upload{d: d, b: b, raw: raw, tag: tag, stored: map[string]bool{}}
+	done, err := d.alreadyStored(ctx, tag, raw)
+	if err != nil {
+		return nil, err
+	}
+	if done != "" {
+		d.opts.Log.Info("backup already stored", "backup", d.t.url(tag), "digest", done)
+		up.done = done
+		return up, nil
+	}
+	if err := d.t.prepare(); err != nil {
+		return nil, err
+	}
+	ref, err := d.t.ref(tag)
+	if err != nil {
+		return nil, err
+	}
+	rctx, cancel := d.request(ctx)
+	defer cancel()
+	up.dst, err = ref.NewImageDestination(rctx, d.sys)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", d.t.url(tag), err)
+	}
+	return up, nil
+}
+
+// alreadyStored returns the manifest digest when tag names this backup,
+// "" when tag is free, and an error when it names anything else.
+func (d *Dest) alreadyStored(ctx context.Context, tag string, raw []byte) (digest.Digest, error) {
+	l, err := d.load(ctx, tag)
+	if err != nil {
+		return "", err
+	}
+	if l == nil {
+		return "", nil
+	}
+	defer l.close()
+	if l.problem == "" && rawDigest(l.raw) == rawDigest(raw) {
+		return l.digest, nil
+	}
+	return "", fmt.Errorf("%s already names other content (manifest %s); a tag is never overwritten: remove it or upload elsewhere", d.t.url(tag), l.digest)
+}
+
+type upload struct {
+	d    *Dest
+	b    *manifest.Backup
+	raw  []byte
+	tag  string
+	dst  types.ImageDestination
+	done digest.Digest // set when the backup is already stored
+	// stored holds the files put so far; Commit needs every one.
+	stored map[string]bool
+}
+
+func (u *upload) Put(ctx context.Context, f manifest.File, open destination.Opener) (bool, error) {
+	if u.done != "" {
+		return true, nil
+	}
+	info := types.BlobInfo{Digest: fileDigest(f), Size: f.Size, MediaType: mediaType(f)}
+	reused, err := u.put(ctx, f.Name, info, open, false)
+	if err == nil {
+		u.stored[f.Name] = true
+	}
+	return reused, err
+}
+
+// put sends one blob unless the destination has it already.
+func (u *upload) put(ctx context.Context, name string, info types.BlobInfo, open destination.Opener, isConfig bool) (bool, error) {
+	var reused bool
+	err := retry(ctx, u.d.opts.RetryBase, u.d.opts.Log, "check for "+name, func() error {
+		rctx, cancel := u.d.request(ctx)
+		defer cancel()
+		var err error
+		reused, _, err = u.dst.TryReusingBlob(rctx, info, none.NoCache, false)
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("check for %s in %s: %w", name, u.d.URL(), err)
+	}
+	if reused {
+		u.d.opts.Log.Info("already stored "+name, "digest", info.Digest)
+		return true, nil
+	}
+	err = retry(ctx, u.d.opts.RetryBase, u.d.opts.Log, "send "+name, func() error {
+		return u.send(ctx, name, info, open, isConfig)
+	})
+	if err != nil {
+		return false, fmt.Errorf("send %s to %s: %w", name, u.d.URL(), err)
+	}
+	u.d.opts.Log.Info("sent "+name, "digest", info.Digest, "bytes", info.Size)
+	return false, nil
+}
+
+func (u *upload) send(ctx context.Context, name string, info types.BlobInfo, open destination.Opener, isConfig bool) error {
+	r, err := open()
+	if err != nil {
+		return permanent{err}
+	}
+	defer r.Close()
+	wctx, dog, stop := newWatchdog(ctx, u.d.opts.StallTimeout)
+	defer stop()
+	m := &meter{r: r, dog: dog, log: u.d.opts.Log, what: "sending " + name, size: info.Size, every: u.d.opts.ProgressInterval, last: time.Now()}
+	_, err = u.dst.PutBlob(wctx, m, info, none.NoCache, isConfig)
+	switch {
+	case m.err != nil:
+		// The source failed (a file that fails its check): PutBlob
+		// dropped what it had, and a retry would read the same.
+		return permanent{m.err}
+	case err != nil && context.Cause(wctx) != nil && ctx.Err() == nil:
+		return context.Cause(wctx)
+	}
+	return err
+}
+
+// Commit sends backup.json and the config, then the manifest: the commit
+// marker, pushed only while the tag is still free.
+func (u *upload) Commit(ctx context.Context) (destination.Result, error) {
+	res := destination.Result{Name: u.tag, URL: u.d.t.url(u.tag), ImageURL: u.d.t.imageURL(u.tag), Digest: string(u.done)}
+	if u.done != "" {
+		return res, nil
+	}
+	for _, f := range u.b.Files {
+		if !u.stored[f.Name] {
+			return res, fmt.Errorf("commit %s: %s was not stored", res.URL, f.Name)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return res, fmt.Errorf("commit %s: %w", res.URL, context.Cause(ctx))
+	}
+	raw := func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(u.raw)), nil }
+	info := types.BlobInfo{Digest: rawDigest(u.raw), Size: int64(len(u.raw)), MediaType: mediaTypeFile}
+	if _, err := u.put(ctx, manifest.FileName, info, raw, false); err != nil {
+		return res, err
+	}
+	empty := func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(emptyConfig)), nil }
+	cfg := types.BlobInfo{Digest: emptyDescriptor.Digest, Size: emptyDescriptor.Size, MediaType: emptyDescriptor.MediaType}
+	if _, err := u.put(ctx, "config", cfg, empty, true); err != nil {
+		return res, err
+	}
+	m, err := artifactManifest(u.b, u.raw)
+	if err != nil {
+		return res, err
+	}
+	res.Digest = string(digest.FromBytes(m))
+	if err := u.pushManifest(ctx, m); err != nil {
+		return res, err
+	}
+	u.d.opts.Log.Info("committed "+res.URL, "digest", res.Digest)
+	return res, nil
+}
+
+func (u *upload) pushManifest(ctx context.Context, m []byte) error {
+	// Another writer may have taken the tag since Begin.
+	if done, err := u.d.alreadyStored(ctx, u.tag, u.raw); err != nil || done != "" {
+		return err
+	}
+	return retry(ctx, u.d.opts.RetryBase, u.d.opts.Log, "push manifest of "+u.tag, func() error {
+		rctx, cancel := u.d.request(ctx)
+		defer cancel()
+		if err := u.dst.PutManifest(rctx, m, nil); err != nil {
+			return fmt.Errorf("push manifest %s: %w", u.d.t.url(u.tag), err)
+		}
+		return u.dst.Commit(rctx, nil)
+	})
+}
+
+func (u *upload) Close() error {
+	if u.dst == nil {
+		return nil
+	}
+	return u.dst.Close()
+}

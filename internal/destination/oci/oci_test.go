@@ -1,0 +1,99 @@
+package oci_test
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.podman.io/image/v5/docker"
+	"go.podman.io/image/v5/oci/layout"
+	"go.podman.io/image/v5/types"
+
+	"github.com/etcd-backup/etcd-backup/internal/destination"
+	"github.com/etcd-backup/etcd-backup/internal/destination/desttest"
+	"github.com/etcd-backup/etcd-backup/internal/destination/oci"
+	"github.com/etcd-backup/etcd-backup/internal/destination/oci/ocitest"
+	"github.com/etcd-backup/etcd-backup/internal/manifest"
+)
+
+func kinds() *destination.Registry {
+	return destination.NewRegistry(oci.Registry(), oci.Layout())
+}
+
+func options(t *testing.T, reg destination.RegistryOptions) destination.Options {
+	return destination.Options{
+		Log: desttest.Log(t), StallTimeout: 5 * time.Second, RetryBase: 10 * time.Millisecond,
+		ScratchDir: t.TempDir(), Registry: reg,
+	}
+}
+
+func openDest(t *testing.T, url string, reg destination.RegistryOptions) destination.Dest {
+	t.Helper()
+	d, err := kinds().Open(t.Context(), url, options(t, reg))
+	if err != nil {
+		t.Fatalf("open %s: %v", url, err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// foreignTag is a tag of our shape that no backup of like has.
+func foreignTag(like *manifest.Backup) string {
+	return oci.Tag(like)[:len(oci.Tag(like))-12] + "000000000000"
+}
+
+// TestOCI takes real backups once, for every subtest: each takes seconds.
+func TestOCI(t *testing.T) {
+	bs := desttest.Save(t)
+	t.Run("LayoutConformance", func(t *testing.T) { testLayoutConformance(t, bs) })
+	t.Run("RegistryConformanceHTTP", func(t *testing.T) { testRegistryConformanceHTTP(t, bs) })
+	t.Run("RegistryConformanceTLS", func(t *testing.T) { testRegistryConformanceTLS(t, bs) })
+}
+
+func testLayoutConformance(t *testing.T, bs []desttest.Backup) {
+	desttest.Run(t, desttest.Harness{
+		New: func(t *testing.T) destination.Dest {
+			return openDest(t, "oci:"+filepath.Join(t.TempDir(), "layout"), destination.RegistryOptions{})
+		},
+		Foreign: func(t *testing.T, d destination.Dest, like *manifest.Backup) string {
+			tag := foreignTag(like)
+			ref, err := layout.NewReference(strings.TrimPrefix(d.URL(), "oci:"), tag)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ocitest.PushForeign(t, ref, &types.SystemContext{})
+			return tag
+		},
+	}, bs)
+}
+
+func registryHarness(reg *ocitest.Registry, ro destination.RegistryOptions, sys *types.SystemContext) desttest.Harness {
+	return desttest.Harness{
+		New: func(t *testing.T) destination.Dest {
+			repo := "backups/" + strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+			return openDest(t, reg.URL(repo), ro)
+		},
+		Foreign: func(t *testing.T, d destination.Dest, like *manifest.Backup) string {
+			tag := foreignTag(like)
+			ref, err := docker.ParseReference(strings.TrimPrefix(d.URL(), "docker:") + ":" + tag)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ocitest.PushForeign(t, ref, sys)
+			return tag
+		},
+	}
+}
+
+func testRegistryConformanceHTTP(t *testing.T, bs []desttest.Backup) {
+	reg := ocitest.Start(t, ocitest.Options{Deletes: true})
+	ro := destination.RegistryOptions{InsecureSkipTLSVerify: true}
+	desttest.Run(t, registryHarness(reg, ro, &types.SystemContext{DockerInsecureSkipTLSVerify: types.OptionalBoolTrue}), bs)
+}
+
+func testRegistryConformanceTLS(t *testing.T, bs []desttest.Backup) {
+	reg := ocitest.Start(t, ocitest.Options{TLS: true, Deletes: true})
+	ro := destination.RegistryOptions{AuthFile: reg.AuthFile, CertDir: reg.CertDir}
+	desttest.Run(t, registryHarness(reg, ro, &types.SystemContext{AuthFilePath: reg.AuthFile, DockerCertPath: reg.CertDir}), bs)
+}

@@ -1,0 +1,192 @@
+// Package ocitest starts the CNCF distribution registry in-process for
+// tests: over plain HTTP, or over TLS with htpasswd basic auth, and with
+// deletes enabled or not; a fault proxy can stand in front of it.
+package ocitest
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/distribution/distribution/v3/configuration"
+	_ "github.com/distribution/distribution/v3/registry/auth/htpasswd" // the htpasswd access controller
+	"github.com/distribution/distribution/v3/registry/handlers"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/inmemory" // the inmemory storage driver
+	"github.com/sirupsen/logrus"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// Options shape a registry.
+type Options struct {
+	// TLS serves HTTPS with a certificate from a generated CA, and asks
+	// for a user and password (htpasswd, bcrypt).
+	TLS bool
+	// Deletes enables manifest deletes (distribution's default is off).
+	Deletes bool
+}
+
+// Registry is a running registry.
+type Registry struct {
+	// Host is 127.0.0.1:PORT.
+	Host string
+	// CertDir holds ca.crt for --cert-dir (TLS only).
+	CertDir string
+	// AuthFile is a containers-auth.json with the password (TLS only).
+	AuthFile string
+	// Handler is the registry itself, for a proxy to front.
+	Handler http.Handler
+	srv     *httptest.Server
+}
+
+const user = "backup"
+
+// Start starts a registry that stops when the test ends.
+func Start(t testing.TB, opts Options) *Registry {
+	t.Helper()
+	cfg := &configuration.Configuration{
+		Storage: configuration.Storage{
+			"inmemory": configuration.Parameters{},
+			"delete":   configuration.Parameters{"enabled": opts.Deletes},
+			// No purger goroutine outliving the test.
+			"maintenance": configuration.Parameters{"uploadpurging": map[any]any{"enabled": false}},
+		},
+	}
+	// The registry logs every request, and the 404s of tag checks as
+	// errors, through logrus's global logger; tests assert on results.
+	logrus.SetOutput(io.Discard)
+	dir := t.TempDir()
+	r := &Registry{}
+	var password string
+	if opts.TLS {
+		password = rand.Text()
+		hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		htpasswd := filepath.Join(dir, "htpasswd")
+		writeFile(t, htpasswd, fmt.Appendf(nil, "%s:%s\n", user, hash))
+		cfg.Auth = configuration.Auth{"htpasswd": configuration.Parameters{"realm": "test", "path": htpasswd}}
+	}
+	r.Handler = handlers.NewApp(context.Background(), cfg)
+	r.srv = httptest.NewUnstartedServer(r.Handler)
+	r.srv.Config.ErrorLog = slog.NewLogLogger(slog.DiscardHandler, slog.LevelError)
+	if opts.TLS {
+		r.CertDir = filepath.Join(dir, "certs")
+		r.srv.TLS = serverTLS(t, r.CertDir)
+		r.srv.StartTLS()
+	} else {
+		r.srv.Start()
+	}
+	t.Cleanup(r.srv.Close)
+	r.Host = r.srv.Listener.Addr().String()
+	if opts.TLS {
+		r.AuthFile = WriteAuthFile(t, r.Host, user, password)
+	}
+	return r
+}
+
+// WriteAuthFile writes a containers-auth.json for host.
+func WriteAuthFile(t testing.TB, host, user, password string) string {
+	t.Helper()
+	auth := map[string]any{"auths": map[string]any{host: map[string]string{
+		"auth": base64.StdEncoding.EncodeToString([]byte(user + ":" + password)),
+	}}}
+	data, err := json.Marshal(auth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "auth.json")
+	writeFile(t, path, data)
+	return path
+}
+
+func writeFile(t testing.TB, path string, data []byte) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// serverTLS generates a CA, writes it to certDir/ca.crt, and returns a
+// server config with a certificate it issued for 127.0.0.1.
+func serverTLS(t testing.TB, certDir string) *tls.Config {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ocitest CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:    x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(certDir, "ca.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}))
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+}
+
+// URL is docker://HOST/repo.
+func (r *Registry) URL(repo string) string { return "docker://" + r.Host + "/" + repo }
+
+// Proxy is a registry's front door that can break requests.
+type Proxy struct {
+	Host string
+	// Fault, when set, may answer a request itself (returning true).
+	Fault func(w http.ResponseWriter, req *http.Request) bool
+}
+
+// NewProxy serves r's handler behind p.Fault over plain HTTP.
+func (r *Registry) NewProxy(t testing.TB) *Proxy {
+	p := &Proxy{}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if p.Fault != nil && p.Fault(w, req) {
+			return
+		}
+		r.Handler.ServeHTTP(w, req)
+	}))
+	srv.Config.ErrorLog = slog.NewLogLogger(slog.DiscardHandler, slog.LevelError)
+	srv.Start()
+	t.Cleanup(srv.Close)
+	p.Host = srv.Listener.Addr().String()
+	return p
+}

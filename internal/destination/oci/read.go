@@ -1,0 +1,266 @@
+package oci
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"slices"
+	"strconv"
+	"time"
+
+	v2 "github.com/docker/distribution/registry/api/v2"
+	"github.com/opencontainers/go-digest"
+	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
+	"go.podman.io/image/v5/oci/layout"
+	"go.podman.io/image/v5/pkg/blobinfocache/none"
+	"go.podman.io/image/v5/types"
+
+	"github.com/etcd-backup/etcd-backup/internal/destination"
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
+	"github.com/etcd-backup/etcd-backup/internal/manifest"
+)
+
+// maxManifestBytes bounds what is read of a manifest or backup.json.
+const maxManifestBytes = 1 << 20
+
+// loaded is one tag's manifest and backup.json, as far as they could be read.
+type loaded struct {
+	src    types.ImageSource
+	tag    string
+	digest digest.Digest
+	m      imgspecv1.Manifest
+	raw    []byte
+	b      *manifest.Backup
+	ours   bool
+	// problem says why this is not a complete backup; "" when it is.
+	problem string
+}
+
+func (l *loaded) close() { l.src.Close() }
+
+// load reads the manifest tag names and its backup.json. It returns nil
+// when the tag does not exist, and an error only when the destination
+// cannot answer; what is wrong with the content is l.problem.
+func (d *Dest) load(ctx context.Context, tag string) (*loaded, error) {
+	ref, err := d.t.ref(tag)
+	if err != nil {
+		return nil, exitcode.With(exitcode.Usage, fmt.Errorf("%q is not a valid tag: %w", tag, err))
+	}
+	rctx, cancel := d.request(ctx)
+	defer cancel()
+	var src types.ImageSource
+	var mb []byte
+	err = retry(ctx, d.opts.RetryBase, d.opts.Log, "read manifest "+tag, func() error {
+		var err error
+		if src == nil {
+			s, err := ref.NewImageSource(rctx, d.sys)
+			if err != nil {
+				return err
+			}
+			src = s
+		}
+		mb, _, err = src.GetManifest(rctx, nil)
+		return err
+	})
+	if notFound(err) {
+		if src != nil {
+			src.Close()
+		}
+		return nil, nil
+	}
+	if err != nil {
+		if src != nil {
+			src.Close()
+		}
+		return nil, fmt.Errorf("read %s: %w", d.t.url(tag), err)
+	}
+	l := &loaded{src: src, tag: tag, digest: digest.FromBytes(mb)}
+	l.problem = d.inspect(rctx, l, mb)
+	return l, nil
+}
+
+func notFound(err error) bool {
+	var nf layout.ImageNotFoundError
+	return errors.As(err, &nf) || errors.Is(err, fs.ErrNotExist) ||
+		isCode(err, v2.ErrorCodeManifestUnknown) || isCode(err, v2.ErrorCodeNameUnknown)
+}
+
+// inspect fills l from the manifest bytes and says what is wrong, if anything.
+func (d *Dest) inspect(ctx context.Context, l *loaded, mb []byte) string {
+	if len(mb) > maxManifestBytes {
+		return "manifest is too large to be a backup"
+	}
+	if err := json.Unmarshal(mb, &l.m); err != nil {
+		return "manifest is not JSON: " + err.Error()
+	}
+	if l.m.MediaType != imgspecv1.MediaTypeImageManifest || l.m.ArtifactType != ArtifactType {
+		return "not a backup written by etcd-backup (artifactType " + strconv.Quote(l.m.ArtifactType) + ")"
+	}
+	desc, ok := layerNamed(&l.m, manifest.FileName)
+	if !ok {
+		return "manifest has no " + manifest.FileName + " layer"
+	}
+	raw, err := d.blob(ctx, l.src, desc)
+	if err != nil {
+		return err.Error()
+	}
+	l.raw = raw
+	b, err := manifest.Parse(bytes.NewReader(raw))
+	if err != nil {
+		return err.Error()
+	}
+	l.b = b
+	if b.Tool.Name != manifest.ToolName {
+		return manifest.FileName + " was written by " + strconv.Quote(b.Tool.Name)
+	}
+	l.ours = true
+	return filesMatch(&l.m, b)
+}
+
+// filesMatch says how the layers differ from what backup.json records.
+func filesMatch(m *imgspecv1.Manifest, b *manifest.Backup) string {
+	for _, f := range b.Files {
+		l, ok := layerNamed(m, f.Name)
+		switch {
+		case !ok:
+			return "manifest has no layer for " + f.Name
+		case l.Digest != fileDigest(f) || l.Size != f.Size:
+			return fmt.Sprintf("layer %s is %s (%d bytes), %s says %s (%d bytes)", f.Name, l.Digest, l.Size, manifest.FileName, fileDigest(f), f.Size)
+		}
+	}
+	return ""
+}
+
+// blob reads a small blob whole and checks its digest.
+func (d *Dest) blob(ctx context.Context, src types.ImageSource, desc imgspecv1.Descriptor) ([]byte, error) {
+	if desc.Size > maxManifestBytes {
+		return nil, fmt.Errorf("%s is %d bytes, too large", desc.Annotations[annotationTitle], desc.Size)
+	}
+	var data []byte
+	err := retry(ctx, d.opts.RetryBase, d.opts.Log, "read "+desc.Annotations[annotationTitle], func() error {
+		rc, err := d.stream(ctx, src, desc.Annotations[annotationTitle], desc.Digest, desc.Size)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		data, err = io.ReadAll(io.LimitReader(rc, maxManifestBytes+1))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if got := digest.FromBytes(data); got != desc.Digest {
+		return nil, fmt.Errorf("%s has digest %s, the manifest says %s", desc.Annotations[annotationTitle], got, desc.Digest)
+	}
+	return data, nil
+}
+
+// List reads one manifest and one backup.json per tag this tool would
+// write; other tags are not backups and are not listed.
+func (d *Dest) List(ctx context.Context) ([]destination.Entry, error) {
+	rctx, cancel := d.request(ctx)
+	tags, err := d.t.tags(rctx, d.sys)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	var out []destination.Entry
+	for _, tag := range tags {
+		if !isOurTag(tag) {
+			continue
+		}
+		l, err := d.load(ctx, tag)
+		if err != nil {
+			return nil, err
+		}
+		if l == nil {
+			continue
+		}
+		out = append(out, d.entry(l))
+		l.close()
+	}
+	slices.SortFunc(out, destination.Compare)
+	return out, nil
+}
+
+func (d *Dest) entry(l *loaded) destination.Entry {
+	e := destination.Entry{
+		Name: l.tag, URL: d.t.url(l.tag), Ours: l.ours, Manifest: l.b,
+		ClusterID: l.m.Annotations[AnnotationClusterID],
+		Timestamp: l.m.Annotations[AnnotationTimestamp],
+		State:     destination.Complete, Problem: l.problem,
+	}
+	e.Created, _ = time.Parse(time.RFC3339, l.m.Annotations[annotationCreated])
+	if l.b != nil {
+		e.ClusterID, e.Timestamp, e.Created = l.b.ClusterKey(), l.b.Timestamp, l.b.CreatedAt
+	}
+	if l.problem != "" {
+		e.State = destination.Corrupt
+	}
+	return e
+}
+
+// Open returns the backup tag names, refusing one that is not a complete
+// backup written by this tool (exit 4).
+func (d *Dest) Open(ctx context.Context, tag string) (destination.Stored, error) {
+	l, err := d.load(ctx, tag)
+	if err != nil {
+		return nil, err
+	}
+	if l == nil {
+		return nil, exitcode.With(exitcode.Verify, fmt.Errorf("%s does not exist", d.t.url(tag)))
+	}
+	if l.problem != "" {
+		l.close()
+		return nil, exitcode.With(exitcode.Verify, fmt.Errorf("%s: %s", d.t.url(tag), l.problem))
+	}
+	return &stored{d: d, l: l}, nil
+}
+
+type stored struct {
+	d *Dest
+	l *loaded
+}
+
+func (s *stored) Manifest() *manifest.Backup { return s.l.b }
+func (s *stored) Raw() []byte                { return s.l.raw }
+func (s *stored) Close() error               { return s.l.src.Close() }
+
+// Open streams f's layer under the stall timeout.
+func (s *stored) Open(ctx context.Context, f manifest.File) (io.ReadCloser, error) {
+	return s.d.stream(ctx, s.l.src, f.Name, fileDigest(f), f.Size)
+}
+
+func (d *Dest) stream(ctx context.Context, src types.ImageSource, name string, dg digest.Digest, size int64) (io.ReadCloser, error) {
+	wctx, dog, stop := newWatchdog(ctx, d.opts.StallTimeout)
+	rc, _, err := src.GetBlob(wctx, types.BlobInfo{Digest: dg, Size: size}, none.NoCache)
+	if err != nil {
+		stop()
+		return nil, fmt.Errorf("read %s from %s: %w", name, d.URL(), err)
+	}
+	m := &meter{r: rc, dog: dog, log: d.opts.Log, what: "receiving " + name, size: size, every: d.opts.ProgressInterval, last: time.Now()}
+	return readCloser{Reader: m, close: func() error { stop(); return rc.Close() }}, nil
+}
+
+// Delete removes the manifest tag names by its digest, after checking that
+// it is a backup this tool wrote.
+func (d *Dest) Delete(ctx context.Context, tag string) error {
+	l, err := d.load(ctx, tag)
+	if err != nil {
+		return err
+	}
+	if l == nil {
+		return fmt.Errorf("%s does not exist", d.t.url(tag))
+	}
+	l.close()
+	if !l.ours {
+		return fmt.Errorf("%s was not written by etcd-backup (%s): not deleting it", d.t.url(tag), l.problem)
+	}
+	rctx, cancel := d.request(ctx)
+	defer cancel()
+	return d.t.delete(rctx, d.sys, tag, l.digest)
+}

@@ -1,0 +1,197 @@
+package oci
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/docker/distribution/registry/api/errcode"
+	v2 "github.com/docker/distribution/registry/api/v2"
+	"github.com/opencontainers/go-digest"
+	"go.podman.io/image/v5/docker"
+	"go.podman.io/image/v5/docker/reference"
+	"go.podman.io/image/v5/oci/layout"
+	"go.podman.io/image/v5/types"
+
+	"github.com/etcd-backup/etcd-backup/internal/destination"
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
+)
+
+// transport is what differs between a registry and a layout directory.
+type transport interface {
+	kind() string
+	url(tag string) string
+	imageURL(tag string) string
+	ref(tag string) (types.ImageReference, error)
+	tags(ctx context.Context, sys *types.SystemContext) ([]string, error)
+	// delete removes the manifest with digest d that tag names.
+	delete(ctx context.Context, sys *types.SystemContext, tag string, d digest.Digest) error
+	// prepare readies the destination for a first write.
+	prepare() error
+}
+
+// Registry is the docker:// kind: a repository in a registry.
+func Registry() destination.Factory {
+	return destination.Factory{
+		Scheme: "docker",
+		Form:   "docker://HOST[:PORT]/REPO",
+		Open: func(ctx context.Context, rest string, opts destination.Options) (destination.Dest, error) {
+			t, err := newRegistry(rest)
+			if err != nil {
+				return nil, exitcode.With(exitcode.Usage, err)
+			}
+			return open(t, opts)
+		},
+		Split: func(rest string) (string, string, error) {
+			repo, tag, ok := splitTag(rest)
+			if !ok {
+				return "", "", fmt.Errorf("docker:%s names no backup: use docker://HOST[:PORT]/REPO:TAG", rest)
+			}
+			return repo, tag, nil
+		},
+	}
+}
+
+// Layout is the oci: kind: an OCI image layout directory.
+func Layout() destination.Factory {
+	return destination.Factory{
+		Scheme: "oci",
+		Form:   "oci:PATH",
+		Open: func(ctx context.Context, rest string, opts destination.Options) (destination.Dest, error) {
+			if rest == "" {
+				return nil, exitcode.With(exitcode.Usage, errors.New("oci: names no directory: use oci:PATH"))
+			}
+			dir, err := filepath.Abs(rest)
+			if err != nil {
+				return nil, exitcode.With(exitcode.Usage, fmt.Errorf("oci:%s: %w", rest, err))
+			}
+			return open(layoutDir(dir), opts)
+		},
+		Split: func(rest string) (string, string, error) {
+			dir, tag, ok := splitTag(rest)
+			if !ok {
+				return "", "", fmt.Errorf("oci:%s names no backup: use oci:PATH:TAG", rest)
+			}
+			return dir, tag, nil
+		},
+	}
+}
+
+type registry struct {
+	repo reference.Named
+}
+
+func newRegistry(rest string) (registry, error) {
+	s, ok := strings.CutPrefix(rest, "//")
+	host, _, _ := strings.Cut(s, "/")
+	if !ok || host == "" {
+		return registry{}, fmt.Errorf("docker:%s: use docker://HOST[:PORT]/REPO", rest)
+	}
+	named, err := reference.ParseNormalizedNamed(s)
+	if err != nil {
+		return registry{}, fmt.Errorf("docker:%s: %w", rest, err)
+	}
+	if !reference.IsNameOnly(named) {
+		return registry{}, fmt.Errorf("docker:%s names a tag or digest: use docker://HOST[:PORT]/REPO", rest)
+	}
+	if reference.Domain(named) != host {
+		return registry{}, fmt.Errorf("docker:%s names no registry host: use docker://HOST[:PORT]/REPO", rest)
+	}
+	return registry{repo: named}, nil
+}
+
+func (r registry) kind() string               { return "registry" }
+func (r registry) url(tag string) string      { return "docker://" + r.imageURL(tag) }
+func (r registry) imageURL(tag string) string { return r.repo.Name() + ":" + tag }
+func (r registry) prepare() error             { return nil }
+
+func (r registry) ref(tag string) (types.ImageReference, error) {
+	tagged, err := reference.WithTag(r.repo, tag)
+	if err != nil {
+		return nil, err
+	}
+	return docker.NewReference(tagged)
+}
+
+func (r registry) tags(ctx context.Context, sys *types.SystemContext) ([]string, error) {
+	ref, err := r.ref("latest")
+	if err != nil {
+		return nil, err
+	}
+	tags, err := docker.GetRepositoryTags(ctx, sys, ref)
+	if isCode(err, v2.ErrorCodeNameUnknown) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list tags of %s: %w", r.repo.Name(), err)
+	}
+	return tags, nil
+}
+
+func (r registry) delete(ctx context.Context, sys *types.SystemContext, tag string, d digest.Digest) error {
+	canonical, err := reference.WithDigest(r.repo, d)
+	if err != nil {
+		return err
+	}
+	ref, err := docker.NewReference(canonical)
+	if err != nil {
+		return err
+	}
+	err = ref.DeleteImage(ctx, sys)
+	if isCode(err, errcode.ErrorCodeUnsupported) {
+		return fmt.Errorf("registry %s refuses to delete %s: enable deletes in the registry (distribution: REGISTRY_STORAGE_DELETE_ENABLED=true, or storage.delete.enabled in its config)", reference.Domain(r.repo), tag)
+	}
+	if err != nil {
+		return fmt.Errorf("delete %s@%s: %w", r.imageURL(tag), d, err)
+	}
+	return nil
+}
+
+func isCode(err error, code errcode.ErrorCode) bool {
+	var ec errcode.ErrorCoder
+	return errors.As(err, &ec) && ec.ErrorCode() == code
+}
+
+type layoutDir string
+
+func (l layoutDir) kind() string               { return "OCI layout" }
+func (l layoutDir) url(tag string) string      { return "oci:" + string(l) + ":" + tag }
+func (l layoutDir) imageURL(tag string) string { return "" }
+func (l layoutDir) prepare() error             { return os.MkdirAll(string(l), 0o700) }
+
+func (l layoutDir) ref(tag string) (types.ImageReference, error) {
+	return layout.NewReference(string(l), tag)
+}
+
+func (l layoutDir) tags(ctx context.Context, sys *types.SystemContext) ([]string, error) {
+	list, err := layout.List(string(l))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read OCI layout %s: %w", string(l), err)
+	}
+	var tags []string
+	for _, e := range list {
+		if name := e.ManifestDescriptor.Annotations["org.opencontainers.image.ref.name"]; name != "" {
+			tags = append(tags, name)
+		}
+	}
+	return tags, nil
+}
+
+// delete drops the index entry of tag and every blob no other entry uses.
+func (l layoutDir) delete(ctx context.Context, sys *types.SystemContext, tag string, _ digest.Digest) error {
+	ref, err := l.ref(tag)
+	if err != nil {
+		return err
+	}
+	if err := ref.DeleteImage(ctx, sys); err != nil {
+		return fmt.Errorf("delete %s: %w", l.url(tag), err)
+	}
+	return nil
+}

@@ -1,0 +1,115 @@
+package oci
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/docker/distribution/registry/api/errcode"
+	"go.podman.io/image/v5/docker"
+)
+
+// errStalled is the cause of a transfer cut for moving no data.
+var errStalled = errors.New("no data moved within the stall timeout")
+
+// watchdog cancels its context when no data moves for a while.
+type watchdog struct {
+	timer *time.Timer
+	after time.Duration
+}
+
+func newWatchdog(ctx context.Context, after time.Duration) (context.Context, *watchdog, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	w := &watchdog{after: after, timer: time.AfterFunc(after, func() { cancel(fmt.Errorf("%w (%s)", errStalled, after)) })}
+	return ctx, w, func() {
+		w.timer.Stop()
+		cancel(nil)
+	}
+}
+
+func (w *watchdog) moved() { w.timer.Reset(w.after) }
+
+// meter passes a transfer through, feeding the watchdog, logging progress
+// and remembering the error of the source itself, which is never retried.
+type meter struct {
+	r     io.Reader
+	dog   *watchdog
+	log   *slog.Logger
+	what  string
+	size  int64
+	n     int64
+	every time.Duration
+	last  time.Time
+	err   error
+}
+
+func (m *meter) Read(p []byte) (int, error) {
+	n, err := m.r.Read(p)
+	m.n += int64(n)
+	if n > 0 {
+		m.dog.moved()
+	}
+	if err != nil && err != io.EOF {
+		m.err = err
+	}
+	if now := time.Now(); now.Sub(m.last) >= m.every {
+		m.last = now
+		m.log.Info(m.what, "bytes", m.n, "of", m.size)
+	}
+	return n, err
+}
+
+// readCloser closes the stream and stops its watchdog.
+type readCloser struct {
+	io.Reader
+	close func() error
+}
+
+func (r readCloser) Close() error { return r.close() }
+
+const attempts = 5
+
+// retry runs op until it succeeds, fails for good, or has failed attempts
+// times, waiting base, 2*base, ... between attempts.
+func retry(ctx context.Context, base time.Duration, log *slog.Logger, what string, op func() error) error {
+	wait := base
+	for i := 1; ; i++ {
+		err := op()
+		if err == nil || i == attempts || !transient(ctx, err) {
+			return err
+		}
+		log.Warn(what+" failed; retrying", "attempt", i, "in", wait, "error", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
+}
+
+// permanent marks an error that a retry cannot cure.
+type permanent struct{ error }
+
+func (p permanent) Unwrap() error { return p.error }
+
+// transient reports whether err may pass on a retry: anything but the
+// caller's own cancellation, a refused credential or request, or a source
+// that failed its check.
+func transient(ctx context.Context, err error) bool {
+	var p permanent
+	var creds docker.ErrUnauthorizedForCredentials
+	switch {
+	case ctx.Err() != nil, errors.As(err, &p), errors.As(err, &creds), notFound(err):
+		return false
+	}
+	for _, code := range []errcode.ErrorCode{errcode.ErrorCodeUnauthorized, errcode.ErrorCodeDenied, errcode.ErrorCodeUnsupported} {
+		if isCode(err, code) {
+			return false
+		}
+	}
+	return true
+}

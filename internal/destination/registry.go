@@ -1,0 +1,89 @@
+package destination
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
+)
+
+// Factory makes destinations of one kind, chosen by URL scheme.
+type Factory struct {
+	// Scheme is the URL scheme without the colon: "gs", "docker", "oci".
+	Scheme string
+	// Form shows the URL shape in usage errors, e.g. "oci:PATH".
+	Form string
+	// Open opens the destination; rest is the URL after "scheme:".
+	Open func(ctx context.Context, rest string, opts Options) (Dest, error)
+	// Split cuts a BACKUP argument (after "scheme:") into the destination
+	// part and the backup's name.
+	Split func(rest string) (dest, name string, err error)
+}
+
+// Registry holds the kinds of destination the program knows.
+type Registry struct {
+	kinds map[string]Factory
+}
+
+// NewRegistry returns a Registry of the given kinds.
+func NewRegistry(fs ...Factory) *Registry {
+	r := &Registry{kinds: map[string]Factory{}}
+	for _, f := range fs {
+		r.Register(f)
+	}
+	return r
+}
+
+// Register adds a kind. A scheme registered twice is a programming error.
+func (r *Registry) Register(f Factory) {
+	if _, dup := r.kinds[f.Scheme]; dup {
+		panic("destination: scheme " + f.Scheme + " registered twice")
+	}
+	r.kinds[f.Scheme] = f
+}
+
+// Open opens the destination url names.
+func (r *Registry) Open(ctx context.Context, url string, opts Options) (Dest, error) {
+	f, rest, err := r.lookup(url)
+	if err != nil {
+		return nil, err
+	}
+	return f.Open(ctx, rest, opts.WithDefaults())
+}
+
+// OpenBackup opens the destination that holds the backup a BACKUP argument
+// names, and returns the backup's name in it.
+func (r *Registry) OpenBackup(ctx context.Context, url string, opts Options) (Dest, string, error) {
+	f, rest, err := r.lookup(url)
+	if err != nil {
+		return nil, "", err
+	}
+	dest, name, err := f.Split(rest)
+	if err != nil {
+		return nil, "", exitcode.With(exitcode.Usage, err)
+	}
+	d, err := f.Open(ctx, dest, opts.WithDefaults())
+	if err != nil {
+		return nil, "", err
+	}
+	return d, name, nil
+}
+
+func (r *Registry) lookup(url string) (Factory, string, error) {
+	scheme, rest, ok := strings.Cut(url, ":")
+	if f, known := r.kinds[scheme]; ok && known {
+		return f, rest, nil
+	}
+	return Factory{}, "", exitcode.With(exitcode.Usage, fmt.Errorf("%q is not a destination this program knows: use one of %s", url, r.forms()))
+}
+
+func (r *Registry) forms() string {
+	var forms []string
+	for _, f := range r.kinds {
+		forms = append(forms, f.Form)
+	}
+	slices.Sort(forms)
+	return strings.Join(forms, ", ")
+}
