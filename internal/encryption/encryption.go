@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"filippo.io/age"
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
+	"github.com/etcd-backup/etcd-backup/internal/manifest"
 )
 
 // Format names the encryption in backup.json: every stored object is one
@@ -205,3 +207,72 @@ func readKeyFile(path string) ([]byte, error) {
 }
 
 func usage(err error) error { return exitcode.With(exitcode.Usage, err) }
+
+// Sealed is what an encrypting reader yielded: the stored bytes'
+// record, complete once the reader has been read to its end.
+type Sealed struct {
+	keys   []string
+	digest *manifest.Digest
+}
+
+// Stored returns backup.json's record of the stored bytes.
+func (s *Sealed) Stored() *manifest.Stored {
+	return &manifest.Stored{
+		Encryption: Format,
+		Recipients: slices.Clone(s.keys),
+		Size:       s.digest.Size(),
+		SHA256:     s.digest.SHA256(),
+		CRC32C:     s.digest.CRC32C(),
+	}
+}
+
+// Seal returns a reader of plain encrypted to the recipients, and the
+// record of the bytes it yields, so that backup.json can name what a
+// destination must hold without a key.
+func (rs *Recipients) Seal(plain io.Reader) (io.Reader, *Sealed, error) {
+	enc, err := rs.Encrypt(plain)
+	if err != nil {
+		return nil, nil, err
+	}
+	s := &Sealed{keys: rs.keys, digest: manifest.NewDigest()}
+	return io.TeeReader(enc, s.digest), s, nil
+}
+
+// ErrStoredMismatch: the stored bytes of a file are not those backup.json
+// records.
+var ErrStoredMismatch = errors.New("stored bytes do not match backup.json")
+
+// Unseal returns a reader of the plaintext of f, read from its stored
+// bytes. The stored bytes are checked against backup.json as they pass
+// (ErrStoredMismatch at their end), and age authenticates each chunk; the
+// caller checks the plaintext against f as usual.
+func (id *Identity) Unseal(stored io.Reader, f manifest.File) (io.Reader, error) {
+	if f.Stored == nil {
+		return nil, fmt.Errorf("%s is not stored encrypted", f.Name)
+	}
+	return id.Decrypt(CheckStored(stored, f), f.Stored.Recipients)
+}
+
+// CheckStored passes the stored bytes of f through and fails at their end
+// (ErrStoredMismatch) unless they are what backup.json records: what
+// verify can check of an encrypted file without a key.
+func CheckStored(stored io.Reader, f manifest.File) io.Reader {
+	return &storedReader{r: stored, want: f.Content(), digest: manifest.NewDigest()}
+}
+
+type storedReader struct {
+	r      io.Reader
+	want   manifest.File
+	digest *manifest.Digest
+}
+
+func (s *storedReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	s.digest.Write(p[:n])
+	if err == io.EOF {
+		if merr := s.digest.Check(s.want); merr != nil {
+			return n, fmt.Errorf("%w: %w", ErrStoredMismatch, merr)
+		}
+	}
+	return n, err
+}

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
+	"github.com/etcd-backup/etcd-backup/internal/manifest"
 )
 
 // ageKey writes a new age identity file and returns its path and public key.
@@ -256,5 +257,60 @@ func TestAgeCLIInterop(t *testing.T) {
 	got, err := decrypt(id, cipher)
 	if err != nil || !bytes.Equal(got, plain) {
 		t.Fatalf("decrypting age's output: %v (equal: %t)", err, bytes.Equal(got, plain))
+	}
+}
+
+// TestSealUnseal: the record Seal makes is what Unseal checks, and a stored
+// object that differs from it, by a byte or in length, fails.
+func TestSealUnseal(t *testing.T) {
+	path, pub := ageKey(t)
+	rs, _ := ParseRecipients([]string{pub}, nil)
+	id, _ := ReadIdentity(path)
+	plain := bytes.Repeat([]byte("kv "), 100000)
+	r, sealed, err := rs.Seal(bytes.NewReader(plain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := manifest.File{Name: "snapshot.db", Size: int64(len(plain)), Stored: sealed.Stored()}
+	if f.Stored.Size != int64(len(stored)) || f.Stored.Recipients[0] != pub || f.Stored.Encryption != Format {
+		t.Fatalf("record %+v of %d stored bytes", f.Stored, len(stored))
+	}
+	out, err := id.Unseal(bytes.NewReader(stored), f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := io.ReadAll(out); err != nil || !bytes.Equal(got, plain) {
+		t.Fatalf("unsealed: %v (equal: %t)", err, bytes.Equal(got, plain))
+	}
+	for name, tc := range map[string]struct {
+		stored []byte
+		record func(*manifest.Stored)
+	}{
+		"record says another CRC32C": {stored, func(s *manifest.Stored) { s.CRC32C++ }},
+		"record says another size":   {stored, func(s *manifest.Stored) { s.Size++ }},
+		"byte changed":               {func() []byte { c := bytes.Clone(stored); c[len(c)-5] ^= 1; return c }(), func(*manifest.Stored) {}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			g := f
+			rec := *f.Stored
+			tc.record(&rec)
+			g.Stored = &rec
+			// Without a key: the stored bytes alone.
+			if _, err := io.Copy(io.Discard, CheckStored(bytes.NewReader(tc.stored), g)); !errors.Is(err, ErrStoredMismatch) {
+				t.Errorf("CheckStored: %v, want ErrStoredMismatch", err)
+			}
+			// With the key: decryption fails too, whichever notices first.
+			out, err := id.Unseal(bytes.NewReader(tc.stored), g)
+			if err == nil {
+				_, err = io.Copy(io.Discard, out)
+			}
+			if err == nil {
+				t.Error("Unseal read a mismatching object without error")
+			}
+		})
 	}
 }
