@@ -42,14 +42,17 @@ func uploadCommand() *command {
 			fs.DurationVar(&policy.KeepWithin, "keep-within", 0, "after the upload, remove complete backups of this cluster older than this, e.g. 720h (0: keep all)")
 			fs.DurationVar(&progressInterval, "progress-interval", defaultProgressInterval, "how often to log upload progress")
 			fs.DurationVar(&stallTimeout, "stall-timeout", gcs.DefaultStallTimeout, "send an object again when the service takes none of it for this long"+stallTimeoutUsage)
-			fs.BoolVar(&skip, "skip-if-no-dest", false, "with no DEST, log that nothing is uploaded and succeed, writing no results (for Tasks where the upload is optional)")
+			fs.BoolVar(&skip, "skip-if-no-dest", false, "with no DEST, log that nothing is uploaded and succeed, writing every upload result empty (for Tasks where the upload is optional)")
 			return func(ctx context.Context, env *env, args []string) error {
 				dir := args[0]
 				if args[1] == "" {
 					if skip {
 						env.log.Info("no destination given; skipping upload")
 						env.metrics.Skipped = true
-						return nil
+						// A Pipeline that returns an upload result fails
+						// when the Task did not write it, so every result is
+						// written, empty.
+						return results.Write(env.resultsDir, skippedResults())
 					}
 					return usage("missing DEST (argument, or $%sDEST)", envPrefix)
 				}
@@ -167,15 +170,26 @@ type artifact struct {
 }
 
 func uploadResults(up *remote.Uploaded) []results.Result {
-	a, _ := json.Marshal(artifact{
+	return uploadResultList(up.SnapshotURI, up.ResourcesURI, up.ManifestURI, artifact{
 		URI:             up.ManifestURI,
 		Digest:          "sha256:" + up.Manifest.File(manifest.KindSnapshot).SHA256,
 		IsBuildArtifact: "true",
 	})
+}
+
+// skippedResults are the results of an upload that --skip-if-no-dest
+// skipped: empty, and an artifact that Chains does not take for a build
+// output.
+func skippedResults() []results.Result {
+	return uploadResultList("", "", "", artifact{IsBuildArtifact: "false"})
+}
+
+func uploadResultList(snapshotURI, resourcesURI, manifestURI string, a artifact) []results.Result {
+	raw, _ := json.Marshal(a)
 	return []results.Result{
-		{Name: "snapshot-uri", Value: up.SnapshotURI},
-		{Name: "resources-uri", Value: up.ResourcesURI},
-		{Name: "manifest-uri", Value: up.ManifestURI},
-		{Name: "backup-ARTIFACT_OUTPUTS", Value: string(a)},
+		{Name: "snapshot-uri", Value: snapshotURI},
+		{Name: "resources-uri", Value: resourcesURI},
+		{Name: "manifest-uri", Value: manifestURI},
+		{Name: "backup-ARTIFACT_OUTPUTS", Value: string(raw)},
 	}
 }

@@ -305,8 +305,27 @@ func TestGCSSkipWithoutDest(t *testing.T) {
 	if code != 0 || !strings.Contains(stderr, "no destination given; skipping upload") {
 		t.Errorf("exit %d:\n%s", code, stderr)
 	}
-	if names := dirNames(t, results); len(names) != 0 {
-		t.Errorf("results written: %v", names)
+	// A Pipeline that returns an upload result fails when the Task did not
+	// write it: every result exists, empty, and the artifact is no build
+	// output.
+	want := map[string]string{
+		"snapshot-uri":            "",
+		"resources-uri":           "",
+		"manifest-uri":            "",
+		"backup-ARTIFACT_OUTPUTS": `{"uri":"","digest":"","isBuildArtifact":"false"}`,
+	}
+	for _, name := range dirNames(t, results) {
+		b, err := os.ReadFile(filepath.Join(results, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, ok := want[name]; !ok || v != string(b) {
+			t.Errorf("result %s = %q, want %q", name, b, v)
+		}
+		delete(want, name)
+	}
+	if len(want) > 0 {
+		t.Errorf("results not written: %v", want)
 	}
 }
 

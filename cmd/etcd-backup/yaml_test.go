@@ -131,6 +131,25 @@ func TestYAML(t *testing.T) {
 		})
 	}
 	t.Run("kustomize installs every file", s.checkCoverage)
+	t.Run("Tekton and Argo give the same results", s.checkSameResults)
+}
+
+// checkSameResults: a pipeline built on either engine gets the same results
+// from a backup.
+func (s *yamlSuite) checkSameResults(t *testing.T) {
+	task, wft := s.byKind["Task"]["etcd-backup"], s.byKind["WorkflowTemplate"]["etcd-backup"]
+	if task == nil || wft == nil {
+		t.Fatal("no Task or WorkflowTemplate etcd-backup")
+	}
+	i := slices.IndexFunc(ylist(wft.obj, "spec", "templates"), func(tmpl any) bool { return ystr(tmpl, "name") == "backup" })
+	if i < 0 {
+		t.Fatal("WorkflowTemplate etcd-backup has no template backup")
+	}
+	tekton := sorted(names(ylist(task.obj, "spec", "results")))
+	argo := sorted(names(ylist(wft.obj, "spec", "templates", fmt.Sprint(i), "outputs", "parameters")))
+	if !slices.Equal(tekton, argo) {
+		t.Errorf("the Task's results %v, the Argo backup template's outputs %v", tekton, argo)
+	}
 }
 
 // realResults runs the commands the YAML uses against a real etcd (and a
@@ -148,9 +167,11 @@ func realResults(t *testing.T) map[string]map[string]string {
 	if slices.ContainsFunc(commands(), func(c *command) bool { return c.name == "upload" }) {
 		env := map[string]string{"STORAGE_EMULATOR_HOST": gcstest.New(t, "backups").Host()}
 		out["upload"] = runForResults(t, env, "upload", dir, "gs://backups/etcd")
-		// The Task relies on this: no destination, no upload, no results.
-		if skipped := runForResults(t, nil, "upload", "--skip-if-no-dest", dir); len(skipped) > 0 {
-			t.Errorf("upload --skip-if-no-dest with no DEST wrote results %v", slices.Collect(maps.Keys(skipped)))
+		// A Task writes every result it declares on every successful path:
+		// with no destination, the same results, empty.
+		skipped := runForResults(t, nil, "upload", "--skip-if-no-dest", dir)
+		if got, want := slices.Sorted(maps.Keys(skipped)), slices.Sorted(maps.Keys(out["upload"])); !slices.Equal(got, want) {
+			t.Errorf("upload --skip-if-no-dest with no DEST wrote results %v, a real upload %v", got, want)
 		}
 	}
 	return out
@@ -650,6 +671,7 @@ func (s *yamlSuite) checkTaskRun(t *testing.T, d *yamlDoc) {
 	checkArguments(t, "spec", ylist(spec, "params"), ylist(task.obj, "spec", "params"), "default")
 	checkWorkspaceBindings(t, "spec", ylist(spec, "workspaces"), ylist(task.obj, "spec", "workspaces"))
 	checkImageParams(t, "spec.params", ylist(spec, "params"), "value")
+	s.checkTaskRunTimeout(t, spec, task)
 	if runsSave(task) {
 		checkPlacement(t, "spec.podTemplate", ymap(spec, "podTemplate"), ybool(spec, "podTemplate", "hostNetwork"))
 		checkServiceAccount(t, "spec", ystr(spec, "serviceAccountName"))
@@ -665,6 +687,7 @@ func (s *yamlSuite) checkPipelineRun(t *testing.T, d *yamlDoc) {
 	checkArguments(t, "spec", ylist(spec, "params"), ylist(pipeline.obj, "spec", "params"), "default")
 	checkWorkspaceBindings(t, "spec", ylist(spec, "workspaces"), ylist(pipeline.obj, "spec", "workspaces"))
 	checkImageParams(t, "spec.params", ylist(spec, "params"), "value")
+	s.checkPipelineRunTimeouts(t, spec, pipeline)
 	for _, pt := range append(ylist(pipeline.obj, "spec", "tasks"), ylist(pipeline.obj, "spec", "finally")...) {
 		task := s.byKind["Task"][ystr(pt, "taskRef", "name")]
 		if task == nil || !runsSave(task) {
@@ -757,6 +780,7 @@ func (s *yamlSuite) checkWorkflowTemplate(t *testing.T, d *yamlDoc) {
 	maps.Copy(usedWorkflow, workflowDeclared)
 	checkDeclaredUsed(t, "workflow parameter", names(ylist(spec, "arguments", "parameters")), usedWorkflow)
 	checkImageParams(t, "spec.arguments", ylist(spec, "arguments", "parameters"), "value")
+	s.checkWorkflowDeadline(t, spec)
 }
 
 // checkArgoCall checks a step's template or templateRef and its arguments.
