@@ -26,8 +26,9 @@ lint:
 
 # A local etcd on a generated OpenShift-like host tree, a local GCS
 # emulator, then the real save, verify and upload.
+# KEEP=1 keeps the demo's directory (etcd data, the backup, the download).
 demo: build
-	$(GO) run -tags '$(TAGS)' ./cmd/demo -bin $(BIN)/etcd-backup
+	$(GO) run -tags '$(TAGS)' ./cmd/demo -bin $(BIN)/etcd-backup $(if $(filter 1,$(KEEP)),-keep)
 
 bench: build
 	$(GO) run -tags '$(TAGS)' ./cmd/bench -bin $(BIN)/etcd-backup $(BENCH_FLAGS)

@@ -24,7 +24,7 @@ import (
 func main() {
 	bin := flag.String("bin", "bin/etcd-backup", "the etcd-backup binary to run")
 	keys := flag.Int("keys", 5000, "filler keys to seed")
-	keep := flag.Bool("keep", false, "keep the work directory")
+	keep := flag.Bool("keep", false, "keep the work directory (make demo KEEP=1)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -46,9 +46,7 @@ func demo(ctx context.Context, bin string, keys int, keep bool) error {
 	if err != nil {
 		return err
 	}
-	if !keep {
-		defer os.RemoveAll(work)
-	}
+	defer finish(work, keep)
 
 	step("starting etcd with mutual TLS on a generated OpenShift master host tree")
 	c, err := testcluster.Start(ctx, filepath.Join(work, "cluster"), testcluster.Options{Keys: keys})
@@ -85,11 +83,22 @@ func demo(ctx context.Context, bin string, keys int, keep bool) error {
 	if err := listResults(results); err != nil {
 		return err
 	}
-	if keep {
-		fmt.Printf("\nkept %s\n", work)
-	}
 	fmt.Println("\ndemo finished: save, verify, upload, list, download and a trial restore all ran for real")
 	return nil
+}
+
+// finish says what becomes of the work directory, whether the demo
+// succeeded or not: one looks at a failed demo's files.
+func finish(work string, keep bool) {
+	if keep {
+		fmt.Printf("\nkept the demo directory %s (remove it with: rm -rf %s)\n", work, work)
+		return
+	}
+	if err := os.RemoveAll(work); err != nil {
+		fmt.Fprintf(os.Stderr, "demo: remove %s: %v\n", work, err)
+		return
+	}
+	fmt.Printf("\nremoved the demo directory %s (make demo KEEP=1 keeps it)\n", work)
 }
 
 func step(s string) { fmt.Printf("\n==> %s\n", s) }

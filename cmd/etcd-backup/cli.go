@@ -139,6 +139,10 @@ func positional(cmd *command, args []string, lookup func(string) (string, bool))
 }
 
 func run(ctx context.Context, argv []string, lookup func(string) (string, bool), stdout, stderr io.Writer) int {
+	// Errors before the flags are parsed are already in the format the
+	// user asked for: a log pipeline sees only JSON.
+	fail := earlyLogger(argv, lookup, stderr)
+	argv = commandFirst(argv)
 	if len(argv) == 0 || argv[0] == "-h" || argv[0] == "--help" || argv[0] == "help" {
 		printUsage(stdout)
 		if len(argv) == 0 {
@@ -148,14 +152,14 @@ func run(ctx context.Context, argv []string, lookup func(string) (string, bool),
 	}
 	i := slices.IndexFunc(commands(), func(c *command) bool { return c.name == argv[0] })
 	if i < 0 {
-		fmt.Fprintf(stderr, "etcd-backup: unknown command %q; run 'etcd-backup --help'\n", argv[0])
+		fail(fmt.Sprintf("etcd-backup: unknown command %q; run 'etcd-backup --help'", argv[0]))
 		return exitcode.Usage
 	}
 	cmd := commands()[i]
 	fs, g, runCmd := newFlagSet(cmd)
 	fs.SetOutput(io.Discard)
 	usageErr := func(err error) int {
-		fmt.Fprintf(stderr, "etcd-backup %s: %v; run 'etcd-backup %s --help'\n", cmd.name, err, cmd.name)
+		fail(fmt.Sprintf("etcd-backup %s: %v; run 'etcd-backup %s --help'", cmd.name, err, cmd.name))
 		return exitcode.Usage
 	}
 	if err := fs.Parse(argv[1:]); err != nil {
@@ -207,13 +211,59 @@ func run(ctx context.Context, argv []string, lookup func(string) (string, bool),
 	return code
 }
 
+// earlyLogger returns how to report an error found before the flags are
+// parsed: a JSON log line when --log-format or $ETCD_BACKUP_LOG_FORMAT asks
+// for json, else a plain line.
+func earlyLogger(argv []string, lookup func(string) (string, bool), stderr io.Writer) func(string) {
+	format, _ := lookup(envPrefix + "LOG_FORMAT")
+	for i, a := range argv {
+		if a == "--" {
+			break
+		}
+		if v, ok := strings.CutPrefix(a, "--log-format="); ok {
+			format = v
+		} else if a == "--log-format" && i+1 < len(argv) {
+			format = argv[i+1]
+		}
+	}
+	if format == logging.JSON {
+		log, _ := logging.New(stderr, logging.JSON)
+		return func(msg string) { log.Error(msg) }
+	}
+	return func(msg string) { fmt.Fprintln(stderr, msg) }
+}
+
+// commandFirst moves global flags given before the command (etcd-backup
+// --log-format json upload ...) after it, where the command's flag set
+// parses them with its own.
+func commandFirst(argv []string) []string {
+	fs := pflag.NewFlagSet("", pflag.ContinueOnError)
+	addGlobals(fs)
+	addMetricsFlags(fs)
+	for i := 0; i < len(argv); i++ {
+		a := argv[i]
+		if a == "-h" || a == "--help" || !strings.HasPrefix(a, "-") {
+			if i == 0 {
+				return argv
+			}
+			return slices.Concat(argv[i:i+1], argv[:i], argv[i+1:])
+		}
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if f := fs.Lookup(name); f != nil && f.Value.Type() != "bool" && !hasValue {
+			i++ // its value
+		}
+	}
+	return argv
+}
+
 func printUsage(w io.Writer) {
-	fmt.Fprintln(w, "Usage: etcd-backup <command> [flags]")
+	fmt.Fprintln(w, "Usage: etcd-backup [global flags] <command> [flags]")
 	fmt.Fprintln(w, "\nCommands:")
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nRun 'etcd-backup <command> --help' for its flags.")
+	fmt.Fprintln(w, "\nGlobal flags (before or after the command): --timeout, --results-dir, --log-format, and on save, upload, verify and prune --metrics-push-url and --metrics-file.")
+	fmt.Fprintln(w, "Run 'etcd-backup <command> --help' for its flags.")
 	fmt.Fprintln(w, "Exit codes: 0 ok, 1 failure, 2 usage, 3 preflight refused, 4 verification failed, 5 no good backup recent enough (verify --max-age).")
 }
 
@@ -223,6 +273,15 @@ func printCommandUsage(w io.Writer, cmd *command, fs *pflag.FlagSet) {
 		fmt.Fprintf(w, "%s may also be given as $%s%s.\n", a, envPrefix, a)
 	}
 	fmt.Fprintf(w, "\nFlags:\n%s", fs.FlagUsages())
+	if about := commandAbout[cmd.name]; about != "" {
+		fmt.Fprintf(w, "\n%s\n", about)
+	}
+	if ex := commandExamples[cmd.name]; len(ex) > 0 {
+		fmt.Fprintf(w, "\nExamples:\n")
+		for _, e := range ex {
+			fmt.Fprintf(w, "  %s\n", e)
+		}
+	}
 }
 
 // usage marks err as a usage error (exit 2).

@@ -39,6 +39,7 @@ func TestVerifyDamagedReferences(t *testing.T) {
 			if !errors.As(err, &exit) || exit.ExitCode() != exitcode.Verify || !strings.Contains(string(out), "referenced twice") {
 				t.Fatalf("verify: %v, want exit %d naming the page referenced twice:\n%s", err, exitcode.Verify, out)
 			}
+			assertNamedOnce(t, string(out))
 		})
 	}
 }
@@ -58,10 +59,22 @@ func TestSaveDamagedMember(t *testing.T) {
 			if code != exitcode.Verify || !strings.Contains(stderr, "referenced twice") {
 				t.Fatalf("save: exit %d, want %d naming the page referenced twice:\n%s", code, exitcode.Verify, stderr)
 			}
+			assertNamedOnce(t, stderr)
 			if names := dirNames(t, dir); len(names) != 0 {
 				t.Errorf("save left %v", names)
 			}
 		})
+	}
+}
+
+// assertNamedOnce checks that each error line names the snapshot once: the
+// check names it, and nothing above it names it again.
+func assertNamedOnce(t *testing.T, log string) {
+	t.Helper()
+	for line := range strings.Lines(log) {
+		if n := strings.Count(line, "snapshot_"); strings.Contains(line, "ERROR") && n != 1 {
+			t.Errorf("the error names the snapshot %d times, want once: %s", n, line)
+		}
 	}
 }
 

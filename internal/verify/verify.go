@@ -189,7 +189,7 @@ func snapshotStream(r io.Reader, want manifest.File) error {
 	d, err := snapshot.Copy(io.Discard, r)
 	switch {
 	case errors.Is(err, snapshot.ErrNoTrailer), errors.Is(err, snapshot.ErrTrailerMismatch):
-		return failed("%s: %v", want.Name, err)
+		return failed("%s: %w", want.Name, err)
 	case err != nil:
 		return fmt.Errorf("read %s: %w", want.Name, err)
 	}
@@ -203,7 +203,7 @@ func archiveStream(r io.Reader, b *manifest.Backup, want manifest.File) error {
 	digest := manifest.NewDigest()
 	tee := io.TeeReader(r, digest)
 	if _, err := archive.Check(tee, revisionDirs(b)); err != nil {
-		return failed("%s: %v", want.Name, err)
+		return failed("%s: %w", want.Name, err)
 	}
 	// The layout check may stop at the end of the tar stream; the
 	// checksums cover every byte.
@@ -241,8 +241,12 @@ func trialRestore(ctx context.Context, snap string, b *manifest.Backup, opts Opt
 	defer os.RemoveAll(scratch)
 	opts.Log.Info("trial restore of "+filepath.Base(snap), "into", scratch)
 	st, err := snapshot.Restore(ctx, snap, filepath.Join(scratch, "member-data"))
-	if err != nil {
-		return failed("trial restore of %s: %v", snap, err)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return err
+	case err != nil:
+		// Restore names the snapshot.
+		return exitcode.With(exitcode.Verify, err)
 	}
 	if err := sameContent(b, st, "restored member"); err != nil {
 		return err
