@@ -5,10 +5,13 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -16,7 +19,9 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
+	"github.com/etcd-backup/etcd-backup/internal/metrics/pushgatewaytest"
 	"github.com/etcd-backup/etcd-backup/internal/store/gcs/gcstest"
 	"github.com/etcd-backup/etcd-backup/internal/testcluster"
 )
@@ -63,6 +68,9 @@ func demo(ctx context.Context, bin string, keys int, keep bool) error {
 		return err
 	}
 
+	showMetrics, stopMetrics := startMetrics(work, &env)
+	defer stopMetrics()
+
 	step("etcd-backup save (zero configuration: NODE_NAME and the host tree only)")
 	if err := runTool(ctx, bin, env, "save", "--host-root", c.HostRoot, "--results-dir", results, backupDir); err != nil {
 		return err
@@ -83,6 +91,10 @@ func demo(ctx context.Context, bin string, keys int, keep bool) error {
 	if err := listResults(results); err != nil {
 		return err
 	}
+	step("metrics (what Prometheus would see of these runs)")
+	if err := showMetrics(); err != nil {
+		return err
+	}
 	fmt.Println("\ndemo finished: save, verify, upload, list, download and a trial restore all ran for real")
 	return nil
 }
@@ -99,6 +111,49 @@ func finish(work string, keep bool) {
 		return
 	}
 	fmt.Printf("\nremoved the demo directory %s (make demo KEEP=1 keeps it)\n", work)
+}
+
+// startMetrics has every run push its metrics to a local Pushgateway when
+// Debian's prometheus-pushgateway is installed; without it, they go to a
+// textfile-collector file instead. It returns what prints them.
+func startMetrics(work string, env *[]string) (show func() error, stop func()) {
+	g, stop, err := pushgatewaytest.Run()
+	if err != nil {
+		file := filepath.Join(work, "etcd-backup.prom")
+		fmt.Printf("  no Pushgateway (%v); metrics go to %s instead\n", err, file)
+		*env = append(*env, "ETCD_BACKUP_METRICS_FILE="+file)
+		return func() error { return printMetrics(os.Open(file)) }, func() {}
+	}
+	fmt.Printf("  Pushgateway at %s (ETCD_BACKUP_METRICS_PUSH_URL)\n", g.URL)
+	*env = append(*env, "ETCD_BACKUP_METRICS_PUSH_URL="+g.URL)
+	return func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.URL+"/metrics", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		return printMetrics(resp.Body, nil)
+	}, stop
+}
+
+// printMetrics prints the etcd_backup_ series of an exposition.
+func printMetrics(r io.ReadCloser, err error) error {
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	s := bufio.NewScanner(r)
+	for s.Scan() {
+		if strings.HasPrefix(s.Text(), "etcd_backup_") {
+			fmt.Println("  " + s.Text())
+		}
+	}
+	return s.Err()
 }
 
 func step(s string) { fmt.Printf("\n==> %s\n", s) }

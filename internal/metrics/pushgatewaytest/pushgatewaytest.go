@@ -62,23 +62,35 @@ var listening = regexp.MustCompile(`msg="Listening on" address=(\S+)`)
 // Start runs a Pushgateway, in memory only, for the duration of the test.
 func Start(t testing.TB, o Options) *Gateway {
 	t.Helper()
-	bin := RequireBinary(t, Binary, "prometheus-pushgateway")
-	args := []string{"--web.listen-address=127.0.0.1:0", "--persistence.file=", "--log.level=info"}
+	RequireBinary(t, Binary, "prometheus-pushgateway")
+	var args []string
 	if o.User != "" {
 		args = append(args, "--web.config.file="+webConfig(t, o))
 	}
-	cmd := exec.Command(bin, args...)
-	stderr, err := cmd.StderrPipe()
+	g, stop, err := Run(args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	t.Cleanup(stop)
+	return g
+}
+
+// Run runs a Pushgateway, in memory only, on loopback with extra flags, and
+// returns it with the function that stops it. The demo runs it too.
+func Run(extra ...string) (*Gateway, func(), error) {
+	args := append([]string{"--web.listen-address=127.0.0.1:0", "--persistence.file=", "--log.level=info"}, extra...)
+	cmd := exec.Command(Binary, args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, nil, err
 	}
-	t.Cleanup(func() {
+	if err := cmd.Start(); err != nil {
+		return nil, nil, fmt.Errorf("start %s: %w", Binary, err)
+	}
+	stop := func() {
 		cmd.Process.Kill()
 		cmd.Wait()
-	})
+	}
 	// The Pushgateway logs its address once it listens: port 0 is resolved,
 	// and nothing needs polling.
 	addr := make(chan string, 1)
@@ -96,14 +108,15 @@ func Start(t testing.TB, o Options) *Gateway {
 	}()
 	select {
 	case a, ok := <-addr:
-		if !ok {
-			t.Fatalf("%s exited before listening", Binary)
+		if ok {
+			return &Gateway{URL: "http://" + a}, stop, nil
 		}
-		return &Gateway{URL: "http://" + a}
+		err = fmt.Errorf("%s exited before listening", Binary)
 	case <-time.After(startTimeout):
-		t.Fatalf("%s did not listen within %s", Binary, startTimeout)
+		err = fmt.Errorf("%s did not listen within %s", Binary, startTimeout)
 	}
-	return nil
+	stop()
+	return nil, nil, err
 }
 
 // webConfig writes the exporter-toolkit web config that requires o's
