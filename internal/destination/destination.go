@@ -70,6 +70,9 @@ type Result struct {
 	// ImageURL is HOST[:PORT]/REPO:TAG for a registry (Tekton Chains'
 	// IMAGE_URL), empty otherwise.
 	ImageURL string
+	// Files addresses each stored file, by name: an object URL, or a
+	// blob reference (REPO@sha256:...) in a registry.
+	Files map[string]string
 }
 
 // State is what a listed backup amounts to.
@@ -126,6 +129,19 @@ type Options struct {
 	ScratchDir string
 	// Registry settings for docker:// and oci:.
 	Registry RegistryOptions
+	// GCS settings for gs://.
+	GCS GCSOptions
+}
+
+// GCSOptions are the Cloud Storage settings of an upload.
+type GCSOptions struct {
+	// KMSKey names the Cloud KMS key that encrypts every object (CMEK).
+	KMSKey string
+	// ResourcesTo, a gs:// prefix, is where the static resources archive
+	// goes instead, as backup.json records.
+	ResourcesTo string
+	// EmulatorHost is $STORAGE_EMULATOR_HOST.
+	EmulatorHost string
 }
 
 // RegistryOptions are the podman and skopeo settings for OCI destinations.

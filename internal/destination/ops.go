@@ -6,11 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
+	"time"
 
+	"github.com/etcd-backup/etcd-backup/internal/atomicfile"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
 	"github.com/etcd-backup/etcd-backup/internal/verify"
@@ -22,6 +27,11 @@ import (
 func UploadDir(ctx context.Context, d Dest, dir string) (Result, error) {
 	b, err := verify.Listing(dir)
 	if err != nil {
+		return Result{}, err
+	}
+	// The snapshot's structure needs the whole file: it is checked before
+	// anything is sent.
+	if err := verify.Snapshot(ctx, filepath.Join(dir, b.File(manifest.KindSnapshot).Name), b); err != nil {
 		return Result{}, err
 	}
 	raw, err := os.ReadFile(filepath.Join(dir, manifest.FileName))
@@ -59,63 +69,138 @@ func (r readCloser) Close() error {
 	return r.file.Close()
 }
 
-// Download writes the stored backup name into dir as save wrote it, each
-// file checked as it streams and backup.json last. A file that fails its
-// check is removed and the error is a verification failure.
-func Download(ctx context.Context, d Dest, name, dir string) (*manifest.Backup, error) {
+// Download writes the stored backup name into dir, which must be new or
+// empty, laid out as save wrote it: each file as "<name>.part", checked as
+// it streams (and the snapshot's structure once whole) before it takes its
+// name, then backup.json. On any failure nothing is left in dir, and a dir
+// it created is removed.
+func Download(ctx context.Context, d Dest, name, dir string) (_ *manifest.Backup, err error) {
 	s, err := d.Open(ctx, name)
 	if err != nil {
 		return nil, err
 	}
 	defer s.Close()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	created, err := prepareDir(dir)
+	if err != nil {
 		return nil, err
 	}
+	var committed []string
+	defer func() {
+		if err == nil {
+			return
+		}
+		for _, p := range committed {
+			os.Remove(p)
+		}
+		if created {
+			os.Remove(dir)
+		}
+	}()
 	b := s.Manifest()
 	for _, f := range b.Files {
-		if err := downloadFile(ctx, s, b, f, filepath.Join(dir, f.Name)); err != nil {
-			return nil, err
+		path, err := fetch(ctx, s, b, f, dir)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", d.URL(), err)
 		}
+		committed = append(committed, path)
 	}
-	path := filepath.Join(dir, manifest.FileName)
-	if err := os.WriteFile(path, s.Raw(), 0o600); err != nil {
-		return nil, fmt.Errorf("write %s: %w", path, err)
+	if err := atomicfile.WriteFile(dir, manifest.FileName, s.Raw()); err != nil {
+		return nil, err
 	}
 	return b, nil
 }
 
-func downloadFile(ctx context.Context, s Stored, b *manifest.Backup, f manifest.File, path string) (err error) {
-	r, err := s.Open(ctx, f)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	out, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if cerr := out.Close(); err == nil {
-			err = cerr
+// prepareDir creates dir, or checks that it is an empty directory.
+func prepareDir(dir string) (created bool, err error) {
+	entries, err := os.ReadDir(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return false, exitcode.With(exitcode.Usage, fmt.Errorf("create download directory: %w", err))
 		}
-		if err != nil {
-			os.Remove(path)
-		}
-	}()
-	check := verify.NewReader(ctx, r, b, f)
-	defer check.Close()
-	if _, err := io.Copy(out, check); err != nil {
-		return err
+		return true, nil
+	case err != nil:
+		return false, exitcode.With(exitcode.Usage, fmt.Errorf("download directory: %w", err))
+	case len(entries) > 0:
+		return false, exitcode.With(exitcode.Usage, fmt.Errorf("download directory %s is not empty: give a new or empty directory", dir))
 	}
-	mode, err := strconv.ParseUint(f.Mode, 8, 32)
-	if err != nil {
-		return exitcode.With(exitcode.Verify, fmt.Errorf("%s: mode %q: %w", f.Name, f.Mode, err))
-	}
-	return out.Chmod(os.FileMode(mode))
+	return false, nil
 }
 
-// Verify checks every file of the stored backup name as it streams.
-func Verify(ctx context.Context, d Dest, name string) (*manifest.Backup, error) {
+// fetch writes file f of the stored backup into dir, checked before it
+// takes its name, and returns its path.
+func fetch(ctx context.Context, s Stored, b *manifest.Backup, f manifest.File, dir string) (string, error) {
+	r, err := s.Open(ctx, f)
+	if err != nil {
+		return "", err
+	}
+	defer r.Close()
+	part, err := atomicfile.Create(dir, f.Name)
+	if err != nil {
+		return "", err
+	}
+	defer part.Abort()
+	out := &errWriter{w: part}
+	err = verify.Stream(ctx, io.TeeReader(r, out), b, f)
+	switch {
+	case out.err != nil:
+		// The local disk failed, not the backup.
+		return "", out.err
+	case err != nil:
+		return "", err
+	}
+	if f.Kind == manifest.KindSnapshot {
+		if err := verify.Snapshot(ctx, part.PartPath(), b); err != nil {
+			return "", err
+		}
+	}
+	mode, err := strconv.ParseUint(cmp.Or(f.Mode, "0600"), 8, 32)
+	if err != nil {
+		return "", exitcode.With(exitcode.Verify, fmt.Errorf("%s: mode %q: %w", f.Name, f.Mode, err))
+	}
+	if err := os.Chmod(part.PartPath(), os.FileMode(mode)&0o700); err != nil {
+		return "", err
+	}
+	if err := part.Commit(); err != nil {
+		return "", err
+	}
+	return part.FinalPath(), nil
+}
+
+// errWriter keeps the first write error, so that a failing local disk is
+// not reported as a corrupt backup.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	if e.err != nil {
+		return 0, e.err
+	}
+	n, err := e.w.Write(p)
+	if err != nil {
+		e.err = fmt.Errorf("write download: %w", err)
+	}
+	return n, err
+}
+
+// Verify checks every file of the stored backup name as it streams. With
+// opts.Restore it downloads the backup into a scratch directory and checks
+// that, the snapshot's structure and a trial restore included.
+func Verify(ctx context.Context, d Dest, name string, opts verify.Options) (*manifest.Backup, error) {
+	if opts.Restore {
+		scratch, err := os.MkdirTemp(opts.ScratchDir, "etcd-backup-download-*")
+		if err != nil {
+			return nil, fmt.Errorf("create scratch directory for the download: %w", err)
+		}
+		defer os.RemoveAll(scratch)
+		dir := filepath.Join(scratch, "backup")
+		if _, err := Download(ctx, d, name, dir); err != nil {
+			return nil, err
+		}
+		return verify.Dir(ctx, dir, opts)
+	}
 	s, err := d.Open(ctx, name)
 	if err != nil {
 		return nil, err
@@ -130,7 +215,10 @@ func Verify(ctx context.Context, d Dest, name string) (*manifest.Backup, error) 
 		err = verify.Stream(ctx, r, b, f)
 		r.Close()
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s: %w", d.URL(), err)
+		}
+		if opts.Log != nil {
+			opts.Log.Info("verified "+f.Name, "backup", name, "sha256", f.SHA256, "size", f.Size)
 		}
 	}
 	return b, nil
@@ -140,66 +228,170 @@ func Verify(ctx context.Context, d Dest, name string) (*manifest.Backup, error) 
 // backup.
 var ErrNoBackup = errors.New("no complete backup")
 
-// Latest returns the newest complete backup of cluster (any cluster when
-// empty).
-func Latest(ctx context.Context, d Dest, cluster string) (Entry, error) {
+// Latest returns the newest complete backup of cluster or, when cluster is
+// empty, of the only cluster there. It logs each newer backup it passes
+// over, and why.
+func Latest(ctx context.Context, d Dest, cluster string, log *slog.Logger) (Entry, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	entries, err := d.List(ctx)
 	if err != nil {
 		return Entry{}, err
 	}
 	var best *Entry
+	var clusters []string
+	var skipped []Entry
 	for i, e := range entries {
-		if e.State != Complete || (cluster != "" && e.ClusterID != cluster) {
-			continue
-		}
-		if best == nil || newer(e, *best) {
-			best = &entries[i]
+		switch {
+		case cluster != "" && e.ClusterID != cluster:
+		case e.State != Complete:
+			skipped = append(skipped, e)
+		default:
+			if !slices.Contains(clusters, e.ClusterID) {
+				clusters = append(clusters, e.ClusterID)
+			}
+			if best == nil || Compare(e, *best) > 0 {
+				best = &entries[i]
+			}
 		}
 	}
-	if best == nil {
-		return Entry{}, fmt.Errorf("%s holds %w", d.URL(), ErrNoBackup)
+	if len(clusters) > 1 {
+		slices.Sort(clusters)
+		return Entry{}, exitcode.With(exitcode.Usage, fmt.Errorf("%s holds backups of several clusters (%s): choose one with --cluster-id", d.URL(), strings.Join(clusters, ", ")))
 	}
+	for _, e := range skipped {
+		if best == nil || (e.ClusterID == best.ClusterID && Compare(e, *best) > 0) {
+			log.Warn("skipping " + e.URL + ", which is " + string(e.State) + ": " + e.Problem)
+		}
+	}
+	switch {
+	case best == nil && len(skipped) > 0:
+		return Entry{}, fmt.Errorf("%w at %s: the %d found are incomplete or corrupt (see 'etcd-backup list %s')", ErrNoBackup, d.URL(), len(skipped), d.URL())
+	case best == nil && cluster != "":
+		return Entry{}, fmt.Errorf("%w of cluster %s at %s", ErrNoBackup, cluster, d.URL())
+	case best == nil:
+		hint := "nothing is stored there"
+		if h, ok := d.(Hinter); ok {
+			if hint, err = h.Nearby(ctx); err != nil {
+				return Entry{}, err
+			}
+		}
+		return Entry{}, fmt.Errorf("%w at %s: %s", ErrNoBackup, d.URL(), hint)
+	}
+	log.Info("newest complete backup: " + best.URL)
 	return *best, nil
 }
-
-func newer(a, b Entry) bool { return Compare(a, b) > 0 }
 
 // Compare orders entries oldest first: by <ts>, then creation time, then name.
 func Compare(a, b Entry) int {
 	return cmp.Or(cmp.Compare(a.Timestamp, b.Timestamp), a.Created.Compare(b.Created), cmp.Compare(a.Name, b.Name))
 }
 
-// Prune deletes the complete backups this tool wrote beyond the newest
-// keep of each cluster (at least one is always kept), and returns what it
-// deleted (with dryRun, what it would delete). Anything incomplete, corrupt
-// or written by something else is left alone and does not count.
-func Prune(ctx context.Context, d Dest, keep int, dryRun bool) ([]Entry, error) {
+// Policy says which complete backups prune keeps; a backup any rule keeps
+// is kept, and the newest complete backup of a cluster always is.
+type Policy struct {
+	// KeepLast keeps the newest N backups of each cluster.
+	KeepLast int
+	// KeepWithin keeps the backups younger than this.
+	KeepWithin time.Duration
+}
+
+// Check rejects a policy that keeps nothing or has negative values.
+func (p Policy) Check() error {
+	switch {
+	case p.KeepLast < 0 || p.KeepWithin < 0:
+		return exitcode.With(exitcode.Usage, errors.New("--keep-last and --keep-within must not be negative"))
+	case p.KeepLast == 0 && p.KeepWithin == 0:
+		return exitcode.With(exitcode.Usage, errors.New("no retention policy: give --keep-last, --keep-within or both"))
+	}
+	return nil
+}
+
+// Action is what Prune does with a backup.
+type Action string
+
+// Actions.
+const (
+	Keep   Action = "keep"
+	Remove Action = "remove"
+	// Skip: the policy would remove the backup, but it must not be touched.
+	Skip Action = "skip"
+)
+
+// Decision is what Prune did, or with a dry run would do, with one backup.
+type Decision struct {
+	Entry  Entry
+	Action Action
+	Reason string
+}
+
+// Pruner is a Dest with retention rules of its own kind (Cloud Storage:
+// holds, and the leftovers of interrupted uploads); Prune leaves the work
+// to it.
+type Pruner interface {
+	Prune(ctx context.Context, p Policy, cluster string, dryRun bool) ([]Decision, error)
+}
+
+// Hinter is a Dest that can say what it holds where it holds no backup.
+type Hinter interface {
+	Nearby(ctx context.Context) (string, error)
+}
+
+// Prune applies p to the backups of cluster (every cluster when empty) and
+// deletes, newest first per cluster, the complete backups this tool wrote
+// that no rule keeps; never the newest complete backup of a cluster.
+// Incomplete, corrupt and foreign backups are left alone and do not count.
+// With dryRun it decides and deletes nothing.
+func Prune(ctx context.Context, d Dest, p Policy, cluster string, now time.Time, dryRun bool) ([]Decision, error) {
+	if err := p.Check(); err != nil {
+		return nil, err
+	}
+	if pr, ok := d.(Pruner); ok {
+		return pr.Prune(ctx, p, cluster, dryRun)
+	}
 	entries, err := d.List(ctx)
 	if err != nil {
 		return nil, err
 	}
-	keep = max(keep, 1)
-	byCluster := map[string][]Entry{}
+	slices.SortStableFunc(entries, func(a, b Entry) int { return Compare(b, a) })
+	newest := map[string]bool{}
+	ours := map[string]int{}
+	var out []Decision
 	for _, e := range entries {
-		if e.Ours && e.State == Complete {
-			byCluster[e.ClusterID] = append(byCluster[e.ClusterID], e)
+		if cluster != "" && e.ClusterID != cluster {
+			continue
 		}
-	}
-	var doomed []Entry
-	for _, es := range byCluster {
-		slices.SortFunc(es, func(a, b Entry) int { return Compare(b, a) })
-		if len(es) > keep {
-			doomed = append(doomed, es[keep:]...)
+		dec := decide(e, p, now, newest, ours)
+		if dec.Action == Remove && dryRun {
+			dec.Reason += " (dry run: nothing deleted)"
+		} else if dec.Action == Remove {
+			if err := d.Delete(ctx, e.Name); err != nil {
+				return out, err
+			}
 		}
+		out = append(out, dec)
 	}
-	slices.SortFunc(doomed, func(a, b Entry) int { return cmp.Compare(a.Name, b.Name) })
-	if dryRun {
-		return doomed, nil
+	return out, nil
+}
+
+func decide(e Entry, p Policy, now time.Time, newest map[string]bool, ours map[string]int) Decision {
+	keep := func(reason string) Decision { return Decision{Entry: e, Action: Keep, Reason: reason} }
+	switch {
+	case e.State != Complete:
+		return keep(string(e.State) + " (" + e.Problem + "); left for an operator")
+	case !e.Ours:
+		return keep("not written by etcd-backup")
 	}
-	for i, e := range doomed {
-		if err := d.Delete(ctx, e.Name); err != nil {
-			return doomed[:i], err
-		}
+	ours[e.ClusterID]++
+	switch {
+	case !newest[e.ClusterID]:
+		newest[e.ClusterID] = true
+		return keep("newest complete backup")
+	case p.KeepLast > 0 && ours[e.ClusterID] <= p.KeepLast:
+		return keep(fmt.Sprintf("one of the newest %d (--keep-last)", p.KeepLast))
+	case p.KeepWithin > 0 && now.Sub(e.Created) < p.KeepWithin:
+		return keep(fmt.Sprintf("younger than %s (--keep-within)", p.KeepWithin))
 	}
-	return doomed, nil
+	return Decision{Entry: e, Action: Remove, Reason: "outside the retention policy"}
 }

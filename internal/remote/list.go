@@ -52,6 +52,14 @@ type Backup struct {
 	Objects map[string]*store.Object
 }
 
+// Committed is when backup.json was written, or zero when there is none.
+func (b *Backup) Committed() time.Time {
+	if o := b.Objects[manifest.FileName]; o != nil {
+		return o.Created
+	}
+	return time.Time{}
+}
+
 // Size is the size of the backup's files: as backup.json lists them, or the
 // objects found when there is none.
 func (b *Backup) Size() int64 {
@@ -86,8 +94,9 @@ func (c *Client) List(ctx context.Context, dest store.URL) ([]*Backup, error) {
 		b.Objects[file] = obj
 	}
 	backups := slices.Collect(maps.Values(groups))
+	// Newest first; of two in one second, the one committed last.
 	slices.SortFunc(backups, func(a, b *Backup) int {
-		return cmp.Or(b.Time.Compare(a.Time), strings.Compare(a.Ref.ClusterID, b.Ref.ClusterID), strings.Compare(a.Ref.Snapshot, b.Ref.Snapshot))
+		return cmp.Or(b.Time.Compare(a.Time), b.Committed().Compare(a.Committed()), strings.Compare(a.Ref.ClusterID, b.Ref.ClusterID), strings.Compare(b.Ref.Snapshot, a.Ref.Snapshot))
 	})
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(manifestReaders)

@@ -7,8 +7,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/etcd-backup/etcd-backup/internal/destination"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
@@ -89,7 +91,7 @@ func testUploadListLatest(t *testing.T, h Harness, bs []Backup) {
 			t.Errorf("entry %+v, want ours with cluster %s, ts %s and its manifest", e, b.ClusterKey(), b.Timestamp)
 		}
 	}
-	latest, err := destination.Latest(t.Context(), d, "")
+	latest, err := destination.Latest(t.Context(), d, "", Log(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +140,7 @@ func testRerun(t *testing.T, h Harness, bs []Backup) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if opens != 0 || again != first {
+	if opens != 0 || !reflect.DeepEqual(again, first) {
 		t.Errorf("re-run opened %d files and committed %+v; want none opened and %+v", opens, again, first)
 	}
 	if got := list(t, d); len(got) != 1 {
@@ -149,7 +151,7 @@ func testRerun(t *testing.T, h Harness, bs []Backup) {
 func testDownloadVerify(t *testing.T, h Harness, bs []Backup) {
 	d := h.New(t)
 	res := upload(t, d, bs[1])
-	if _, err := destination.Verify(t.Context(), d, res.Name); err != nil {
+	if _, err := destination.Verify(t.Context(), d, res.Name, verify.Options{Log: Log(t)}); err != nil {
 		t.Fatalf("verify stored backup: %v", err)
 	}
 	dir := filepath.Join(t.TempDir(), "download")
@@ -270,13 +272,24 @@ func testInterrupted(t *testing.T, h Harness, bs []Backup) {
 	if got := list(t, d); len(got) != 0 {
 		t.Errorf("after an interrupted upload list = %q, want nothing", names(got))
 	}
-	if _, err := destination.Latest(t.Context(), d, ""); !errors.Is(err, destination.ErrNoBackup) {
+	if _, err := destination.Latest(t.Context(), d, "", Log(t)); !errors.Is(err, destination.ErrNoBackup) {
 		t.Errorf("latest after an interrupted upload = %v, want %v", err, destination.ErrNoBackup)
 	}
 	upload(t, d, b)
 	if got := list(t, d); len(got) != 1 || got[0].State != destination.Complete {
 		t.Errorf("after the upload is run again list = %q, want one complete backup", names(got))
 	}
+}
+
+// removed are the entries decisions remove.
+func removed(decisions []destination.Decision) []destination.Entry {
+	var out []destination.Entry
+	for _, d := range decisions {
+		if d.Action == destination.Remove {
+			out = append(out, d.Entry)
+		}
+	}
+	return out
 }
 
 func testPrune(t *testing.T, h Harness, bs []Backup) {
@@ -291,18 +304,19 @@ func testPrune(t *testing.T, h Harness, bs []Backup) {
 	newest := list(t, d)
 	newest = slices.DeleteFunc(newest, func(e destination.Entry) bool { return !e.Ours })
 	keepName := newest[len(newest)-1].Name
-	dry, err := destination.Prune(t.Context(), d, 0, true)
+	keepOne := destination.Policy{KeepLast: 1}
+	dry, err := destination.Prune(t.Context(), d, keepOne, "", time.Now(), true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(dry) != len(bs)-1 || len(list(t, d)) != len(bs)+1 {
-		t.Fatalf("dry run would delete %q and left %q; want %d planned, nothing deleted", names(dry), names(list(t, d)), len(bs)-1)
+	if planned := removed(dry); len(planned) != len(bs)-1 || len(list(t, d)) != len(bs)+1 {
+		t.Fatalf("dry run would delete %q and left %q; want %d planned, nothing deleted", names(planned), names(list(t, d)), len(bs)-1)
 	}
-	deleted, err := destination.Prune(t.Context(), d, 0, false)
+	decisions, err := destination.Prune(t.Context(), d, keepOne, "", time.Now(), false)
 	if err != nil {
 		t.Fatalf("prune: %v", err)
 	}
-	if len(deleted) != len(bs)-1 {
+	if deleted := removed(decisions); len(deleted) != len(bs)-1 {
 		t.Errorf("prune deleted %q, want all but the newest", names(deleted))
 	}
 	var left []string
@@ -315,7 +329,7 @@ func testPrune(t *testing.T, h Harness, bs []Backup) {
 	if !slices.Equal(left, want) {
 		t.Errorf("after prune list = %q, want the newest (%s) and the foreign one (%s)", left, keepName, foreign)
 	}
-	if _, err := destination.Verify(t.Context(), d, keepName); err != nil {
+	if _, err := destination.Verify(t.Context(), d, keepName, verify.Options{Log: Log(t)}); err != nil {
 		t.Errorf("the kept backup no longer verifies: %v", err)
 	}
 }

@@ -199,7 +199,11 @@ func (u *upload) send(ctx context.Context, name string, info types.BlobInfo, ope
 // Commit sends backup.json and the config, then the manifest: the commit
 // marker, pushed only while the tag is still free.
 func (u *upload) Commit(ctx context.Context) (destination.Result, error) {
-	res := destination.Result{Name: u.tag, URL: u.d.t.url(u.tag), ImageURL: u.d.t.imageURL(u.tag), Digest: string(u.done)}
+	res := destination.Result{Name: u.tag, URL: u.d.t.url(u.tag), ImageURL: u.d.t.imageURL(u.tag), Digest: string(u.done), Files: map[string]string{}}
+	for _, f := range u.b.Files {
+		res.Files[f.Name] = u.d.t.blobURL(fileDigest(f))
+	}
+	res.Files[manifest.FileName] = u.d.t.blobURL(rawDigest(u.raw))
 	if u.done != "" {
 		return res, nil
 	}

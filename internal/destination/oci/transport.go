@@ -26,6 +26,9 @@ type transport interface {
 	kind() string
 	url(tag string) string
 	imageURL(tag string) string
+	// blobURL addresses one blob: REPO@DIGEST, as oras blob fetch takes
+	// it, or its file in the layout.
+	blobURL(d digest.Digest) string
 	ref(tag string) (types.ImageReference, error)
 	tags(ctx context.Context, sys *types.SystemContext) ([]string, error)
 	// delete removes the manifest with digest d that tag names.
@@ -108,6 +111,9 @@ func (r registry) kind() string               { return "registry" }
 func (r registry) url(tag string) string      { return "docker://" + r.imageURL(tag) }
 func (r registry) imageURL(tag string) string { return r.repo.Name() + ":" + tag }
 func (r registry) prepare() error             { return nil }
+func (r registry) blobURL(d digest.Digest) string {
+	return r.repo.Name() + "@" + d.String()
+}
 
 func (r registry) ref(tag string) (types.ImageReference, error) {
 	tagged, err := reference.WithTag(r.repo, tag)
@@ -162,6 +168,9 @@ func (l layoutDir) kind() string               { return "OCI layout" }
 func (l layoutDir) url(tag string) string      { return "oci:" + string(l) + ":" + tag }
 func (l layoutDir) imageURL(tag string) string { return "" }
 func (l layoutDir) prepare() error             { return os.MkdirAll(string(l), 0o700) }
+func (l layoutDir) blobURL(d digest.Digest) string {
+	return filepath.Join(string(l), "blobs", d.Algorithm().String(), d.Encoded())
+}
 
 func (l layoutDir) ref(tag string) (types.ImageReference, error) {
 	return layout.NewReference(string(l), tag)

@@ -1,0 +1,342 @@
+package remote
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/etcd-backup/etcd-backup/internal/destination"
+	"github.com/etcd-backup/etcd-backup/internal/manifest"
+	"github.com/etcd-backup/etcd-backup/internal/progress"
+	"github.com/etcd-backup/etcd-backup/internal/store"
+)
+
+// Dest is a gs://bucket/prefix as a destination: backups below it are
+// named <cluster-id>/<ts>-<sha>.
+type Dest struct {
+	c           *Client
+	url         store.URL
+	kmsKey      string
+	resourcesTo *store.URL
+	close       func() error
+}
+
+var (
+	_ destination.Dest   = (*Dest)(nil)
+	_ destination.Pruner = (*Dest)(nil)
+	_ destination.Hinter = (*Dest)(nil)
+)
+
+// NewDest returns the destination url on c; close releases c.
+func NewDest(c *Client, url store.URL, o UploadOptions, close func() error) *Dest {
+	return &Dest{c: c, url: url, kmsKey: o.KMSKey, resourcesTo: o.ResourcesTo, close: close}
+}
+
+// Kind names the destination in errors.
+func (d *Dest) Kind() string { return "Cloud Storage" }
+
+// URL is the prefix.
+func (d *Dest) URL() string { return d.url.String() }
+
+// Close releases the client.
+func (d *Dest) Close() error { return d.close() }
+
+// ref names the backup name (<cluster-id>/<ts>-<sha>) below d.
+func (d *Dest) ref(name string) (Ref, error) {
+	return ParseRef(d.url.Join(strings.Split(name, "/")...).String())
+}
+
+func nameOf(r Ref) string { return r.ClusterID + "/" + r.dir() }
+
+// Begin checks the buckets and that the backup's name is free or holds
+// this very backup (a re-run, which then sends nothing).
+func (d *Dest) Begin(ctx context.Context, b *manifest.Backup, _ []byte) (destination.Upload, error) {
+	ref := refOf(d.url, b)
+	if err := checkClusterID(ref.ClusterID); err != nil {
+		return nil, failed("%s: %w", manifest.FileName, err)
+	}
+	buckets := []store.URL{d.url}
+	if d.resourcesTo != nil {
+		buckets = append(buckets, *d.resourcesTo)
+	}
+	if err := d.c.checkBuckets(ctx, buckets...); err != nil {
+		return nil, err
+	}
+	up := *b
+	up.Locations = maps.Clone(b.Locations)
+	if d.resourcesTo != nil && *d.resourcesTo != d.url {
+		res := b.File(manifest.KindResources)
+		if up.Locations == nil {
+			up.Locations = map[string]string{}
+		}
+		up.Locations[res.Name] = d.resourcesTo.Join(ref.ClusterID, ref.dir(), res.Name).String()
+	}
+	data, err := manifest.Marshal(&up)
+	if err != nil {
+		return nil, err
+	}
+	digest := manifest.NewDigest()
+	digest.Write(data)
+	mf := manifest.File{Name: manifest.FileName, Size: digest.Size(), SHA256: digest.SHA256(), CRC32C: digest.CRC32C()}
+	mloc := location{store: d.c.Bucket(d.url.Bucket), url: ref.URL().Join(manifest.FileName)}
+	u := &gcsUpload{d: d, ref: ref, b: b, up: &up, data: data, mf: mf, mloc: mloc, files: map[string]string{}}
+	// A backup.json already there must be this one, or nothing is sent.
+	switch existing, err := mloc.store.Attrs(ctx, mloc.url.Path); {
+	case err == nil:
+		if err := same(mloc, existing, mf); err != nil {
+			return nil, err
+		}
+		u.done = true
+	case !errors.Is(err, store.ErrNotExist):
+		return nil, err
+	}
+	return u, nil
+}
+
+type gcsUpload struct {
+	d    *Dest
+	ref  Ref
+	b    *manifest.Backup // as saved
+	up   *manifest.Backup // as stored: with Locations
+	data []byte           // up, marshalled
+	mf   manifest.File
+	mloc location
+	// done: the backup was stored before; committed: by this upload.
+	done, committed bool
+	sent            []sentObject
+	files           map[string]string
+}
+
+func (u *gcsUpload) Put(ctx context.Context, f manifest.File, open destination.Opener) (bool, error) {
+	loc, err := u.d.c.locate(u.ref, u.up, f)
+	if err != nil {
+		return false, err
+	}
+	u.files[f.Name] = loc.url.String()
+	if u.done {
+		return true, nil
+	}
+	contentType := "application/octet-stream"
+	if f.Kind == manifest.KindResources {
+		contentType = "application/gzip"
+	}
+	m := progress.Start(ctx, u.d.c.Log, "uploading "+f.Name, f.Size, u.d.c.ProgressInterval)
+	defer m.Stop()
+	r := &reopener{open: open, meter: m}
+	defer r.Close()
+	obj, err := u.d.c.put(ctx, loc, r, f, contentType, u.d.c.metadata(u.b, f.SHA256), u.d.kmsKey)
+	if err != nil {
+		return false, err
+	}
+	if obj == nil {
+		return true, nil
+	}
+	u.sent = append(u.sent, sentObject{loc, obj.Generation})
+	return false, nil
+}
+
+// Commit writes backup.json, which makes the backup complete.
+func (u *gcsUpload) Commit(ctx context.Context) (destination.Result, error) {
+	u.files[manifest.FileName] = u.mloc.url.String()
+	res := destination.Result{Name: nameOf(u.ref), URL: u.ref.String(), Files: u.files}
+	if u.done {
+		return res, nil
+	}
+	for _, f := range u.b.Files {
+		if _, ok := u.files[f.Name]; !ok {
+			return res, fmt.Errorf("commit %s: %s was not stored", u.ref, f.Name)
+		}
+	}
+	if _, err := u.d.c.put(ctx, u.mloc, bytes.NewReader(u.data), u.mf, "application/json", u.d.c.metadata(u.b, u.mf.SHA256), u.d.kmsKey); err != nil {
+		return res, err
+	}
+	u.committed = true
+	u.d.c.Log.Info("backup uploaded", "backup", u.ref.String())
+	return res, nil
+}
+
+// Close removes what an upload that did not commit sent.
+func (u *gcsUpload) Close() error {
+	if !u.committed && len(u.sent) > 0 {
+		u.d.c.removeSent(context.Background(), u.sent)
+	}
+	return nil
+}
+
+// reopener is an Opener as the io.ReadSeeker a put takes: seeking back to
+// the start, to send again after a transient error, opens it again.
+type reopener struct {
+	open  destination.Opener
+	meter *progress.Meter
+	r     io.ReadCloser
+}
+
+func (o *reopener) Read(p []byte) (int, error) {
+	if o.r == nil {
+		r, err := o.open()
+		if err != nil {
+			return 0, err
+		}
+		o.r = r
+	}
+	n, err := o.r.Read(p)
+	o.meter.Write(p[:n])
+	return n, err
+}
+
+func (o *reopener) Seek(offset int64, whence int) (int64, error) {
+	if offset != 0 || whence != io.SeekStart {
+		return 0, errors.New("an upload can only go back to its start")
+	}
+	if o.r != nil {
+		o.meter.Restart()
+	}
+	return 0, o.Close()
+}
+
+func (o *reopener) Close() error {
+	if o.r == nil {
+		return nil
+	}
+	err := o.r.Close()
+	o.r = nil
+	return err
+}
+
+// List returns the backups below the prefix, oldest first.
+func (d *Dest) List(ctx context.Context) ([]destination.Entry, error) {
+	backups, err := d.c.List(ctx, d.url)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]destination.Entry, 0, len(backups))
+	for _, b := range backups {
+		out = append(out, entry(b))
+	}
+	slices.SortStableFunc(out, destination.Compare)
+	return out, nil
+}
+
+func entry(b *Backup) destination.Entry {
+	return destination.Entry{
+		Name:      nameOf(b.Ref),
+		URL:       b.Ref.String(),
+		ClusterID: b.Ref.ClusterID,
+		Timestamp: b.Ref.Timestamp,
+		Created:   cmp.Or(b.Committed(), b.Time),
+		State:     destination.State(b.State),
+		Problem:   b.Problem,
+		Ours:      b.Manifest != nil && b.Manifest.Tool.Name == manifest.ToolName,
+		Manifest:  b.Manifest,
+	}
+}
+
+// Nearby says what is below the prefix where there is no backup.
+func (d *Dest) Nearby(ctx context.Context) (string, error) { return d.c.Nearby(ctx, d.url) }
+
+// Open reads the backup.json of backup name. A name that holds no backup
+// is a usage error naming the nearest backups.
+func (d *Dest) Open(ctx context.Context, name string) (destination.Stored, error) {
+	ref, err := d.ref(name)
+	if err != nil {
+		return nil, err
+	}
+	b, obj, err := d.c.readManifest(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	r, err := d.c.Bucket(ref.Dest.Bucket).Open(ctx, obj.Name)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	raw, err := io.ReadAll(io.LimitReader(r, maxManifest))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", ref.URL().Join(manifest.FileName), err)
+	}
+	// The backup.json a download writes is the local one: where the
+	// upload sent the archive is not part of the backup.
+	if len(b.Locations) > 0 {
+		local := *b
+		local.Locations = nil
+		if raw, err = manifest.Marshal(&local); err != nil {
+			return nil, err
+		}
+	}
+	return &storedBackup{d: d, ref: ref, b: b, raw: raw}, nil
+}
+
+// maxManifest bounds what is read of a backup.json.
+const maxManifest = 1 << 20
+
+type storedBackup struct {
+	d   *Dest
+	ref Ref
+	b   *manifest.Backup
+	raw []byte
+}
+
+func (s *storedBackup) Manifest() *manifest.Backup { return s.b }
+func (s *storedBackup) Raw() []byte                { return s.raw }
+func (s *storedBackup) Close() error               { return nil }
+
+// Open streams the object of f; a missing one makes the backup incomplete.
+func (s *storedBackup) Open(ctx context.Context, f manifest.File) (io.ReadCloser, error) {
+	loc, err := s.d.c.locate(s.ref, s.b, f)
+	if err != nil {
+		return nil, err
+	}
+	r, err := loc.store.Open(ctx, loc.url.Path)
+	if errors.Is(err, store.ErrNotExist) {
+		return nil, failed("%s is missing: the backup is incomplete", loc.url)
+	}
+	return r, err
+}
+
+// Delete removes backup name, backup.json first, if this tool wrote every
+// object of it and none is under a hold or retention.
+func (d *Dest) Delete(ctx context.Context, name string) error {
+	ref, err := d.ref(name)
+	if err != nil {
+		return err
+	}
+	backups, err := d.c.List(ctx, d.url)
+	if err != nil {
+		return err
+	}
+	for _, b := range backups {
+		if b.Ref != ref {
+			continue
+		}
+		if b.Manifest == nil || b.Manifest.Tool.Name != manifest.ToolName {
+			return usage(fmt.Errorf("%s was not written by %s: not deleted", ref, manifest.ToolName))
+		}
+		dec, err := d.c.remove(ctx, Decision{Backup: b, Action: Remove}, d.c.now(), false)
+		if err != nil {
+			return err
+		}
+		if dec.Action == Skip {
+			return fmt.Errorf("%s not deleted: %s", ref, strings.TrimPrefix(dec.Reason, ", but "))
+		}
+		return nil
+	}
+	return usage(fmt.Errorf("no such backup %s", ref))
+}
+
+// Prune applies the policy with Cloud Storage's own rules: holds and
+// retention are respected, and leftovers of interrupted uploads go once a
+// day old.
+func (d *Dest) Prune(ctx context.Context, p destination.Policy, cluster string, dryRun bool) ([]destination.Decision, error) {
+	decisions, err := d.c.Prune(ctx, d.url, PruneOptions{Policy: Policy{KeepLast: p.KeepLast, KeepWithin: p.KeepWithin}, ClusterID: cluster, DryRun: dryRun})
+	out := make([]destination.Decision, 0, len(decisions))
+	for _, dec := range decisions {
+		out = append(out, destination.Decision{Entry: entry(dec.Backup), Action: destination.Action(dec.Action), Reason: dec.Reason})
+	}
+	return out, err
+}

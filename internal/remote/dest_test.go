@@ -1,0 +1,35 @@
+package remote_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/etcd-backup/etcd-backup/internal/destination"
+	"github.com/etcd-backup/etcd-backup/internal/destination/desttest"
+	"github.com/etcd-backup/etcd-backup/internal/manifest"
+	"github.com/etcd-backup/etcd-backup/internal/remote"
+	"github.com/etcd-backup/etcd-backup/internal/store/gcs/gcstest"
+)
+
+// TestGCSConformance runs the suite every destination passes against a
+// gs:// prefix on the emulator.
+func TestGCSConformance(t *testing.T) {
+	bs := desttest.Save(t)
+	srv := gcstest.New(t, bucket)
+	n := 0
+	desttest.Run(t, desttest.Harness{
+		New: func(t *testing.T) destination.Dest {
+			n++
+			d := remote.NewDest(client(t, srv.Host()), mustURL(t, "gs://"+bucket+"/conformance/"+string(rune('a'+n))), remote.UploadOptions{}, func() error { return nil })
+			t.Cleanup(func() { d.Close() })
+			return d
+		},
+		// A backup.json of another tool, where one of ours would be.
+		Foreign: func(t *testing.T, d destination.Dest, like *manifest.Backup) string {
+			u := mustURL(t, d.URL())
+			name := like.ClusterKey() + "/" + like.Timestamp + "-000000000000"
+			put(srv, bucket, u.Join(name, manifest.FileName).Path, []byte("{}"), nil, time.Now())
+			return name
+		},
+	}, bs)
+}
