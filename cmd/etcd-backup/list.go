@@ -12,46 +12,45 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/etcd-backup/etcd-backup/internal/destination"
+	"github.com/etcd-backup/etcd-backup/internal/manifest"
 	"github.com/etcd-backup/etcd-backup/internal/progress"
-	"github.com/etcd-backup/etcd-backup/internal/remote"
-	"github.com/etcd-backup/etcd-backup/internal/store"
-	"github.com/etcd-backup/etcd-backup/internal/store/gcs"
 )
 
 func listCommand() *command {
 	return &command{
 		name:    "list",
 		args:    []string{"DEST"},
-		summary: "list the backups at DEST (gs://bucket/prefix), newest first: time, cluster version, etcd revision, size, state (complete, incomplete or corrupt)",
+		summary: "list the backups at DEST (gs://bucket/prefix, docker://HOST/REPO or oci:PATH), newest first: time, cluster version, etcd revision, size, state (complete, incomplete or corrupt)",
 		setup: func(fs *pflag.FlagSet) runFunc {
 			output := fs.String("output", "text", "output format: text or json")
 			clusterID := fs.String("cluster-id", "", "list only this cluster's backups")
-			stallTimeout := stallTimeoutFlag(fs)
+			df := addDestFlags(fs, "fail when the service answers nothing for this long", false)
 			return func(ctx context.Context, env *env, args []string) error {
-				dest, err := parseDest(args[0])
-				if err != nil {
-					return err
-				}
 				if *output != "text" && *output != "json" {
 					return usage("--output %q: want text or json", *output)
 				}
-				c, closeFn, err := newRemote(ctx, env, defaultProgressInterval, gcs.Options{StallTimeout: *stallTimeout})
+				o, err := df.options(env)
 				if err != nil {
 					return err
 				}
-				defer closeFn()
-				backups, err := c.List(ctx, dest)
+				d, err := destinations().Open(ctx, args[0], o)
+				if err != nil {
+					return err
+				}
+				defer d.Close()
+				entries, err := d.List(ctx)
 				if err != nil {
 					return err
 				}
 				var rows []listed
-				for _, b := range backups {
-					if *clusterID == "" || b.Ref.ClusterID == *clusterID {
-						rows = append(rows, listedOf(b))
+				for _, e := range slices.Backward(entries) {
+					if *clusterID == "" || e.ClusterID == *clusterID {
+						rows = append(rows, listedOf(e))
 					}
 				}
 				if len(rows) == 0 {
-					if err := logNearby(ctx, env, c, dest, *clusterID, backups); err != nil {
+					if err := logNearby(ctx, env, d, *clusterID, entries); err != nil {
 						return err
 					}
 				}
@@ -86,46 +85,46 @@ type listed struct {
 	Problem  string `json:"problem,omitempty"`
 }
 
-func listedOf(b *remote.Backup) listed {
+func listedOf(e destination.Entry) listed {
+	t, _ := time.Parse(manifest.TimestampLayout, e.Timestamp)
 	l := listed{
-		Backup:    b.Ref.String(),
-		ClusterID: b.Ref.ClusterID,
-		Timestamp: b.Ref.Timestamp,
-		Time:      b.Time,
-		Size:      b.Size(),
-		State:     string(b.State),
-		Complete:  b.State == remote.Complete,
-		Problem:   b.Problem,
+		Backup:    e.URL,
+		ClusterID: e.ClusterID,
+		Timestamp: e.Timestamp,
+		Time:      t,
+		State:     string(e.State),
+		Complete:  e.State == destination.Complete,
+		Problem:   e.Problem,
 	}
-	if m := b.Manifest; m != nil {
-		l.ClusterVersion, l.EtcdRevision, l.Dirty = m.Cluster.Version, m.Etcd.Revision, m.Dirty
+	if m := e.Manifest; m != nil {
+		l.ClusterVersion, l.EtcdRevision, l.Dirty, l.Size = m.Cluster.Version, m.Etcd.Revision, m.Dirty, m.Size()
 	}
 	return l
 }
 
 // logNearby says, where list found nothing, what it looked for and what
 // is stored nearby.
-func logNearby(ctx context.Context, env *env, c *remote.Client, dest store.URL, clusterID string, others []*remote.Backup) error {
+func logNearby(ctx context.Context, env *env, d destination.Dest, clusterID string, others []destination.Entry) error {
 	what := "no backups"
 	if clusterID != "" {
 		what = "no backups of cluster " + clusterID
 	}
-	var hint string
+	hint := "nothing is stored there"
 	if len(others) > 0 {
 		var ids []string
-		for _, b := range others {
-			if !slices.Contains(ids, b.Ref.ClusterID) {
-				ids = append(ids, b.Ref.ClusterID)
+		for _, e := range others {
+			if !slices.Contains(ids, e.ClusterID) {
+				ids = append(ids, e.ClusterID)
 			}
 		}
 		hint = "there are backups of " + strings.Join(ids, ", ")
-	} else {
+	} else if h, ok := d.(destination.Hinter); ok {
 		var err error
-		if hint, err = c.Nearby(ctx, dest); err != nil {
+		if hint, err = h.Nearby(ctx); err != nil {
 			return err
 		}
 	}
-	env.log.Warn(fmt.Sprintf("%s below %s (looked for <cluster-id>/<ts>-<sha>/backup.json): %s", what, dest, hint))
+	env.log.Warn(fmt.Sprintf("%s at %s: %s", what, d.URL(), hint))
 	return nil
 }
 

@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/pflag"
 
-	"github.com/etcd-backup/etcd-backup/internal/remote"
-	"github.com/etcd-backup/etcd-backup/internal/store/gcs"
+	"github.com/etcd-backup/etcd-backup/internal/destination"
 )
 
 func pruneCommand() *command {
@@ -17,28 +17,32 @@ func pruneCommand() *command {
 		args:    []string{"DEST"},
 		summary: "apply retention at DEST: remove complete backups etcd-backup wrote beyond --keep-last/--keep-within, never the newest",
 		setup: func(fs *pflag.FlagSet) runFunc {
-			var o remote.PruneOptions
-			fs.IntVar(&o.KeepLast, "keep-last", 0, "keep the newest N complete backups of each cluster")
-			fs.DurationVar(&o.KeepWithin, "keep-within", 0, "keep complete backups younger than this, e.g. 720h")
-			fs.BoolVar(&o.DryRun, "dry-run", false, "print what would be removed, remove nothing")
-			fs.StringVar(&o.ClusterID, "cluster-id", "", "prune only this cluster's backups")
-			stallTimeout := stallTimeoutFlag(fs)
+			var (
+				policy    destination.Policy
+				dryRun    bool
+				clusterID string
+			)
+			fs.IntVar(&policy.KeepLast, "keep-last", 0, "keep the newest N complete backups of each cluster")
+			fs.DurationVar(&policy.KeepWithin, "keep-within", 0, "keep complete backups younger than this, e.g. 720h")
+			fs.BoolVar(&dryRun, "dry-run", false, "print what would be removed, remove nothing")
+			fs.StringVar(&clusterID, "cluster-id", "", "prune only this cluster's backups")
+			df := addDestFlags(fs, "fail when the service answers nothing for this long", false)
 			return func(ctx context.Context, env *env, args []string) error {
-				env.metrics.ClusterID, env.metrics.AllClusters = o.ClusterID, o.ClusterID == ""
-				dest, err := parseDest(args[0])
+				env.metrics.ClusterID, env.metrics.AllClusters = clusterID, clusterID == ""
+				if err := policy.Check(); err != nil {
+					return err
+				}
+				o, err := df.options(env)
 				if err != nil {
 					return err
 				}
-				env.metrics.Destination = dest.String()
-				if err := o.Check(); err != nil {
-					return err
-				}
-				c, closeFn, err := newRemote(ctx, env, defaultProgressInterval, gcs.Options{StallTimeout: *stallTimeout})
+				d, err := destinations().Open(ctx, args[0], o)
 				if err != nil {
 					return err
 				}
-				defer closeFn()
-				decisions, err := c.Prune(ctx, dest, o)
+				defer d.Close()
+				env.metrics.Destination = d.URL()
+				decisions, err := destination.Prune(ctx, d, policy, clusterID, time.Now(), dryRun)
 				if perr := printDecisions(env, decisions); err == nil {
 					err = perr
 				}
@@ -48,18 +52,18 @@ func pruneCommand() *command {
 	}
 }
 
-func printDecisions(env *env, decisions []remote.Decision) error {
+func printDecisions(env *env, decisions []destination.Decision) error {
 	w := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "ACTION\tBACKUP\tREASON")
 	for _, d := range decisions {
-		fmt.Fprintf(w, "%s\t%s\t%s\n", d.Action, d.Backup.Ref, d.Reason)
+		fmt.Fprintf(w, "%s\t%s\t%s\n", d.Action, d.Entry.URL, d.Reason)
 	}
 	return w.Flush()
 }
 
 // logDecisions reports the retention upload applies, as log lines.
-func logDecisions(env *env, decisions []remote.Decision) {
+func logDecisions(env *env, decisions []destination.Decision) {
 	for _, d := range decisions {
-		env.log.Info(fmt.Sprintf("retention: %s %s: %s", d.Action, d.Backup.Ref, d.Reason))
+		env.log.Info(fmt.Sprintf("retention: %s %s: %s", d.Action, d.Entry.URL, d.Reason))
 	}
 }

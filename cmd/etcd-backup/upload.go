@@ -3,46 +3,38 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"regexp"
 	"time"
 
 	"github.com/spf13/pflag"
 
+	"github.com/etcd-backup/etcd-backup/internal/destination"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
-	"github.com/etcd-backup/etcd-backup/internal/remote"
 	"github.com/etcd-backup/etcd-backup/internal/results"
-	"github.com/etcd-backup/etcd-backup/internal/store"
-	"github.com/etcd-backup/etcd-backup/internal/store/gcs"
 	"github.com/etcd-backup/etcd-backup/internal/verify"
 )
-
-// defaultProgressInterval is how often transfers log progress.
-const defaultProgressInterval = 5 * time.Second
 
 func uploadCommand() *command {
 	return &command{
 		name:         "upload",
 		args:         []string{"DIR", "DEST"},
 		lastOptional: true,
-		summary:      "verify the backup in DIR and copy it to DEST (gs://bucket/prefix), backup.json last; --keep-last/--keep-within then prune",
+		summary:      "verify the backup in DIR and copy it to DEST (gs://bucket/prefix, docker://HOST/REPO or oci:PATH), the commit marker last; --keep-last/--keep-within then prune",
 		setup: func(fs *pflag.FlagSet) runFunc {
 			var (
-				o                remote.UploadOptions
-				resourcesTo      string
-				policy           remote.Policy
-				progressInterval time.Duration
-				stallTimeout     time.Duration
-				skip             bool
+				gcsOpts destination.GCSOptions
+				policy  destination.Policy
+				format  string
+				skip    bool
 			)
-			fs.StringVar(&resourcesTo, "resources-to", "", "send the static resources archive, which holds the etcd encryption keys, below this gs://bucket/prefix instead of DEST; backup.json records where")
-			fs.StringVar(&o.KMSKey, "kms-key", "", "Cloud KMS key that encrypts the objects (CMEK): projects/P/locations/L/keyRings/R/cryptoKeys/K")
+			fs.StringVar(&gcsOpts.ResourcesTo, "resources-to", "", "gs:// only: send the static resources archive, which holds the etcd encryption keys, below this gs://bucket/prefix instead of DEST; backup.json records where")
+			fs.StringVar(&gcsOpts.KMSKey, "kms-key", "", "gs:// only: Cloud KMS key that encrypts the objects (CMEK): projects/P/locations/L/keyRings/R/cryptoKeys/K")
 			fs.IntVar(&policy.KeepLast, "keep-last", 0, "after the upload, remove all but the newest N complete backups of this cluster at DEST (0: keep all)")
 			fs.DurationVar(&policy.KeepWithin, "keep-within", 0, "after the upload, remove complete backups of this cluster older than this, e.g. 720h (0: keep all)")
-			fs.DurationVar(&progressInterval, "progress-interval", defaultProgressInterval, "how often to log upload progress")
-			fs.DurationVar(&stallTimeout, "stall-timeout", gcs.DefaultStallTimeout, "send an object again when the service takes none of it for this long"+stallTimeoutUsage)
+			fs.StringVar(&format, "oci-format", destination.FormatArtifact, "docker:// and oci: only: the form of the pushed backup; artifact (an OCI artifact manifest) is the one this version writes")
 			fs.BoolVar(&skip, "skip-if-no-dest", false, "with no DEST, log that nothing is uploaded and succeed, writing every upload result empty (for Tasks where the upload is optional)")
+			df := addDestFlags(fs, "send again what the service takes none of for this long", true)
 			return func(ctx context.Context, env *env, args []string) error {
 				dir := args[0]
 				if args[1] == "" {
@@ -56,35 +48,32 @@ func uploadCommand() *command {
 					}
 					return usage("missing DEST (argument, or $%sDEST)", envPrefix)
 				}
-				dest, err := parseDest(args[1])
-				if err != nil {
+				if err := gcsOnly(args[1], map[string]string{"--resources-to": gcsOpts.ResourcesTo, "--kms-key": gcsOpts.KMSKey}); err != nil {
 					return err
 				}
-				env.metrics.Destination = dest.String()
-				if resourcesTo != "" {
-					to, err := parseDest(resourcesTo)
-					if err != nil {
-						return usage("--resources-to: %v", err)
-					}
-					o.ResourcesTo = &to
-				}
-				if err := checkKMSKey(o.KMSKey); err != nil {
+				if err := checkKMSKey(gcsOpts.KMSKey); err != nil {
 					return err
 				}
-				retain := policy != remote.Policy{}
+				if format != destination.FormatArtifact {
+					return usage("--oci-format %q: this version writes only %q", format, destination.FormatArtifact)
+				}
+				retain := policy != destination.Policy{}
 				if retain {
 					if err := policy.Check(); err != nil {
 						return err
 					}
 				}
-				if progressInterval <= 0 || stallTimeout <= 0 {
-					return usage("--progress-interval and --stall-timeout must be positive")
-				}
-				c, closeFn, err := newRemote(ctx, env, progressInterval, gcs.Options{StallTimeout: stallTimeout})
+				o, err := df.options(env)
 				if err != nil {
 					return err
 				}
-				defer closeFn()
+				o.GCS.KMSKey, o.GCS.ResourcesTo = gcsOpts.KMSKey, gcsOpts.ResourcesTo
+				d, err := destinations().Open(ctx, args[1], o)
+				if err != nil {
+					return err
+				}
+				defer d.Close()
+				env.metrics.Destination = d.URL()
 				// A corrupt backup is never shipped: the listing now, each
 				// file's content as it is sent.
 				b, err := verify.Listing(dir)
@@ -92,17 +81,17 @@ func uploadCommand() *command {
 					return fmt.Errorf("refusing to upload %s: %w", dir, err)
 				}
 				env.metrics.Backup(b)
-				up, err := c.Upload(ctx, dir, b, dest, o)
+				res, err := destination.UploadDir(ctx, d, dir)
 				if err != nil {
 					return err
 				}
-				if err := results.Write(env.resultsDir, uploadResults(up)); err != nil {
+				if err := results.Write(env.resultsDir, uploadResults(res, b)); err != nil {
 					return err
 				}
 				if !retain {
 					return nil
 				}
-				decisions, err := c.Prune(ctx, dest, remote.PruneOptions{Policy: policy, ClusterID: up.Ref.ClusterID})
+				decisions, err := destination.Prune(ctx, d, policy, b.ClusterKey(), time.Now(), false)
 				logDecisions(env, decisions)
 				if err != nil {
 					return fmt.Errorf("backup uploaded, but applying retention failed: %w", err)
@@ -111,46 +100,6 @@ func uploadCommand() *command {
 			}
 		},
 	}
-}
-
-// stallTimeoutUsage is the part of --stall-timeout's help that every
-// command shares.
-const stallTimeoutUsage = "; also the deadline of each attempt at a metadata request (stat, list, delete), retried for up to a minute"
-
-// stallTimeoutFlag defines --stall-timeout for a command that only reads
-// metadata or objects.
-func stallTimeoutFlag(fs *pflag.FlagSet) *time.Duration {
-	return fs.Duration("stall-timeout", gcs.DefaultStallTimeout, "fail when the service answers nothing for this long"+stallTimeoutUsage)
-}
-
-// newRemote connects to Cloud Storage, or to the emulator that
-// $STORAGE_EMULATOR_HOST names, with o's settings.
-func newRemote(ctx context.Context, env *env, progressInterval time.Duration, o gcs.Options) (*remote.Client, func(), error) {
-	if o.StallTimeout <= 0 {
-		return nil, nil, usage("--stall-timeout must be positive")
-	}
-	o.EmulatorHost, _ = env.lookup("STORAGE_EMULATOR_HOST")
-	c, err := gcs.New(ctx, o)
-	if errors.Is(err, gcs.ErrNoCredentials) {
-		return nil, nil, usage("%v", err)
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	rc := &remote.Client{
-		Bucket:           func(name string) remote.Store { return c.Bucket(name) },
-		Log:              env.log,
-		ProgressInterval: progressInterval,
-	}
-	return rc, func() { c.Close() }, nil
-}
-
-func parseDest(s string) (store.URL, error) {
-	u, err := store.ParseURL(s)
-	if err != nil {
-		return store.URL{}, usage("%v", err)
-	}
-	return u, nil
 }
 
 var kmsKeyName = regexp.MustCompile(`^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$`)
@@ -169,27 +118,34 @@ type artifact struct {
 	IsBuildArtifact string `json:"isBuildArtifact"`
 }
 
-func uploadResults(up *remote.Uploaded) []results.Result {
-	return uploadResultList(up.SnapshotURI, up.ResourcesURI, up.ManifestURI, artifact{
-		URI:             up.ManifestURI,
-		Digest:          "sha256:" + up.Manifest.File(manifest.KindSnapshot).SHA256,
-		IsBuildArtifact: "true",
-	})
+func uploadResults(res destination.Result, b *manifest.Backup) []results.Result {
+	snap, archive := b.File(manifest.KindSnapshot), b.File(manifest.KindResources)
+	a := artifact{URI: res.Files[manifest.FileName], Digest: "sha256:" + snap.SHA256, IsBuildArtifact: "true"}
+	if res.ImageURL != "" {
+		// In a registry Chains signs the manifest, by its digest.
+		a.URI, a.Digest = res.ImageURL, res.Digest
+	}
+	return uploadResultList(res.Files[snap.Name], res.Files[archive.Name], res.Files[manifest.FileName], res.ImageURL, res.Digest, a)
 }
 
 // skippedResults are the results of an upload that --skip-if-no-dest
 // skipped: empty, and an artifact that Chains does not take for a build
 // output.
 func skippedResults() []results.Result {
-	return uploadResultList("", "", "", artifact{IsBuildArtifact: "false"})
+	return uploadResultList("", "", "", "", "", artifact{IsBuildArtifact: "false"})
 }
 
-func uploadResultList(snapshotURI, resourcesURI, manifestURI string, a artifact) []results.Result {
+// uploadResultList is every upload result. IMAGE_URL (HOST[:PORT]/REPO:TAG)
+// and IMAGE_DIGEST (the manifest's), as Tekton Chains reads them, are
+// empty but for a registry.
+func uploadResultList(snapshotURI, resourcesURI, manifestURI, imageURL, imageDigest string, a artifact) []results.Result {
 	raw, _ := json.Marshal(a)
 	return []results.Result{
 		{Name: "snapshot-uri", Value: snapshotURI},
 		{Name: "resources-uri", Value: resourcesURI},
 		{Name: "manifest-uri", Value: manifestURI},
+		{Name: "IMAGE_URL", Value: imageURL},
+		{Name: "IMAGE_DIGEST", Value: imageDigest},
 		{Name: "backup-ARTIFACT_OUTPUTS", Value: string(raw)},
 	}
 }

@@ -95,7 +95,7 @@ func TestGCSCommands(t *testing.T) {
 		}{
 			{[]string{"list", "gs://backups/etcd/" + b.ClusterKey()}, "give the prefix above it, gs://backups/etcd"},
 			{[]string{"list", "gs://backups"}, "give the prefix gs://backups/etcd"},
-			{[]string{"list", "--cluster-id", "other", "gs://backups/etcd"}, "no backups of cluster other below gs://backups/etcd (looked for <cluster-id>/<ts>-<sha>/backup.json): there are backups of " + b.ClusterKey()},
+			{[]string{"list", "--cluster-id", "other", "gs://backups/etcd"}, "no backups of cluster other at gs://backups/etcd: there are backups of " + b.ClusterKey()},
 		} {
 			if code, _, stderr := cli(t, env, tt.args...); code != 0 || !strings.Contains(stderr, tt.want) {
 				t.Errorf("%v: exit %d, want %q:\n%s", tt.args, code, tt.want, stderr)
@@ -264,7 +264,7 @@ func TestGCSUsage(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"upload to a path", []string{"upload", dir, "/mnt/backups"}, "not a gs:// URL"},
+		{"upload to a path", []string{"upload", dir, "/mnt/backups"}, "is not a destination this program knows"},
 		{"upload without DEST", []string{"upload", dir}, "missing DEST"},
 		{"bad bucket", []string{"upload", dir, "gs://Bad_Bucket/x"}, "not a valid bucket name"},
 		{"bad resources-to", []string{"upload", "--resources-to", "gs://b/../x", dir, "gs://backups/p"}, "--resources-to"},
@@ -280,7 +280,7 @@ func TestGCSUsage(t *testing.T) {
 		{"download a prefix", []string{"download", "gs://backups/p", dir}, "does not name one backup"},
 		{"cluster-id without latest", []string{"download", "--cluster-id", "x", "gs://backups/p/x/2026-01-01_000000", dir}, "--latest"},
 		{"verify a bad URL", []string{"verify", "gs://backups/p"}, "does not name one backup"},
-		{"verify --latest of a directory", []string{"verify", "--latest", dir}, "gs:// TARGET"},
+		{"verify --latest of a directory", []string{"verify", "--latest", dir}, "destination TARGET"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -312,6 +312,8 @@ func TestGCSSkipWithoutDest(t *testing.T) {
 		"snapshot-uri":            "",
 		"resources-uri":           "",
 		"manifest-uri":            "",
+		"IMAGE_URL":               "",
+		"IMAGE_DIGEST":            "",
 		"backup-ARTIFACT_OUTPUTS": `{"uri":"","digest":"","isBuildArtifact":"false"}`,
 	}
 	for _, name := range dirNames(t, results) {

@@ -4,16 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 
+	"github.com/etcd-backup/etcd-backup/internal/destination"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
-	"github.com/etcd-backup/etcd-backup/internal/remote"
-	"github.com/etcd-backup/etcd-backup/internal/store"
-	"github.com/etcd-backup/etcd-backup/internal/store/gcs"
 	"github.com/etcd-backup/etcd-backup/internal/verify"
 )
 
@@ -29,12 +26,12 @@ func verifyCommand() *command {
 				clusterID string
 				maxAge    time.Duration
 			)
-			fs.BoolVar(&latest, "latest", false, "TARGET is a gs:// prefix (as given to upload): verify its newest complete backup")
+			fs.BoolVar(&latest, "latest", false, "TARGET is a destination (as given to upload): verify its newest complete backup")
 			fs.StringVar(&clusterID, "cluster-id", "", "with --latest, the cluster whose backup to verify (needed when the prefix holds several)")
 			fs.BoolVar(&o.Restore, "restore", false, "also restore the snapshot into a scratch directory with etcd's restore code and compare")
 			fs.StringVar(&o.ScratchDir, "scratch-dir", "", "where the trial restore writes (default: the system temp dir); needs about the snapshot's size")
 			fs.DurationVar(&maxAge, "max-age", 0, "exit 5 when the backup verified (with --latest: the newest complete one) is older than this, or there is none, e.g. 26h (0: any age)")
-			stallTimeout := stallTimeoutFlag(fs)
+			df := addDestFlags(fs, "fail when the service answers nothing for this long", false)
 			return func(ctx context.Context, env *env, args []string) error {
 				o.Log = env.log
 				if maxAge < 0 {
@@ -42,21 +39,25 @@ func verifyCommand() *command {
 				}
 				env.metrics.ClusterID = clusterID
 				check := verify.Dir
-				if strings.HasPrefix(args[0], store.Scheme+"://") {
+				if destinations().Knows(args[0]) {
 					check = func(ctx context.Context, target string, o verify.Options) (*manifest.Backup, error) {
-						env.metrics.Destination = destinationOf(target, latest)
-						c, closeFn, ref, err := openBackup(ctx, env, defaultProgressInterval, gcs.Options{StallTimeout: *stallTimeout}, target, latest, clusterID)
+						do, err := df.options(env)
 						if err != nil {
 							return nil, err
 						}
-						defer closeFn()
-						return c.Verify(ctx, ref, o)
+						d, name, err := openBackup(ctx, env, do, target, latest, clusterID)
+						if err != nil {
+							return nil, err
+						}
+						defer d.Close()
+						env.metrics.Destination = d.URL()
+						return destination.Verify(ctx, d, name, o)
 					}
 				} else if latest || clusterID != "" {
-					return usage("--latest and --cluster-id apply to a gs:// TARGET, not to a local directory")
+					return usage("--latest and --cluster-id apply to a destination TARGET (gs://, docker://, oci:), not to a local directory")
 				}
 				b, err := check(ctx, args[0], o)
-				if maxAge > 0 && errors.Is(err, remote.ErrNoBackup) {
+				if maxAge > 0 && errors.Is(err, destination.ErrNoBackup) {
 					return exitcode.With(exitcode.Stale, err)
 				}
 				if err != nil {
@@ -81,21 +82,4 @@ func checkAge(b *manifest.Backup, maxAge time.Duration, now time.Time) error {
 		return exitcode.With(exitcode.Stale, fmt.Errorf("backup %s of cluster %s is good but was taken %s ago, more than --max-age %s: take a backup, and find out why none was taken since", b.Timestamp, b.ClusterKey(), age.Round(time.Second), maxAge))
 	}
 	return nil
-}
-
-// destinationOf is the prefix a gs:// TARGET is below, for the metrics'
-// destination label; "" when TARGET does not parse, which verify reports.
-func destinationOf(target string, latest bool) string {
-	if latest {
-		u, err := store.ParseURL(target)
-		if err != nil {
-			return ""
-		}
-		return u.String()
-	}
-	ref, err := remote.ParseRef(target)
-	if err != nil {
-		return ""
-	}
-	return ref.Dest.String()
 }

@@ -71,6 +71,12 @@ func (r *Registry) OpenBackup(ctx context.Context, url string, opts Options) (De
 	return d, name, nil
 }
 
+// Knows says whether url has the scheme of a kind r holds.
+func (r *Registry) Knows(url string) bool {
+	_, _, err := r.lookup(url)
+	return err == nil
+}
+
 func (r *Registry) lookup(url string) (Factory, string, error) {
 	scheme, rest, ok := strings.Cut(url, ":")
 	if f, known := r.kinds[scheme]; ok && known {

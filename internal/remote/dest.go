@@ -92,6 +92,7 @@ func (d *Dest) Begin(ctx context.Context, b *manifest.Backup, _ []byte) (destina
 		if err := same(mloc, existing, mf); err != nil {
 			return nil, err
 		}
+		d.c.Log.Info("already uploaded, not sent again: " + ref.String())
 		u.done = true
 	case !errors.Is(err, store.ErrNotExist):
 		return nil, err

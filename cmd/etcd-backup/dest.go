@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/etcd-backup/etcd-backup/internal/destination"
+	"github.com/etcd-backup/etcd-backup/internal/destination/oci"
+	"github.com/etcd-backup/etcd-backup/internal/remote"
+	"github.com/etcd-backup/etcd-backup/internal/store/gcs"
+)
+
+// defaultProgressInterval is how often transfers log progress.
+const defaultProgressInterval = 5 * time.Second
+
+// destinations holds every kind of destination, by scheme: the one place
+// that knows them.
+func destinations() *destination.Registry {
+	return destination.NewRegistry(remote.Factory(), oci.Registry(), oci.Layout())
+}
+
+// destFlags are the flags of every command that talks to a destination.
+type destFlags struct {
+	stallTimeout     time.Duration
+	progressInterval time.Duration
+	reg              destination.RegistryOptions
+	tlsVerify        bool
+}
+
+// stallTimeoutUsage is the part of --stall-timeout's help that every
+// command shares.
+const stallTimeoutUsage = "; also the deadline of each attempt at a metadata request (stat, list, delete, manifest), retried for up to a minute"
+
+func addDestFlags(fs *pflag.FlagSet, stallUsage string, progress bool) *destFlags {
+	f := &destFlags{progressInterval: defaultProgressInterval}
+	fs.DurationVar(&f.stallTimeout, "stall-timeout", gcs.DefaultStallTimeout, stallUsage+stallTimeoutUsage)
+	if progress {
+		fs.DurationVar(&f.progressInterval, "progress-interval", defaultProgressInterval, "how often to log transfer progress")
+	}
+	fs.StringVar(&f.reg.AuthFile, "authfile", "", "registry credentials (containers-auth.json or .dockerconfigjson, as a docker-registry Secret mounts it); default $REGISTRY_AUTH_FILE, then podman's")
+	fs.StringVar(&f.reg.CertDir, "cert-dir", "", "directory with ca.crt, and client.cert/client.key for mutual TLS, for docker:// registries (as containers' certs.d)")
+	fs.BoolVar(&f.tlsVerify, "tls-verify", true, "verify the registry's TLS certificate and require HTTPS; false only for a plain-HTTP or self-signed mirror")
+	return f
+}
+
+// options are the destination settings the flags and the environment give.
+func (f *destFlags) options(env *env) (destination.Options, error) {
+	if f.stallTimeout <= 0 || f.progressInterval <= 0 {
+		return destination.Options{}, usage("--progress-interval and --stall-timeout must be positive")
+	}
+	o := destination.Options{
+		Log:              env.log,
+		ProgressInterval: f.progressInterval,
+		StallTimeout:     f.stallTimeout,
+		Registry:         f.reg,
+	}
+	o.Registry.InsecureSkipTLSVerify = !f.tlsVerify
+	o.GCS.EmulatorHost, _ = env.lookup("STORAGE_EMULATOR_HOST")
+	return o, nil
+}
+
+// openBackup opens the destination of BACKUP and resolves it: one backup's
+// URL, or with latest the newest complete backup of a destination.
+func openBackup(ctx context.Context, env *env, o destination.Options, s string, latest bool, clusterID string) (destination.Dest, string, error) {
+	if clusterID != "" && !latest {
+		return nil, "", usage("--cluster-id goes with --latest; a backup URL already names its cluster")
+	}
+	if !latest {
+		return destinations().OpenBackup(ctx, s, o)
+	}
+	d, err := destinations().Open(ctx, s, o)
+	if err != nil {
+		return nil, "", err
+	}
+	e, err := destination.Latest(ctx, d, clusterID, env.log)
+	if err != nil {
+		d.Close()
+		return nil, "", err
+	}
+	return d, e.Name, nil
+}
+
+// gcsOnly refuses a Cloud Storage setting for another kind of destination.
+func gcsOnly(dest string, flags map[string]string) error {
+	if strings.HasPrefix(dest, "gs://") {
+		return nil
+	}
+	for flag, v := range flags {
+		if v != "" {
+			return usage("%s applies to gs:// destinations, not %s", flag, dest)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/etcd-backup/etcd-backup/internal/destination/oci"
+	"github.com/etcd-backup/etcd-backup/internal/destination/oci/ocitest"
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
+	"github.com/etcd-backup/etcd-backup/internal/manifest"
+)
+
+// TestDestinationCommands runs every command against each kind of OCI
+// destination: an OCI layout, a registry over plain HTTP, and a registry
+// over TLS with a password, reached with --authfile and --cert-dir.
+func TestDestinationCommands(t *testing.T) {
+	dir, b := savedBackup(t, 200)
+	tag := oci.Tag(b)
+	plain := ocitest.Start(t, ocitest.Options{Deletes: true})
+	secure := ocitest.Start(t, ocitest.Options{TLS: true, Deletes: true})
+	cases := []struct {
+		name, dest, imageURL string
+		flags                []string
+	}{
+		{"layout", "oci:" + filepath.Join(t.TempDir(), "layout"), "", nil},
+		{"registry over HTTP", plain.URL("backups/etcd"), plain.Host + "/backups/etcd:" + tag, []string{"--tls-verify=false"}},
+		{"registry over TLS", secure.URL("backups/etcd"), secure.Host + "/backups/etcd:" + tag, []string{"--authfile", secure.AuthFile, "--cert-dir", secure.CertDir}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			run := func(args ...string) (string, string) {
+				t.Helper()
+				argv := append([]string{args[0]}, append(c.flags, args[1:]...)...)
+				code, stdout, stderr := cli(t, nil, argv...)
+				if code != 0 {
+					t.Fatalf("etcd-backup %s: exit %d\n%s", strings.Join(argv, " "), code, stderr)
+				}
+				return stdout, stderr
+			}
+			results := t.TempDir()
+			run("upload", "--results-dir", results, dir, c.dest)
+			if got := readResult(t, results, "IMAGE_URL"); got != c.imageURL {
+				t.Errorf("IMAGE_URL = %q, want %q", got, c.imageURL)
+			}
+			if digest := readResult(t, results, "IMAGE_DIGEST"); c.imageURL != "" && !strings.HasPrefix(digest, "sha256:") {
+				t.Errorf("IMAGE_DIGEST = %q", digest)
+			}
+			if _, stderr := run("upload", dir, c.dest); !strings.Contains(stderr, "already stored") {
+				t.Errorf("a second upload did not find the backup stored:\n%s", stderr)
+			}
+			stdout, _ := run("list", c.dest)
+			if !strings.Contains(stdout, tag) || !strings.Contains(stdout, "complete") {
+				t.Errorf("list does not show %s complete:\n%s", tag, stdout)
+			}
+			down := filepath.Join(t.TempDir(), "down")
+			run("download", "--latest", c.dest, down)
+			for _, f := range append(b.Files, manifest.File{Name: manifest.FileName}) {
+				want, _ := os.ReadFile(filepath.Join(dir, f.Name))
+				if got, err := os.ReadFile(filepath.Join(down, f.Name)); err != nil || string(got) != string(want) {
+					t.Errorf("downloaded %s differs from the saved one (%v)", f.Name, err)
+				}
+			}
+			run("verify", "--restore", "--scratch-dir", t.TempDir(), c.dest+":"+tag)
+			run("verify", "--latest", c.dest)
+			stdout, _ = run("prune", "--keep-last", "1", c.dest)
+			if !strings.Contains(stdout, "keep") {
+				t.Errorf("prune output:\n%s", stdout)
+			}
+		})
+	}
+	t.Run("GCS flags elsewhere", func(t *testing.T) {
+		code, _, stderr := cli(t, nil, "upload", "--kms-key", "projects/p/locations/l/keyRings/r/cryptoKeys/k", dir, "oci:"+t.TempDir())
+		if code != exitcode.Usage || !strings.Contains(stderr, "applies to gs://") {
+			t.Errorf("exit %d:\n%s", code, stderr)
+		}
+	})
+}
