@@ -285,16 +285,21 @@ func (b *Bucket) send(ctx context.Context, name string, src *source, o store.Put
 	w.ContentType = o.ContentType
 	w.Metadata = o.Metadata
 	w.KMSKeyName = o.KMSKey
+	// The writer buffers: a small object is all "sent" before the request
+	// starts, so a stall can surface from Close as well as from the copy.
+	stalled := func(err error) error {
+		if cause := context.Cause(wctx); errors.Is(cause, store.ErrStalled) {
+			return cause
+		}
+		return err
+	}
 	if _, err := io.CopyBuffer(w, src, make([]byte, copyBuffer)); err != nil {
 		cancel(nil)
 		w.Close()
-		if cause := context.Cause(wctx); errors.Is(cause, store.ErrStalled) {
-			err = cause
-		}
-		return nil, fmt.Errorf("upload %s: %w", b.URL(name), b.mapErr(err, store.ErrExist))
+		return nil, fmt.Errorf("upload %s: %w", b.URL(name), b.mapErr(stalled(err), store.ErrExist))
 	}
 	if err := w.Close(); err != nil {
-		return nil, fmt.Errorf("upload %s: %w", b.URL(name), b.mapErr(err, store.ErrExist))
+		return nil, fmt.Errorf("upload %s: %w", b.URL(name), b.mapErr(stalled(err), store.ErrExist))
 	}
 	got := objectOf(w.Attrs())
 	if got.CRC32C != o.CRC32C || got.Size != o.Size {
