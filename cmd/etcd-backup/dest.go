@@ -9,6 +9,7 @@ import (
 
 	"github.com/etcd-backup/etcd-backup/internal/destination"
 	"github.com/etcd-backup/etcd-backup/internal/destination/oci"
+	"github.com/etcd-backup/etcd-backup/internal/encryption"
 	"github.com/etcd-backup/etcd-backup/internal/remote"
 	"github.com/etcd-backup/etcd-backup/internal/store/gcs"
 )
@@ -94,4 +95,18 @@ func gcsOnly(dest string, flags map[string]string) error {
 		}
 	}
 	return nil
+}
+
+// addIdentityFlag adds --identity, which only download and verify take:
+// the private key never goes where backups are made.
+func addIdentityFlag(fs *pflag.FlagSet) *string {
+	return fs.String("identity", "", "age identity file (age-keygen) or unencrypted SSH private key that decrypts an encrypted backup; keep it off the cluster")
+}
+
+// readIdentity reads the identity file at path; none when path is empty.
+func readIdentity(path string) (*encryption.Identity, error) {
+	if path == "" {
+		return nil, nil
+	}
+	return encryption.ReadIdentity(path)
 }

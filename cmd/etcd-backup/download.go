@@ -22,8 +22,13 @@ func downloadCommand() *command {
 			fs.BoolVar(&latest, "latest", false, "BACKUP is a destination (as given to upload): fetch its newest complete backup")
 			fs.StringVar(&clusterID, "cluster-id", "", "with --latest, the cluster whose backup to fetch (needed when the destination holds several)")
 			df := addDestFlags(fs, "fail when the service sends nothing for this long", true)
+			identity := addIdentityFlag(fs)
 			return func(ctx context.Context, env *env, args []string) error {
 				o, err := df.options(env)
+				if err != nil {
+					return err
+				}
+				id, err := readIdentity(*identity)
 				if err != nil {
 					return err
 				}
@@ -32,7 +37,7 @@ func downloadCommand() *command {
 					return err
 				}
 				defer d.Close()
-				b, err := destination.Download(ctx, d, name, args[1])
+				b, err := destination.Download(ctx, d, name, args[1], id)
 				if err != nil {
 					return err
 				}

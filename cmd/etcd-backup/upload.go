@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/etcd-backup/etcd-backup/internal/destination"
+	"github.com/etcd-backup/etcd-backup/internal/encryption"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
 	"github.com/etcd-backup/etcd-backup/internal/results"
 	"github.com/etcd-backup/etcd-backup/internal/verify"
@@ -27,12 +29,16 @@ func uploadCommand() *command {
 				policy  destination.Policy
 				format  string
 				skip    bool
+				to      []string
+				toFiles []string
 			)
 			fs.StringVar(&gcsOpts.ResourcesTo, "resources-to", "", "gs:// only: send the static resources archive, which holds the etcd encryption keys, below this gs://bucket/prefix instead of DEST; backup.json records where")
 			fs.StringVar(&gcsOpts.KMSKey, "kms-key", "", "gs:// only: Cloud KMS key that encrypts the objects (CMEK): projects/P/locations/L/keyRings/R/cryptoKeys/K")
 			fs.IntVar(&policy.KeepLast, "keep-last", 0, "after the upload, remove all but the newest N complete backups of this cluster at DEST (0: keep all)")
 			fs.DurationVar(&policy.KeepWithin, "keep-within", 0, "after the upload, remove complete backups of this cluster older than this, e.g. 720h (0: keep all)")
 			fs.StringVar(&format, "oci-format", destination.FormatArtifact, "docker:// and oci: only: the form of the pushed backup; artifact (an OCI artifact manifest) is the one this version writes")
+			fs.StringArrayVar(&to, "encrypt-to", nil, "encrypt the snapshot and archive to this public key as they are sent: an age key (age1...) or an SSH key (ssh-ed25519, ssh-rsa); repeatable, or several one a line; only the matching private key can read the backup")
+			fs.StringArrayVar(&toFiles, "encrypt-to-file", nil, "encrypt to the public keys in this file, one a line, # comments (as age -R); repeatable")
 			fs.BoolVar(&skip, "skip-if-no-dest", false, "with no DEST, log that nothing is uploaded and succeed, writing every upload result empty (for Tasks where the upload is optional)")
 			df := addDestFlags(fs, "send again what the service takes none of for this long", true)
 			return func(ctx context.Context, env *env, args []string) error {
@@ -56,6 +62,10 @@ func uploadCommand() *command {
 				}
 				if format != destination.FormatArtifact {
 					return usage("--oci-format %q: this version writes only %q", format, destination.FormatArtifact)
+				}
+				recipients, err := encryption.ParseRecipients(keyLines(to), toFiles)
+				if err != nil {
+					return err
 				}
 				retain := policy != destination.Policy{}
 				if retain {
@@ -81,7 +91,10 @@ func uploadCommand() *command {
 					return fmt.Errorf("refusing to upload %s: %w", dir, err)
 				}
 				env.metrics.Backup(b)
-				res, err := destination.UploadDir(ctx, d, dir)
+				if recipients == nil && b.EncryptionConfigArchived {
+					env.log.Warn("uploading without encryption a backup whose archive holds the cluster's etcd encryption config, the key to every Secret: anyone who can read " + d.URL() + " can read them; give --encrypt-to PUBLIC-KEY")
+				}
+				res, err := destination.UploadDir(ctx, d, dir, recipients)
 				if err != nil {
 					return err
 				}
@@ -100,6 +113,20 @@ func uploadCommand() *command {
 			}
 		},
 	}
+}
+
+// keyLines splits each --encrypt-to value into its lines, so that one
+// environment variable or Task param can carry several keys.
+func keyLines(values []string) []string {
+	var keys []string
+	for _, v := range values {
+		for line := range strings.Lines(v) {
+			if line = strings.TrimSpace(line); line != "" {
+				keys = append(keys, line)
+			}
+		}
+	}
+	return keys
 }
 
 var kmsKeyName = regexp.MustCompile(`^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$`)

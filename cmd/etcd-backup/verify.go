@@ -32,6 +32,7 @@ func verifyCommand() *command {
 			fs.StringVar(&o.ScratchDir, "scratch-dir", "", "where the trial restore writes (default: the system temp dir); needs about the snapshot's size")
 			fs.DurationVar(&maxAge, "max-age", 0, "exit 5 when the backup verified (with --latest: the newest complete one) is older than this, or there is none, e.g. 26h (0: any age)")
 			df := addDestFlags(fs, "fail when the service answers nothing for this long", false)
+			identity := addIdentityFlag(fs)
 			return func(ctx context.Context, env *env, args []string) error {
 				o.Log = env.log
 				if maxAge < 0 {
@@ -45,13 +46,17 @@ func verifyCommand() *command {
 						if err != nil {
 							return nil, err
 						}
+						id, err := readIdentity(*identity)
+						if err != nil {
+							return nil, err
+						}
 						d, name, err := openBackup(ctx, env, do, target, latest, clusterID)
 						if err != nil {
 							return nil, err
 						}
 						defer d.Close()
 						env.metrics.Destination = d.URL()
-						return destination.Verify(ctx, d, name, o)
+						return destination.Verify(ctx, d, name, o, id)
 					}
 				} else if latest || clusterID != "" {
 					return usage("--latest and --cluster-id apply to a destination TARGET (gs://, docker://, oci:), not to a local directory")

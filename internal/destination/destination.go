@@ -26,10 +26,12 @@ type Dest interface {
 	Kind() string
 	// URL is the destination as the user named it.
 	URL() string
-	// Begin starts storing the backup that backup.json (raw, exactly as
-	// on disk) describes. It fails before anything is sent when the name
-	// the backup would get is taken by other content.
-	Begin(ctx context.Context, b *manifest.Backup, raw []byte) (Upload, error)
+	// Begin starts storing b. Its files whose Stored is set are stored
+	// encrypted, and their stored records are not known yet. Begin fails
+	// before anything is sent when the name the backup would get is taken
+	// by another backup (manifest.SameBackup); when it is taken by this
+	// very backup, the upload sends nothing.
+	Begin(ctx context.Context, b *manifest.Backup) (Upload, error)
 	// List returns every backup the destination holds, oldest first.
 	List(ctx context.Context) ([]Entry, error)
 	// Open returns the stored backup with the given name.
@@ -48,15 +50,26 @@ type Opener func() (io.ReadCloser, error)
 
 // Upload stores one backup: Put each file it lists, then Commit.
 type Upload interface {
-	// Put stores f unless its bytes are already stored, which it reports
-	// with reused (open is then never called).
-	Put(ctx context.Context, f manifest.File, open Opener) (reused bool, err error)
-	// Commit stores backup.json and marks the backup complete.
-	Commit(ctx context.Context) (Result, error)
+	// Put stores the bytes open yields for f and returns f as stored.
+	//
+	// When f.Stored is nil they are f's own bytes, content-addressed by
+	// f.SHA256, and bytes already stored are not sent again (reused). When
+	// f.Stored is set they are f encrypted, new each time open is called:
+	// Put records their size and checksums as it sends them, fails with
+	// exitcode.Verify unless the service reports holding exactly those
+	// bytes, and returns the record in f.Stored.
+	Put(ctx context.Context, f manifest.File, open Opener) (stored manifest.File, reused bool, err error)
+	// Commit stores b, the backup given to Begin with the files Put
+	// returned, as backup.json, which marks the backup complete.
+	Commit(ctx context.Context, b *manifest.Backup) (Result, error)
 	// Close ends the upload; before Commit it leaves nothing that counts as
 	// a complete backup.
 	Close() error
 }
+
+// Sealed says whether f is to be stored encrypted and its stored bytes are
+// not known yet: what Put records as it sends them.
+func Sealed(f manifest.File) bool { return f.Stored != nil && f.Stored.SHA256 == "" }
 
 // Result says where a committed backup is.
 type Result struct {

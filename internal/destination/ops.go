@@ -16,15 +16,17 @@ import (
 	"time"
 
 	"github.com/etcd-backup/etcd-backup/internal/atomicfile"
+	"github.com/etcd-backup/etcd-backup/internal/encryption"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
 	"github.com/etcd-backup/etcd-backup/internal/verify"
 )
 
-// UploadDir stores the backup in dir. Each file is checked against
-// backup.json as it is sent; a file that fails the check fails the upload
-// and nothing is committed.
-func UploadDir(ctx context.Context, d Dest, dir string) (Result, error) {
+// UploadDir stores the backup in dir, encrypted to the recipients unless
+// to is nil. Each file is checked against backup.json as it is read, before
+// it is encrypted; a file that fails the check fails the upload and nothing
+// is committed.
+func UploadDir(ctx context.Context, d Dest, dir string, to *encryption.Recipients) (Result, error) {
 	b, err := verify.Listing(dir)
 	if err != nil {
 		return Result{}, err
@@ -34,28 +36,40 @@ func UploadDir(ctx context.Context, d Dest, dir string) (Result, error) {
 	if err := verify.Snapshot(ctx, filepath.Join(dir, b.File(manifest.KindSnapshot).Name), b); err != nil {
 		return Result{}, err
 	}
-	raw, err := os.ReadFile(filepath.Join(dir, manifest.FileName))
-	if err != nil {
-		return Result{}, fmt.Errorf("read %s: %w", manifest.FileName, err)
+	plain := b
+	if to != nil {
+		b = to.Plan(b)
 	}
-	up, err := d.Begin(ctx, b, raw)
+	up, err := d.Begin(ctx, b)
 	if err != nil {
 		return Result{}, err
 	}
 	defer up.Close()
-	for _, f := range b.Files {
+	for i, f := range b.Files {
 		open := func() (io.ReadCloser, error) {
 			file, err := os.Open(filepath.Join(dir, f.Name))
 			if err != nil {
 				return nil, err
 			}
-			return readCloser{verify.NewReader(ctx, file, b, f), file}, nil
+			checked := readCloser{verify.NewReader(ctx, file, plain, plain.Files[i]), file}
+			if to == nil {
+				return checked, nil
+			}
+			enc, err := to.Encrypt(checked)
+			if err != nil {
+				checked.Close()
+				return nil, err
+			}
+			return struct {
+				io.Reader
+				io.Closer
+			}{enc, checked}, nil
 		}
-		if _, err := up.Put(ctx, f, open); err != nil {
+		if b.Files[i], _, err = up.Put(ctx, f, open); err != nil {
 			return Result{}, err
 		}
 	}
-	return up.Commit(ctx)
+	return up.Commit(ctx, b)
 }
 
 // readCloser closes the check and then the file under it.
@@ -72,14 +86,26 @@ func (r readCloser) Close() error {
 // Download writes the stored backup name into dir, which must be new or
 // empty, laid out as save wrote it: each file as "<name>.part", checked as
 // it streams (and the snapshot's structure once whole) before it takes its
-// name, then backup.json. On any failure nothing is left in dir, and a dir
-// it created is removed.
-func Download(ctx context.Context, d Dest, name, dir string) (_ *manifest.Backup, err error) {
+// name, then backup.json. An encrypted backup is decrypted with id as it
+// streams, and its stored bytes are checked too; dir then holds the
+// plaintext backup, as save wrote it. On any failure nothing is left in
+// dir, and a dir it created is removed.
+func Download(ctx context.Context, d Dest, name, dir string, id *encryption.Identity) (_ *manifest.Backup, err error) {
 	s, err := d.Open(ctx, name)
 	if err != nil {
 		return nil, err
 	}
 	defer s.Close()
+	b := s.Manifest()
+	raw := s.Raw()
+	if b.Encrypted() {
+		if id == nil {
+			return nil, exitcode.With(exitcode.Usage, fmt.Errorf("%s is encrypted to %s: give the identity that holds one of their private keys with --identity FILE", name, strings.Join(b.Recipients(), ", ")))
+		}
+		if raw, err = manifest.Marshal(b.Plain()); err != nil {
+			return nil, err
+		}
+	}
 	created, err := prepareDir(dir)
 	if err != nil {
 		return nil, err
@@ -96,15 +122,14 @@ func Download(ctx context.Context, d Dest, name, dir string) (_ *manifest.Backup
 			os.Remove(dir)
 		}
 	}()
-	b := s.Manifest()
 	for _, f := range b.Files {
-		path, err := fetch(ctx, s, b, f, dir)
+		path, err := fetch(ctx, s, b, f, dir, id)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", d.URL(), err)
 		}
 		committed = append(committed, path)
 	}
-	if err := atomicfile.WriteFile(dir, manifest.FileName, s.Raw()); err != nil {
+	if err := atomicfile.WriteFile(dir, manifest.FileName, raw); err != nil {
 		return nil, err
 	}
 	return b, nil
@@ -129,8 +154,8 @@ func prepareDir(dir string) (created bool, err error) {
 
 // fetch writes file f of the stored backup into dir, checked before it
 // takes its name, and returns its path.
-func fetch(ctx context.Context, s Stored, b *manifest.Backup, f manifest.File, dir string) (string, error) {
-	r, err := s.Open(ctx, f)
+func fetch(ctx context.Context, s Stored, b *manifest.Backup, f manifest.File, dir string, id *encryption.Identity) (string, error) {
+	r, err := open(ctx, s, f, id)
 	if err != nil {
 		return "", err
 	}
@@ -185,10 +210,30 @@ func (e *errWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// open returns the plaintext of f: its stored bytes, decrypted with id
+// and checked against their stored record when f is stored encrypted.
+func open(ctx context.Context, s Stored, f manifest.File, id *encryption.Identity) (io.ReadCloser, error) {
+	r, err := s.Open(ctx, f)
+	if err != nil || f.Stored == nil {
+		return r, err
+	}
+	plain, err := id.Unseal(r, f)
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{plain, r}, nil
+}
+
 // Verify checks every file of the stored backup name as it streams. With
 // opts.Restore it downloads the backup into a scratch directory and checks
-// that, the snapshot's structure and a trial restore included.
-func Verify(ctx context.Context, d Dest, name string, opts verify.Options) (*manifest.Backup, error) {
+// that, the snapshot's structure and a trial restore included. An encrypted
+// backup is decrypted with id; without one, only its stored bytes can be
+// checked, and the log says so.
+func Verify(ctx context.Context, d Dest, name string, opts verify.Options, id *encryption.Identity) (*manifest.Backup, error) {
 	if opts.Restore {
 		scratch, err := os.MkdirTemp(opts.ScratchDir, "etcd-backup-download-*")
 		if err != nil {
@@ -196,7 +241,7 @@ func Verify(ctx context.Context, d Dest, name string, opts verify.Options) (*man
 		}
 		defer os.RemoveAll(scratch)
 		dir := filepath.Join(scratch, "backup")
-		if _, err := Download(ctx, d, name, dir); err != nil {
+		if _, err := Download(ctx, d, name, dir, id); err != nil {
 			return nil, err
 		}
 		return verify.Dir(ctx, dir, opts)
@@ -207,21 +252,39 @@ func Verify(ctx context.Context, d Dest, name string, opts verify.Options) (*man
 	}
 	defer s.Close()
 	b := s.Manifest()
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	for _, f := range b.Files {
-		r, err := s.Open(ctx, f)
-		if err != nil {
-			return nil, err
-		}
-		err = verify.Stream(ctx, r, b, f)
-		r.Close()
-		if err != nil {
+		if err := verifyFile(ctx, s, b, f, id); err != nil {
 			return nil, fmt.Errorf("%s: %w", d.URL(), err)
 		}
-		if opts.Log != nil {
-			opts.Log.Info("verified "+f.Name, "backup", name, "sha256", f.SHA256, "size", f.Size)
+		if f.Stored != nil && id == nil {
+			log.Warn("checked the stored bytes of "+f.Name+"; its contents were not checked: it is encrypted and no --identity was given", "backup", name, "sha256", f.Stored.SHA256, "size", f.Stored.Size)
+			continue
 		}
+		log.Info("verified "+f.Name, "backup", name, "sha256", f.SHA256, "size", f.Size)
 	}
 	return b, nil
+}
+
+func verifyFile(ctx context.Context, s Stored, b *manifest.Backup, f manifest.File, id *encryption.Identity) error {
+	if f.Stored != nil && id == nil {
+		r, err := s.Open(ctx, f)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		_, err = io.Copy(io.Discard, encryption.CheckStored(r, f))
+		return exitcode.With(exitcode.Verify, err)
+	}
+	r, err := open(ctx, s, f, id)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return verify.Stream(ctx, r, b, f)
 }
 
 // ErrNoBackup is returned by Latest when the destination holds no complete

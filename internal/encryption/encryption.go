@@ -250,7 +250,52 @@ func (id *Identity) Unseal(stored io.Reader, f manifest.File) (io.Reader, error)
 	if f.Stored == nil {
 		return nil, fmt.Errorf("%s is not stored encrypted", f.Name)
 	}
-	return id.Decrypt(CheckStored(stored, f), f.Stored.Recipients)
+	src := &sourceErr{r: CheckStored(stored, f)}
+	plain, err := id.Decrypt(src, f.Stored.Recipients)
+	if err != nil {
+		return nil, src.classify(fmt.Errorf("%s: %w", f.Name, err))
+	}
+	return &plainReader{r: plain, src: src, name: f.Name}, nil
+}
+
+// sourceErr keeps the error of the stored bytes' reader, so that a failed
+// decryption is told apart from a failed read.
+type sourceErr struct {
+	r   io.Reader
+	err error
+}
+
+func (s *sourceErr) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF {
+		s.err = err
+	}
+	return n, err
+}
+
+// classify marks err as a verification failure (exit 4) unless it came
+// from reading, or from an identity that does not match (exit 2).
+func (s *sourceErr) classify(err error) error {
+	if s.err != nil || exitcode.Of(err) != exitcode.Failure {
+		return err
+	}
+	return exitcode.With(exitcode.Verify, err)
+}
+
+// plainReader is the decrypted stream: age authenticates each chunk, so
+// changed or cut stored bytes fail the read that reaches them.
+type plainReader struct {
+	r    io.Reader
+	src  *sourceErr
+	name string
+}
+
+func (p *plainReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if err != nil && err != io.EOF {
+		err = p.src.classify(fmt.Errorf("decrypt %s: %w", p.name, err))
+	}
+	return n, err
 }
 
 // CheckStored passes the stored bytes of f through and fails at their end
@@ -271,8 +316,21 @@ func (s *storedReader) Read(p []byte) (int, error) {
 	s.digest.Write(p[:n])
 	if err == io.EOF {
 		if merr := s.digest.Check(s.want); merr != nil {
-			return n, fmt.Errorf("%w: %w", ErrStoredMismatch, merr)
+			return n, exitcode.With(exitcode.Verify, fmt.Errorf("%w: %w", ErrStoredMismatch, merr))
 		}
 	}
 	return n, err
+}
+
+// Plan returns b as it is to be stored encrypted to the recipients: each
+// file marked for encryption, its stored record to be filled in as it is
+// sent, and the schema version that describes stored records.
+func (rs *Recipients) Plan(b *manifest.Backup) *manifest.Backup {
+	p := *b
+	p.SchemaVersion = manifest.SchemaStored
+	p.Files = slices.Clone(b.Files)
+	for i := range p.Files {
+		p.Files[i].Stored = &manifest.Stored{Encryption: Format, Recipients: slices.Clone(rs.keys)}
+	}
+	return &p
 }

@@ -322,3 +322,50 @@ func (b *Backup) Validate() error {
 	}
 	return nil
 }
+
+// SameBackup says whether a and b describe the same backup, stored the
+// same way: the same files with the same content and, for files stored
+// encrypted, the same recipients. The stored bytes' checksums are not
+// compared: each encryption makes new ones.
+func SameBackup(a, b *Backup) bool {
+	return a.Timestamp == b.Timestamp && slices.EqualFunc(a.Files, b.Files, func(x, y File) bool {
+		if x.Name != y.Name || x.Kind != y.Kind || x.Size != y.Size || x.SHA256 != y.SHA256 || (x.Stored == nil) != (y.Stored == nil) {
+			return false
+		}
+		if x.Stored == nil {
+			return true
+		}
+		rx, ry := slices.Clone(x.Stored.Recipients), slices.Clone(y.Stored.Recipients)
+		slices.Sort(rx)
+		slices.Sort(ry)
+		return x.Stored.Encryption == y.Stored.Encryption && slices.Equal(rx, ry)
+	})
+}
+
+// Plain is b as a backup directory holds it once its files are decrypted:
+// no stored records, and the schema version older builds read.
+func (b *Backup) Plain() *Backup {
+	p := *b
+	p.Files = slices.Clone(b.Files)
+	for i := range p.Files {
+		p.Files[i].Stored = nil
+	}
+	p.Locations = nil
+	p.SchemaVersion = SchemaPlain
+	return &p
+}
+
+// Recipients are the public keys the backup's files are encrypted to.
+func (b *Backup) Recipients() []string {
+	var keys []string
+	for _, f := range b.Files {
+		if f.Stored != nil {
+			for _, k := range f.Stored.Recipients {
+				if !slices.Contains(keys, k) {
+					keys = append(keys, k)
+				}
+			}
+		}
+	}
+	return keys
+}

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/etcd-backup/etcd-backup/internal/destination"
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
 	"github.com/etcd-backup/etcd-backup/internal/progress"
 	"github.com/etcd-backup/etcd-backup/internal/store"
@@ -56,7 +57,7 @@ func nameOf(r Ref) string { return r.ClusterID + "/" + r.dir() }
 
 // Begin checks the buckets and that the backup's name is free or holds
 // this very backup (a re-run, which then sends nothing).
-func (d *Dest) Begin(ctx context.Context, b *manifest.Backup, _ []byte) (destination.Upload, error) {
+func (d *Dest) Begin(ctx context.Context, b *manifest.Backup) (destination.Upload, error) {
 	ref := refOf(d.url, b)
 	if err := checkClusterID(ref.ClusterID); err != nil {
 		return nil, failed("%s: %w", manifest.FileName, err)
@@ -77,23 +78,21 @@ func (d *Dest) Begin(ctx context.Context, b *manifest.Backup, _ []byte) (destina
 		}
 		up.Locations[res.Name] = d.resourcesTo.Join(ref.ClusterID, ref.dir(), res.Name).String()
 	}
-	data, err := manifest.Marshal(&up)
-	if err != nil {
-		return nil, err
-	}
-	digest := manifest.NewDigest()
-	digest.Write(data)
-	mf := manifest.File{Name: manifest.FileName, Size: digest.Size(), SHA256: digest.SHA256(), CRC32C: digest.CRC32C()}
 	mloc := location{store: d.c.Bucket(d.url.Bucket), url: ref.URL().Join(manifest.FileName)}
-	u := &gcsUpload{d: d, ref: ref, b: b, up: &up, data: data, mf: mf, mloc: mloc, files: map[string]string{}}
-	// A backup.json already there must be this one, or nothing is sent.
+	u := &gcsUpload{d: d, ref: ref, b: b, locations: up.Locations, mloc: mloc, files: map[string]string{}}
+	// A backup.json already there must describe this backup, or nothing
+	// is sent.
 	switch existing, err := mloc.store.Attrs(ctx, mloc.url.Path); {
 	case err == nil:
-		if err := same(mloc, existing, mf); err != nil {
+		stored, err := d.c.parseManifest(ctx, mloc.store, ref, existing)
+		if err != nil {
 			return nil, err
 		}
+		if !manifest.SameBackup(stored, b) {
+			return nil, usage(fmt.Errorf("%s already holds another backup (its %s differs): nothing was overwritten; remove it or upload to another prefix", ref, manifest.FileName))
+		}
 		d.c.Log.Info("already uploaded, not sent again: " + ref.String())
-		u.done = true
+		u.done = stored
 	case !errors.Is(err, store.ErrNotExist):
 		return nil, err
 	}
@@ -101,60 +100,88 @@ func (d *Dest) Begin(ctx context.Context, b *manifest.Backup, _ []byte) (destina
 }
 
 type gcsUpload struct {
-	d    *Dest
-	ref  Ref
-	b    *manifest.Backup // as saved
-	up   *manifest.Backup // as stored: with Locations
-	data []byte           // up, marshalled
-	mf   manifest.File
-	mloc location
-	// done: the backup was stored before; committed: by this upload.
-	done, committed bool
-	sent            []sentObject
-	files           map[string]string
+	d   *Dest
+	ref Ref
+	b   *manifest.Backup // as begun
+	// locations are where files go that do not sit next to backup.json.
+	locations map[string]string
+	mloc      location
+	// done is the backup stored before; committed: by this upload.
+	done      *manifest.Backup
+	committed bool
+	sent      []sentObject
+	files     map[string]string
 }
 
-func (u *gcsUpload) Put(ctx context.Context, f manifest.File, open destination.Opener) (bool, error) {
-	loc, err := u.d.c.locate(u.ref, u.up, f)
+func (u *gcsUpload) Put(ctx context.Context, f manifest.File, open destination.Opener) (manifest.File, bool, error) {
+	loc, err := u.d.c.locate(u.ref, &manifest.Backup{Locations: u.locations}, f)
 	if err != nil {
-		return false, err
+		return f, false, err
 	}
 	u.files[f.Name] = loc.url.String()
-	if u.done {
-		return true, nil
+	if u.done != nil {
+		if sf := u.done.File(f.Kind); sf != nil {
+			return *sf, true, nil
+		}
+		return f, false, failed("%s lists no %s", u.ref, f.Name)
 	}
 	contentType := "application/octet-stream"
-	if f.Kind == manifest.KindResources {
+	if f.Kind == manifest.KindResources && f.Stored == nil {
 		contentType = "application/gzip"
 	}
 	m := progress.Start(ctx, u.d.c.Log, "uploading "+f.Name, f.Size, u.d.c.ProgressInterval)
 	defer m.Stop()
 	r := &reopener{open: open, meter: m}
 	defer r.Close()
-	obj, err := u.d.c.put(ctx, loc, r, f, contentType, u.d.c.metadata(u.b, f.SHA256), u.d.kmsKey)
+	want := f
+	if destination.Sealed(f) {
+		// The bytes are new on every send: r digests each one, and the
+		// service's report is compared with the last.
+		r.sent = manifest.NewDigest()
+		want = manifest.File{Name: f.Name, Kind: f.Kind, Size: -1, SHA256: f.SHA256}
+	}
+	obj, err := u.d.c.put(ctx, loc, r, want, contentType, u.d.c.metadata(u.b, f.SHA256), u.d.kmsKey)
 	if err != nil {
-		return false, err
+		return f, false, err
 	}
 	if obj == nil {
-		return true, nil
+		return f, true, nil
 	}
 	u.sent = append(u.sent, sentObject{loc, obj.Generation})
-	return false, nil
+	if r.sent == nil {
+		return f, false, nil
+	}
+	if obj.Size != r.sent.Size() || obj.CRC32C != r.sent.CRC32C() {
+		return f, false, exitcode.With(exitcode.Verify, fmt.Errorf("%s: the service stored %d bytes with CRC32C %08x, %d bytes with CRC32C %08x were sent", loc.url, obj.Size, obj.CRC32C, r.sent.Size(), r.sent.CRC32C()))
+	}
+	st := *f.Stored
+	st.Size, st.SHA256, st.CRC32C = r.sent.Size(), r.sent.SHA256(), r.sent.CRC32C()
+	f.Stored = &st
+	return f, false, nil
 }
 
 // Commit writes backup.json, which makes the backup complete.
-func (u *gcsUpload) Commit(ctx context.Context) (destination.Result, error) {
+func (u *gcsUpload) Commit(ctx context.Context, b *manifest.Backup) (destination.Result, error) {
 	u.files[manifest.FileName] = u.mloc.url.String()
 	res := destination.Result{Name: nameOf(u.ref), URL: u.ref.String(), Files: u.files}
-	if u.done {
+	if u.done != nil {
 		return res, nil
 	}
-	for _, f := range u.b.Files {
+	for _, f := range b.Files {
 		if _, ok := u.files[f.Name]; !ok {
 			return res, fmt.Errorf("commit %s: %s was not stored", u.ref, f.Name)
 		}
 	}
-	if _, err := u.d.c.put(ctx, u.mloc, bytes.NewReader(u.data), u.mf, "application/json", u.d.c.metadata(u.b, u.mf.SHA256), u.d.kmsKey); err != nil {
+	up := *b
+	up.Locations = u.locations
+	data, err := manifest.Marshal(&up)
+	if err != nil {
+		return res, err
+	}
+	digest := manifest.NewDigest()
+	digest.Write(data)
+	mf := manifest.File{Name: manifest.FileName, Size: digest.Size(), SHA256: digest.SHA256(), CRC32C: digest.CRC32C()}
+	if _, err := u.d.c.put(ctx, u.mloc, bytes.NewReader(data), mf, "application/json", u.d.c.metadata(u.b, mf.SHA256), u.d.kmsKey); err != nil {
 		return res, err
 	}
 	u.committed = true
@@ -176,6 +203,8 @@ type reopener struct {
 	open  destination.Opener
 	meter *progress.Meter
 	r     io.ReadCloser
+	// sent, when set, digests what the current send has read.
+	sent *manifest.Digest
 }
 
 func (o *reopener) Read(p []byte) (int, error) {
@@ -188,6 +217,9 @@ func (o *reopener) Read(p []byte) (int, error) {
 	}
 	n, err := o.r.Read(p)
 	o.meter.Write(p[:n])
+	if o.sent != nil {
+		o.sent.Write(p[:n])
+	}
 	return n, err
 }
 
@@ -197,6 +229,9 @@ func (o *reopener) Seek(offset int64, whence int) (int64, error) {
 	}
 	if o.r != nil {
 		o.meter.Restart()
+	}
+	if o.sent != nil {
+		o.sent = manifest.NewDigest()
 	}
 	return 0, o.Close()
 }

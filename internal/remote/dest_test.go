@@ -31,5 +31,15 @@ func TestGCSConformance(t *testing.T) {
 			put(srv, bucket, u.Join(name, manifest.FileName).Path, []byte("{}"), nil, time.Now())
 			return name
 		},
+		// Other bytes of the same size, as the service reports them.
+		Tamper: func(t *testing.T, d destination.Dest, name string, f manifest.File) {
+			obj := mustURL(t, d.URL()).Join(name, f.Name).Path
+			o, err := srv.GetObject(bucket, obj)
+			if err != nil {
+				t.Fatal(err)
+			}
+			o.Content[len(o.Content)/2] ^= 0xff
+			put(srv, bucket, obj, o.Content, o.Metadata, o.Created)
+		},
 	}, bs)
 }

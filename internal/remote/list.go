@@ -189,19 +189,22 @@ func (c *Client) stored(ctx context.Context, b *Backup, f manifest.File) (*store
 		return nil, nil
 	case errors.Is(err, store.ErrPermission):
 		c.Log.Debug("cannot check "+loc.url.String()+": taken as uploaded", "err", err)
-		return &store.Object{Name: loc.url.Path, Size: f.Size, CRC32C: f.CRC32C, Metadata: map[string]string{MetaSHA256: f.SHA256, MetaWrittenBy: manifest.ToolName}}, nil
+		c := f.Content()
+		return &store.Object{Name: loc.url.Path, Size: c.Size, CRC32C: c.CRC32C, Metadata: map[string]string{MetaSHA256: f.SHA256, MetaWrittenBy: manifest.ToolName}}, nil
 	}
 	return o, err
 }
 
 // mismatch says how object o differs from file f as backup.json records
-// it, or "" if it does not.
+// it, or "" if it does not. An encrypted file is compared by its stored
+// bytes, and by the plaintext SHA-256 its upload recorded.
 func mismatch(o *store.Object, f manifest.File) string {
+	c := f.Content()
 	switch {
-	case o.Size != f.Size:
-		return fmt.Sprintf("%s is %d bytes, %s says %d", f.Name, o.Size, manifest.FileName, f.Size)
-	case o.CRC32C != f.CRC32C:
-		return fmt.Sprintf("%s has CRC32C %08x, %s says %08x: overwritten or damaged", f.Name, o.CRC32C, manifest.FileName, f.CRC32C)
+	case o.Size != c.Size:
+		return fmt.Sprintf("%s is %d bytes, %s says %d", f.Name, o.Size, manifest.FileName, c.Size)
+	case o.CRC32C != c.CRC32C:
+		return fmt.Sprintf("%s has CRC32C %08x, %s says %08x: overwritten or damaged", f.Name, o.CRC32C, manifest.FileName, c.CRC32C)
 	case !writtenByUs(o):
 		return fmt.Sprintf("%s was not written by %s", f.Name, manifest.ToolName)
 	case o.Metadata[MetaSHA256] != f.SHA256:

@@ -65,7 +65,10 @@ func (o *Object) Protected(now time.Time) string {
 
 // PutOptions describe an object being created.
 type PutOptions struct {
-	// Size is the number of bytes the reader yields; it sizes upload buffers.
+	// Size is the number of bytes the reader yields; it sizes upload
+	// buffers. A negative Size means the content is not known before it is
+	// sent (it is encrypted as it goes): CRC32C is then not used, and the
+	// caller compares what the service reports with what it sent.
 	Size int64
 	// CRC32C (Castagnoli) of the content, sent with it so that the service
 	// rejects corrupted data, and compared with what the service stored.

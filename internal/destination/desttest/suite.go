@@ -1,7 +1,6 @@
 package desttest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -25,6 +24,9 @@ type Harness struct {
 	// Foreign stores in d, under a name list would consider, something
 	// this tool did not write, and returns that name.
 	Foreign func(t *testing.T, d destination.Dest, like *manifest.Backup) string
+	// Tamper overwrites the stored bytes of file f of backup name with
+	// other bytes of the same length, where they rest.
+	Tamper func(t *testing.T, d destination.Dest, name string, f manifest.File)
 }
 
 // Run runs the conformance suite over backups from Save.
@@ -39,6 +41,8 @@ func Run(t *testing.T, h Harness, backups []Backup) {
 		{"CorruptFileRefused", testCorruptRefused},
 		{"InterruptedUploadIsNotComplete", testInterrupted},
 		{"PruneKeepsNewestAndForeign", testPrune},
+		{"Encrypted", testEncrypted},
+		{"EncryptedStoredBytesChanged", testEncryptedTampered},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.run(t, h, backups) })
@@ -47,7 +51,7 @@ func Run(t *testing.T, h Harness, backups []Backup) {
 
 func upload(t *testing.T, d destination.Dest, b Backup) destination.Result {
 	t.Helper()
-	res, err := destination.UploadDir(t.Context(), d, b.Dir)
+	res, err := destination.UploadDir(t.Context(), d, b.Dir, nil)
 	if err != nil {
 		t.Fatalf("upload %s: %v", b.Dir, err)
 	}
@@ -120,23 +124,19 @@ func counting(dir string, opens *int) func(f manifest.File) destination.Opener {
 func testRerun(t *testing.T, h Harness, bs []Backup) {
 	d := h.New(t)
 	first := upload(t, d, bs[0])
-	raw, err := os.ReadFile(filepath.Join(bs[0].Dir, manifest.FileName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	up, err := d.Begin(t.Context(), bs[0].Manifest, raw)
+	up, err := d.Begin(t.Context(), bs[0].Manifest)
 	if err != nil {
 		t.Fatalf("begin a re-run: %v", err)
 	}
 	defer up.Close()
 	opens := 0
 	for _, f := range bs[0].Manifest.Files {
-		reused, err := up.Put(t.Context(), f, counting(bs[0].Dir, &opens)(f))
+		_, reused, err := up.Put(t.Context(), f, counting(bs[0].Dir, &opens)(f))
 		if err != nil || !reused {
 			t.Errorf("re-run put %s = %v, %v; want reused", f.Name, reused, err)
 		}
 	}
-	again, err := up.Commit(t.Context())
+	again, err := up.Commit(t.Context(), bs[0].Manifest)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,28 +151,17 @@ func testRerun(t *testing.T, h Harness, bs []Backup) {
 func testDownloadVerify(t *testing.T, h Harness, bs []Backup) {
 	d := h.New(t)
 	res := upload(t, d, bs[1])
-	if _, err := destination.Verify(t.Context(), d, res.Name, verify.Options{Log: Log(t)}); err != nil {
+	if _, err := destination.Verify(t.Context(), d, res.Name, verify.Options{Log: Log(t)}, nil); err != nil {
 		t.Fatalf("verify stored backup: %v", err)
 	}
 	dir := filepath.Join(t.TempDir(), "download")
-	if _, err := destination.Download(t.Context(), d, res.Name, dir); err != nil {
+	if _, err := destination.Download(t.Context(), d, res.Name, dir, nil); err != nil {
 		t.Fatalf("download: %v", err)
 	}
 	if _, err := verify.Dir(t.Context(), dir, verify.Options{Log: Log(t)}); err != nil {
 		t.Fatalf("verify downloaded directory: %v", err)
 	}
-	want, _ := os.ReadDir(bs[1].Dir)
-	got, _ := os.ReadDir(dir)
-	if len(got) != len(want) {
-		t.Fatalf("downloaded %d files, save wrote %d", len(got), len(want))
-	}
-	for _, e := range want {
-		a, _ := os.ReadFile(filepath.Join(bs[1].Dir, e.Name()))
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil || !bytes.Equal(a, b) {
-			t.Errorf("downloaded %s differs from the local file (%v)", e.Name(), err)
-		}
-	}
+	sameFiles(t, bs[1].Dir, dir)
 }
 
 // copyBackup copies a backup directory, files keeping their modes.
@@ -204,7 +193,7 @@ func testCorruptRefused(t *testing.T, h Harness, bs []Backup) {
 	if err := os.WriteFile(snap, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err = destination.UploadDir(t.Context(), d, dir)
+	_, err = destination.UploadDir(t.Context(), d, dir, nil)
 	if exitcode.Of(err) != exitcode.Verify {
 		t.Fatalf("upload of a corrupt snapshot = %v (exit %d), want exit %d", err, exitcode.Of(err), exitcode.Verify)
 	}
@@ -213,15 +202,14 @@ func testCorruptRefused(t *testing.T, h Harness, bs []Backup) {
 	}
 	// The corrupt bytes were not kept under the snapshot's digest: the
 	// good file is sent, not taken as already stored.
-	raw, _ := os.ReadFile(filepath.Join(bs[0].Dir, manifest.FileName))
-	up, err := d.Begin(t.Context(), bs[0].Manifest, raw)
+	up, err := d.Begin(t.Context(), bs[0].Manifest)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer up.Close()
 	f := *bs[0].Manifest.File(manifest.KindSnapshot)
 	opens := 0
-	if reused, err := up.Put(t.Context(), f, counting(bs[0].Dir, &opens)(f)); err != nil || reused || opens != 1 {
+	if _, reused, err := up.Put(t.Context(), f, counting(bs[0].Dir, &opens)(f)); err != nil || reused || opens != 1 {
 		t.Errorf("put of the good snapshot after the corrupt one = %v, %v, %d opens; want it sent", reused, err, opens)
 	}
 }
@@ -248,10 +236,9 @@ func (c *cutReader) Close() error { return c.r.Close() }
 func testInterrupted(t *testing.T, h Harness, bs []Backup) {
 	d := h.New(t)
 	b := bs[0]
-	raw, _ := os.ReadFile(filepath.Join(b.Dir, manifest.FileName))
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	up, err := d.Begin(ctx, b.Manifest, raw)
+	up, err := d.Begin(ctx, b.Manifest)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,12 +247,12 @@ func testInterrupted(t *testing.T, h Harness, bs []Backup) {
 			r, err := os.Open(filepath.Join(b.Dir, f.Name))
 			return &cutReader{r: r, left: int(f.Size / 2), cancel: cancel}, err
 		}
-		if _, err := up.Put(ctx, f, open); err == nil {
+		if _, _, err := up.Put(ctx, f, open); err == nil {
 			t.Fatalf("put %s cut half-way succeeded", f.Name)
 		}
 		break
 	}
-	if _, err := up.Commit(ctx); err == nil {
+	if _, err := up.Commit(ctx, b.Manifest); err == nil {
 		t.Error("commit after a cut put succeeded")
 	}
 	up.Close()
@@ -329,7 +316,7 @@ func testPrune(t *testing.T, h Harness, bs []Backup) {
 	if !slices.Equal(left, want) {
 		t.Errorf("after prune list = %q, want the newest (%s) and the foreign one (%s)", left, keepName, foreign)
 	}
-	if _, err := destination.Verify(t.Context(), d, keepName, verify.Options{Log: Log(t)}); err != nil {
+	if _, err := destination.Verify(t.Context(), d, keepName, verify.Options{Log: Log(t)}, nil); err != nil {
 		t.Errorf("the kept backup no longer verifies: %v", err)
 	}
 }

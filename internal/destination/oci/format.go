@@ -101,8 +101,9 @@ func isOurTag(tag string) bool {
 	return len(tag) <= maxTagLength && tagPattern.MatchString(tag)
 }
 
+// fileDigest is the digest of f's layer: its stored bytes.
 func fileDigest(f manifest.File) digest.Digest {
-	return digest.NewDigestFromEncoded(digest.SHA256, f.SHA256)
+	return digest.NewDigestFromEncoded(digest.SHA256, f.Content().SHA256)
 }
 
 func rawDigest(raw []byte) digest.Digest {
@@ -110,8 +111,10 @@ func rawDigest(raw []byte) digest.Digest {
 	return digest.NewDigestFromEncoded(digest.SHA256, hex.EncodeToString(sum[:]))
 }
 
+// mediaType is the layer type of f. An encrypted file is an age file, not
+// gzip: it gets the plain type, and backup.json says how it is stored.
 func mediaType(f manifest.File) string {
-	if f.Kind == manifest.KindResources {
+	if f.Kind == manifest.KindResources && f.Stored == nil {
 		return mediaTypeArchive
 	}
 	return mediaTypeFile
@@ -144,7 +147,7 @@ func artifactManifest(b *manifest.Backup, raw []byte) ([]byte, error) {
 		Annotations:  annotations(b, "artifact"),
 	}
 	for _, f := range b.Files {
-		m.Layers = append(m.Layers, layer(f.Name, fileDigest(f), f.Size, mediaType(f)))
+		m.Layers = append(m.Layers, layer(f.Name, fileDigest(f), f.Content().Size, mediaType(f)))
 	}
 	m.Layers = append(m.Layers, layer(manifest.FileName, rawDigest(raw), int64(len(raw)), mediaTypeFile))
 	return json.Marshal(m)

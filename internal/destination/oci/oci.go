@@ -80,15 +80,15 @@ func (d *Dest) request(ctx context.Context) (context.Context, context.CancelFunc
 
 // Begin checks that the backup's tag is free, or already names this very
 // backup (a re-run, which then sends nothing), and opens the destination.
-func (d *Dest) Begin(ctx context.Context, b *manifest.Backup, raw []byte) (destination.Upload, error) {
+func (d *Dest) Begin(ctx context.Context, b *manifest.Backup) (destination.Upload, error) {
 	tag := Tag(b)
-	up := &upload{d: d, b: b, raw: raw, tag: tag, stored: map[string]bool{}}
-	done, err := d.alreadyStored(ctx, tag, raw)
+	up := &upload{d: d, b: b, tag: tag, stored: map[string]bool{}}
+	done, err := d.alreadyStored(ctx, tag, b)
 	if err != nil {
 		return nil, err
 	}
-	if done != "" {
-		d.opts.Log.Info("backup already stored", "backup", d.t.url(tag), "digest", done)
+	if done != nil {
+		d.opts.Log.Info("backup already stored", "backup", d.t.url(tag), "digest", done.digest)
 		up.done = done
 		return up, nil
 	}
@@ -108,44 +108,87 @@ func (d *Dest) Begin(ctx context.Context, b *manifest.Backup, raw []byte) (desti
 	return up, nil
 }
 
-// alreadyStored returns the manifest digest when tag names this backup,
-// "" when tag is free, and an error when it names anything else.
-func (d *Dest) alreadyStored(ctx context.Context, tag string, raw []byte) (digest.Digest, error) {
+// alreadyStored returns what tag names when that is this backup, nil when
+// tag is free, and an error when it names anything else.
+func (d *Dest) alreadyStored(ctx context.Context, tag string, b *manifest.Backup) (*loaded, error) {
 	l, err := d.load(ctx, tag)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	if l == nil {
-		return "", nil
+		return nil, nil
 	}
-	defer l.close()
-	if l.problem == "" && rawDigest(l.raw) == rawDigest(raw) {
-		return l.digest, nil
+	l.close()
+	if l.problem == "" && manifest.SameBackup(l.b, b) {
+		return l, nil
 	}
-	return "", fmt.Errorf("%s already names other content (manifest %s); a tag is never overwritten: remove it or upload elsewhere", d.t.url(tag), l.digest)
+	return nil, fmt.Errorf("%s already names other content (manifest %s); a tag is never overwritten: remove it or upload elsewhere", d.t.url(tag), l.digest)
 }
 
 type upload struct {
-	d    *Dest
-	b    *manifest.Backup
-	raw  []byte
-	tag  string
-	dst  types.ImageDestination
-	done digest.Digest // set when the backup is already stored
+	d   *Dest
+	b   *manifest.Backup
+	tag string
+	dst types.ImageDestination
+	// done is the stored backup when it was stored before.
+	done *loaded
 	// stored holds the files put so far; Commit needs every one.
 	stored map[string]bool
 }
 
-func (u *upload) Put(ctx context.Context, f manifest.File, open destination.Opener) (bool, error) {
-	if u.done != "" {
-		return true, nil
+func (u *upload) Put(ctx context.Context, f manifest.File, open destination.Opener) (manifest.File, bool, error) {
+	if u.done != nil {
+		if sf := u.done.b.File(f.Kind); sf != nil {
+			return *sf, true, nil
+		}
+		return f, false, fmt.Errorf("%s holds no %s", u.d.t.url(u.tag), f.Name)
+	}
+	if destination.Sealed(f) {
+		stored, err := u.seal(ctx, f, open)
+		if err == nil {
+			u.stored[f.Name] = true
+		}
+		return stored, false, err
 	}
 	info := types.BlobInfo{Digest: fileDigest(f), Size: f.Size, MediaType: mediaType(f)}
 	reused, err := u.put(ctx, f.Name, info, open, false)
 	if err == nil {
 		u.stored[f.Name] = true
 	}
-	return reused, err
+	return f, reused, err
+}
+
+// seal sends bytes not known in advance: containers/image and the
+// registry digest them as they go, and the blob is only accepted under the
+// digest they agree on, which must be that of the bytes read.
+func (u *upload) seal(ctx context.Context, f manifest.File, open destination.Opener) (manifest.File, error) {
+	var sent *manifest.Digest
+	var got types.BlobInfo
+	info := types.BlobInfo{Size: -1, MediaType: mediaType(f)}
+	err := retry(ctx, u.d.opts.RetryBase, u.d.opts.Log, "send "+f.Name, func() error {
+		sent = manifest.NewDigest()
+		digested := func() (io.ReadCloser, error) {
+			r, err := open()
+			if err != nil {
+				return nil, err
+			}
+			return readCloser{Reader: io.TeeReader(r, sent), close: r.Close}, nil
+		}
+		var err error
+		got, err = u.send(ctx, f.Name, info, digested, false)
+		return err
+	})
+	if err != nil {
+		return f, fmt.Errorf("send %s to %s: %w", f.Name, u.d.URL(), err)
+	}
+	if got.Digest != digest.Digest("sha256:"+sent.SHA256()) || got.Size != sent.Size() {
+		return f, exitcode.With(exitcode.Verify, fmt.Errorf("send %s to %s: stored as %s (%d bytes), sent sha256:%s (%d bytes)", f.Name, u.d.URL(), got.Digest, got.Size, sent.SHA256(), sent.Size()))
+	}
+	s := *f.Stored
+	s.Size, s.SHA256, s.CRC32C = sent.Size(), sent.SHA256(), sent.CRC32C()
+	f.Stored = &s
+	u.d.opts.Log.Info("sent "+f.Name+" encrypted", "digest", got.Digest, "bytes", got.Size)
+	return f, nil
 }
 
 // put sends one blob unless the destination has it already.
@@ -166,7 +209,8 @@ func (u *upload) put(ctx context.Context, name string, info types.BlobInfo, open
 		return true, nil
 	}
 	err = retry(ctx, u.d.opts.RetryBase, u.d.opts.Log, "send "+name, func() error {
-		return u.send(ctx, name, info, open, isConfig)
+		_, err := u.send(ctx, name, info, open, isConfig)
+		return err
 	})
 	if err != nil {
 		return false, fmt.Errorf("send %s to %s: %w", name, u.d.URL(), err)
@@ -175,48 +219,57 @@ func (u *upload) put(ctx context.Context, name string, info types.BlobInfo, open
 	return false, nil
 }
 
-func (u *upload) send(ctx context.Context, name string, info types.BlobInfo, open destination.Opener, isConfig bool) error {
+func (u *upload) send(ctx context.Context, name string, info types.BlobInfo, open destination.Opener, isConfig bool) (types.BlobInfo, error) {
 	r, err := open()
 	if err != nil {
-		return permanent{err}
+		return types.BlobInfo{}, permanent{err}
 	}
 	defer r.Close()
 	wctx, dog, stop := newWatchdog(ctx, u.d.opts.StallTimeout)
 	defer stop()
 	m := &meter{r: r, dog: dog, log: u.d.opts.Log, what: "sending " + name, size: info.Size, every: u.d.opts.ProgressInterval, last: time.Now()}
-	_, err = u.dst.PutBlob(wctx, m, info, none.NoCache, isConfig)
+	got, err := u.dst.PutBlob(wctx, m, info, none.NoCache, isConfig)
 	switch {
 	case m.err != nil:
 		// The source failed (a file that fails its check): PutBlob
 		// dropped what it had, and a retry would read the same.
-		return permanent{m.err}
+		return got, permanent{m.err}
 	case err != nil && context.Cause(wctx) != nil && ctx.Err() == nil:
-		return context.Cause(wctx)
+		return got, context.Cause(wctx)
 	}
-	return err
+	return got, err
 }
 
 // Commit sends backup.json and the config, then the manifest: the commit
 // marker, pushed only while the tag is still free.
-func (u *upload) Commit(ctx context.Context) (destination.Result, error) {
-	res := destination.Result{Name: u.tag, URL: u.d.t.url(u.tag), ImageURL: u.d.t.imageURL(u.tag), Digest: string(u.done), Files: map[string]string{}}
-	for _, f := range u.b.Files {
+func (u *upload) Commit(ctx context.Context, b *manifest.Backup) (destination.Result, error) {
+	res := destination.Result{Name: u.tag, URL: u.d.t.url(u.tag), ImageURL: u.d.t.imageURL(u.tag), Files: map[string]string{}}
+	if u.done != nil {
+		b = u.done.b
+		res.Digest = string(u.done.digest)
+	}
+	for _, f := range b.Files {
 		res.Files[f.Name] = u.d.t.blobURL(fileDigest(f))
 	}
-	res.Files[manifest.FileName] = u.d.t.blobURL(rawDigest(u.raw))
-	if u.done != "" {
+	if u.done != nil {
+		res.Files[manifest.FileName] = u.d.t.blobURL(rawDigest(u.done.raw))
 		return res, nil
 	}
-	for _, f := range u.b.Files {
+	for _, f := range b.Files {
 		if !u.stored[f.Name] {
 			return res, fmt.Errorf("commit %s: %s was not stored", res.URL, f.Name)
 		}
 	}
+	data, err := manifest.Marshal(b)
+	if err != nil {
+		return res, err
+	}
+	res.Files[manifest.FileName] = u.d.t.blobURL(rawDigest(data))
 	if err := ctx.Err(); err != nil {
 		return res, fmt.Errorf("commit %s: %w", res.URL, context.Cause(ctx))
 	}
-	raw := func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(u.raw)), nil }
-	info := types.BlobInfo{Digest: rawDigest(u.raw), Size: int64(len(u.raw)), MediaType: mediaTypeFile}
+	raw := func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
+	info := types.BlobInfo{Digest: rawDigest(data), Size: int64(len(data)), MediaType: mediaTypeFile}
 	if _, err := u.put(ctx, manifest.FileName, info, raw, false); err != nil {
 		return res, err
 	}
@@ -225,21 +278,21 @@ func (u *upload) Commit(ctx context.Context) (destination.Result, error) {
 	if _, err := u.put(ctx, "config", cfg, empty, true); err != nil {
 		return res, err
 	}
-	m, err := artifactManifest(u.b, u.raw)
+	m, err := artifactManifest(b, data)
 	if err != nil {
 		return res, err
 	}
 	res.Digest = string(digest.FromBytes(m))
-	if err := u.pushManifest(ctx, m); err != nil {
+	if err := u.pushManifest(ctx, b, m); err != nil {
 		return res, err
 	}
 	u.d.opts.Log.Info("committed "+res.URL, "digest", res.Digest)
 	return res, nil
 }
 
-func (u *upload) pushManifest(ctx context.Context, m []byte) error {
+func (u *upload) pushManifest(ctx context.Context, b *manifest.Backup, m []byte) error {
 	// Another writer may have taken the tag since Begin.
-	if done, err := u.d.alreadyStored(ctx, u.tag, u.raw); err != nil || done != "" {
+	if done, err := u.d.alreadyStored(ctx, u.tag, b); err != nil || done != nil {
 		return err
 	}
 	return retry(ctx, u.d.opts.RetryBase, u.d.opts.Log, "push manifest of "+u.tag, func() error {

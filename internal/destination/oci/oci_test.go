@@ -1,11 +1,13 @@
 package oci_test
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"go.podman.io/image/v5/docker"
 	"go.podman.io/image/v5/oci/layout"
 	"go.podman.io/image/v5/types"
@@ -65,6 +67,9 @@ func testLayoutConformance(t *testing.T, bs []desttest.Backup) {
 			ocitest.PushForeign(t, ref, &types.SystemContext{})
 			return tag
 		},
+		Tamper: func(t *testing.T, d destination.Dest, _ string, f manifest.File) {
+			tamper(t, filepath.Join(strings.TrimPrefix(d.URL(), "oci:"), "blobs/sha256", f.Content().SHA256))
+		},
 	}, bs)
 }
 
@@ -83,6 +88,9 @@ func registryHarness(reg *ocitest.Registry, ro destination.RegistryOptions, sys 
 			ocitest.PushForeign(t, ref, sys)
 			return tag
 		},
+		Tamper: func(t *testing.T, _ destination.Dest, _ string, f manifest.File) {
+			tamper(t, reg.BlobPath(digest.NewDigestFromEncoded(digest.SHA256, f.Content().SHA256)))
+		},
 	}
 }
 
@@ -96,4 +104,17 @@ func testRegistryConformanceTLS(t *testing.T, bs []desttest.Backup) {
 	reg := ocitest.Start(t, ocitest.Options{TLS: true, Deletes: true})
 	ro := destination.RegistryOptions{AuthFile: reg.AuthFile, CertDir: reg.CertDir}
 	desttest.Run(t, registryHarness(reg, ro, &types.SystemContext{AuthFilePath: reg.AuthFile, DockerCertPath: reg.CertDir}), bs)
+}
+
+// tamper changes one byte in the middle of the file at path.
+func tamper(t *testing.T, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0xff
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }

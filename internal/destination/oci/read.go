@@ -128,8 +128,8 @@ func filesMatch(m *imgspecv1.Manifest, b *manifest.Backup) string {
 		switch {
 		case !ok:
 			return "manifest has no layer for " + f.Name
-		case l.Digest != fileDigest(f) || l.Size != f.Size:
-			return fmt.Sprintf("layer %s is %s (%d bytes), %s says %s (%d bytes)", f.Name, l.Digest, l.Size, manifest.FileName, fileDigest(f), f.Size)
+		case l.Digest != fileDigest(f) || l.Size != f.Content().Size:
+			return fmt.Sprintf("layer %s is %s (%d bytes), %s says %s (%d bytes)", f.Name, l.Digest, l.Size, manifest.FileName, fileDigest(f), f.Content().Size)
 		}
 	}
 	return ""
@@ -232,7 +232,7 @@ func (s *stored) Close() error               { return s.l.src.Close() }
 
 // Open streams f's layer under the stall timeout.
 func (s *stored) Open(ctx context.Context, f manifest.File) (io.ReadCloser, error) {
-	return s.d.stream(ctx, s.l.src, f.Name, fileDigest(f), f.Size)
+	return s.d.stream(ctx, s.l.src, f.Name, fileDigest(f), f.Content().Size)
 }
 
 func (d *Dest) stream(ctx context.Context, src types.ImageSource, name string, dg digest.Digest, size int64) (io.ReadCloser, error) {

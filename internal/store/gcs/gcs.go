@@ -281,7 +281,8 @@ func (b *Bucket) send(ctx context.Context, name string, src *source, o store.Put
 	defer stopWatch()
 	w := b.h.Object(name).If(storage.Conditions{DoesNotExist: true}).NewWriter(wctx)
 	w.ChunkSize = 0
-	w.CRC32C, w.SendCRC32C = o.CRC32C, true
+	known := o.Size >= 0
+	w.CRC32C, w.SendCRC32C = o.CRC32C, known
 	w.ContentType = o.ContentType
 	w.Metadata = o.Metadata
 	w.KMSKeyName = o.KMSKey
@@ -302,7 +303,7 @@ func (b *Bucket) send(ctx context.Context, name string, src *source, o store.Put
 		return nil, fmt.Errorf("upload %s: %w", b.URL(name), b.mapErr(stalled(err), store.ErrExist))
 	}
 	got := objectOf(w.Attrs())
-	if got.CRC32C != o.CRC32C || got.Size != o.Size {
+	if known && (got.CRC32C != o.CRC32C || got.Size != o.Size) {
 		err := fmt.Errorf("upload %s: stored %d bytes with CRC32C %08x, sent %d bytes with CRC32C %08x", b.URL(name), got.Size, got.CRC32C, o.Size, o.CRC32C)
 		if derr := b.Delete(ctx, name, got.Generation); derr != nil {
 			return nil, fmt.Errorf("%w; removing it failed: %v", err, derr)

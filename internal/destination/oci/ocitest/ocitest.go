@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"github.com/opencontainers/go-digest"
 	"io"
 	"log/slog"
 	"math/big"
@@ -29,7 +30,7 @@ import (
 	"github.com/distribution/distribution/v3/configuration"
 	_ "github.com/distribution/distribution/v3/registry/auth/htpasswd" // the htpasswd access controller
 	"github.com/distribution/distribution/v3/registry/handlers"
-	_ "github.com/distribution/distribution/v3/registry/storage/driver/inmemory" // the inmemory storage driver
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem" // the filesystem storage driver
 	"github.com/sirupsen/logrus"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -54,6 +55,12 @@ type Registry struct {
 	// Handler is the registry itself, for a proxy to front.
 	Handler http.Handler
 	srv     *httptest.Server
+	root    string
+}
+
+// BlobPath is where the registry keeps the content of blob d.
+func (r *Registry) BlobPath(d digest.Digest) string {
+	return filepath.Join(r.root, "docker/registry/v2/blobs", d.Algorithm().String(), d.Encoded()[:2], d.Encoded(), "data")
 }
 
 const user = "backup"
@@ -61,10 +68,13 @@ const user = "backup"
 // Start starts a registry that stops when the test ends.
 func Start(t testing.TB, opts Options) *Registry {
 	t.Helper()
+	dir := t.TempDir()
+	r := &Registry{root: filepath.Join(dir, "storage")}
 	cfg := &configuration.Configuration{
 		Storage: configuration.Storage{
-			"inmemory": configuration.Parameters{},
-			"delete":   configuration.Parameters{"enabled": opts.Deletes},
+			// On disk, so that a test can change a stored blob.
+			"filesystem": configuration.Parameters{"rootdirectory": r.root},
+			"delete":     configuration.Parameters{"enabled": opts.Deletes},
 			// No purger goroutine outliving the test.
 			"maintenance": configuration.Parameters{"uploadpurging": map[any]any{"enabled": false}},
 		},
@@ -72,8 +82,6 @@ func Start(t testing.TB, opts Options) *Registry {
 	// The registry logs every request, and the 404s of tag checks as
 	// errors, through logrus's global logger; tests assert on results.
 	logrus.SetOutput(io.Discard)
-	dir := t.TempDir()
-	r := &Registry{}
 	var password string
 	if opts.TLS {
 		password = rand.Text()
