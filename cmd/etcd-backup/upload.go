@@ -91,12 +91,12 @@ func uploadCommand() *command {
 					return fmt.Errorf("refusing to upload %s: %w", dir, err)
 				}
 				env.metrics.Backup(b)
-				if recipients == nil && b.EncryptionConfigArchived {
-					env.log.Warn("uploading without encryption a backup whose archive holds the cluster's etcd encryption config, the key to every Secret: anyone who can read " + d.URL() + " can read them; give --encrypt-to PUBLIC-KEY")
-				}
 				res, err := destination.UploadDir(ctx, d, dir, recipients)
 				if err != nil {
 					return err
+				}
+				if recipients == nil && b.EncryptionConfigArchived {
+					env.log.Warn("uploaded without encryption a backup whose archive holds the cluster's etcd encryption config, the key to every Secret: anyone who can read " + d.URL() + " can read them; give --encrypt-to PUBLIC-KEY")
 				}
 				if err := results.Write(env.resultsDir, uploadResults(res, b)); err != nil {
 					return err

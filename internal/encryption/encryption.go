@@ -208,36 +208,6 @@ func readKeyFile(path string) ([]byte, error) {
 
 func usage(err error) error { return exitcode.With(exitcode.Usage, err) }
 
-// Sealed is what an encrypting reader yielded: the stored bytes'
-// record, complete once the reader has been read to its end.
-type Sealed struct {
-	keys   []string
-	digest *manifest.Digest
-}
-
-// Stored returns backup.json's record of the stored bytes.
-func (s *Sealed) Stored() *manifest.Stored {
-	return &manifest.Stored{
-		Encryption: Format,
-		Recipients: slices.Clone(s.keys),
-		Size:       s.digest.Size(),
-		SHA256:     s.digest.SHA256(),
-		CRC32C:     s.digest.CRC32C(),
-	}
-}
-
-// Seal returns a reader of plain encrypted to the recipients, and the
-// record of the bytes it yields, so that backup.json can name what a
-// destination must hold without a key.
-func (rs *Recipients) Seal(plain io.Reader) (io.Reader, *Sealed, error) {
-	enc, err := rs.Encrypt(plain)
-	if err != nil {
-		return nil, nil, err
-	}
-	s := &Sealed{keys: rs.keys, digest: manifest.NewDigest()}
-	return io.TeeReader(enc, s.digest), s, nil
-}
-
 // ErrStoredMismatch: the stored bytes of a file are not those backup.json
 // records.
 var ErrStoredMismatch = errors.New("stored bytes do not match backup.json")

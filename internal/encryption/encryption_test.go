@@ -260,14 +260,15 @@ func TestAgeCLIInterop(t *testing.T) {
 	}
 }
 
-// TestSealUnseal: the record Seal makes is what Unseal checks, and a stored
-// object that differs from it, by a byte or in length, fails.
-func TestSealUnseal(t *testing.T) {
+// TestUnseal: Unseal decrypts stored bytes that match their record, and a
+// stored object that differs from it, by a byte or in length, fails with
+// exit 4.
+func TestUnseal(t *testing.T) {
 	path, pub := ageKey(t)
 	rs, _ := ParseRecipients([]string{pub}, nil)
 	id, _ := ReadIdentity(path)
 	plain := bytes.Repeat([]byte("kv "), 100000)
-	r, sealed, err := rs.Seal(bytes.NewReader(plain))
+	r, err := rs.Encrypt(bytes.NewReader(plain))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,10 +276,11 @@ func TestSealUnseal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := manifest.File{Name: "snapshot.db", Size: int64(len(plain)), Stored: sealed.Stored()}
-	if f.Stored.Size != int64(len(stored)) || f.Stored.Recipients[0] != pub || f.Stored.Encryption != Format {
-		t.Fatalf("record %+v of %d stored bytes", f.Stored, len(stored))
-	}
+	d := manifest.NewDigest()
+	d.Write(stored)
+	f := manifest.File{Name: "snapshot.db", Size: int64(len(plain)), Stored: &manifest.Stored{
+		Encryption: Format, Recipients: rs.Keys(), Size: d.Size(), SHA256: d.SHA256(), CRC32C: d.CRC32C(),
+	}}
 	out, err := id.Unseal(bytes.NewReader(stored), f)
 	if err != nil {
 		t.Fatal(err)
@@ -300,16 +302,16 @@ func TestSealUnseal(t *testing.T) {
 			tc.record(&rec)
 			g.Stored = &rec
 			// Without a key: the stored bytes alone.
-			if _, err := io.Copy(io.Discard, CheckStored(bytes.NewReader(tc.stored), g)); !errors.Is(err, ErrStoredMismatch) {
-				t.Errorf("CheckStored: %v, want ErrStoredMismatch", err)
+			if _, err := io.Copy(io.Discard, CheckStored(bytes.NewReader(tc.stored), g)); !errors.Is(err, ErrStoredMismatch) || exitcode.Of(err) != exitcode.Verify {
+				t.Errorf("CheckStored: %v, want ErrStoredMismatch, exit 4", err)
 			}
 			// With the key: decryption fails too, whichever notices first.
 			out, err := id.Unseal(bytes.NewReader(tc.stored), g)
 			if err == nil {
 				_, err = io.Copy(io.Discard, out)
 			}
-			if err == nil {
-				t.Error("Unseal read a mismatching object without error")
+			if exitcode.Of(err) != exitcode.Verify {
+				t.Errorf("Unseal of a mismatching object: %v, want exit 4", err)
 			}
 		})
 	}

@@ -118,8 +118,10 @@ func testEncrypted(t *testing.T, h Harness, bs []Backup) {
 		t.Errorf("re-run of the encrypted upload = %+v, %v; want the same backup, not sent again", again, err)
 	}
 
-	if _, err := destination.Verify(t.Context(), d, res.Name, verify.Options{Log: Log(t)}, nil); err != nil {
-		t.Errorf("verify of the stored bytes without a key: %v", err)
+	for _, restore := range []bool{false, true} {
+		if _, err := destination.Verify(t.Context(), d, res.Name, verify.Options{Log: Log(t), Restore: restore}, nil); err != nil {
+			t.Errorf("verify (restore %v) of the stored bytes without a key: %v", restore, err)
+		}
 	}
 	dir := filepath.Join(t.TempDir(), "nokey")
 	_, err = destination.Download(t.Context(), d, res.Name, dir, nil)

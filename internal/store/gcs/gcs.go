@@ -283,6 +283,10 @@ func (b *Bucket) send(ctx context.Context, name string, src *source, o store.Put
 	w.ChunkSize = 0
 	known := o.Size >= 0
 	w.CRC32C, w.SendCRC32C = o.CRC32C, known
+	// Content not known in advance is compared by the caller, which then
+	// removes a damaged object: the library's own check would fail the
+	// write and leave the object behind, unnamed.
+	w.DisableAutoChecksum = !known
 	w.ContentType = o.ContentType
 	w.Metadata = o.Metadata
 	w.KMSKeyName = o.KMSKey

@@ -300,6 +300,23 @@ func (p *Proxy) LoseAnswer() Action {
 	}
 }
 
+// ChangeBytes passes the request on with one byte in the middle of its
+// body changed: data damaged on the way, which the service stores as sent.
+func (p *Proxy) ChangeBytes() Action {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			Reset(0)(w, r)
+			return
+		}
+		if len(body) > 0 {
+			body[len(body)/2] ^= 0xff
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		p.next.ServeHTTP(w, r)
+	}
+}
+
 // Hang neither reads the request body nor answers until the test ends: a
 // connection that went quiet.
 func Hang(t testing.TB) Action {
