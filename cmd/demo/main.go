@@ -1,7 +1,8 @@
 // Command demo runs etcd-backup for real on one machine with nothing but Go:
 // an etcd member with mutual TLS on a generated OpenShift-like host tree, a
-// GCS emulator on loopback, then the real binary's save, verify, upload,
-// list, download and verify again. `make demo` runs it.
+// GCS emulator and an OCI registry on loopback, then the real binary's
+// save, verify, upload, list, download and verify again, in the clear to
+// the emulator and encrypted to the registry. `make demo` runs it.
 package main
 
 import (
@@ -21,6 +22,9 @@ import (
 	"syscall"
 	"time"
 
+	"filippo.io/age"
+
+	"github.com/etcd-backup/etcd-backup/internal/destination/oci/ocitest"
 	"github.com/etcd-backup/etcd-backup/internal/metrics/pushgatewaytest"
 	"github.com/etcd-backup/etcd-backup/internal/store/gcs/gcstest"
 	"github.com/etcd-backup/etcd-backup/internal/testcluster"
@@ -82,6 +86,9 @@ func demo(ctx context.Context, bin string, keys int, keep bool) error {
 	if err := gcsRoundTrip(ctx, bin, env, work, backupDir); err != nil {
 		return err
 	}
+	if err := registryRoundTrip(ctx, bin, env, work, backupDir); err != nil {
+		return err
+	}
 
 	step("backup directory")
 	if err := listDir(backupDir); err != nil {
@@ -95,7 +102,7 @@ func demo(ctx context.Context, bin string, keys int, keep bool) error {
 	if err := showMetrics(); err != nil {
 		return err
 	}
-	fmt.Println("\ndemo finished: save, verify, upload, list, download and a trial restore all ran for real")
+	fmt.Println("\ndemo finished: save, verify, upload (in the clear and encrypted), list, download and a trial restore all ran for real")
 	return nil
 }
 
@@ -251,3 +258,48 @@ func gcsRoundTrip(ctx context.Context, bin string, env []string, work, backupDir
 }
 
 const demoBucket = "etcd-backups"
+
+// registryRoundTrip pushes the backup, encrypted to a new age key, to an
+// in-process OCI registry, lists it, verifies its stored bytes without the
+// key, then downloads and decrypts it with the key and verifies the copy.
+func registryRoundTrip(ctx context.Context, bin string, env []string, work, backupDir string) error {
+	step("starting an OCI registry (CNCF distribution) on loopback")
+	reg := ocitest.Serve(filepath.Join(work, "registry"))
+	defer reg.Close()
+	dest := "docker://" + reg.Host + "/etcd/backups"
+	fmt.Printf("  %s (plain HTTP: --tls-verify=false)\n", dest)
+
+	step("an age key pair, as age-keygen makes it on an administrator's workstation")
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		return err
+	}
+	key := filepath.Join(work, "etcd-backup.key")
+	if err := os.WriteFile(key, []byte(id.String()+"\n"), 0o600); err != nil {
+		return err
+	}
+	fmt.Printf("  public key  %s (the only key the cluster sees)\n  private key %s (kept off the cluster)\n", id.Recipient(), key)
+
+	step("etcd-backup upload --encrypt-to: each file encrypted as it streams, the manifest last")
+	if err := runTool(ctx, bin, env, "upload", "--tls-verify=false", "--encrypt-to", id.Recipient().String(), backupDir, dest); err != nil {
+		return err
+	}
+	step("etcd-backup list")
+	if err := runTool(ctx, bin, env, "list", "--tls-verify=false", dest); err != nil {
+		return err
+	}
+	step("etcd-backup verify --latest without the key: the stored bytes only")
+	if err := runTool(ctx, bin, env, "verify", "--tls-verify=false", "--latest", dest); err != nil {
+		return err
+	}
+	restoreDir := filepath.Join(work, "restore-registry")
+	step("etcd-backup download --latest --identity: decrypted, checked, laid out for cluster-restore.sh")
+	if err := runTool(ctx, bin, env, "download", "--tls-verify=false", "--latest", "--identity", key, dest, restoreDir); err != nil {
+		return err
+	}
+	if err := listDir(restoreDir); err != nil {
+		return err
+	}
+	step("etcd-backup verify --restore of the decrypted copy")
+	return runTool(ctx, bin, env, "verify", "--restore", restoreDir)
+}

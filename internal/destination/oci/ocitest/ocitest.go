@@ -15,7 +15,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"github.com/opencontainers/go-digest"
 	"io"
 	"log/slog"
 	"math/big"
@@ -31,6 +30,7 @@ import (
 	_ "github.com/distribution/distribution/v3/registry/auth/htpasswd" // the htpasswd access controller
 	"github.com/distribution/distribution/v3/registry/handlers"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem" // the filesystem storage driver
+	"github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -70,18 +70,7 @@ func Start(t testing.TB, opts Options) *Registry {
 	t.Helper()
 	dir := t.TempDir()
 	r := &Registry{root: filepath.Join(dir, "storage")}
-	cfg := &configuration.Configuration{
-		Storage: configuration.Storage{
-			// On disk, so that a test can change a stored blob.
-			"filesystem": configuration.Parameters{"rootdirectory": r.root},
-			"delete":     configuration.Parameters{"enabled": opts.Deletes},
-			// No purger goroutine outliving the test.
-			"maintenance": configuration.Parameters{"uploadpurging": map[any]any{"enabled": false}},
-		},
-	}
-	// The registry logs every request, and the 404s of tag checks as
-	// errors, through logrus's global logger; tests assert on results.
-	logrus.SetOutput(io.Discard)
+	var auth configuration.Auth
 	var password string
 	if opts.TLS {
 		password = rand.Text()
@@ -91,11 +80,9 @@ func Start(t testing.TB, opts Options) *Registry {
 		}
 		htpasswd := filepath.Join(dir, "htpasswd")
 		writeFile(t, htpasswd, fmt.Appendf(nil, "%s:%s\n", user, hash))
-		cfg.Auth = configuration.Auth{"htpasswd": configuration.Parameters{"realm": "test", "path": htpasswd}}
+		auth = configuration.Auth{"htpasswd": configuration.Parameters{"realm": "test", "path": htpasswd}}
 	}
-	r.Handler = handlers.NewApp(context.Background(), cfg)
-	r.srv = httptest.NewUnstartedServer(r.Handler)
-	r.srv.Config.ErrorLog = slog.NewLogLogger(slog.DiscardHandler, slog.LevelError)
+	r.srv = r.server(opts.Deletes, auth)
 	if opts.TLS {
 		r.CertDir = filepath.Join(dir, "certs")
 		r.srv.TLS = serverTLS(t, r.CertDir)
@@ -109,6 +96,40 @@ func Start(t testing.TB, opts Options) *Registry {
 		r.AuthFile = WriteAuthFile(t, r.Host, user, password)
 	}
 	return r
+}
+
+// Serve starts a registry over plain HTTP that keeps its blobs below dir,
+// outside tests (make demo); Close stops it.
+func Serve(dir string) *Registry {
+	r := &Registry{root: filepath.Join(dir, "storage")}
+	r.srv = r.server(true, nil)
+	r.srv.Start()
+	r.Host = r.srv.Listener.Addr().String()
+	return r
+}
+
+// Close stops a registry that Serve started.
+func (r *Registry) Close() { r.srv.Close() }
+
+// server is an unstarted server of the registry, storing below r.root.
+func (r *Registry) server(deletes bool, auth configuration.Auth) *httptest.Server {
+	cfg := &configuration.Configuration{
+		Auth: auth,
+		Storage: configuration.Storage{
+			// On disk, so that a test can change a stored blob.
+			"filesystem": configuration.Parameters{"rootdirectory": r.root},
+			"delete":     configuration.Parameters{"enabled": deletes},
+			// No purger goroutine outliving the test.
+			"maintenance": configuration.Parameters{"uploadpurging": map[any]any{"enabled": false}},
+		},
+	}
+	// The registry logs every request, and the 404s of tag checks as
+	// errors, through logrus's global logger; callers look at results.
+	logrus.SetOutput(io.Discard)
+	r.Handler = handlers.NewApp(context.Background(), cfg)
+	srv := httptest.NewUnstartedServer(r.Handler)
+	srv.Config.ErrorLog = slog.NewLogLogger(slog.DiscardHandler, slog.LevelError)
+	return srv
 }
 
 // WriteAuthFile writes a containers-auth.json for host.
