@@ -22,6 +22,9 @@ const (
 	// maxEndToEnd reads "save plus upload end to end well under the sum of
 	// the two".
 	maxEndToEnd = 0.90
+	// minEncryptedVsPlain: encrypting as it streams keeps at least this
+	// share of the unencrypted upload's throughput.
+	minEncryptedVsPlain = 0.80
 	// flatSlack is how much peak anonymous memory may grow from the smallest
 	// to the largest database and still count as flat: sampling and the
 	// garbage collector's pacing move it by a few MiB from run to run.
@@ -155,13 +158,16 @@ func printUpload(res sizeResult, saveWall float64, v *verdicts) {
 	fmt.Printf("### %s database: upload to the Cloud Storage emulator\n\n", sizeLabel(res.target))
 	fmt.Printf("fake-gcs-server in the bench process, HTTP on loopback, objects on disk. The backup is %s (snapshot %s). "+
 		"%s of each, alternating, after one warm-up write; the bench process keeps the heap the emulator faults in (see keepHeap).\n\n", mib(u.bytes), mib(u.snapBytes), measuredRuns(len(u.upload)))
-	var up, wr, e2e []float64
-	var cpu []float64
-	var rss, anon int64
+	var up, enc, wr, e2e []float64
+	var cpu, encCPU []float64
+	var rss, anon, encRSS, encAnon int64
 	for i, x := range u.upload {
 		up, wr, e2e = append(up, x.wall.Seconds()), append(wr, u.writer[i].Seconds()), append(e2e, u.endToEnd[i].wall.Seconds())
 		cpu = append(cpu, x.cpu.Seconds())
 		rss, anon = max(rss, x.peakRSS), max(anon, x.peakAnon)
+		e := u.encrypted[i]
+		enc, encCPU = append(enc, e.wall.Seconds()), append(encCPU, e.cpu.Seconds())
+		encRSS, encAnon = max(encRSS, e.peakRSS), max(encAnon, e.peakAnon)
 	}
 	upRate := func(wall float64) float64 { return float64(u.bytes) / (1 << 20) / wall }
 	wrRate := func(wall float64) float64 { return float64(u.snapBytes) / (1 << 20) / wall }
@@ -170,16 +176,19 @@ func printUpload(res sizeResult, saveWall float64, v *verdicts) {
 		rates[i] = upRate(up[i]) / wrRate(wr[i])
 	}
 	vsWriter := median(rates)
+	// Both uploads send the same files: throughput ÷ throughput is the
+	// inverse ratio of their wall times.
+	encVsPlain := median(roundRatios(up, enc))
 	spread := func(xs []float64) string {
 		return fmt.Sprintf("%.2f (%.2f–%.2f)", median(xs), slices.Min(xs), slices.Max(xs))
 	}
 	printTable([][]string{
-		{"measure", "etcd-backup upload", "one storage.Writer (snapshot only)", "upload ÷ Writer"},
-		{"wall time, s", spread(up), spread(wr), ratio(median(roundRatios(up, wr)))},
-		{"throughput, MiB/s", fmt.Sprintf("%.0f", upRate(median(up))), fmt.Sprintf("%.0f", wrRate(median(wr))), ratio(vsWriter)},
-		{"CPU time (user + sys), s", fmt.Sprintf("%.2f", median(cpu)), "(in the bench process)", ""},
-		{fmt.Sprintf("peak RSS, MiB (VmHWM, read every %s)", sampleEvery), mibN(rss), "", ""},
-		{fmt.Sprintf("peak anon, MiB (RssAnon, sampled every %s)", sampleEvery), mibN(anon), "", ""},
+		{"measure", "etcd-backup upload", "one storage.Writer (snapshot only)", "upload ÷ Writer", "upload --encrypt-to", "encrypted ÷ upload"},
+		{"wall time, s", spread(up), spread(wr), ratio(median(roundRatios(up, wr))), spread(enc), ratio(median(roundRatios(enc, up)))},
+		{"throughput, MiB/s", fmt.Sprintf("%.0f", upRate(median(up))), fmt.Sprintf("%.0f", wrRate(median(wr))), ratio(vsWriter), fmt.Sprintf("%.0f", upRate(median(enc))), ratio(encVsPlain)},
+		{"CPU time (user + sys), s", fmt.Sprintf("%.2f", median(cpu)), "(in the bench process)", "", fmt.Sprintf("%.2f", median(encCPU)), ""},
+		{fmt.Sprintf("peak RSS, MiB (VmHWM, read every %s)", sampleEvery), mibN(rss), "", "", mibN(encRSS), ""},
+		{fmt.Sprintf("peak anon, MiB (RssAnon, sampled every %s)", sampleEvery), mibN(anon), "", "", mibN(encAnon), ""},
 	})
 	fmt.Println("\nupload's throughput counts every file it sends over its whole run, which includes checking each file as it is sent; " +
 		"the throughput ratio is the median of the per-round ratios.")
@@ -194,6 +203,9 @@ func printUpload(res sizeResult, saveWall float64, v *verdicts) {
 
 	v.check(vsWriter >= 1, "upload throughput ≥ one plain storage.Writer: %.2f (%.0f against %.0f MiB/s)", vsWriter, upRate(median(up)), wrRate(median(wr)))
 	v.check(anon <= maxAnon, "upload peak anonymous memory ≤ %s: %s (sampled)", mib(maxAnon), mib(anon))
+	v.check(encVsPlain >= minEncryptedVsPlain, "encrypted upload throughput ≥ %.2f × upload: %.2f (%.0f against %.0f MiB/s)",
+		minEncryptedVsPlain, encVsPlain, upRate(median(enc)), upRate(median(up)))
+	v.check(encAnon <= maxAnon, "encrypted upload peak anonymous memory ≤ %s: %s (sampled)", mib(maxAnon), mib(encAnon))
 	v.check(e2eWall <= maxEndToEnd*sum, "save + upload end to end ≤ %.2f × (save alone + upload alone): %.2f (%.2f s against %.2f s)",
 		maxEndToEnd, e2eWall/sum, e2eWall, sum)
 	fmt.Println()
@@ -248,6 +260,7 @@ func printFlatness(all []sizeResult, v *verdicts) {
 	flat(v, "save", first.target, last.target, peakAnon(first.runs[ourSave]), peakAnon(last.runs[ourSave]))
 	if first.upload != nil && last.upload != nil {
 		flat(v, "upload", first.target, last.target, peakAnon(first.upload.upload), peakAnon(last.upload.upload))
+		flat(v, "encrypted upload", first.target, last.target, peakAnon(first.upload.encrypted), peakAnon(last.upload.encrypted))
 	}
 }
 

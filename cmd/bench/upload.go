@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"cloud.google.com/go/storage"
+	"filippo.io/age"
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 	"google.golang.org/api/iterator"
 	"google.golang.org/api/option"
@@ -129,6 +130,7 @@ type uploadResult struct {
 	bytes     int64 // all files of the backup
 	snapBytes int64 // the snapshot, which the plain Writer sends
 	upload    []usage
+	encrypted []usage // upload --encrypt-to, to one age key
 	writer    []time.Duration
 	// How the snapshot's time split in each run (timed at the joiner).
 	uploadTook, writerTook []handover
@@ -141,8 +143,9 @@ func hasUpload(ctx context.Context, bin string) bool {
 	return err == nil
 }
 
-// benchUpload takes one backup, then alternates `etcd-backup upload` of it
-// with one plain storage.Writer of its snapshot, each going first in turn;
+// benchUpload takes one backup, then rotates `etcd-backup upload` of it,
+// the same encrypted to an age key, and one plain storage.Writer of its
+// snapshot, each going first in turn;
 // then it runs save followed by upload in a fresh directory, as a Task's two
 // steps run. Those come last because a save makes the runtime hand memory
 // back (see keepHeap), which would slow down whatever follows it.
@@ -166,6 +169,11 @@ func (r *runner) benchUpload(ctx context.Context, size int64, runs int) (*upload
 	if res.bytes, err = dirBytes(backup); err != nil {
 		return nil, err
 	}
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		return nil, err
+	}
+	encryptTo := []string{"--encrypt-to", id.Recipient().String()}
 	defer r.keepHeap()()
 	// One write warms up the emulator and faults in the heap it needs.
 	logf("%s storage.Writer: warm-up", mib(size))
@@ -173,21 +181,24 @@ func (r *runner) benchUpload(ctx context.Context, size int64, runs int) (*upload
 		return nil, err
 	}
 	for round := 1; round <= runs; round++ {
-		logf("%s upload and storage.Writer: run %d of %d", mib(size), round, runs)
-		var u usage
+		logf("%s upload, encrypted upload and storage.Writer: run %d of %d", mib(size), round, runs)
+		var u, enc usage
 		var w time.Duration
 		var ut, wt handover
-		for i := range 2 {
-			if (i+round)%2 == 0 {
+		for i := range 3 {
+			switch (i + round) % 3 {
+			case 0:
 				u, ut, err = r.upload(ctx, backup)
-			} else {
+			case 1:
+				enc, _, err = r.upload(ctx, backup, encryptTo...)
+			default:
 				w, wt, err = r.writeOnce(ctx, backup, o.snapshot)
 			}
 			if err != nil {
 				return nil, err
 			}
 		}
-		res.upload, res.writer = append(res.upload, u), append(res.writer, w)
+		res.upload, res.encrypted, res.writer = append(res.upload, u), append(res.encrypted, enc), append(res.writer, w)
 		res.uploadTook, res.writerTook = append(res.uploadTook, ut), append(res.writerTook, wt)
 	}
 	for round := 1; round <= runs; round++ {
@@ -222,13 +233,14 @@ func cached(dir string) error {
 	return nil
 }
 
-// upload runs `etcd-backup upload` of dir to a fresh prefix, then empties it.
-func (r *runner) upload(ctx context.Context, dir string) (usage, handover, error) {
+// upload runs `etcd-backup upload` of dir, with the extra flags, to a
+// fresh prefix, then empties it.
+func (r *runner) upload(ctx context.Context, dir string, extra ...string) (usage, handover, error) {
 	r.seq++
 	prefix := "upload-" + strconv.Itoa(r.seq)
 	cmd := command{
 		path: r.bin,
-		args: []string{"upload", "--log-format", "json", dir, "gs://" + benchBucket + "/" + prefix},
+		args: append(append([]string{"upload", "--log-format", "json"}, extra...), dir, "gs://"+benchBucket+"/"+prefix),
 		env:  append(slices.Clone(r.env), "STORAGE_EMULATOR_HOST="+r.emu.host),
 	}
 	snaps, err := filepath.Glob(filepath.Join(dir, "snapshot_*.db"))
