@@ -191,30 +191,43 @@ func ageDecrypts(t *testing.T, d destination.Dest, name string, k Key, dir strin
 	}
 }
 
-func testEncryptedTampered(t *testing.T, h Harness, bs []Backup) {
-	d := h.New(t)
+// testTampered changes stored bytes where they rest: download and verify
+// fail with exit 4 and leave nothing, in the clear and encrypted alike.
+func testTampered(t *testing.T, h Harness, bs []Backup) {
 	k := AgeKey(t)
-	res, err := destination.UploadDir(t.Context(), d, bs[0].Dir, Recipients(t, k))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := d.Open(t.Context(), res.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := *s.Manifest().File(manifest.KindSnapshot)
-	s.Close()
-	h.Tamper(t, d, res.Name, f)
+	for _, c := range []struct {
+		name string
+		to   *encryption.Recipients
+		id   *encryption.Identity
+	}{
+		{"plain", nil, nil},
+		{"encrypted", Recipients(t, k), Identity(t, k)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := h.New(t)
+			res, err := destination.UploadDir(t.Context(), d, bs[0].Dir, c.to)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := d.Open(t.Context(), res.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := *s.Manifest().File(manifest.KindSnapshot)
+			s.Close()
+			h.Tamper(t, d, res.Name, f)
 
-	dir := filepath.Join(t.TempDir(), "download")
-	_, err = destination.Download(t.Context(), d, res.Name, dir, Identity(t, k))
-	if exitcode.Of(err) != exitcode.Verify {
-		t.Errorf("download of changed stored bytes = %v (exit %d), want exit %d", err, exitcode.Of(err), exitcode.Verify)
-	}
-	assertAbsent(t, dir)
-	_, err = destination.Verify(t.Context(), d, res.Name, verify.Options{Log: Log(t)}, nil)
-	if exitcode.Of(err) != exitcode.Verify {
-		t.Errorf("verify without a key of changed stored bytes = %v (exit %d), want exit %d", err, exitcode.Of(err), exitcode.Verify)
+			dir := filepath.Join(t.TempDir(), "download")
+			_, err = destination.Download(t.Context(), d, res.Name, dir, c.id)
+			if exitcode.Of(err) != exitcode.Verify {
+				t.Errorf("download of changed stored bytes = %v (exit %d), want exit %d", err, exitcode.Of(err), exitcode.Verify)
+			}
+			assertAbsent(t, dir)
+			_, err = destination.Verify(t.Context(), d, res.Name, verify.Options{Log: Log(t)}, nil)
+			if exitcode.Of(err) != exitcode.Verify {
+				t.Errorf("verify of changed stored bytes = %v (exit %d), want exit %d", err, exitcode.Of(err), exitcode.Verify)
+			}
+		})
 	}
 }
 

@@ -42,7 +42,7 @@ func Run(t *testing.T, h Harness, backups []Backup) {
 		{"InterruptedUploadIsNotComplete", testInterrupted},
 		{"PruneKeepsNewestAndForeign", testPrune},
 		{"Encrypted", testEncrypted},
-		{"EncryptedStoredBytesChanged", testEncryptedTampered},
+		{"StoredBytesChanged", testTampered},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.run(t, h, backups) })

@@ -7,6 +7,7 @@ package oci
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -309,5 +310,5 @@ func (u *upload) Close() error {
 	if u.dst == nil {
 		return nil
 	}
-	return u.dst.Close()
+	return errors.Join(u.dst.Close(), u.d.t.seal())
 }

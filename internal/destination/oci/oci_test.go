@@ -1,6 +1,7 @@
 package oci_test
 
 import (
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,6 +52,10 @@ func TestOCI(t *testing.T) {
 	t.Run("LayoutConformance", func(t *testing.T) { testLayoutConformance(t, bs) })
 	t.Run("RegistryConformanceHTTP", func(t *testing.T) { testRegistryConformanceHTTP(t, bs) })
 	t.Run("RegistryConformanceTLS", func(t *testing.T) { testRegistryConformanceTLS(t, bs) })
+	t.Run("LayoutModes", func(t *testing.T) { testLayoutModes(t, bs) })
+	t.Run("Faults", func(t *testing.T) { testFaults(t, bs) })
+	t.Run("DeletesDisabled", func(t *testing.T) { testDeletesDisabled(t, bs) })
+	t.Run("CopyImageInterop", func(t *testing.T) { testCopyImage(t, bs) })
 }
 
 func testLayoutConformance(t *testing.T, bs []desttest.Backup) {
@@ -115,6 +120,37 @@ func tamper(t *testing.T, path string) {
 	}
 	data[len(data)/2] ^= 0xff
 	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testLayoutModes: a layout holds the whole cluster's secrets; everything
+// upload writes in it is for its owner only (files 0600, directories 0700),
+// whatever the umask.
+func testLayoutModes(t *testing.T, bs []desttest.Backup) {
+	root := filepath.Join(t.TempDir(), "layout")
+	d := openDest(t, "oci:"+root, destination.RegistryOptions{})
+	if _, err := destination.UploadDir(t.Context(), d, bs[0].Dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	err := filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := e.Info()
+		if err != nil {
+			return err
+		}
+		want := fs.FileMode(0o600)
+		if e.IsDir() {
+			want = 0o700
+		}
+		if fi.Mode().Perm() != want {
+			t.Errorf("%s has mode %o, want %o", path, fi.Mode().Perm(), want)
+		}
+		return nil
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 }

@@ -262,5 +262,5 @@ func (d *Dest) Delete(ctx context.Context, tag string) error {
 	}
 	rctx, cancel := d.request(ctx)
 	defer cancel()
-	return d.t.delete(rctx, d.sys, tag, l.digest)
+	return errors.Join(d.t.delete(rctx, d.sys, tag, l.digest), d.t.seal())
 }

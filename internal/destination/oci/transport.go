@@ -35,6 +35,8 @@ type transport interface {
 	delete(ctx context.Context, sys *types.SystemContext, tag string, d digest.Digest) error
 	// prepare readies the destination for a first write.
 	prepare() error
+	// seal makes what a write left readable by its owner only.
+	seal() error
 }
 
 // Registry is the docker:// kind: a repository in a registry.
@@ -111,6 +113,7 @@ func (r registry) kind() string               { return "registry" }
 func (r registry) url(tag string) string      { return "docker://" + r.imageURL(tag) }
 func (r registry) imageURL(tag string) string { return r.repo.Name() + ":" + tag }
 func (r registry) prepare() error             { return nil }
+func (r registry) seal() error                { return nil }
 func (r registry) blobURL(d digest.Digest) string {
 	return r.repo.Name() + "@" + d.String()
 }
@@ -167,7 +170,23 @@ type layoutDir string
 func (l layoutDir) kind() string               { return "OCI layout" }
 func (l layoutDir) url(tag string) string      { return "oci:" + string(l) + ":" + tag }
 func (l layoutDir) imageURL(tag string) string { return "" }
-func (l layoutDir) prepare() error             { return os.MkdirAll(string(l), 0o700) }
+
+// prepare creates the layout's directories for the owner only, before
+// containers/image, which makes them 0755 when they do not exist.
+func (l layoutDir) prepare() error {
+	return os.MkdirAll(filepath.Join(string(l), "blobs", digest.SHA256.String()), 0o700)
+}
+
+// seal gives every file of the layout mode 0600: containers/image writes
+// blobs and index.json 0644, and a backup holds every Secret of a cluster.
+func (l layoutDir) seal() error {
+	return filepath.WalkDir(string(l), func(path string, e fs.DirEntry, err error) error {
+		if err != nil || !e.Type().IsRegular() {
+			return err
+		}
+		return os.Chmod(path, 0o600)
+	})
+}
 func (l layoutDir) blobURL(d digest.Digest) string {
 	return filepath.Join(string(l), "blobs", d.Algorithm().String(), d.Encoded())
 }

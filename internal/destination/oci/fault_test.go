@@ -1,0 +1,191 @@
+package oci_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"go.podman.io/image/v5/copy"
+	"go.podman.io/image/v5/directory"
+	"go.podman.io/image/v5/docker"
+	"go.podman.io/image/v5/signature"
+	"go.podman.io/image/v5/types"
+
+	"github.com/etcd-backup/etcd-backup/internal/destination"
+	"github.com/etcd-backup/etcd-backup/internal/destination/desttest"
+	"github.com/etcd-backup/etcd-backup/internal/destination/oci/ocitest"
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
+	"github.com/etcd-backup/etcd-backup/internal/manifest"
+)
+
+// blobData matches the requests that carry a blob's bytes.
+func blobData(r *http.Request) bool {
+	return strings.Contains(r.URL.Path, "/blobs/uploads/") && (r.Method == http.MethodPatch || r.Method == http.MethodPut)
+}
+
+// first answers the first n requests that match with do, and lets the
+// rest through.
+func first(n int32, match func(*http.Request) bool, do func(http.ResponseWriter, *http.Request)) func(http.ResponseWriter, *http.Request) bool {
+	var seen atomic.Int32
+	return func(w http.ResponseWriter, r *http.Request) bool {
+		if !match(r) || seen.Add(1) > n {
+			return false
+		}
+		do(w, r)
+		return true
+	}
+}
+
+func unavailable(w http.ResponseWriter, r *http.Request) {
+	io.Copy(io.Discard, r.Body)
+	http.Error(w, `{"errors":[{"code":"UNAVAILABLE","message":"injected"}]}`, http.StatusServiceUnavailable)
+}
+
+// reset reads some of the body, then drops the connection with a RST.
+func reset(w http.ResponseWriter, r *http.Request) {
+	io.CopyN(io.Discard, r.Body, 64<<10)
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		panic(err)
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	conn.Close()
+}
+
+// testFaults puts a proxy in front of a real registry: a 503 and a reset in
+// the middle of a blob are retried and the upload completes; a registry
+// that stops answering fails the upload within the stall timeout's bounds,
+// not at the overall deadline, and nothing counts as complete.
+func testFaults(t *testing.T, bs []desttest.Backup) {
+	reg := ocitest.Start(t, ocitest.Options{Deletes: true})
+	cases := []struct {
+		name  string
+		fault func(t *testing.T) func(http.ResponseWriter, *http.Request) bool
+		ok    bool
+	}{
+		{"503 on a blob", func(*testing.T) func(http.ResponseWriter, *http.Request) bool {
+			return first(2, blobData, unavailable)
+		}, true},
+		{"reset mid-blob", func(*testing.T) func(http.ResponseWriter, *http.Request) bool {
+			return first(1, blobData, reset)
+		}, true},
+		{"stall", func(t *testing.T) func(http.ResponseWriter, *http.Request) bool {
+			return first(1000, blobData, func(_ http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				select {
+				case <-r.Context().Done():
+				case <-t.Context().Done():
+				}
+			})
+		}, false},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := reg.NewProxy(t)
+			p.Fault = c.fault(t)
+			o := options(t, destination.RegistryOptions{InsecureSkipTLSVerify: true})
+			o.StallTimeout = 300 * time.Millisecond
+			d, err := kinds().Open(t.Context(), "docker://"+p.Host+"/backups/faults"+strconv.Itoa(i), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			// Far beyond the bound, far below the test's own timeout.
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			_, err = destination.UploadDir(ctx, d, bs[0].Dir, nil)
+			if ctx.Err() != nil {
+				t.Fatalf("upload held until the overall deadline: %v", err)
+			}
+			entries, lerr := d.List(t.Context())
+			if lerr != nil {
+				t.Fatal(lerr)
+			}
+			if c.ok {
+				if err != nil || len(entries) != 1 || entries[0].State != destination.Complete {
+					t.Errorf("upload through %s = %v, list %v; want it retried to one complete backup", c.name, err, entries)
+				}
+				return
+			}
+			if err == nil || len(entries) != 0 {
+				t.Errorf("upload to a stalled registry = %v, list %v; want an error and nothing listed", err, entries)
+			}
+		})
+	}
+}
+
+// testDeletesDisabled: a registry that refuses deletes (distribution's
+// default) costs prune one line that says how to enable them, exit 1, and
+// the backups stay.
+func testDeletesDisabled(t *testing.T, bs []desttest.Backup) {
+	reg := ocitest.Start(t, ocitest.Options{})
+	d := openDest(t, reg.URL("backups/nodelete"), destination.RegistryOptions{InsecureSkipTLSVerify: true})
+	for _, b := range bs[:2] {
+		if _, err := destination.UploadDir(t.Context(), d, b.Dir, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := destination.Prune(t.Context(), d, destination.Policy{KeepLast: 1}, "", time.Now(), false)
+	if exitcode.Of(err) != exitcode.Failure || !strings.Contains(err.Error(), "REGISTRY_STORAGE_DELETE_ENABLED=true") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("prune where deletes are disabled = %v (exit %d), want one line saying how to enable them, exit %d", err, exitcode.Of(err), exitcode.Failure)
+	}
+	if entries, _ := d.List(t.Context()); len(entries) != 2 {
+		t.Errorf("after a refused prune %d backups are listed, want 2", len(entries))
+	}
+}
+
+// testCopyImage reads what upload pushed with containers/image's own
+// copy.Image into a dir: layout, not through this package, and compares
+// every blob with the local files.
+func testCopyImage(t *testing.T, bs []desttest.Backup) {
+	reg := ocitest.Start(t, ocitest.Options{})
+	d := openDest(t, reg.URL("backups/interop"), destination.RegistryOptions{InsecureSkipTLSVerify: true})
+	res, err := destination.UploadDir(t.Context(), d, bs[1].Dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := docker.ParseReference("//" + reg.Host + "/backups/interop:" + res.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	dst, err := directory.NewReference(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy, err := signature.NewPolicyContext(&signature.Policy{Default: signature.PolicyRequirements{signature.NewPRInsecureAcceptAnything()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer policy.Destroy()
+	sys := &types.SystemContext{DockerInsecureSkipTLSVerify: types.OptionalBoolTrue, BlobInfoCacheDir: t.TempDir()}
+	if _, err := copy.Image(t.Context(), policy, dst, src, &copy.Options{SourceCtx: sys, DestinationCtx: sys}); err != nil {
+		t.Fatalf("copy.Image %s: %v", res.URL, err)
+	}
+	for _, f := range append(bs[1].Manifest.Files, manifest.File{Name: manifest.FileName}) {
+		want, err := os.ReadFile(filepath.Join(bs[1].Dir, f.Name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(filepath.Join(out, digest.FromBytes(want).Encoded()))
+		if errors.Is(err, os.ErrNotExist) {
+			t.Errorf("copy.Image brought no blob with the content of %s", f.Name)
+			continue
+		}
+		if err != nil || string(got) != string(want) {
+			t.Errorf("the copied blob of %s differs from the local file (%v)", f.Name, err)
+		}
+	}
+}
