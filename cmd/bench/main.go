@@ -26,6 +26,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/etcd-backup/etcd-backup/internal/destination/oci/ocitest"
 	"github.com/etcd-backup/etcd-backup/internal/testcluster"
 )
 
@@ -121,6 +122,8 @@ func run(ctx context.Context, cfg config) error {
 			return err
 		}
 		defer r.emu.stop()
+		r.reg = ocitest.Serve(filepath.Join(work, "registry"))
+		defer r.reg.Close()
 	default:
 		logf("%s has no upload command: no upload rows", bin)
 	}

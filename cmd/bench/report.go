@@ -209,6 +209,43 @@ func printUpload(res sizeResult, saveWall float64, v *verdicts) {
 	v.check(e2eWall <= maxEndToEnd*sum, "save + upload end to end ≤ %.2f × (save alone + upload alone): %.2f (%.2f s against %.2f s)",
 		maxEndToEnd, e2eWall/sum, e2eWall, sum)
 	fmt.Println()
+	if u.registry != nil {
+		printRegistry(res, v)
+	}
+}
+
+// printRegistry prints the registry table and verdicts of one database size.
+func printRegistry(res sizeResult, v *verdicts) {
+	u, g := res.upload, res.upload.registry
+	fmt.Printf("### %s database: upload to an OCI registry\n\n", sizeLabel(res.target))
+	fmt.Printf("The CNCF distribution registry in the bench process, plain HTTP on loopback, blobs on disk; each run to a fresh repository. "+
+		"%s of each, alternating, after one warm-up PutBlob.\n\n", measuredRuns(len(g.upload)))
+	var up, pb, cpu []float64
+	var rss, anon int64
+	for i, x := range g.upload {
+		up, pb = append(up, x.wall.Seconds()), append(pb, g.putBlob[i].Seconds())
+		cpu = append(cpu, x.cpu.Seconds())
+		rss, anon = max(rss, x.peakRSS), max(anon, x.peakAnon)
+	}
+	upRate := func(wall float64) float64 { return float64(u.bytes) / (1 << 20) / wall }
+	pbRate := func(wall float64) float64 { return float64(u.snapBytes) / (1 << 20) / wall }
+	rates := make([]float64, len(up))
+	for i := range up {
+		rates[i] = upRate(up[i]) / pbRate(pb[i])
+	}
+	vsPutBlob := median(rates)
+	printTable([][]string{
+		{"measure", "etcd-backup upload docker://", "one containers/image PutBlob (snapshot only)", "upload ÷ PutBlob"},
+		{"wall time, s", fmt.Sprintf("%.2f", median(up)), fmt.Sprintf("%.2f", median(pb)), ratio(median(roundRatios(up, pb)))},
+		{"throughput, MiB/s", fmt.Sprintf("%.0f", upRate(median(up))), fmt.Sprintf("%.0f", pbRate(median(pb))), ratio(vsPutBlob)},
+		{"CPU time (user + sys), s", fmt.Sprintf("%.2f", median(cpu)), "(in the bench process)", ""},
+		{fmt.Sprintf("peak RSS, MiB (VmHWM, read every %s)", sampleEvery), mibN(rss), "", ""},
+		{fmt.Sprintf("peak anon, MiB (RssAnon, sampled every %s)", sampleEvery), mibN(anon), "", ""},
+	})
+	fmt.Println()
+	v.check(vsPutBlob >= 1, "registry upload throughput ≥ one plain PutBlob: %.2f (%.0f against %.0f MiB/s)", vsPutBlob, upRate(median(up)), pbRate(median(pb)))
+	v.check(anon <= maxAnon, "registry upload peak anonymous memory ≤ %s: %s (sampled)", mib(maxAnon), mib(anon))
+	fmt.Println()
 }
 
 // splitTook returns the send and store seconds of each upload.
@@ -261,6 +298,9 @@ func printFlatness(all []sizeResult, v *verdicts) {
 	if first.upload != nil && last.upload != nil {
 		flat(v, "upload", first.target, last.target, peakAnon(first.upload.upload), peakAnon(last.upload.upload))
 		flat(v, "encrypted upload", first.target, last.target, peakAnon(first.upload.encrypted), peakAnon(last.upload.encrypted))
+		if first.upload.registry != nil && last.upload.registry != nil {
+			flat(v, "registry upload", first.target, last.target, peakAnon(first.upload.registry.upload), peakAnon(last.upload.registry.upload))
+		}
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcd-backup/etcd-backup/internal/destination/oci/ocitest"
 	"github.com/etcd-backup/etcd-backup/internal/testcluster"
 )
 
@@ -55,6 +56,7 @@ type runner struct {
 	cli     *clientv3.Client
 	tools   etcdTools
 	emu     *emulator // nil: no upload rows
+	reg     *ocitest.Registry
 	bin     string
 	scratch string
 	seq     int

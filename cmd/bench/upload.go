@@ -135,6 +135,7 @@ type uploadResult struct {
 	// How the snapshot's time split in each run (timed at the joiner).
 	uploadTook, writerTook []handover
 	endToEnd               []usage // save, then upload of what it saved
+	registry               *registryResult
 }
 
 // hasUpload tells whether bin has the upload command.
@@ -200,6 +201,11 @@ func (r *runner) benchUpload(ctx context.Context, size int64, runs int) (*upload
 		}
 		res.upload, res.encrypted, res.writer = append(res.upload, u), append(res.encrypted, enc), append(res.writer, w)
 		res.uploadTook, res.writerTook = append(res.uploadTook, ut), append(res.writerTook, wt)
+	}
+	if r.reg != nil {
+		if res.registry, err = r.benchRegistry(ctx, r.reg, backup, o.snapshot, size, runs); err != nil {
+			return nil, err
+		}
 	}
 	for round := 1; round <= runs; round++ {
 		logf("%s save then upload: run %d of %d", mib(size), round, runs)

@@ -26,19 +26,45 @@ import (
 // to is nil. Each file is checked against backup.json as it is read, before
 // it is encrypted; a file that fails the check fails the upload and nothing
 // is committed.
-func UploadDir(ctx context.Context, d Dest, dir string, to *encryption.Recipients) (Result, error) {
+func UploadDir(ctx context.Context, d Dest, dir string, to *encryption.Recipients) (_ Result, err error) {
 	b, err := verify.Listing(dir)
 	if err != nil {
 		return Result{}, err
 	}
-	// The snapshot's structure needs the whole file: it is checked before
-	// anything is sent.
-	if err := verify.Snapshot(ctx, filepath.Join(dir, b.File(manifest.KindSnapshot).Name), b); err != nil {
-		return Result{}, err
+	// The snapshot's structure needs the whole file: it is checked while
+	// the files are sent, on another core, and must pass before the
+	// commit. A failed check stops the sending at once; what was sent is
+	// then never committed.
+	plain := b // read by the check: never written from here on
+	ctx, stop := context.WithCancelCause(ctx)
+	structure := make(chan error, 1)
+	go func() {
+		err := verify.Snapshot(ctx, filepath.Join(dir, plain.File(manifest.KindSnapshot).Name), plain)
+		if err != nil {
+			stop(err)
+		}
+		structure <- err
+	}()
+	checked := func() error {
+		err := <-structure
+		structure <- err
+		return err
 	}
-	plain := b
+	defer func() {
+		stop(nil)
+		checked()
+		// A send cut short by a failed check fails with the check's error.
+		if cause := context.Cause(ctx); err != nil && !errors.Is(cause, context.Canceled) {
+			err = cause
+		}
+	}()
+	// b is the backup as stored: Put fills in its files.
 	if to != nil {
-		b = to.Plan(b)
+		b = to.Plan(plain)
+	} else {
+		stored := *plain
+		stored.Files = slices.Clone(plain.Files)
+		b = &stored
 	}
 	up, err := d.Begin(ctx, b)
 	if err != nil {
@@ -68,6 +94,9 @@ func UploadDir(ctx context.Context, d Dest, dir string, to *encryption.Recipient
 		if b.Files[i], _, err = up.Put(ctx, f, open); err != nil {
 			return Result{}, err
 		}
+	}
+	if err := checked(); err != nil {
+		return Result{}, err
 	}
 	return up.Commit(ctx, b)
 }

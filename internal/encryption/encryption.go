@@ -125,7 +125,7 @@ func canonicalSSH(key string) string {
 }
 
 // Keys are the public keys, as backup.json records them.
-func (rs *Recipients) Keys() []string { return rs.keys }
+func (rs *Recipients) Keys() []string { return slices.Clone(rs.keys) }
 
 // Encrypt returns a reader of src encrypted to the recipients: one age
 // file, produced as src is read, with a new file key each call.
@@ -300,7 +300,7 @@ func (rs *Recipients) Plan(b *manifest.Backup) *manifest.Backup {
 	p.SchemaVersion = manifest.SchemaStored
 	p.Files = slices.Clone(b.Files)
 	for i := range p.Files {
-		p.Files[i].Stored = &manifest.Stored{Encryption: Format, Recipients: slices.Clone(rs.keys)}
+		p.Files[i].Stored = &manifest.Stored{Encryption: Format, Recipients: rs.Keys()}
 	}
 	return &p
 }
