@@ -88,8 +88,8 @@ func (d *Dest) Begin(ctx context.Context, b *manifest.Backup) (destination.Uploa
 		if err != nil {
 			return nil, err
 		}
-		if !manifest.SameBackup(stored, b) {
-			return nil, usage(fmt.Errorf("%s already holds another backup (its %s differs): nothing was overwritten; remove it or upload to another prefix", ref, manifest.FileName))
+		if !manifest.SameBackup(stored, b) || !maps.Equal(stored.Locations, up.Locations) {
+			return nil, usage(fmt.Errorf("%s: %s already exists with other content (another backup, or this one stored otherwise: encrypted to other keys, its archive elsewhere): nothing was overwritten; not retryable: remove it or upload to another prefix", ref, manifest.FileName))
 		}
 		d.c.Log.Info("already uploaded, not sent again: " + ref.String())
 		u.done = stored
@@ -332,7 +332,33 @@ func (s *storedBackup) Open(ctx context.Context, f manifest.File) (io.ReadCloser
 	if errors.Is(err, store.ErrNotExist) {
 		return nil, failed("%s is missing: the backup is incomplete", loc.url)
 	}
-	return r, err
+	if err != nil {
+		return nil, err
+	}
+	m := progress.Start(ctx, s.d.c.Log, "reading "+loc.url.String(), f.Content().Size, s.d.c.ProgressInterval)
+	return &objectReader{r: r, meter: m}, nil
+}
+
+// objectReader logs a download's progress, and makes bytes the service
+// holds in another form than it recorded (a CRC32C mismatch on read) a
+// failed verification, not a failed transfer.
+type objectReader struct {
+	r     io.ReadCloser
+	meter *progress.Meter
+}
+
+func (o *objectReader) Read(p []byte) (int, error) {
+	n, err := o.r.Read(p)
+	o.meter.Write(p[:n])
+	if errors.Is(err, store.ErrCorrupt) {
+		err = exitcode.With(exitcode.Verify, err)
+	}
+	return n, err
+}
+
+func (o *objectReader) Close() error {
+	o.meter.Stop()
+	return o.r.Close()
 }
 
 // Delete removes backup name, backup.json first, if this tool wrote every

@@ -2,18 +2,21 @@ package remote_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"hash/crc32"
 	"log/slog"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 
 	"github.com/etcd-backup/etcd-backup/internal/backup"
+	"github.com/etcd-backup/etcd-backup/internal/destination"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
 	"github.com/etcd-backup/etcd-backup/internal/remote"
 	"github.com/etcd-backup/etcd-backup/internal/store"
@@ -179,4 +182,59 @@ func objects(t *testing.T, srv *gcstest.Server, bkt string) []string {
 		names = append(names, a.Name)
 	}
 	return names
+}
+
+// uploaded is what the tests look at of a backup upload stored.
+type uploaded struct {
+	Ref                                    remote.Ref
+	SnapshotURI, ResourcesURI, ManifestURI string
+	// Manifest is the backup.json stored: the local one plus Locations.
+	Manifest *manifest.Backup
+}
+
+// destOf is the gs:// prefix u on c as a destination.
+func destOf(c *remote.Client, u store.URL, o remote.UploadOptions) *remote.Dest {
+	return remote.NewDest(c, u, o, func() error { return nil })
+}
+
+// nameOf is ref's name below its destination.
+func nameOf(ref remote.Ref) string { return strings.TrimPrefix(ref.String(), ref.Dest.String()+"/") }
+
+// upload stores the backup in dir below u through the destination seam,
+// as the upload command does.
+func upload(ctx context.Context, c *remote.Client, dir string, u store.URL, o remote.UploadOptions) (*uploaded, error) {
+	d := destOf(c, u, o)
+	res, err := destination.UploadDir(ctx, d, dir, nil)
+	if err != nil {
+		return nil, err
+	}
+	ref, err := remote.ParseRef(res.URL)
+	if err != nil {
+		return nil, err
+	}
+	s, err := d.Open(ctx, res.Name)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	b := s.Manifest()
+	return &uploaded{
+		Ref:          ref,
+		SnapshotURI:  res.Files[b.File(manifest.KindSnapshot).Name],
+		ResourcesURI: res.Files[b.File(manifest.KindResources).Name],
+		ManifestURI:  res.Files[manifest.FileName],
+		Manifest:     b,
+	}, nil
+}
+
+func verifyRef(ctx context.Context, c *remote.Client, ref remote.Ref, o verify.Options) (*manifest.Backup, error) {
+	return destination.Verify(ctx, destOf(c, ref.Dest, remote.UploadOptions{}), nameOf(ref), o, nil)
+}
+
+func download(ctx context.Context, c *remote.Client, ref remote.Ref, dir string) (*manifest.Backup, error) {
+	return destination.Download(ctx, destOf(c, ref.Dest, remote.UploadOptions{}), nameOf(ref), dir, nil)
+}
+
+func newest(ctx context.Context, c *remote.Client, u store.URL, cluster string) (destination.Entry, error) {
+	return destination.Latest(ctx, destOf(c, u, remote.UploadOptions{}), cluster, c.Log)
 }

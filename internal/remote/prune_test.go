@@ -65,8 +65,8 @@ func TestGCSListCompleteness(t *testing.T) {
 		t.Errorf("complete backup's manifest = %+v", backups[1].Manifest)
 	}
 
-	latest, err := c.Latest(t.Context(), mustURL(t, "gs://"+bucket+"/etcd"), "")
-	if err != nil || latest.Ref.Timestamp != complete.Timestamp {
+	latest, err := newest(t.Context(), c, mustURL(t, "gs://"+bucket+"/etcd"), "")
+	if err != nil || latest.Timestamp != complete.Timestamp {
 		t.Errorf("Latest = %v, %v; want the complete backup %s, not the newer incomplete one", latest, err, complete.Timestamp)
 	}
 }
@@ -77,14 +77,14 @@ func TestGCSLatestClusters(t *testing.T) {
 	b := craft(t, srv, crafted{prefix: "p", cluster: "b", at: ago(2 * day)})
 	c := client(t, srv.Host())
 	dest := mustURL(t, "gs://"+bucket+"/p")
-	if _, err := c.Latest(t.Context(), dest, ""); exitcode.Of(err) != exitcode.Usage || !strings.Contains(err.Error(), "--cluster-id") {
+	if _, err := newest(t.Context(), c, dest, ""); exitcode.Of(err) != exitcode.Usage || !strings.Contains(err.Error(), "--cluster-id") {
 		t.Errorf("Latest of two clusters: %v, want a usage error naming --cluster-id", err)
 	}
-	got, err := c.Latest(t.Context(), dest, "b")
-	if err != nil || got.Ref.Timestamp != b.Timestamp {
+	got, err := newest(t.Context(), c, dest, "b")
+	if err != nil || got.Timestamp != b.Timestamp {
 		t.Errorf("Latest(b) = %v, %v", got, err)
 	}
-	if _, err := c.Latest(t.Context(), dest, "c"); err == nil {
+	if _, err := newest(t.Context(), c, dest, "c"); err == nil {
 		t.Error("Latest of an unknown cluster succeeded")
 	}
 }
@@ -435,8 +435,8 @@ func TestGCSCorruptNewest(t *testing.T) {
 	if b := backups[0]; b.Ref.Timestamp != bad.Timestamp || b.State != remote.Corrupt || !strings.Contains(b.Problem, "CRC32C") {
 		t.Errorf("newest backup %s: %s (%s), want corrupt for its CRC32C", b.Ref, b.State, b.Problem)
 	}
-	latest, err := c.Latest(t.Context(), dest, "")
-	if err != nil || latest.Ref.Timestamp != good.Timestamp {
+	latest, err := newest(t.Context(), c, dest, "")
+	if err != nil || latest.Timestamp != good.Timestamp {
 		t.Fatalf("Latest = %v, %v; want %s", latest, err, good.Timestamp)
 	}
 	if !strings.Contains(log.String(), "skipping gs://"+bucket+"/etcd/x/"+bad.Timestamp+", which is corrupt") {
@@ -480,7 +480,7 @@ func TestGCSNearby(t *testing.T) {
 	if backups, err := c.List(t.Context(), mustURL(t, "gs://"+bucket+"/deep/etcd")); err != nil || len(backups) != 1 || backups[0].Ref.Timestamp != b.Timestamp {
 		t.Errorf("List of the right prefix = %v, %v", backups, err)
 	}
-	if _, err := c.Latest(t.Context(), mustURL(t, "gs://"+bucket+"/deep"), ""); err == nil || !strings.Contains(err.Error(), "give the prefix gs://"+bucket+"/deep/etcd") {
+	if _, err := newest(t.Context(), c, mustURL(t, "gs://"+bucket+"/deep"), ""); err == nil || !strings.Contains(err.Error(), "give the prefix gs://"+bucket+"/deep/etcd") {
 		t.Errorf("Latest of a prefix too shallow: %v, want the right prefix suggested", err)
 	}
 }

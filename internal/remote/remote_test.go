@@ -108,7 +108,7 @@ func TestGCSWithRealBackup(t *testing.T) {
 		proxy := gcstest.NewProxy(t, srv)
 		c := client(t, proxy.Host())
 		ctx := t.Context()
-		up, err := c.Upload(ctx, dir, b, mustURL(t, dest), remote.UploadOptions{})
+		up, err := upload(ctx, c, dir, mustURL(t, dest), remote.UploadOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -138,7 +138,7 @@ func TestGCSWithRealBackup(t *testing.T) {
 
 		// Re-running the same upload sends nothing.
 		before := len(proxy.Requests())
-		if _, err := c.Upload(ctx, dir, b, mustURL(t, dest), remote.UploadOptions{}); err != nil {
+		if _, err := upload(ctx, c, dir, mustURL(t, dest), remote.UploadOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		for _, r := range proxy.Requests()[before:] {
@@ -147,11 +147,11 @@ func TestGCSWithRealBackup(t *testing.T) {
 			}
 		}
 
-		if _, err := c.Verify(ctx, up.Ref, verify.Options{Log: logger(t)}); err != nil {
+		if _, err := verifyRef(ctx, c, up.Ref, verify.Options{Log: logger(t)}); err != nil {
 			t.Fatal(err)
 		}
 		out := filepath.Join(t.TempDir(), "download")
-		if _, err := c.Download(ctx, up.Ref, out); err != nil {
+		if _, err := download(ctx, c, up.Ref, out); err != nil {
 			t.Fatal(err)
 		}
 		assertSameBackup(t, dir, out)
@@ -160,12 +160,12 @@ func TestGCSWithRealBackup(t *testing.T) {
 	t.Run("verify with trial restore", func(t *testing.T) {
 		srv := gcstest.New(t, bucket)
 		c := client(t, srv.Host())
-		up, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{})
+		up, err := upload(t.Context(), c, dir, mustURL(t, dest), remote.UploadOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		scratch := t.TempDir()
-		if _, err := c.Verify(t.Context(), up.Ref, verify.Options{Restore: true, ScratchDir: scratch, Log: logger(t)}); err != nil {
+		if _, err := verifyRef(t.Context(), c, up.Ref, verify.Options{Restore: true, ScratchDir: scratch, Log: logger(t)}); err != nil {
 			t.Fatal(err)
 		}
 		if entries, _ := os.ReadDir(scratch); len(entries) != 0 {
@@ -177,7 +177,7 @@ func TestGCSWithRealBackup(t *testing.T) {
 		srv := gcstest.New(t, bucket, otherBucket)
 		c := client(t, srv.Host())
 		to := mustURL(t, "gs://"+otherBucket+"/keys")
-		up, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{ResourcesTo: &to})
+		up, err := upload(t.Context(), c, dir, mustURL(t, dest), remote.UploadOptions{ResourcesTo: &to})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -188,11 +188,11 @@ func TestGCSWithRealBackup(t *testing.T) {
 		if names := objects(t, srv, bucket); slices.ContainsFunc(names, func(n string) bool { return strings.HasSuffix(n, res.Name) }) {
 			t.Errorf("archive also in %s: %v", bucket, names)
 		}
-		if _, err := c.Verify(t.Context(), up.Ref, verify.Options{Log: logger(t)}); err != nil {
+		if _, err := verifyRef(t.Context(), c, up.Ref, verify.Options{Log: logger(t)}); err != nil {
 			t.Fatal(err)
 		}
 		out := filepath.Join(t.TempDir(), "download")
-		if _, err := c.Download(t.Context(), up.Ref, out); err != nil {
+		if _, err := download(t.Context(), c, up.Ref, out); err != nil {
 			t.Fatal(err)
 		}
 		assertSameBackup(t, dir, out)
@@ -203,7 +203,7 @@ func TestGCSWithRealBackup(t *testing.T) {
 		name := "etcd/" + b.ClusterKey() + "/" + bdir + "/" + snap.Name
 		put(srv, bucket, name, []byte("someone else's"), nil, b.CreatedAt)
 		c := client(t, srv.Host())
-		_, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{})
+		_, err := upload(t.Context(), c, dir, mustURL(t, dest), remote.UploadOptions{})
 		// Retrying cannot help: exit 2, not 1, and it says so.
 		if exitcode.Of(err) != exitcode.Usage || !strings.Contains(err.Error(), "already exists with other content") || !strings.Contains(err.Error(), "not retryable") {
 			t.Fatalf("Upload: %v (exit %d), want exit 2, a clash, not retryable", err, exitcode.Of(err))
@@ -218,12 +218,12 @@ func TestGCSWithRealBackup(t *testing.T) {
 		srv := gcstest.New(t, bucket, otherBucket)
 		c := client(t, srv.Host())
 		to := mustURL(t, "gs://"+otherBucket+"/keys")
-		if _, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{ResourcesTo: &to}); err != nil {
+		if _, err := upload(t.Context(), c, dir, mustURL(t, dest), remote.UploadOptions{ResourcesTo: &to}); err != nil {
 			t.Fatal(err)
 		}
 		before := objects(t, srv, bucket)
 		// The same backup, but the archive next to it: another backup.json.
-		_, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{})
+		_, err := upload(t.Context(), c, dir, mustURL(t, dest), remote.UploadOptions{})
 		if err == nil || !strings.Contains(err.Error(), manifest.FileName+" already exists with other content") {
 			t.Fatalf("Upload: %v", err)
 		}
@@ -241,10 +241,10 @@ func TestGCSWithRealBackup(t *testing.T) {
 			flipByte(t, filepath.Join(changed, f.Name), f.Size/2)
 			srv := gcstest.New(t, bucket)
 			c := client(t, srv.Host())
-			_, err := c.Upload(t.Context(), changed, b, mustURL(t, dest), remote.UploadOptions{})
+			_, err := upload(t.Context(), c, changed, mustURL(t, dest), remote.UploadOptions{})
 			// The snapshot's structure check before sending, or the check
 			// as it is sent, whichever notices first.
-			if exitcode.Of(err) != exitcode.Verify || !strings.Contains(err.Error(), "refusing to upload ") || !strings.Contains(err.Error(), filepath.Join(changed, f.Name)) {
+			if exitcode.Of(err) != exitcode.Verify || !strings.Contains(err.Error(), f.Name+": ") {
 				t.Fatalf("Upload of a changed %s: %v (exit %d)", f.Name, err, exitcode.Of(err))
 			}
 			if names := objects(t, srv, bucket); len(names) != 0 {
@@ -283,11 +283,11 @@ func TestGCSWithRealBackup(t *testing.T) {
 				proxy.Add(f)
 			}
 			c := client(t, proxy.Host())
-			up, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{})
+			up, err := upload(t.Context(), c, dir, mustURL(t, dest), remote.UploadOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := c.Verify(t.Context(), up.Ref, verify.Options{Log: logger(t)}); err != nil {
+			if _, err := verifyRef(t.Context(), c, up.Ref, verify.Options{Log: logger(t)}); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -298,7 +298,7 @@ func TestGCSWithRealBackup(t *testing.T) {
 		proxy := gcstest.NewProxy(t, srv)
 		proxy.Add(gcstest.Fault{Match: isSnapshotData, Do: gcstest.Reset(64 << 10)})
 		c := client(t, proxy.Host())
-		if _, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{}); err == nil {
+		if _, err := upload(t.Context(), c, dir, mustURL(t, dest), remote.UploadOptions{}); err == nil {
 			t.Fatal("Upload succeeded through resets")
 		}
 		if names := objects(t, srv, bucket); len(names) != 0 {
@@ -313,7 +313,7 @@ func TestGCSWithRealBackup(t *testing.T) {
 		ctx, cancel := context.WithCancelCause(t.Context())
 		proxy.Add(gcstest.Fault{Match: isSnapshotData, Do: gcstest.Stall(func() { cancel(errors.New("interrupted by terminated")) })})
 		c := client(t, proxy.Host())
-		if _, err := c.Upload(ctx, dir, b, mustURL(t, dest), remote.UploadOptions{}); err == nil {
+		if _, err := upload(ctx, c, dir, mustURL(t, dest), remote.UploadOptions{}); err == nil {
 			t.Fatal("Upload succeeded after interruption")
 		}
 		if names := objects(t, srv, bucket); len(names) != 0 {
@@ -325,7 +325,7 @@ func TestGCSWithRealBackup(t *testing.T) {
 	t.Run("emulator down", func(t *testing.T) {
 		host := gcstest.DeadHost(t)
 		c := client(t, host)
-		if _, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{}); err == nil || !strings.Contains(err.Error(), "connection refused") {
+		if _, err := upload(t.Context(), c, dir, mustURL(t, dest), remote.UploadOptions{}); err == nil || !strings.Contains(err.Error(), "connection refused") {
 			t.Fatalf("Upload: %v, want connection refused", err)
 		}
 	})
@@ -350,17 +350,17 @@ func TestGCSWithRealBackup(t *testing.T) {
 		ref := remote.Ref{Dest: u, ClusterID: b.ClusterKey(), Timestamp: b.Timestamp, Snapshot: snap.SHA256[:12]}
 		ops := map[string]func(ctx context.Context) error{
 			"upload": func(ctx context.Context) error {
-				_, err := c.Upload(ctx, dir, b, u, remote.UploadOptions{})
+				_, err := upload(ctx, c, dir, u, remote.UploadOptions{})
 				return err
 			},
 			"list":   func(ctx context.Context) error { _, err := c.List(ctx, u); return err },
-			"latest": func(ctx context.Context) error { _, err := c.Latest(ctx, u, ""); return err },
+			"latest": func(ctx context.Context) error { _, err := newest(ctx, c, u, ""); return err },
 			"download": func(ctx context.Context) error {
-				_, err := c.Download(ctx, ref, filepath.Join(t.TempDir(), "out"))
+				_, err := download(ctx, c, ref, filepath.Join(t.TempDir(), "out"))
 				return err
 			},
 			"verify": func(ctx context.Context) error {
-				_, err := c.Verify(ctx, ref, verify.Options{Log: logger(t)})
+				_, err := verifyRef(ctx, c, ref, verify.Options{Log: logger(t)})
 				return err
 			},
 			"prune": func(ctx context.Context) error {
@@ -414,26 +414,26 @@ func TestGCSWithRealBackup(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := gcstest.New(t, bucket)
 			c := client(t, srv.Host())
-			up, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{})
+			up, err := upload(t.Context(), c, dir, mustURL(t, dest), remote.UploadOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			tt.damage(t, srv, "etcd/"+b.ClusterKey()+"/"+bdir+"/")
-			_, err = c.Verify(t.Context(), up.Ref, verify.Options{Log: logger(t)})
+			_, err = verifyRef(t.Context(), c, up.Ref, verify.Options{Log: logger(t)})
 			if exitcode.Of(err) != exitcode.Verify {
 				t.Errorf("Verify: %v (exit %d), want exit 4", err, exitcode.Of(err))
 			}
 			// Into a new directory: removed again. Into an empty one: left empty.
 			parent := t.TempDir()
 			newDir := filepath.Join(parent, "new")
-			if _, err := c.Download(t.Context(), up.Ref, newDir); exitcode.Of(err) != exitcode.Verify {
+			if _, err := download(t.Context(), c, up.Ref, newDir); exitcode.Of(err) != exitcode.Verify {
 				t.Errorf("Download: %v (exit %d), want exit 4", err, exitcode.Of(err))
 			}
 			if _, err := os.Stat(newDir); !errors.Is(err, fs.ErrNotExist) {
 				t.Errorf("download left %s behind (%v)", newDir, err)
 			}
 			empty := t.TempDir()
-			if _, err := c.Download(t.Context(), up.Ref, empty); exitcode.Of(err) != exitcode.Verify {
+			if _, err := download(t.Context(), c, up.Ref, empty); exitcode.Of(err) != exitcode.Verify {
 				t.Errorf("Download: %v, want exit 4", err)
 			}
 			if entries, _ := os.ReadDir(empty); len(entries) != 0 {
@@ -448,7 +448,7 @@ func TestGCSWithRealBackup(t *testing.T) {
 		srv := gcstest.New(t, bucket)
 		proxy := gcstest.NewProxy(t, srv)
 		c := client(t, proxy.Host())
-		up, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{})
+		up, err := upload(t.Context(), c, dir, mustURL(t, dest), remote.UploadOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -468,7 +468,7 @@ func TestGCSWithRealBackup(t *testing.T) {
 				w.Write(bad)
 			},
 		})
-		_, err = c.Verify(t.Context(), up.Ref, verify.Options{Log: logger(t)})
+		_, err = verifyRef(t.Context(), c, up.Ref, verify.Options{Log: logger(t)})
 		if exitcode.Of(err) != exitcode.Verify || !errors.Is(err, store.ErrCorrupt) {
 			t.Fatalf("Verify: %v (exit %d), want exit 4 and store.ErrCorrupt", err, exitcode.Of(err))
 		}
@@ -480,7 +480,7 @@ func TestGCSWithRealBackup(t *testing.T) {
 	t.Run("download into a non-empty directory", func(t *testing.T) {
 		srv := gcstest.New(t, bucket)
 		c := client(t, srv.Host())
-		up, err := c.Upload(t.Context(), dir, b, mustURL(t, dest), remote.UploadOptions{})
+		up, err := upload(t.Context(), c, dir, mustURL(t, dest), remote.UploadOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -488,7 +488,7 @@ func TestGCSWithRealBackup(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(out, "other"), nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := c.Download(t.Context(), up.Ref, out); exitcode.Of(err) != exitcode.Usage {
+		if _, err := download(t.Context(), c, up.Ref, out); exitcode.Of(err) != exitcode.Usage {
 			t.Errorf("Download: %v, want a usage error", err)
 		}
 	})
@@ -533,7 +533,7 @@ func assertNotComplete(t *testing.T, c *remote.Client, srv *gcstest.Server, dest
 			t.Errorf("%s listed complete; objects %v", b.Ref, objects(t, srv, bucket))
 		}
 	}
-	if _, err := c.Latest(t.Context(), mustURL(t, dest), ""); err == nil {
+	if _, err := newest(t.Context(), c, mustURL(t, dest), ""); err == nil {
 		t.Error("Latest found a backup")
 	}
 }
@@ -618,7 +618,7 @@ func TestGCSSameSecond(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		up, err := rc.Upload(t.Context(), dir, b, dest, remote.UploadOptions{})
+		up, err := upload(t.Context(), rc, dir, dest, remote.UploadOptions{})
 		if err != nil {
 			t.Fatalf("upload of %s: %v", b.Timestamp, err)
 		}
@@ -642,7 +642,7 @@ func TestGCSSameSecond(t *testing.T) {
 		t.Errorf("List = %v, want %v", listed, refs)
 	}
 	for _, ref := range refs {
-		if _, err := rc.Verify(t.Context(), ref, verify.Options{Log: logger(t)}); err != nil {
+		if _, err := verifyRef(t.Context(), rc, ref, verify.Options{Log: logger(t)}); err != nil {
 			t.Errorf("verify %s: %v", ref, err)
 		}
 	}

@@ -28,7 +28,7 @@ func TestDamagedStructureRefused(t *testing.T) {
 	dest := mustURL(t, "gs://"+bucket+"/etcd")
 
 	t.Run("upload", func(t *testing.T) {
-		_, err := c.Upload(t.Context(), dir, b, dest, remote.UploadOptions{})
+		_, err := upload(t.Context(), c, dir, dest, remote.UploadOptions{})
 		if exitcode.Of(err) != exitcode.Verify || !strings.Contains(err.Error(), "referenced twice") {
 			t.Fatalf("Upload: %v (exit %d), want exit 4 naming the page referenced twice", err, exitcode.Of(err))
 		}
@@ -48,7 +48,7 @@ func TestDamagedStructureRefused(t *testing.T) {
 			put(srv, bucket, "etcd/"+ref.ClusterID+"/"+ref.Timestamp+"/"+name, data, metadata(fileOf(name, data).SHA256), b.CreatedAt)
 		}
 		out := filepath.Join(t.TempDir(), "backup")
-		_, err := c.Download(t.Context(), ref, out)
+		_, err := download(t.Context(), c, ref, out)
 		if exitcode.Of(err) != exitcode.Verify || !strings.Contains(err.Error(), "referenced twice") {
 			t.Fatalf("Download: %v (exit %d), want exit 4 naming the page referenced twice", err, exitcode.Of(err))
 		}
