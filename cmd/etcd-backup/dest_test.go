@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/etcd-backup/etcd-backup/internal/destination/desttest"
 	"github.com/etcd-backup/etcd-backup/internal/destination/oci"
 	"github.com/etcd-backup/etcd-backup/internal/destination/oci/ocitest"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
@@ -70,6 +71,27 @@ func TestDestinationCommands(t *testing.T) {
 			}
 		})
 	}
+	t.Run("image form", func(t *testing.T) {
+		dest := plain.URL("backups/images")
+		code, _, stderr := cli(t, nil, "upload", "--tls-verify=false", "--oci-format", "image", dir, dest)
+		if code != 0 {
+			t.Fatalf("upload --oci-format image: exit %d\n%s", code, stderr)
+		}
+		down := filepath.Join(t.TempDir(), "down")
+		if code, _, stderr := cli(t, nil, "download", "--tls-verify=false", dest+":"+tag, down); code != 0 {
+			t.Fatalf("download of the image form: exit %d\n%s", code, stderr)
+		}
+		for _, f := range append(b.Files, manifest.File{Name: manifest.FileName}) {
+			want, _ := os.ReadFile(filepath.Join(dir, f.Name))
+			if got, err := os.ReadFile(filepath.Join(down, f.Name)); err != nil || string(got) != string(want) {
+				t.Errorf("downloaded %s differs from the saved one (%v)", f.Name, err)
+			}
+		}
+		code, _, stderr = cli(t, nil, "upload", "--oci-format", "image", "--encrypt-to", desttest.AgeKey(t).Public, dir, "oci:"+t.TempDir())
+		if code != exitcode.Usage || !strings.Contains(stderr, "--oci-format artifact") {
+			t.Errorf("encrypted image form: exit %d, want %d:\n%s", code, exitcode.Usage, stderr)
+		}
+	})
 	t.Run("GCS flags elsewhere", func(t *testing.T) {
 		code, _, stderr := cli(t, nil, "upload", "--kms-key", "projects/p/locations/l/keyRings/r/cryptoKeys/k", dir, "oci:"+t.TempDir())
 		if code != exitcode.Usage || !strings.Contains(stderr, "applies to gs://") {

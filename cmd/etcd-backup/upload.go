@@ -36,7 +36,7 @@ func uploadCommand() *command {
 			fs.StringVar(&gcsOpts.KMSKey, "kms-key", "", "gs:// only: Cloud KMS key that encrypts the objects (CMEK): projects/P/locations/L/keyRings/R/cryptoKeys/K")
 			fs.IntVar(&policy.KeepLast, "keep-last", 0, "after the upload, remove all but the newest N complete backups of this cluster at DEST (0: keep all)")
 			fs.DurationVar(&policy.KeepWithin, "keep-within", 0, "after the upload, remove complete backups of this cluster older than this, e.g. 720h (0: keep all)")
-			fs.StringVar(&format, "oci-format", destination.FormatArtifact, "docker:// and oci: only: the form of the pushed backup; artifact (an OCI artifact manifest) is the one this version writes")
+			fs.StringVar(&format, "oci-format", destination.FormatArtifact, "docker:// and oci: only: artifact (an OCI artifact, one layer per file; the default) or image (a scratch image whose one layer is a tar of the backup directory, for registries that take only images; not with --encrypt-to)")
 			fs.StringArrayVar(&to, "encrypt-to", nil, "encrypt the snapshot and archive to this public key as they are sent: an age key (age1...) or an SSH key (ssh-ed25519, ssh-rsa); repeatable, or several one a line; only the matching private key can read the backup")
 			fs.StringArrayVar(&toFiles, "encrypt-to-file", nil, "encrypt to the public keys in this file, one a line, # comments (as age -R); repeatable")
 			fs.BoolVar(&skip, "skip-if-no-dest", false, "with no DEST, log that nothing is uploaded and succeed, writing every upload result empty (for Tasks where the upload is optional)")
@@ -60,12 +60,15 @@ func uploadCommand() *command {
 				if err := checkKMSKey(gcsOpts.KMSKey); err != nil {
 					return err
 				}
-				if format != destination.FormatArtifact {
-					return usage("--oci-format %q: this version writes only %q", format, destination.FormatArtifact)
+				if format != destination.FormatArtifact && format != destination.FormatImage {
+					return usage("--oci-format %q: want %q or %q", format, destination.FormatArtifact, destination.FormatImage)
 				}
 				recipients, err := encryption.ParseRecipients(keyLines(to), toFiles)
 				if err != nil {
 					return err
+				}
+				if recipients != nil && format == destination.FormatImage {
+					return usage("--oci-format image stores the files as one tar layer, which this version does not encrypt: use --oci-format artifact with --encrypt-to")
 				}
 				retain := policy != destination.Policy{}
 				if retain {
@@ -78,6 +81,10 @@ func uploadCommand() *command {
 					return err
 				}
 				o.GCS.KMSKey, o.GCS.ResourcesTo = gcsOpts.KMSKey, gcsOpts.ResourcesTo
+				o.Registry.Format = format
+				if format != destination.FormatArtifact && strings.HasPrefix(args[1], "gs://") {
+					return usage("--oci-format applies to docker:// and oci: destinations, not %s", args[1])
+				}
 				d, err := destinations().Open(ctx, args[1], o)
 				if err != nil {
 					return err

@@ -34,8 +34,8 @@ func TestGCSConformance(t *testing.T) {
 			return name
 		},
 		// Other bytes of the same size, as the service reports them.
-		Tamper: func(t *testing.T, d destination.Dest, name string, f manifest.File) {
-			obj := mustURL(t, d.URL()).Join(name, f.Name).Path
+		Tamper: func(t *testing.T, res destination.Result, f manifest.File) {
+			obj := mustURL(t, res.Files[f.Name]).Path
 			o, err := srv.GetObject(bucket, obj)
 			if err != nil {
 				t.Fatal(err)

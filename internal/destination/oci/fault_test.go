@@ -2,11 +2,13 @@ package oci_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
 	"go.podman.io/image/v5/copy"
 	"go.podman.io/image/v5/directory"
 	"go.podman.io/image/v5/docker"
@@ -148,10 +151,11 @@ func testDeletesDisabled(t *testing.T, bs []desttest.Backup) {
 
 // testCopyImage reads what upload pushed with containers/image's own
 // copy.Image into a dir: layout, not through this package, and compares
-// every blob with the local files.
-func testCopyImage(t *testing.T, bs []desttest.Backup) {
+// every blob with the local files; for the image form, GNU tar unpacks the
+// layer into the directory cluster-restore.sh takes.
+func testCopyImage(t *testing.T, bs []desttest.Backup, format string) {
 	reg := ocitest.Start(t, ocitest.Options{})
-	d := openDest(t, reg.URL("backups/interop"), destination.RegistryOptions{InsecureSkipTLSVerify: true})
+	d := openDest(t, reg.URL("backups/interop"), destination.RegistryOptions{InsecureSkipTLSVerify: true, Format: format})
 	res, err := destination.UploadDir(t.Context(), d, bs[1].Dir, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -174,6 +178,17 @@ func testCopyImage(t *testing.T, bs []desttest.Backup) {
 	if _, err := copy.Image(t.Context(), policy, dst, src, &copy.Options{SourceCtx: sys, DestinationCtx: sys}); err != nil {
 		t.Fatalf("copy.Image %s: %v", res.URL, err)
 	}
+	if format == destination.FormatImage {
+		untarred := untarLayer(t, out)
+		for _, f := range append(bs[1].Manifest.Files, manifest.File{Name: manifest.FileName}) {
+			want, _ := os.ReadFile(filepath.Join(bs[1].Dir, f.Name))
+			got, err := os.ReadFile(filepath.Join(untarred, "backup", f.Name))
+			if err != nil || string(got) != string(want) {
+				t.Errorf("backup/%s from the image's layer differs from the local file (%v)", f.Name, err)
+			}
+		}
+		return
+	}
 	for _, f := range append(bs[1].Manifest.Files, manifest.File{Name: manifest.FileName}) {
 		want, err := os.ReadFile(filepath.Join(bs[1].Dir, f.Name))
 		if err != nil {
@@ -188,4 +203,27 @@ func testCopyImage(t *testing.T, bs []desttest.Backup) {
 			t.Errorf("the copied blob of %s differs from the local file (%v)", f.Name, err)
 		}
 	}
+}
+
+// untarLayer unpacks, with GNU tar, the one layer of the image that
+// copy.Image wrote into the dir: layout out.
+func untarLayer(t *testing.T, out string) string {
+	t.Helper()
+	tarCmd, err := exec.LookPath("tar")
+	if err != nil {
+		t.Fatal("tar is not installed; .ci/run installs it")
+	}
+	raw, err := os.ReadFile(filepath.Join(out, "manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m imgspecv1.Manifest
+	if err := json.Unmarshal(raw, &m); err != nil || len(m.Layers) != 1 {
+		t.Fatalf("manifest.json: %v, %d layers; want one", err, len(m.Layers))
+	}
+	dir := t.TempDir()
+	if msg, err := exec.Command(tarCmd, "-C", dir, "-xf", filepath.Join(out, m.Layers[0].Digest.Encoded())).CombinedOutput(); err != nil {
+		t.Fatalf("tar -xf: %v: %s", err, msg)
+	}
+	return dir
 }

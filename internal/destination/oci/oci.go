@@ -83,7 +83,10 @@ func (d *Dest) request(ctx context.Context) (context.Context, context.CancelFunc
 // backup (a re-run, which then sends nothing), and opens the destination.
 func (d *Dest) Begin(ctx context.Context, b *manifest.Backup) (destination.Upload, error) {
 	tag := Tag(b)
-	up := &upload{d: d, b: b, tag: tag, stored: map[string]bool{}}
+	up := &upload{d: d, b: b, tag: tag, stored: map[string]bool{}, image: d.opts.Registry.Format == destination.FormatImage, openers: map[string]destination.Opener{}}
+	if up.image && b.Encrypted() {
+		return nil, exitcode.With(exitcode.Usage, fmt.Errorf("--oci-format image stores the files as one tar layer, which this version does not encrypt: use --oci-format artifact with --encrypt-to"))
+	}
 	done, err := d.alreadyStored(ctx, tag, b)
 	if err != nil {
 		return nil, err
@@ -135,6 +138,9 @@ type upload struct {
 	done *loaded
 	// stored holds the files put so far; Commit needs every one.
 	stored map[string]bool
+	// image: the image form, whose one layer Commit sends from openers.
+	image   bool
+	openers map[string]destination.Opener
 }
 
 func (u *upload) Put(ctx context.Context, f manifest.File, open destination.Opener) (manifest.File, bool, error) {
@@ -143,6 +149,11 @@ func (u *upload) Put(ctx context.Context, f manifest.File, open destination.Open
 			return *sf, true, nil
 		}
 		return f, false, fmt.Errorf("%s holds no %s", u.d.t.url(u.tag), f.Name)
+	}
+	if u.image {
+		u.openers[f.Name] = open
+		u.stored[f.Name] = true
+		return f, false, nil
 	}
 	if destination.Sealed(f) {
 		stored, err := u.seal(ctx, f, open)
@@ -159,14 +170,26 @@ func (u *upload) Put(ctx context.Context, f manifest.File, open destination.Open
 	return f, reused, err
 }
 
-// seal sends bytes not known in advance: containers/image and the
+// seal sends f encrypted, and records the stored bytes.
+func (u *upload) seal(ctx context.Context, f manifest.File, open destination.Opener) (manifest.File, error) {
+	_, _, sent, err := u.sendUnknown(ctx, f.Name, mediaType(f), open)
+	if err != nil {
+		return f, err
+	}
+	s := *f.Stored
+	s.Size, s.SHA256, s.CRC32C = sent.Size(), sent.SHA256(), sent.CRC32C()
+	f.Stored = &s
+	return f, nil
+}
+
+// sendUnknown sends bytes not known in advance: containers/image and the
 // registry digest them as they go, and the blob is only accepted under the
 // digest they agree on, which must be that of the bytes read.
-func (u *upload) seal(ctx context.Context, f manifest.File, open destination.Opener) (manifest.File, error) {
+func (u *upload) sendUnknown(ctx context.Context, name, media string, open destination.Opener) (digest.Digest, int64, *manifest.Digest, error) {
 	var sent *manifest.Digest
 	var got types.BlobInfo
-	info := types.BlobInfo{Size: -1, MediaType: mediaType(f)}
-	err := retry(ctx, u.d.opts.RetryBase, u.d.opts.Log, "send "+f.Name, func() error {
+	info := types.BlobInfo{Size: -1, MediaType: media}
+	err := retry(ctx, u.d.opts.RetryBase, u.d.opts.Log, "send "+name, func() error {
 		sent = manifest.NewDigest()
 		digested := func() (io.ReadCloser, error) {
 			r, err := open()
@@ -176,20 +199,17 @@ func (u *upload) seal(ctx context.Context, f manifest.File, open destination.Ope
 			return readCloser{Reader: io.TeeReader(r, sent), close: r.Close}, nil
 		}
 		var err error
-		got, err = u.send(ctx, f.Name, info, digested, false)
+		got, err = u.send(ctx, name, info, digested, false)
 		return err
 	})
 	if err != nil {
-		return f, fmt.Errorf("send %s to %s: %w", f.Name, u.d.URL(), err)
+		return "", 0, nil, fmt.Errorf("send %s to %s: %w", name, u.d.URL(), err)
 	}
 	if got.Digest != digest.Digest("sha256:"+sent.SHA256()) || got.Size != sent.Size() {
-		return f, exitcode.With(exitcode.Verify, fmt.Errorf("send %s to %s: stored as %s (%d bytes), sent sha256:%s (%d bytes)", f.Name, u.d.URL(), got.Digest, got.Size, sent.SHA256(), sent.Size()))
+		return "", 0, nil, exitcode.With(exitcode.Verify, fmt.Errorf("send %s to %s: stored as %s (%d bytes), sent sha256:%s (%d bytes)", name, u.d.URL(), got.Digest, got.Size, sent.SHA256(), sent.Size()))
 	}
-	s := *f.Stored
-	s.Size, s.SHA256, s.CRC32C = sent.Size(), sent.SHA256(), sent.CRC32C()
-	f.Stored = &s
-	u.d.opts.Log.Info("sent "+f.Name+" encrypted", "digest", got.Digest, "bytes", got.Size)
-	return f, nil
+	u.d.opts.Log.Info("sent "+name, "digest", got.Digest, "bytes", got.Size)
+	return got.Digest, got.Size, sent, nil
 }
 
 // put sends one blob unless the destination has it already.
@@ -254,6 +274,11 @@ func (u *upload) Commit(ctx context.Context, b *manifest.Backup) (destination.Re
 	}
 	if u.done != nil {
 		res.Files[manifest.FileName] = u.d.t.blobURL(rawDigest(u.done.raw))
+		if u.done.layer != nil {
+			for name := range res.Files {
+				res.Files[name] = u.d.t.blobURL(u.done.layer.Digest)
+			}
+		}
 		return res, nil
 	}
 	for _, f := range b.Files {
@@ -269,14 +294,19 @@ func (u *upload) Commit(ctx context.Context, b *manifest.Backup) (destination.Re
 	if err := ctx.Err(); err != nil {
 		return res, fmt.Errorf("commit %s: %w", res.URL, context.Cause(ctx))
 	}
-	raw := func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
+	if u.image {
+		if err := u.commitImage(ctx, b, data, &res); err != nil {
+			return res, err
+		}
+		u.d.opts.Log.Info("committed "+res.URL, "digest", res.Digest, "format", destination.FormatImage)
+		return res, nil
+	}
 	info := types.BlobInfo{Digest: rawDigest(data), Size: int64(len(data)), MediaType: mediaTypeFile}
-	if _, err := u.put(ctx, manifest.FileName, info, raw, false); err != nil {
+	if _, err := u.put(ctx, manifest.FileName, info, bytesOpener(data), false); err != nil {
 		return res, err
 	}
-	empty := func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(emptyConfig)), nil }
 	cfg := types.BlobInfo{Digest: emptyDescriptor.Digest, Size: emptyDescriptor.Size, MediaType: emptyDescriptor.MediaType}
-	if _, err := u.put(ctx, "config", cfg, empty, true); err != nil {
+	if _, err := u.put(ctx, "config", cfg, bytesOpener(emptyConfig), true); err != nil {
 		return res, err
 	}
 	m, err := artifactManifest(b, data)
@@ -289,6 +319,11 @@ func (u *upload) Commit(ctx context.Context, b *manifest.Backup) (destination.Re
 	}
 	u.d.opts.Log.Info("committed "+res.URL, "digest", res.Digest)
 	return res, nil
+}
+
+// bytesOpener opens data, a small blob held in memory.
+func bytesOpener(data []byte) destination.Opener {
+	return func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
 }
 
 func (u *upload) pushManifest(ctx context.Context, b *manifest.Backup, m []byte) error {

@@ -49,19 +49,23 @@ func foreignTag(like *manifest.Backup) string {
 // TestOCI takes real backups once, for every subtest: each takes seconds.
 func TestOCI(t *testing.T) {
 	bs := desttest.Save(t)
-	t.Run("LayoutConformance", func(t *testing.T) { testLayoutConformance(t, bs) })
-	t.Run("RegistryConformanceHTTP", func(t *testing.T) { testRegistryConformanceHTTP(t, bs) })
+	t.Run("LayoutConformance", func(t *testing.T) { testLayoutConformance(t, bs, destination.FormatArtifact) })
+	t.Run("LayoutImageConformance", func(t *testing.T) { testLayoutConformance(t, bs, destination.FormatImage) })
+	t.Run("RegistryConformanceHTTP", func(t *testing.T) { testRegistryConformanceHTTP(t, bs, destination.FormatArtifact) })
+	t.Run("RegistryImageConformanceHTTP", func(t *testing.T) { testRegistryConformanceHTTP(t, bs, destination.FormatImage) })
 	t.Run("RegistryConformanceTLS", func(t *testing.T) { testRegistryConformanceTLS(t, bs) })
 	t.Run("LayoutModes", func(t *testing.T) { testLayoutModes(t, bs) })
 	t.Run("Faults", func(t *testing.T) { testFaults(t, bs) })
 	t.Run("DeletesDisabled", func(t *testing.T) { testDeletesDisabled(t, bs) })
-	t.Run("CopyImageInterop", func(t *testing.T) { testCopyImage(t, bs) })
+	t.Run("CopyImageInterop", func(t *testing.T) { testCopyImage(t, bs, destination.FormatArtifact) })
+	t.Run("CopyImageInteropImageForm", func(t *testing.T) { testCopyImage(t, bs, destination.FormatImage) })
 }
 
-func testLayoutConformance(t *testing.T, bs []desttest.Backup) {
+func testLayoutConformance(t *testing.T, bs []desttest.Backup, format string) {
 	desttest.Run(t, desttest.Harness{
+		OneBlob: format == destination.FormatImage,
 		New: func(t *testing.T) destination.Dest {
-			return openDest(t, "oci:"+filepath.Join(t.TempDir(), "layout"), destination.RegistryOptions{})
+			return openDest(t, "oci:"+filepath.Join(t.TempDir(), "layout"), destination.RegistryOptions{Format: format})
 		},
 		Foreign: func(t *testing.T, d destination.Dest, like *manifest.Backup) string {
 			tag := foreignTag(like)
@@ -72,14 +76,13 @@ func testLayoutConformance(t *testing.T, bs []desttest.Backup) {
 			ocitest.PushForeign(t, ref, &types.SystemContext{})
 			return tag
 		},
-		Tamper: func(t *testing.T, d destination.Dest, _ string, f manifest.File) {
-			tamper(t, filepath.Join(strings.TrimPrefix(d.URL(), "oci:"), "blobs/sha256", f.Content().SHA256))
-		},
+		Tamper: func(t *testing.T, res destination.Result, f manifest.File) { tamper(t, res.Files[f.Name]) },
 	}, bs)
 }
 
 func registryHarness(reg *ocitest.Registry, ro destination.RegistryOptions, sys *types.SystemContext) desttest.Harness {
 	return desttest.Harness{
+		OneBlob: ro.Format == destination.FormatImage,
 		New: func(t *testing.T) destination.Dest {
 			repo := "backups/" + strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
 			return openDest(t, reg.URL(repo), ro)
@@ -93,15 +96,16 @@ func registryHarness(reg *ocitest.Registry, ro destination.RegistryOptions, sys 
 			ocitest.PushForeign(t, ref, sys)
 			return tag
 		},
-		Tamper: func(t *testing.T, _ destination.Dest, _ string, f manifest.File) {
-			tamper(t, reg.BlobPath(digest.NewDigestFromEncoded(digest.SHA256, f.Content().SHA256)))
+		Tamper: func(t *testing.T, res destination.Result, f manifest.File) {
+			_, d, _ := strings.Cut(res.Files[f.Name], "@")
+			tamper(t, reg.BlobPath(digest.Digest(d)))
 		},
 	}
 }
 
-func testRegistryConformanceHTTP(t *testing.T, bs []desttest.Backup) {
+func testRegistryConformanceHTTP(t *testing.T, bs []desttest.Backup, format string) {
 	reg := ocitest.Start(t, ocitest.Options{Deletes: true})
-	ro := destination.RegistryOptions{InsecureSkipTLSVerify: true}
+	ro := destination.RegistryOptions{InsecureSkipTLSVerify: true, Format: format}
 	desttest.Run(t, registryHarness(reg, ro, &types.SystemContext{DockerInsecureSkipTLSVerify: types.OptionalBoolTrue}), bs)
 }
 

@@ -36,6 +36,8 @@ type loaded struct {
 	raw    []byte
 	b      *manifest.Backup
 	ours   bool
+	// layer is the one layer of the image form; nil for an artifact.
+	layer *imgspecv1.Descriptor
 	// problem says why this is not a complete backup; "" when it is.
 	problem string
 }
@@ -97,14 +99,21 @@ func (d *Dest) inspect(ctx context.Context, l *loaded, mb []byte) string {
 	if err := json.Unmarshal(mb, &l.m); err != nil {
 		return "manifest is not JSON: " + err.Error()
 	}
-	if l.m.MediaType != imgspecv1.MediaTypeImageManifest || l.m.ArtifactType != ArtifactType {
+	var raw []byte
+	var err error
+	switch {
+	case isImage(&l.m):
+		l.layer = &l.m.Layers[0]
+		raw, err = d.layerManifest(ctx, l.src, *l.layer)
+	case l.m.MediaType != imgspecv1.MediaTypeImageManifest || l.m.ArtifactType != ArtifactType:
 		return "not a backup written by etcd-backup (artifactType " + strconv.Quote(l.m.ArtifactType) + ")"
+	default:
+		desc, ok := layerNamed(&l.m, manifest.FileName)
+		if !ok {
+			return "manifest has no " + manifest.FileName + " layer"
+		}
+		raw, err = d.blob(ctx, l.src, desc)
 	}
-	desc, ok := layerNamed(&l.m, manifest.FileName)
-	if !ok {
-		return "manifest has no " + manifest.FileName + " layer"
-	}
-	raw, err := d.blob(ctx, l.src, desc)
 	if err != nil {
 		return err.Error()
 	}
@@ -118,6 +127,10 @@ func (d *Dest) inspect(ctx context.Context, l *loaded, mb []byte) string {
 		return manifest.FileName + " was written by " + strconv.Quote(b.Tool.Name)
 	}
 	l.ours = true
+	if l.layer != nil {
+		// The files are checked as they are read out of the layer.
+		return ""
+	}
 	return filesMatch(&l.m, b)
 }
 
@@ -232,6 +245,9 @@ func (s *stored) Close() error               { return s.l.src.Close() }
 
 // Open streams f's layer under the stall timeout.
 func (s *stored) Open(ctx context.Context, f manifest.File) (io.ReadCloser, error) {
+	if s.l.layer != nil {
+		return s.d.openEntry(ctx, s.l.src, *s.l.layer, f)
+	}
 	return s.d.stream(ctx, s.l.src, f.Name, fileDigest(f), f.Content().Size)
 }
 
