@@ -379,11 +379,11 @@ func (d *Dest) Delete(ctx context.Context, name string) error {
 		if b.Manifest == nil || b.Manifest.Tool.Name != manifest.ToolName {
 			return usage(fmt.Errorf("%s was not written by %s: not deleted", ref, manifest.ToolName))
 		}
-		dec, err := d.c.remove(ctx, Decision{Backup: b, Action: Remove}, d.c.now(), false)
+		dec, err := d.c.remove(ctx, Decision{Backup: b, Action: destination.Remove}, d.c.now(), false)
 		if err != nil {
 			return err
 		}
-		if dec.Action == Skip {
+		if dec.Action == destination.Skip {
 			return fmt.Errorf("%s not deleted: %s", ref, strings.TrimPrefix(dec.Reason, ", but "))
 		}
 		return nil
@@ -395,10 +395,10 @@ func (d *Dest) Delete(ctx context.Context, name string) error {
 // retention are respected, and leftovers of interrupted uploads go once a
 // day old.
 func (d *Dest) Prune(ctx context.Context, p destination.Policy, cluster string, dryRun bool) ([]destination.Decision, error) {
-	decisions, err := d.c.Prune(ctx, d.url, PruneOptions{Policy: Policy{KeepLast: p.KeepLast, KeepWithin: p.KeepWithin}, ClusterID: cluster, DryRun: dryRun})
+	decisions, err := d.c.Prune(ctx, d.url, PruneOptions{Policy: p, ClusterID: cluster, DryRun: dryRun})
 	out := make([]destination.Decision, 0, len(decisions))
 	for _, dec := range decisions {
-		out = append(out, destination.Decision{Entry: entry(dec.Backup), Action: destination.Action(dec.Action), Reason: dec.Reason})
+		out = append(out, destination.Decision{Entry: entry(dec.Backup), Action: dec.Action, Reason: dec.Reason})
 	}
 	return out, err
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/etcd-backup/etcd-backup/internal/destination"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
 	"github.com/etcd-backup/etcd-backup/internal/store"
 )
@@ -15,49 +16,19 @@ import (
 // Prune removes it: younger, its upload may still be running.
 const LeftoverAge = 24 * time.Hour
 
-// Policy says which complete backups to keep; a backup any rule keeps is kept.
-type Policy struct {
-	// KeepLast keeps the newest N backups of each cluster.
-	KeepLast int
-	// KeepWithin keeps the backups younger than this.
-	KeepWithin time.Duration
-}
-
-// Check rejects a policy that keeps nothing or has negative values.
-func (p Policy) Check() error {
-	switch {
-	case p.KeepLast < 0 || p.KeepWithin < 0:
-		return usage(errors.New("--keep-last and --keep-within must not be negative"))
-	case p.KeepLast == 0 && p.KeepWithin == 0:
-		return usage(errors.New("no retention policy: give --keep-last, --keep-within or both"))
-	}
-	return nil
-}
-
 // PruneOptions configure Prune.
 type PruneOptions struct {
-	Policy
+	destination.Policy
 	// ClusterID limits pruning to one cluster's backups; empty means all.
 	ClusterID string
 	// DryRun decides and checks everything but deletes nothing.
 	DryRun bool
 }
 
-// Action is what Prune does with a backup.
-type Action string
-
-// Actions.
-const (
-	Keep   Action = "keep"
-	Remove Action = "remove"
-	// Skip: the policy would remove the backup, but it must not be touched.
-	Skip Action = "skip"
-)
-
 // Decision is what Prune did, or with DryRun would do, with one backup.
 type Decision struct {
 	Backup *Backup
-	Action Action
+	Action destination.Action
 	Reason string
 }
 
@@ -86,7 +57,7 @@ func (c *Client) Prune(ctx context.Context, dest store.URL, o PruneOptions) ([]D
 			continue
 		}
 		d := decide(b, o.Policy, now, newest, ours)
-		if d.Action == Remove {
+		if d.Action == destination.Remove {
 			d, err = c.remove(ctx, d, now, o.DryRun)
 			if err != nil {
 				return out, err
@@ -100,8 +71,8 @@ func (c *Client) Prune(ctx context.Context, dest store.URL, o PruneOptions) ([]D
 // decide applies the policy to b; backups come newest first, and newest and
 // ours carry, per cluster, whether the newest complete backup was seen and
 // how many of this program's complete backups were.
-func decide(b *Backup, p Policy, now time.Time, newest map[string]bool, ours map[string]int) Decision {
-	keep := func(reason string) Decision { return Decision{Backup: b, Action: Keep, Reason: reason} }
+func decide(b *Backup, p destination.Policy, now time.Time, newest map[string]bool, ours map[string]int) Decision {
+	keep := func(reason string) Decision { return Decision{Backup: b, Action: destination.Keep, Reason: reason} }
 	cluster := b.Ref.ClusterID
 	switch {
 	case b.State != Complete && b.Objects[manifest.FileName] != nil:
@@ -122,7 +93,7 @@ func decide(b *Backup, p Policy, now time.Time, newest map[string]bool, ours map
 	case p.KeepWithin > 0 && now.Sub(b.Time) < p.KeepWithin:
 		return keep(fmt.Sprintf("younger than %s (--keep-within)", p.KeepWithin))
 	}
-	return Decision{Backup: b, Action: Remove, Reason: "outside the retention policy"}
+	return Decision{Backup: b, Action: destination.Remove, Reason: "outside the retention policy"}
 }
 
 func decideLeftover(b *Backup, now time.Time) Decision {
@@ -133,13 +104,13 @@ func decideLeftover(b *Backup, now time.Time) Decision {
 		}
 		mine++
 		if now.Sub(obj.Created) < LeftoverAge {
-			return Decision{Backup: b, Action: Keep, Reason: "incomplete, less than a day old: its upload may be running"}
+			return Decision{Backup: b, Action: destination.Keep, Reason: "incomplete, less than a day old: its upload may be running"}
 		}
 	}
 	if mine == 0 {
-		return Decision{Backup: b, Action: Keep, Reason: "incomplete, and holds no object etcd-backup wrote"}
+		return Decision{Backup: b, Action: destination.Keep, Reason: "incomplete, and holds no object etcd-backup wrote"}
 	}
-	return Decision{Backup: b, Action: Remove, Reason: "leftover of an interrupted upload, older than a day"}
+	return Decision{Backup: b, Action: destination.Remove, Reason: "leftover of an interrupted upload, older than a day"}
 }
 
 func writtenByUs(obj *store.Object) bool {
@@ -167,7 +138,7 @@ func (c *Client) remove(ctx context.Context, d Decision, now time.Time, dryRun b
 		}
 	}
 	if why != "" {
-		return Decision{Backup: d.Backup, Action: Skip, Reason: d.Reason + ", but " + why + "; left untouched"}, nil
+		return Decision{Backup: d.Backup, Action: destination.Skip, Reason: d.Reason + ", but " + why + "; left untouched"}, nil
 	}
 	if dryRun {
 		d.Reason += " (dry run: nothing deleted)"
@@ -182,7 +153,7 @@ func (c *Client) remove(ctx context.Context, d Decision, now time.Time, dryRun b
 		case errors.Is(err, store.ErrPermission), errors.Is(err, store.ErrChanged):
 			if i == 0 && d.Backup.State == Complete {
 				// backup.json stays, so the backup stays complete and whole.
-				return Decision{Backup: d.Backup, Action: Skip, Reason: d.Reason + ", but deleting " + t.url + " was refused: " + err.Error()}, nil
+				return Decision{Backup: d.Backup, Action: destination.Skip, Reason: d.Reason + ", but deleting " + t.url + " was refused: " + err.Error()}, nil
 			}
 			left = append(left, fmt.Sprintf("%s (%v)", t.url, err))
 		case errors.Is(err, store.ErrNotExist):

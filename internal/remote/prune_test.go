@@ -12,6 +12,7 @@ import (
 	"cloud.google.com/go/storage"
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 
+	"github.com/etcd-backup/etcd-backup/internal/destination"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
 	"github.com/etcd-backup/etcd-backup/internal/remote"
@@ -90,7 +91,7 @@ func TestGCSLatestClusters(t *testing.T) {
 }
 
 func TestGCSPolicyCheck(t *testing.T) {
-	for _, p := range []remote.Policy{{}, {KeepLast: -1}, {KeepWithin: -time.Hour}} {
+	for _, p := range []destination.Policy{{}, {KeepLast: -1}, {KeepWithin: -time.Hour}} {
 		if err := p.Check(); exitcode.Of(err) != exitcode.Usage {
 			t.Errorf("%+v: %v, want a usage error", p, err)
 		}
@@ -100,98 +101,98 @@ func TestGCSPolicyCheck(t *testing.T) {
 // prunable is a backup crafted for prune tests, with the outcome expected.
 type prunable struct {
 	crafted
-	want remote.Action
+	want destination.Action
 }
 
 func TestGCSPrune(t *testing.T) {
 	tests := []struct {
 		name    string
-		policy  remote.Policy
+		policy  destination.Policy
 		backups []prunable
 	}{
 		{
 			name:   "keep last",
-			policy: remote.Policy{KeepLast: 2},
+			policy: destination.Policy{KeepLast: 2},
 			backups: []prunable{
-				{crafted{at: ago(1 * day)}, remote.Keep},
-				{crafted{at: ago(2 * day)}, remote.Keep},
-				{crafted{at: ago(3 * day)}, remote.Remove},
-				{crafted{at: ago(4 * day)}, remote.Remove},
+				{crafted{at: ago(1 * day)}, destination.Keep},
+				{crafted{at: ago(2 * day)}, destination.Keep},
+				{crafted{at: ago(3 * day)}, destination.Remove},
+				{crafted{at: ago(4 * day)}, destination.Remove},
 			},
 		},
 		{
 			name:   "keep within",
-			policy: remote.Policy{KeepWithin: 36 * time.Hour},
+			policy: destination.Policy{KeepWithin: 36 * time.Hour},
 			backups: []prunable{
-				{crafted{at: ago(time.Hour)}, remote.Keep},
-				{crafted{at: ago(30 * time.Hour)}, remote.Keep},
-				{crafted{at: ago(50 * time.Hour)}, remote.Remove},
+				{crafted{at: ago(time.Hour)}, destination.Keep},
+				{crafted{at: ago(30 * time.Hour)}, destination.Keep},
+				{crafted{at: ago(50 * time.Hour)}, destination.Remove},
 			},
 		},
 		{
 			name:   "either rule keeps",
-			policy: remote.Policy{KeepLast: 1, KeepWithin: 36 * time.Hour},
+			policy: destination.Policy{KeepLast: 1, KeepWithin: 36 * time.Hour},
 			backups: []prunable{
-				{crafted{at: ago(time.Hour)}, remote.Keep},
-				{crafted{at: ago(30 * time.Hour)}, remote.Keep},
-				{crafted{at: ago(50 * time.Hour)}, remote.Remove},
+				{crafted{at: ago(time.Hour)}, destination.Keep},
+				{crafted{at: ago(30 * time.Hour)}, destination.Keep},
+				{crafted{at: ago(50 * time.Hour)}, destination.Remove},
 			},
 		},
 		{
 			name:   "newest complete is never removed",
-			policy: remote.Policy{KeepWithin: time.Hour},
+			policy: destination.Policy{KeepWithin: time.Hour},
 			backups: []prunable{
-				{crafted{at: ago(5 * day)}, remote.Keep},
-				{crafted{at: ago(6 * day)}, remote.Remove},
+				{crafted{at: ago(5 * day)}, destination.Keep},
+				{crafted{at: ago(6 * day)}, destination.Remove},
 			},
 		},
 		{
 			name:   "an incomplete backup is not the newest",
-			policy: remote.Policy{KeepLast: 1},
+			policy: destination.Policy{KeepLast: 1},
 			backups: []prunable{
-				{crafted{at: ago(time.Hour), noManifest: true}, remote.Keep},
-				{crafted{at: ago(2 * day)}, remote.Keep},
-				{crafted{at: ago(3 * day)}, remote.Remove},
+				{crafted{at: ago(time.Hour), noManifest: true}, destination.Keep},
+				{crafted{at: ago(2 * day)}, destination.Keep},
+				{crafted{at: ago(3 * day)}, destination.Remove},
 			},
 		},
 		{
 			name:   "leftovers older than a day go",
-			policy: remote.Policy{KeepLast: 1},
+			policy: destination.Policy{KeepLast: 1},
 			backups: []prunable{
-				{crafted{at: ago(1 * day)}, remote.Keep},
-				{crafted{at: ago(3 * day), noManifest: true}, remote.Remove},
+				{crafted{at: ago(1 * day)}, destination.Keep},
+				{crafted{at: ago(3 * day), noManifest: true}, destination.Remove},
 				// Saved long ago, uploaded just now: the upload may be running.
-				{crafted{at: ago(4 * day), noManifest: true, created: ago(time.Hour)}, remote.Keep},
-				{crafted{at: ago(5 * day), noManifest: true, foreignData: true}, remote.Keep},
+				{crafted{at: ago(4 * day), noManifest: true, created: ago(time.Hour)}, destination.Keep},
+				{crafted{at: ago(5 * day), noManifest: true, foreignData: true}, destination.Keep},
 			},
 		},
 		{
 			name:   "other writers are left alone",
-			policy: remote.Policy{KeepLast: 1},
+			policy: destination.Policy{KeepLast: 1},
 			backups: []prunable{
-				{crafted{at: ago(1 * day)}, remote.Keep},
-				{crafted{at: ago(2 * day), tool: "cluster-backup.sh"}, remote.Keep},
+				{crafted{at: ago(1 * day)}, destination.Keep},
+				{crafted{at: ago(2 * day), tool: "cluster-backup.sh"}, destination.Keep},
 				// Data objects another tool wrote: corrupt, so kept.
-				{crafted{at: ago(3 * day), foreignData: true}, remote.Keep},
-				{crafted{at: ago(4 * day)}, remote.Remove},
+				{crafted{at: ago(3 * day), foreignData: true}, destination.Keep},
+				{crafted{at: ago(4 * day)}, destination.Remove},
 			},
 		},
 		{
 			name:   "per cluster",
-			policy: remote.Policy{KeepLast: 1},
+			policy: destination.Policy{KeepLast: 1},
 			backups: []prunable{
-				{crafted{at: ago(1 * day), cluster: "a"}, remote.Keep},
-				{crafted{at: ago(2 * day), cluster: "a"}, remote.Remove},
-				{crafted{at: ago(3 * day), cluster: "b"}, remote.Keep},
-				{crafted{at: ago(4 * day), cluster: "b"}, remote.Remove},
+				{crafted{at: ago(1 * day), cluster: "a"}, destination.Keep},
+				{crafted{at: ago(2 * day), cluster: "a"}, destination.Remove},
+				{crafted{at: ago(3 * day), cluster: "b"}, destination.Keep},
+				{crafted{at: ago(4 * day), cluster: "b"}, destination.Remove},
 			},
 		},
 		{
 			name:   "archive in another bucket",
-			policy: remote.Policy{KeepLast: 1},
+			policy: destination.Policy{KeepLast: 1},
 			backups: []prunable{
-				{crafted{at: ago(1 * day), resourcesTo: "keys"}, remote.Keep},
-				{crafted{at: ago(2 * day), resourcesTo: "keys"}, remote.Remove},
+				{crafted{at: ago(1 * day), resourcesTo: "keys"}, destination.Keep},
+				{crafted{at: ago(2 * day), resourcesTo: "keys"}, destination.Remove},
 			},
 		},
 	}
@@ -218,7 +219,7 @@ func TestGCSPrune(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				want := map[remote.Ref]remote.Action{}
+				want := map[remote.Ref]destination.Action{}
 				for _, b := range tt.backups {
 					b.prefix = "etcd"
 					if b.cluster == "" {
@@ -230,14 +231,14 @@ func TestGCSPrune(t *testing.T) {
 					// The foreign object alone is no backup of ours: kept.
 					w, ok := want[d.Backup.Ref]
 					if !ok {
-						w = remote.Keep
+						w = destination.Keep
 					}
 					delete(want, d.Backup.Ref)
 					if d.Action != w {
 						t.Errorf("dry run %v: %s: %s (%s), want %s", dryRun, d.Backup.Ref, d.Action, d.Reason, w)
 					}
 					left := objectsBelow(t, srv, d.Backup.Ref)
-					if d.Action == remote.Remove && !dryRun {
+					if d.Action == destination.Remove && !dryRun {
 						for _, name := range left {
 							if written(t, srv, name) {
 								t.Errorf("%s kept after removal", name)
@@ -263,7 +264,7 @@ func TestGCSPruneProtected(t *testing.T) {
 	tests := []struct {
 		name   string
 		setup  func(t *testing.T, srv *gcstest.Server, p *gcstest.Proxy, dir string, b *manifest.Backup)
-		want   remote.Action
+		want   destination.Action
 		reason string
 		left   []string // of the old backup's files, those expected to remain
 	}{
@@ -277,7 +278,7 @@ func TestGCSPruneProtected(t *testing.T) {
 				obj.Retention = &storage.ObjectRetention{Mode: "Locked", RetainUntil: now.Add(time.Hour)}
 				srv.CreateObject(fakestorage.Object{ObjectAttrs: obj.ObjectAttrs, Content: obj.Content})
 			},
-			want: remote.Skip, reason: "retained until", left: []string{"snapshot", "resources", "backup.json"},
+			want: destination.Skip, reason: "retained until", left: []string{"snapshot", "resources", "backup.json"},
 		},
 		{
 			name: "hold",
@@ -288,21 +289,21 @@ func TestGCSPruneProtected(t *testing.T) {
 					}
 				})
 			},
-			want: remote.Skip, reason: "under a hold", left: []string{"snapshot", "resources", "backup.json"},
+			want: destination.Skip, reason: "under a hold", left: []string{"snapshot", "resources", "backup.json"},
 		},
 		{
 			name: "delete of backup.json refused",
 			setup: func(t *testing.T, srv *gcstest.Server, p *gcstest.Proxy, dir string, b *manifest.Backup) {
 				p.Add(gcstest.Fault{Match: gcstest.IsDelete(dir + manifest.FileName), Do: gcstest.Status(http.StatusForbidden)})
 			},
-			want: remote.Skip, reason: "was refused", left: []string{"snapshot", "resources", "backup.json"},
+			want: destination.Skip, reason: "was refused", left: []string{"snapshot", "resources", "backup.json"},
 		},
 		{
 			name: "delete of the snapshot refused",
 			setup: func(t *testing.T, srv *gcstest.Server, p *gcstest.Proxy, dir string, b *manifest.Backup) {
 				p.Add(gcstest.Fault{Match: gcstest.IsDelete(dir + b.File(manifest.KindSnapshot).Name), Do: gcstest.Status(http.StatusForbidden)})
 			},
-			want: remote.Remove, reason: "left as an incomplete backup", left: []string{"snapshot"},
+			want: destination.Remove, reason: "left as an incomplete backup", left: []string{"snapshot"},
 		},
 	}
 	for _, tt := range tests {
@@ -315,7 +316,7 @@ func TestGCSPruneProtected(t *testing.T) {
 			tt.setup(t, srv, proxy, dir, b)
 			c := client(t, proxy.Host())
 			c.Now = func() time.Time { return now }
-			decisions, err := c.Prune(t.Context(), mustURL(t, "gs://"+bucket+"/etcd"), remote.PruneOptions{Policy: remote.Policy{KeepLast: 1}})
+			decisions, err := c.Prune(t.Context(), mustURL(t, "gs://"+bucket+"/etcd"), remote.PruneOptions{Policy: destination.Policy{KeepLast: 1}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -344,7 +345,7 @@ func TestGCSPruneDeletesManifestFirst(t *testing.T) {
 	b := craft(t, srv, crafted{prefix: "etcd", cluster: "x", at: ago(2 * day)})
 	c := client(t, proxy.Host())
 	c.Now = func() time.Time { return now }
-	if _, err := c.Prune(t.Context(), mustURL(t, "gs://"+bucket+"/etcd"), remote.PruneOptions{Policy: remote.Policy{KeepLast: 1}}); err != nil {
+	if _, err := c.Prune(t.Context(), mustURL(t, "gs://"+bucket+"/etcd"), remote.PruneOptions{Policy: destination.Policy{KeepLast: 1}}); err != nil {
 		t.Fatal(err)
 	}
 	var deletes []string
@@ -366,7 +367,7 @@ func TestGCSPruneOneCluster(t *testing.T) {
 	}
 	c := client(t, srv.Host())
 	c.Now = func() time.Time { return now }
-	decisions, err := c.Prune(t.Context(), mustURL(t, "gs://"+bucket+"/etcd"), remote.PruneOptions{Policy: remote.Policy{KeepLast: 1}, ClusterID: "b"})
+	decisions, err := c.Prune(t.Context(), mustURL(t, "gs://"+bucket+"/etcd"), remote.PruneOptions{Policy: destination.Policy{KeepLast: 1}, ClusterID: "b"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -442,11 +443,11 @@ func TestGCSCorruptNewest(t *testing.T) {
 	if !strings.Contains(log.String(), "skipping gs://"+bucket+"/etcd/x/"+bad.Timestamp+", which is corrupt") {
 		t.Errorf("Latest does not say it skipped %s:\n%s", bad.Timestamp, log.String())
 	}
-	decisions, err := c.Prune(t.Context(), dest, remote.PruneOptions{Policy: remote.Policy{KeepLast: 1}})
+	decisions, err := c.Prune(t.Context(), dest, remote.PruneOptions{Policy: destination.Policy{KeepLast: 1}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]remote.Action{bad.Timestamp: remote.Keep, good.Timestamp: remote.Keep, older.Timestamp: remote.Remove}
+	want := map[string]destination.Action{bad.Timestamp: destination.Keep, good.Timestamp: destination.Keep, older.Timestamp: destination.Remove}
 	for _, d := range decisions {
 		if d.Action != want[d.Backup.Ref.Timestamp] {
 			t.Errorf("prune %s: %s (%s), want %s", d.Backup.Ref, d.Action, d.Reason, want[d.Backup.Ref.Timestamp])

@@ -19,6 +19,7 @@ import (
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 
 	"github.com/etcd-backup/etcd-backup/internal/backup"
+	"github.com/etcd-backup/etcd-backup/internal/destination"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
 	"github.com/etcd-backup/etcd-backup/internal/remote"
@@ -364,7 +365,7 @@ func TestGCSWithRealBackup(t *testing.T) {
 				return err
 			},
 			"prune": func(ctx context.Context) error {
-				_, err := c.Prune(ctx, u, remote.PruneOptions{Policy: remote.Policy{KeepLast: 1}})
+				_, err := c.Prune(ctx, u, remote.PruneOptions{Policy: destination.Policy{KeepLast: 1}})
 				return err
 			},
 		}
