@@ -45,17 +45,16 @@ func UploadDir(ctx context.Context, d Dest, dir string, to *encryption.Recipient
 		}
 		structure <- err
 	}()
-	checked := func() error {
+	structureErr := func() error {
 		err := <-structure
 		structure <- err
 		return err
 	}
 	defer func() {
 		stop(nil)
-		checked()
 		// A send cut short by a failed check fails with the check's error.
-		if cause := context.Cause(ctx); err != nil && !errors.Is(cause, context.Canceled) {
-			err = cause
+		if serr := structureErr(); err != nil && serr != nil && errors.Is(context.Cause(ctx), serr) {
+			err = serr
 		}
 	}()
 	// b is the backup as stored: Put fills in its files.
@@ -95,7 +94,7 @@ func UploadDir(ctx context.Context, d Dest, dir string, to *encryption.Recipient
 			return Result{}, err
 		}
 	}
-	if err := checked(); err != nil {
+	if err := structureErr(); err != nil {
 		return Result{}, err
 	}
 	return up.Commit(ctx, b)
