@@ -38,6 +38,9 @@ func TestDestinationCommands(t *testing.T) {
 				if code != 0 {
 					t.Fatalf("etcd-backup %s: exit %d\n%s", strings.Join(argv, " "), code, stderr)
 				}
+				if secure.Password != "" && strings.Contains(stdout+stderr, secure.Password) {
+					t.Errorf("etcd-backup %s printed the registry password", argv[0])
+				}
 				return stdout, stderr
 			}
 			results := t.TempDir()

@@ -85,7 +85,7 @@ func (d *Dest) Begin(ctx context.Context, b *manifest.Backup) (destination.Uploa
 	tag := Tag(b)
 	up := &upload{d: d, b: b, tag: tag, stored: map[string]bool{}, image: d.opts.Registry.Format == destination.FormatImage, openers: map[string]destination.Opener{}}
 	if up.image && b.Encrypted() {
-		return nil, exitcode.With(exitcode.Usage, fmt.Errorf("--oci-format image stores the files as one tar layer, which this version does not encrypt: use --oci-format artifact with --encrypt-to"))
+		return nil, exitcode.With(exitcode.Usage, errors.New("--oci-format image stores the files as one tar layer, which this version does not encrypt: use --oci-format artifact with --encrypt-to"))
 	}
 	done, err := d.alreadyStored(ctx, tag, b)
 	if err != nil {
@@ -172,7 +172,7 @@ func (u *upload) Put(ctx context.Context, f manifest.File, open destination.Open
 
 // seal sends f encrypted, and records the stored bytes.
 func (u *upload) seal(ctx context.Context, f manifest.File, open destination.Opener) (manifest.File, error) {
-	_, _, sent, err := u.sendUnknown(ctx, f.Name, mediaType(f), open)
+	sent, err := u.sendUnknown(ctx, f.Name, mediaType(f), open)
 	if err != nil {
 		return f, err
 	}
@@ -184,8 +184,9 @@ func (u *upload) seal(ctx context.Context, f manifest.File, open destination.Ope
 
 // sendUnknown sends bytes not known in advance: containers/image and the
 // registry digest them as they go, and the blob is only accepted under the
-// digest they agree on, which must be that of the bytes read.
-func (u *upload) sendUnknown(ctx context.Context, name, media string, open destination.Opener) (digest.Digest, int64, *manifest.Digest, error) {
+// digest they agree on, which must be that of the bytes read. It returns
+// the digests of what was sent.
+func (u *upload) sendUnknown(ctx context.Context, name, media string, open destination.Opener) (*manifest.Digest, error) {
 	var sent *manifest.Digest
 	var got types.BlobInfo
 	info := types.BlobInfo{Size: -1, MediaType: media}
@@ -203,13 +204,13 @@ func (u *upload) sendUnknown(ctx context.Context, name, media string, open desti
 		return err
 	})
 	if err != nil {
-		return "", 0, nil, fmt.Errorf("send %s to %s: %w", name, u.d.URL(), err)
+		return nil, fmt.Errorf("send %s to %s: %w", name, u.d.URL(), err)
 	}
-	if got.Digest != digest.Digest("sha256:"+sent.SHA256()) || got.Size != sent.Size() {
-		return "", 0, nil, exitcode.With(exitcode.Verify, fmt.Errorf("send %s to %s: stored as %s (%d bytes), sent sha256:%s (%d bytes)", name, u.d.URL(), got.Digest, got.Size, sent.SHA256(), sent.Size()))
+	if got.Digest != digest.NewDigestFromEncoded(digest.SHA256, sent.SHA256()) || got.Size != sent.Size() {
+		return nil, exitcode.With(exitcode.Verify, fmt.Errorf("send %s to %s: stored as %s (%d bytes), sent sha256:%s (%d bytes)", name, u.d.URL(), got.Digest, got.Size, sent.SHA256(), sent.Size()))
 	}
 	u.d.opts.Log.Info("sent "+name, "digest", got.Digest, "bytes", got.Size)
-	return got.Digest, got.Size, sent, nil
+	return sent, nil
 }
 
 // put sends one blob unless the destination has it already.

@@ -52,6 +52,9 @@ type Registry struct {
 	CertDir string
 	// AuthFile is a containers-auth.json with the password (TLS only).
 	AuthFile string
+	// Password is the one the registry asks for (TLS only), for tests that
+	// check it never reaches a log.
+	Password string
 	// Handler is the registry itself, for a proxy to front.
 	Handler http.Handler
 	srv     *httptest.Server
@@ -71,10 +74,9 @@ func Start(t testing.TB, opts Options) *Registry {
 	dir := t.TempDir()
 	r := &Registry{root: filepath.Join(dir, "storage")}
 	var auth configuration.Auth
-	var password string
 	if opts.TLS {
-		password = rand.Text()
-		hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+		r.Password = rand.Text()
+		hash, err := bcrypt.GenerateFromPassword([]byte(r.Password), bcrypt.MinCost)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -93,7 +95,7 @@ func Start(t testing.TB, opts Options) *Registry {
 	t.Cleanup(r.srv.Close)
 	r.Host = r.srv.Listener.Addr().String()
 	if opts.TLS {
-		r.AuthFile = WriteAuthFile(t, r.Host, user, password)
+		r.AuthFile = WriteAuthFile(t, r.Host, user, r.Password)
 	}
 	return r
 }
