@@ -135,9 +135,9 @@ func (u *gcsUpload) Put(ctx context.Context, f manifest.File, open destination.O
 	defer r.Close()
 	want := f
 	if destination.Sealed(f) {
-		// The bytes are new on every send: r digests each one, and the
+		// The bytes are new on every send: r checksums each one, and the
 		// service's report is compared with the last.
-		r.sent = manifest.NewDigest()
+		r.sent = manifest.NewChecksum()
 		want = manifest.File{Name: f.Name, Kind: f.Kind, Size: -1, SHA256: f.SHA256}
 	}
 	obj, err := u.d.c.put(ctx, loc, r, want, contentType, u.d.c.metadata(u.b, f.SHA256), u.d.kmsKey)
@@ -231,7 +231,7 @@ func (o *reopener) Seek(offset int64, whence int) (int64, error) {
 		o.meter.Restart()
 	}
 	if o.sent != nil {
-		o.sent = manifest.NewDigest()
+		o.sent = manifest.NewChecksum()
 	}
 	return 0, o.Close()
 }

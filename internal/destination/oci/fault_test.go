@@ -1,6 +1,7 @@
 package oci_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -27,8 +28,10 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/destination"
 	"github.com/etcd-backup/etcd-backup/internal/destination/desttest"
 	"github.com/etcd-backup/etcd-backup/internal/destination/oci/ocitest"
+	"github.com/etcd-backup/etcd-backup/internal/encryption"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
+	"github.com/etcd-backup/etcd-backup/internal/verify"
 )
 
 // blobData matches the requests that carry a blob's bytes.
@@ -67,23 +70,36 @@ func reset(w http.ResponseWriter, r *http.Request) {
 	conn.Close()
 }
 
-// testFaults puts a proxy in front of a real registry: a 503 and a reset in
-// the middle of a blob are retried and the upload completes; a registry
-// that stops answering fails the upload within the stall timeout's bounds,
-// not at the overall deadline, and nothing counts as complete.
+// testFaults puts a proxy in front of a real registry: a 503, a reset in
+// the middle of a blob and encrypted bytes changed on the way are retried
+// and the upload completes with the bytes sent; a registry that stops
+// answering fails the upload within the stall timeout's bounds, not at the
+// overall deadline, and nothing counts as complete.
 func testFaults(t *testing.T, bs []desttest.Backup) {
 	reg := ocitest.Start(t, ocitest.Options{Deletes: true})
+	key := desttest.AgeKey(t)
 	cases := []struct {
-		name  string
-		fault func(t *testing.T) func(http.ResponseWriter, *http.Request) bool
-		ok    bool
+		name    string
+		fault   func(t *testing.T) func(http.ResponseWriter, *http.Request) bool
+		ok      bool
+		encrypt bool
 	}{
 		{"503 on a blob", func(*testing.T) func(http.ResponseWriter, *http.Request) bool {
 			return first(2, blobData, unavailable)
-		}, true},
+		}, true, false},
 		{"reset mid-blob", func(*testing.T) func(http.ResponseWriter, *http.Request) bool {
 			return first(1, blobData, reset)
-		}, true},
+		}, true, false},
+		{"encrypted bytes changed on the way", func(*testing.T) func(http.ResponseWriter, *http.Request) bool {
+			return first(1, blobData, func(w http.ResponseWriter, r *http.Request) {
+				body, _ := io.ReadAll(r.Body)
+				if len(body) > 0 {
+					body[len(body)/2] ^= 0xff
+				}
+				r.Body = io.NopCloser(bytes.NewReader(body))
+				reg.Handler.ServeHTTP(w, r)
+			})
+		}, true, true},
 		{"stall", func(t *testing.T) func(http.ResponseWriter, *http.Request) bool {
 			return first(1000, blobData, func(_ http.ResponseWriter, r *http.Request) {
 				io.Copy(io.Discard, r.Body)
@@ -92,7 +108,7 @@ func testFaults(t *testing.T, bs []desttest.Backup) {
 				case <-t.Context().Done():
 				}
 			})
-		}, false},
+		}, false, false},
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -108,7 +124,11 @@ func testFaults(t *testing.T, bs []desttest.Backup) {
 			// Far beyond the bound, far below the test's own timeout.
 			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 			defer cancel()
-			_, err = destination.UploadDir(ctx, d, bs[0].Dir, nil)
+			var to *encryption.Recipients
+			if c.encrypt {
+				to = desttest.Recipients(t, key)
+			}
+			res, err := destination.UploadDir(ctx, d, bs[0].Dir, to)
 			if ctx.Err() != nil {
 				t.Fatalf("upload held until the overall deadline: %v", err)
 			}
@@ -118,7 +138,10 @@ func testFaults(t *testing.T, bs []desttest.Backup) {
 			}
 			if c.ok {
 				if err != nil || len(entries) != 1 || entries[0].State != destination.Complete {
-					t.Errorf("upload through %s = %v, list %v; want it retried to one complete backup", c.name, err, entries)
+					t.Fatalf("upload through %s = %v, list %v; want it retried to one complete backup", c.name, err, entries)
+				}
+				if _, err := destination.Verify(t.Context(), d, res.Name, verify.Options{Log: desttest.Log(t)}, desttest.Identity(t, key)); err != nil {
+					t.Errorf("the backup stored through %s does not verify: %v", c.name, err)
 				}
 				return
 			}

@@ -94,11 +94,11 @@ func (u *upload) commitImage(ctx context.Context, b *manifest.Backup, data []byt
 		}()
 		return pr, nil
 	}
-	sent, err := u.sendUnknown(ctx, layerTitle, mediaTypeFile, open)
+	got, _, err := u.sendUnknown(ctx, layerTitle, mediaTypeFile, open)
 	if err != nil {
 		return err
 	}
-	layerDigest := digest.NewDigestFromEncoded(digest.SHA256, sent.SHA256())
+	layerDigest := got.Digest
 	for name := range res.Files {
 		res.Files[name] = u.d.t.blobURL(layerDigest)
 	}
@@ -119,7 +119,7 @@ func (u *upload) commitImage(ctx context.Context, b *manifest.Backup, data []byt
 		Versioned:   specs.Versioned{SchemaVersion: 2},
 		MediaType:   imgspecv1.MediaTypeImageManifest,
 		Config:      imgspecv1.Descriptor{MediaType: cfg.MediaType, Digest: cfg.Digest, Size: cfg.Size},
-		Layers:      []imgspecv1.Descriptor{layer(layerTitle, layerDigest, sent.Size(), mediaTypeFile)},
+		Layers:      []imgspecv1.Descriptor{layer(layerTitle, layerDigest, got.Size, mediaTypeFile)},
 		Annotations: annotations(b, destination.FormatImage),
 	})
 	if err != nil {

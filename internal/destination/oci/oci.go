@@ -172,26 +172,26 @@ func (u *upload) Put(ctx context.Context, f manifest.File, open destination.Open
 
 // seal sends f encrypted, and records the stored bytes.
 func (u *upload) seal(ctx context.Context, f manifest.File, open destination.Opener) (manifest.File, error) {
-	sent, err := u.sendUnknown(ctx, f.Name, mediaType(f), open)
+	got, crc, err := u.sendUnknown(ctx, f.Name, mediaType(f), open)
 	if err != nil {
 		return f, err
 	}
 	s := *f.Stored
-	s.Size, s.SHA256, s.CRC32C = sent.Size(), sent.SHA256(), sent.CRC32C()
+	s.Size, s.SHA256, s.CRC32C = got.Size, got.Digest.Encoded(), crc
 	f.Stored = &s
 	return f, nil
 }
 
 // sendUnknown sends bytes not known in advance: containers/image and the
 // registry digest them as they go, and the blob is only accepted under the
-// digest they agree on, which must be that of the bytes read. It returns
-// the digests of what was sent.
-func (u *upload) sendUnknown(ctx context.Context, name, media string, open destination.Opener) (*manifest.Digest, error) {
+// digest they agree on, computed from the bytes read as they went. It
+// returns the blob and the CRC32C of what was sent.
+func (u *upload) sendUnknown(ctx context.Context, name, media string, open destination.Opener) (types.BlobInfo, uint32, error) {
 	var sent *manifest.Digest
 	var got types.BlobInfo
 	info := types.BlobInfo{Size: -1, MediaType: media}
 	err := retry(ctx, u.d.opts.RetryBase, u.d.opts.Log, "send "+name, func() error {
-		sent = manifest.NewDigest()
+		sent = manifest.NewChecksum()
 		digested := func() (io.ReadCloser, error) {
 			r, err := open()
 			if err != nil {
@@ -204,13 +204,13 @@ func (u *upload) sendUnknown(ctx context.Context, name, media string, open desti
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("send %s to %s: %w", name, u.d.URL(), err)
+		return got, 0, fmt.Errorf("send %s to %s: %w", name, u.d.URL(), err)
 	}
-	if got.Digest != digest.NewDigestFromEncoded(digest.SHA256, sent.SHA256()) || got.Size != sent.Size() {
-		return nil, exitcode.With(exitcode.Verify, fmt.Errorf("send %s to %s: stored as %s (%d bytes), sent sha256:%s (%d bytes)", name, u.d.URL(), got.Digest, got.Size, sent.SHA256(), sent.Size()))
+	if got.Digest.Algorithm() != digest.SHA256 || got.Digest.Validate() != nil || got.Size != sent.Size() {
+		return got, 0, exitcode.With(exitcode.Verify, fmt.Errorf("send %s to %s: stored as %s (%d bytes), %d bytes were sent", name, u.d.URL(), got.Digest, got.Size, sent.Size()))
 	}
 	u.d.opts.Log.Info("sent "+name, "digest", got.Digest, "bytes", got.Size)
-	return sent, nil
+	return got, sent.CRC32C(), nil
 }
 
 // put sends one blob unless the destination has it already.
