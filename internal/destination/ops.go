@@ -85,10 +85,7 @@ func UploadDir(ctx context.Context, d Dest, dir string, to *encryption.Recipient
 				checked.Close()
 				return nil, err
 			}
-			return struct {
-				io.Reader
-				io.Closer
-			}{enc, checked}, nil
+			return withCloser{enc, checked}, nil
 		}
 		if b.Files[i], _, err = up.Put(ctx, f, open); err != nil {
 			return Result{}, err
@@ -250,10 +247,14 @@ func open(ctx context.Context, s Stored, f manifest.File, id *encryption.Identit
 		r.Close()
 		return nil, err
 	}
-	return struct {
-		io.Reader
-		io.Closer
-	}{plain, r}, nil
+	return withCloser{plain, r}, nil
+}
+
+// withCloser reads through a transformation of a stream and closes the
+// stream under it.
+type withCloser struct {
+	io.Reader
+	io.Closer
 }
 
 // Verify checks every file of the stored backup name as it streams. With

@@ -188,16 +188,8 @@ func copyBackup(t *testing.T, src string) string {
 func testCorruptRefused(t *testing.T, h Harness, bs []Backup) {
 	d := h.New(t)
 	dir := copyBackup(t, bs[0].Dir)
-	snap := filepath.Join(dir, bs[0].Manifest.File(manifest.KindSnapshot).Name)
-	data, err := os.ReadFile(snap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data[len(data)/2] ^= 0xff
-	if err := os.WriteFile(snap, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	_, err = destination.UploadDir(t.Context(), d, dir, nil)
+	FlipByte(t, filepath.Join(dir, bs[0].Manifest.File(manifest.KindSnapshot).Name))
+	_, err := destination.UploadDir(t.Context(), d, dir, nil)
 	if exitcode.Of(err) != exitcode.Verify {
 		t.Fatalf("upload of a corrupt snapshot = %v (exit %d), want exit %d", err, exitcode.Of(err), exitcode.Verify)
 	}
@@ -215,6 +207,19 @@ func testCorruptRefused(t *testing.T, h Harness, bs []Backup) {
 	opens := 0
 	if _, reused, err := up.Put(t.Context(), f, counting(bs[0].Dir, &opens)(f)); err != nil || reused || (opens != 1 && !h.OneBlob) {
 		t.Errorf("put of the good snapshot after the corrupt one = %v, %v, %d opens; want it sent", reused, err, opens)
+	}
+}
+
+// FlipByte changes the byte in the middle of the file at path.
+func FlipByte(t *testing.T, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0xff
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -2,7 +2,6 @@ package oci_test
 
 import (
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -76,7 +75,7 @@ func testLayoutConformance(t *testing.T, bs []desttest.Backup, format string) {
 			ocitest.PushForeign(t, ref, &types.SystemContext{})
 			return tag
 		},
-		Tamper: func(t *testing.T, res destination.Result, f manifest.File) { tamper(t, res.Files[f.Name]) },
+		Tamper: func(t *testing.T, res destination.Result, f manifest.File) { desttest.FlipByte(t, res.Files[f.Name]) },
 	}, bs)
 }
 
@@ -98,7 +97,7 @@ func registryHarness(reg *ocitest.Registry, ro destination.RegistryOptions, sys 
 		},
 		Tamper: func(t *testing.T, res destination.Result, f manifest.File) {
 			_, d, _ := strings.Cut(res.Files[f.Name], "@")
-			tamper(t, reg.BlobPath(digest.Digest(d)))
+			desttest.FlipByte(t, reg.BlobPath(digest.Digest(d)))
 		},
 	}
 }
@@ -113,19 +112,6 @@ func testRegistryConformanceTLS(t *testing.T, bs []desttest.Backup) {
 	reg := ocitest.Start(t, ocitest.Options{TLS: true, Deletes: true})
 	ro := destination.RegistryOptions{AuthFile: reg.AuthFile, CertDir: reg.CertDir}
 	desttest.Run(t, registryHarness(reg, ro, &types.SystemContext{AuthFilePath: reg.AuthFile, DockerCertPath: reg.CertDir}), bs)
-}
-
-// tamper changes one byte in the middle of the file at path.
-func tamper(t *testing.T, path string) {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data[len(data)/2] ^= 0xff
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // testLayoutModes: a layout holds the whole cluster's secrets; everything
