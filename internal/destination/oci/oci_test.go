@@ -56,8 +56,6 @@ func TestOCI(t *testing.T) {
 	t.Run("LayoutModes", func(t *testing.T) { testLayoutModes(t, bs) })
 	t.Run("Faults", func(t *testing.T) { testFaults(t, bs) })
 	t.Run("DeletesDisabled", func(t *testing.T) { testDeletesDisabled(t, bs) })
-	t.Run("CopyImageInterop", func(t *testing.T) { testCopyImage(t, bs, destination.FormatArtifact) })
-	t.Run("CopyImageInteropImageForm", func(t *testing.T) { testCopyImage(t, bs, destination.FormatImage) })
 }
 
 func testLayoutConformance(t *testing.T, bs []desttest.Backup, format string) {
