@@ -95,10 +95,22 @@ func TestDestinationCommands(t *testing.T) {
 			t.Errorf("encrypted image form: exit %d, want %d:\n%s", code, exitcode.Usage, stderr)
 		}
 	})
-	t.Run("GCS flags elsewhere", func(t *testing.T) {
-		code, _, stderr := cli(t, nil, "upload", "--kms-key", "projects/p/locations/l/keyRings/r/cryptoKeys/k", dir, "oci:"+t.TempDir())
-		if code != exitcode.Usage || !strings.Contains(stderr, "applies to gs://") {
-			t.Errorf("exit %d:\n%s", code, stderr)
-		}
-	})
+	// Settings for another kind of destination, or none, are refused
+	// before anything is opened.
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"GCS flags elsewhere", []string{"--kms-key", "projects/p/locations/l/keyRings/r/cryptoKeys/k", dir, "oci:" + t.TempDir()}, "applies to gs://"},
+		{"unknown OCI format", []string{"--oci-format", "tarball", dir, "oci:" + t.TempDir()}, `want "artifact" or "image"`},
+		{"OCI format for Cloud Storage", []string{"--oci-format", "image", dir, "gs://bucket/etcd"}, "applies to docker:// and oci:"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			code, _, stderr := cli(t, nil, append([]string{"upload"}, c.args...)...)
+			if code != exitcode.Usage || !strings.Contains(stderr, c.want) {
+				t.Errorf("exit %d, want %d saying %q:\n%s", code, exitcode.Usage, c.want, stderr)
+			}
+		})
+	}
 }

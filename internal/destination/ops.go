@@ -115,12 +115,17 @@ func (r readCloser) Close() error {
 // streams, and its stored bytes are checked too; dir then holds the
 // plaintext backup, as save wrote it. On any failure nothing is left in
 // dir, and a dir it created is removed.
-func Download(ctx context.Context, d Dest, name, dir string, id *encryption.Identity) (_ *manifest.Backup, err error) {
+func Download(ctx context.Context, d Dest, name, dir string, id *encryption.Identity) (*manifest.Backup, error) {
 	s, err := d.Open(ctx, name)
 	if err != nil {
 		return nil, err
 	}
 	defer s.Close()
+	return download(ctx, d, name, s, dir, id)
+}
+
+// download writes the opened backup s, named name at d, into dir.
+func download(ctx context.Context, d Dest, name string, s Stored, dir string, id *encryption.Identity) (_ *manifest.Backup, err error) {
 	b := s.Manifest()
 	raw := s.Raw()
 	if b.Encrypted() {
@@ -285,7 +290,7 @@ func Verify(ctx context.Context, d Dest, name string, opts verify.Options, id *e
 		}
 		defer os.RemoveAll(scratch)
 		dir := filepath.Join(scratch, "backup")
-		if _, err := Download(ctx, d, name, dir, id); err != nil {
+		if _, err := download(ctx, d, name, s, dir, id); err != nil {
 			return nil, err
 		}
 		return verify.Dir(ctx, dir, opts)
