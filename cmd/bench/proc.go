@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // sampleEvery is how often a child's memory is read from /proc. The kernel
@@ -59,8 +61,10 @@ func (c command) String() string {
 // settle collects this process's garbage before a measurement, so that the
 // collector's work does not slow down the etcd server or the emulator
 // mid-run. While the upload rows keep the heap (see keepHeap), the memory
-// freed stays with this process.
+// freed stays with this process. It also writes back what earlier runs left
+// dirty in the page cache, so that no run pays for another's writes.
 func (r *runner) settle() {
+	unix.Sync()
 	if r.heapKept {
 		runtime.GC()
 		return

@@ -84,7 +84,7 @@ func check(ctx context.Context, path string) (Status, error) {
 	}
 	var db *bolt.DB
 	err = guarded(func() (err error) {
-		db, err = bolt.Open(path, 0o400, &bolt.Options{ReadOnly: true, Timeout: openTimeout, MmapFlags: mmapFlags})
+		db, err = bolt.Open(path, 0o400, &bolt.Options{ReadOnly: true, Timeout: openTimeout})
 		return err
 	})
 	if err != nil {

@@ -65,7 +65,7 @@ func ServeChild() {
 // describes what it found; "" means nothing.
 func boltCheck(path string) (string, error) {
 	debug.SetMaxStack(childMaxStack)
-	db, err := bolt.Open(path, 0o400, &bolt.Options{ReadOnly: true, Timeout: openTimeout, MmapFlags: mmapFlags})
+	db, err := bolt.Open(path, 0o400, &bolt.Options{ReadOnly: true, Timeout: openTimeout})
 	if err != nil {
 		return "", err
 	}

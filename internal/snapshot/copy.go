@@ -51,10 +51,8 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// Copy streams src to dst once and checks the trailer at its end. The whole
-// file digests and the database digest come from one SHA-256 pass: the hash
-// runs 32 bytes behind the stream, so at the end it holds the database bytes
-// only; the trailer is then fed in for the whole-file digest.
+// Copy streams src to dst once and checks the trailer at its end, with a
+// Digester.
 //
 // Reading runs in a goroutine ahead of writing and hashing, so that the
 // stream keeps flowing while a chunk is hashed. Copy returns only once that
@@ -116,7 +114,7 @@ func fill(src io.Reader, buf []byte) (int, error) {
 }
 
 func writeChunks(dst io.Writer, free chan<- []byte, filled <-chan chunk) (Digest, error) {
-	h := trailerHash{sha: sha256.New()}
+	h := NewDigester()
 	for {
 		c := <-filled
 		p := c.buf[:c.n]
@@ -124,21 +122,23 @@ func writeChunks(dst io.Writer, free chan<- []byte, filled <-chan chunk) (Digest
 			if _, err := dst.Write(p); err != nil {
 				return Digest{}, fmt.Errorf("write snapshot: %w", err)
 			}
-			h.write(p)
+			h.Write(p)
 		}
 		free <- c.buf
 		switch {
 		case c.err == io.EOF:
-			return h.digest()
+			return h.Digest()
 		case c.err != nil:
 			return Digest{}, fmt.Errorf("read snapshot stream after %d bytes: %w", h.size, c.err)
 		}
 	}
 }
 
-// trailerHash hashes a stream whose last sha256.Size bytes are held back
-// until its end is known.
-type trailerHash struct {
+// Digester computes the Digest of a snapshot written through it, in one
+// SHA-256 pass: its last sha256.Size bytes are held back until the end is
+// known, so that the hash then holds the database bytes only, to compare
+// with the trailer, and the trailer is fed in for the whole-file digest.
+type Digester struct {
 	sha   hash.Hash
 	crc   uint32
 	size  int64
@@ -146,14 +146,18 @@ type trailerHash struct {
 	tailN int
 }
 
-func (t *trailerHash) write(p []byte) {
+// NewDigester returns an empty Digester.
+func NewDigester() *Digester { return &Digester{sha: sha256.New()} }
+
+// Write never fails, so that a Digester can sit beside a file's reader.
+func (t *Digester) Write(p []byte) (int, error) {
 	t.size += int64(len(p))
 	t.crc = crc32.Update(t.crc, castagnoli, p)
 	if len(p) >= len(t.tail) {
 		t.sha.Write(t.tail[:t.tailN])
 		t.sha.Write(p[:len(p)-len(t.tail)])
 		t.tailN = copy(t.tail[:], p[len(p)-len(t.tail):])
-		return
+		return len(p), nil
 	}
 	// Release what no longer fits among the last 32 bytes.
 	if over := t.tailN + len(p) - len(t.tail); over > 0 {
@@ -161,9 +165,13 @@ func (t *trailerHash) write(p []byte) {
 		t.tailN = copy(t.tail[:], t.tail[over:t.tailN])
 	}
 	t.tailN += copy(t.tail[t.tailN:], p)
+	return len(p), nil
 }
 
-func (t *trailerHash) digest() (Digest, error) {
+// Digest describes what was written, once it was all written; it is called
+// once. Errors wrap ErrNoTrailer or ErrTrailerMismatch when it is not a
+// sound snapshot.
+func (t *Digester) Digest() (Digest, error) {
 	if t.size%512 != sha256.Size {
 		return Digest{}, fmt.Errorf("%w: %d bytes is not 512*k+32", ErrNoTrailer, t.size)
 	}

@@ -143,9 +143,9 @@ func TestCopyWriteError(t *testing.T) {
 	}
 }
 
-// TestTrailerHashSplits feeds one stream in pieces of many sizes: the
+// TestDigesterSplits feeds one stream in pieces of many sizes: the
 // held-back trailer must come out the same whatever the write boundaries.
-func TestTrailerHashSplits(t *testing.T) {
+func TestDigesterSplits(t *testing.T) {
 	s := stream(2 * 4096)
 	want := wantDigest(s)
 	splits := [][]int{
@@ -159,19 +159,19 @@ func TestTrailerHashSplits(t *testing.T) {
 		{len(s) - 20, 10, 10},
 	}
 	for _, sizes := range splits {
-		h := trailerHash{sha: sha256.New()}
+		h := NewDigester()
 		rest := s
 		for i := 0; len(rest) > 0; i++ {
 			n := min(sizes[i%len(sizes)], len(rest))
-			h.write(rest[:n])
+			h.Write(rest[:n])
 			rest = rest[n:]
 		}
-		got, err := h.digest()
+		got, err := h.Digest()
 		if err != nil {
-			t.Fatalf("splits %v: digest() error = %v", sizes, err)
+			t.Fatalf("splits %v: Digest() error = %v", sizes, err)
 		}
 		if got != want {
-			t.Errorf("splits %v: digest() = %+v, want %+v", sizes, got, want)
+			t.Errorf("splits %v: Digest() = %+v, want %+v", sizes, got, want)
 		}
 	}
 }

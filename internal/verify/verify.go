@@ -187,6 +187,12 @@ func Stream(ctx context.Context, r io.Reader, b *manifest.Backup, want manifest.
 // trailer, so that a snapshot is hashed once.
 func snapshotStream(r io.Reader, want manifest.File) error {
 	d, err := snapshot.Copy(io.Discard, r)
+	return snapshotVerdict(want, d, err)
+}
+
+// snapshotVerdict judges want by what reading it to its end found: d, or
+// err.
+func snapshotVerdict(want manifest.File, d snapshot.Digest, err error) error {
 	switch {
 	case errors.Is(err, snapshot.ErrNoTrailer), errors.Is(err, snapshot.ErrTrailerMismatch):
 		return failed("%s: %w", want.Name, err)

@@ -43,8 +43,8 @@ const (
 )
 
 // copyBuffer is the size of the reads that feed an upload: large, so that
-// the hand-offs to the writer's goroutine, and to a check that reads
-// alongside (verify.NewReader), come a MiB at a time rather than 32 KiB.
+// the hand-offs to the writer's goroutine come a MiB at a time rather than
+// 32 KiB.
 const copyBuffer = 1 << 20
 
 // maxSends bounds how many times one object is sent whole: a path that

@@ -1,5 +1,0 @@
-//go:build !linux
-
-package snapshot
-
-const mmapFlags = 0
