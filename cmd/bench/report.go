@@ -193,9 +193,11 @@ func printUpload(res sizeResult, saveWall float64, v *verdicts) {
 	fmt.Println("\nupload's throughput counts every file it sends over its whole run, which includes checking each file as it is sent; " +
 		"the throughput ratio is the median of the per-round ratios.")
 	send, store := splitTook(u.uploadTook)
+	esend, estore := splitTook(u.encryptedTook)
 	wsend, wstore := splitTook(u.writerTook)
 	fmt.Printf("where the snapshot's time went, timed at the joiner (medians): upload sent it in %s s, then the emulator stored it in %s s; "+
-		"the Writer sent it in %s s, then the emulator stored it in %s s.\n", spread(send), spread(store), spread(wsend), spread(wstore))
+		"the encrypted upload sent it in %s s, then the emulator stored it in %s s; "+
+		"the Writer sent it in %s s, then the emulator stored it in %s s.\n", spread(send), spread(store), spread(esend), spread(estore), spread(wsend), spread(wstore))
 	upWall, e2eWall := median(up), median(e2e)
 	sum := saveWall + upWall
 	fmt.Printf("save then upload, end to end (two processes, as a Task's two steps): %s s; save alone %.2f s (above), upload alone %.2f s: "+

@@ -22,6 +22,9 @@ import (
 
 const benchBucket = "etcd-backup-bench"
 
+// minRegistryRuns is the fewest measured rounds of the registry rows.
+const minRegistryRuns = 5
+
 // emulator is a Cloud Storage emulator in this process, which is not the
 // one measured. It keeps objects on disk, so that a 1 GiB object costs no
 // memory once it is written, but holds each upload whole in memory several
@@ -133,9 +136,9 @@ type uploadResult struct {
 	encrypted []usage // upload --encrypt-to, to one age key
 	writer    []time.Duration
 	// How the snapshot's time split in each run (timed at the joiner).
-	uploadTook, writerTook []handover
-	endToEnd               []usage // save, then upload of what it saved
-	registry               *registryResult
+	uploadTook, encryptedTook, writerTook []handover
+	endToEnd                              []usage // save, then upload of what it saved
+	registry                              *registryResult
 }
 
 // hasUpload tells whether bin has the upload command.
@@ -185,13 +188,13 @@ func (r *runner) benchUpload(ctx context.Context, size int64, runs int) (*upload
 		logf("%s upload, encrypted upload and storage.Writer: run %d of %d", mib(size), round, runs)
 		var u, enc usage
 		var w time.Duration
-		var ut, wt handover
+		var ut, et, wt handover
 		for i := range 3 {
 			switch (i + round) % 3 {
 			case 0:
 				u, ut, err = r.upload(ctx, backup)
 			case 1:
-				enc, _, err = r.upload(ctx, backup, encryptTo...)
+				enc, et, err = r.upload(ctx, backup, encryptTo...)
 			default:
 				w, wt, err = r.writeOnce(ctx, backup, o.snapshot)
 			}
@@ -200,10 +203,12 @@ func (r *runner) benchUpload(ctx context.Context, size int64, runs int) (*upload
 			}
 		}
 		res.upload, res.encrypted, res.writer = append(res.upload, u), append(res.encrypted, enc), append(res.writer, w)
-		res.uploadTook, res.writerTook = append(res.uploadTook, ut), append(res.writerTook, wt)
+		res.uploadTook, res.encryptedTook, res.writerTook = append(res.uploadTook, ut), append(res.encryptedTook, et), append(res.writerTook, wt)
 	}
 	if r.reg != nil {
-		if res.registry, err = r.benchRegistry(ctx, r.reg, backup, o.snapshot, size, runs); err != nil {
+		// A registry round takes seconds, not a minute: more of them
+		// steady the median.
+		if res.registry, err = r.benchRegistry(ctx, r.reg, backup, o.snapshot, size, max(runs, minRegistryRuns)); err != nil {
 			return nil, err
 		}
 	}
