@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"filippo.io/age"
 	"golang.org/x/crypto/ssh"
@@ -112,6 +113,55 @@ func TestRoundTripEitherRecipient(t *testing.T) {
 		if !bytes.Equal(got, plain) {
 			t.Fatalf("decrypt with %s: plaintext differs", filepath.Base(path))
 		}
+	}
+}
+
+// TestEncryptFillsReads: each read of the ciphertext is filled, not cut at
+// one 64 KiB age chunk, so that a destination that hands each read to
+// another goroutine pays for one hand-off per read it asked for; and an
+// error of the source (a file that fails its check) still ends the stream.
+func TestEncryptFillsReads(t *testing.T) {
+	agePath, agePub := ageKey(t)
+	rs, err := ParseRecipients([]string{agePub}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := make([]byte, 1<<20+12345)
+	rand.Read(plain)
+	r, err := rs.Encrypt(bytes.NewReader(plain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 256<<10)
+	var cipher []byte
+	for {
+		n, err := r.Read(buf)
+		cipher = append(cipher, buf[:n]...)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != len(buf) {
+			t.Fatalf("a read before the end returned %d bytes of %d", n, len(buf))
+		}
+	}
+	id, err := ReadIdentity(agePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := decrypt(id, cipher); err != nil || !bytes.Equal(got, plain) {
+		t.Fatalf("decrypt: %v (plaintext equal: %v)", err, bytes.Equal(got, plain))
+	}
+
+	changed := errors.New("snapshot changed")
+	r, err = rs.Encrypt(io.MultiReader(bytes.NewReader(plain[:200<<10]), iotest.ErrReader(changed)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(r); !errors.Is(err, changed) {
+		t.Fatalf("a failing source: %v, want %v", err, changed)
 	}
 }
 
