@@ -48,7 +48,8 @@ type Dest interface {
 // is read) fails the put, and its bytes are never committed.
 type Opener func() (io.ReadCloser, error)
 
-// Upload stores one backup: Put each file it lists, then Commit.
+// Upload stores one backup: Put each file it lists, then Commit. Puts of
+// different files may run at once.
 type Upload interface {
 	// Put stores the bytes open yields for f and returns f as stored.
 	//

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/etcd-backup/etcd-backup/internal/atomicfile"
 	"github.com/etcd-backup/etcd-backup/internal/encryption"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
@@ -70,6 +72,10 @@ func UploadDir(ctx context.Context, d Dest, dir string, to *encryption.Recipient
 		return Result{}, err
 	}
 	defer up.Close()
+	// The files go at once: the small ones travel while the snapshot does,
+	// instead of each paying its round trips after it. The first to fail
+	// stops the others.
+	g, gctx := errgroup.WithContext(ctx)
 	for i, f := range b.Files {
 		open := func() (io.ReadCloser, error) {
 			file, err := os.Open(filepath.Join(dir, f.Name))
@@ -87,9 +93,14 @@ func UploadDir(ctx context.Context, d Dest, dir string, to *encryption.Recipient
 			}
 			return withCloser{enc, checked}, nil
 		}
-		if b.Files[i], _, err = up.Put(ctx, f, open); err != nil {
-			return Result{}, err
-		}
+		g.Go(func() error {
+			var err error
+			b.Files[i], _, err = up.Put(gctx, f, open)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return Result{}, err
 	}
 	if err := structureErr(); err != nil {
 		return Result{}, err

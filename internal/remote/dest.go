@@ -10,6 +10,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/etcd-backup/etcd-backup/internal/destination"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
@@ -109,14 +110,24 @@ type gcsUpload struct {
 	// done is the backup stored before; committed: by this upload.
 	done      *manifest.Backup
 	committed bool
-	sent      []sentObject
-	files     map[string]string
+	// mu makes Puts go one at a time. A send cut short by another file's
+	// failure could be cut just as the service creates its object, whose
+	// generation it would then not learn, and could not remove: one at a
+	// time, a failed file stops the upload before the next send starts.
+	mu    sync.Mutex
+	sent  []sentObject
+	files map[string]string
 }
 
 func (u *gcsUpload) Put(ctx context.Context, f manifest.File, open destination.Opener) (manifest.File, bool, error) {
 	loc, err := u.d.c.locate(u.ref, &manifest.Backup{Locations: u.locations}, f)
 	if err != nil {
 		return f, false, err
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return f, false, fmt.Errorf("upload %s: %w", loc.url, context.Cause(ctx))
 	}
 	u.files[f.Name] = loc.url.String()
 	if u.done != nil {

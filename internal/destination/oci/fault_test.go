@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -155,5 +156,39 @@ func testDeletesDisabled(t *testing.T, bs []desttest.Backup) {
 	}
 	if entries, _ := d.List(t.Context()); len(entries) != 2 {
 		t.Errorf("after a refused prune %d backups are listed, want 2", len(entries))
+	}
+}
+
+// testFilesTogether: the files of a backup are sent at once, so that the
+// round trips of the small ones do not add to the snapshot's time. The
+// proxy holds the first file's data until another file's data arrives,
+// which never happens when the files go one after the other (the hold ends
+// before the stall timeout, which would send the first file again).
+func testFilesTogether(t *testing.T, bs []desttest.Backup) {
+	reg := ocitest.Start(t, ocitest.Options{})
+	p := reg.NewProxy(t)
+	var (
+		first  atomic.Int64 // the first file's length
+		other  = make(chan struct{})
+		closed sync.Once
+	)
+	p.Fault = func(w http.ResponseWriter, r *http.Request) bool {
+		if !blobData(r) || r.Method != http.MethodPatch {
+			return false
+		}
+		if first.CompareAndSwap(0, r.ContentLength) {
+			select {
+			case <-other:
+			case <-time.After(3 * time.Second):
+				t.Error("the first file's data was held for 3s and no other file's came: the files were sent one after the other")
+			}
+		} else if r.ContentLength != first.Load() {
+			closed.Do(func() { close(other) })
+		}
+		return false
+	}
+	d := openDest(t, "docker://"+p.Host+"/backups/together", destination.RegistryOptions{InsecureSkipTLSVerify: true})
+	if _, err := destination.UploadDir(t.Context(), d, bs[0].Dir, nil); err != nil {
+		t.Fatal(err)
 	}
 }

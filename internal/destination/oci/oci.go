@@ -11,11 +11,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	"go.podman.io/image/v5/pkg/blobinfocache/none"
 	"go.podman.io/image/v5/types"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/etcd-backup/etcd-backup/internal/destination"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
@@ -136,10 +138,12 @@ type upload struct {
 	dst types.ImageDestination
 	// done is the stored backup when it was stored before.
 	done *loaded
-	// stored holds the files put so far; Commit needs every one.
-	stored map[string]bool
 	// image: the image form, whose one layer Commit sends from openers.
-	image   bool
+	image bool
+	// mu guards stored and openers, which concurrent Puts add to.
+	mu sync.Mutex
+	// stored holds the files put so far; Commit needs every one.
+	stored  map[string]bool
 	openers map[string]destination.Opener
 }
 
@@ -150,24 +154,24 @@ func (u *upload) Put(ctx context.Context, f manifest.File, open destination.Open
 		}
 		return f, false, fmt.Errorf("%s holds no %s", u.d.t.url(u.tag), f.Name)
 	}
-	if u.image {
-		u.openers[f.Name] = open
-		u.stored[f.Name] = true
-		return f, false, nil
+	stored, reused, err := f, false, error(nil)
+	switch {
+	case u.image:
+		// Commit reads every file into the one layer.
+	case destination.Sealed(f):
+		stored, err = u.seal(ctx, f, open)
+	default:
+		info := types.BlobInfo{Digest: fileDigest(f), Size: f.Size, MediaType: mediaType(f)}
+		reused, err = u.put(ctx, f.Name, info, open, false)
 	}
-	if destination.Sealed(f) {
-		stored, err := u.seal(ctx, f, open)
-		if err == nil {
-			u.stored[f.Name] = true
-		}
+	if err != nil {
 		return stored, false, err
 	}
-	info := types.BlobInfo{Digest: fileDigest(f), Size: f.Size, MediaType: mediaType(f)}
-	reused, err := u.put(ctx, f.Name, info, open, false)
-	if err == nil {
-		u.stored[f.Name] = true
-	}
-	return f, reused, err
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.stored[f.Name] = true
+	u.openers[f.Name] = open
+	return stored, reused, nil
 }
 
 // seal sends f encrypted, and records the stored bytes.
@@ -302,12 +306,20 @@ func (u *upload) Commit(ctx context.Context, b *manifest.Backup) (destination.Re
 		u.d.opts.Log.Info("committed "+res.URL, "digest", res.Digest, "format", destination.FormatImage)
 		return res, nil
 	}
-	info := types.BlobInfo{Digest: rawDigest(data), Size: int64(len(data)), MediaType: mediaTypeFile}
-	if _, err := u.put(ctx, manifest.FileName, info, bytesOpener(data), false); err != nil {
-		return res, err
-	}
-	cfg := types.BlobInfo{Digest: emptyDescriptor.Digest, Size: emptyDescriptor.Size, MediaType: emptyDescriptor.MediaType}
-	if _, err := u.put(ctx, "config", cfg, bytesOpener(emptyConfig), true); err != nil {
+	// backup.json and the config go at once: each costs round trips, not
+	// bandwidth.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		info := types.BlobInfo{Digest: rawDigest(data), Size: int64(len(data)), MediaType: mediaTypeFile}
+		_, err := u.put(gctx, manifest.FileName, info, bytesOpener(data), false)
+		return err
+	})
+	g.Go(func() error {
+		cfg := types.BlobInfo{Digest: emptyDescriptor.Digest, Size: emptyDescriptor.Size, MediaType: emptyDescriptor.MediaType}
+		_, err := u.put(gctx, "config", cfg, bytesOpener(emptyConfig), true)
+		return err
+	})
+	if err := g.Wait(); err != nil {
 		return res, err
 	}
 	m, err := artifactManifest(b, data)

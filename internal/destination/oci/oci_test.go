@@ -56,6 +56,7 @@ func TestOCI(t *testing.T) {
 	t.Run("LayoutModes", func(t *testing.T) { testLayoutModes(t, bs) })
 	t.Run("Faults", func(t *testing.T) { testFaults(t, bs) })
 	t.Run("DeletesDisabled", func(t *testing.T) { testDeletesDisabled(t, bs) })
+	t.Run("FilesTogether", func(t *testing.T) { testFilesTogether(t, bs) })
 }
 
 func testLayoutConformance(t *testing.T, bs []desttest.Backup, format string) {
