@@ -179,9 +179,6 @@ func printUpload(res sizeResult, saveWall float64, v *verdicts) {
 	// Both uploads send the same files: throughput ÷ throughput is the
 	// inverse ratio of their wall times.
 	encVsPlain := median(roundRatios(up, enc))
-	spread := func(xs []float64) string {
-		return fmt.Sprintf("%.2f (%.2f–%.2f)", median(xs), slices.Min(xs), slices.Max(xs))
-	}
 	printTable([][]string{
 		{"measure", "etcd-backup upload", "one storage.Writer (snapshot only)", "upload ÷ Writer", "upload --encrypt-to", "encrypted ÷ upload"},
 		{"wall time, s", spread(up), spread(wr), ratio(median(roundRatios(up, wr))), spread(enc), ratio(median(roundRatios(enc, up)))},
@@ -216,6 +213,11 @@ func printUpload(res sizeResult, saveWall float64, v *verdicts) {
 	}
 }
 
+// spread is the median of xs and their range.
+func spread(xs []float64) string {
+	return fmt.Sprintf("%.2f (%.2f–%.2f)", median(xs), slices.Min(xs), slices.Max(xs))
+}
+
 // printRegistry prints the registry table and verdicts of one database size.
 func printRegistry(res sizeResult, v *verdicts) {
 	u, g := res.upload, res.upload.registry
@@ -238,7 +240,7 @@ func printRegistry(res sizeResult, v *verdicts) {
 	vsPutBlob := median(rates)
 	printTable([][]string{
 		{"measure", "etcd-backup upload docker://", "one containers/image PutBlob (snapshot only)", "upload ÷ PutBlob"},
-		{"wall time, s", fmt.Sprintf("%.2f", median(up)), fmt.Sprintf("%.2f", median(pb)), ratio(median(roundRatios(up, pb)))},
+		{"wall time, s", spread(up), spread(pb), ratio(median(roundRatios(up, pb)))},
 		{"throughput, MiB/s", fmt.Sprintf("%.0f", upRate(median(up))), fmt.Sprintf("%.0f", pbRate(median(pb))), ratio(vsPutBlob)},
 		{"CPU time (user + sys), s", fmt.Sprintf("%.2f", median(cpu)), "(in the bench process)", ""},
 		{fmt.Sprintf("peak RSS, MiB (VmHWM, read every %s)", sampleEvery), mibN(rss), "", ""},

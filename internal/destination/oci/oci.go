@@ -170,7 +170,9 @@ func (u *upload) Put(ctx context.Context, f manifest.File, open destination.Open
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.stored[f.Name] = true
-	u.openers[f.Name] = open
+	if u.image {
+		u.openers[f.Name] = open
+	}
 	return stored, reused, nil
 }
 
