@@ -163,7 +163,7 @@ func etcdBackupBinary(ctx context.Context, root, work, given string) (string, er
 	}
 	bin := filepath.Join(work, "etcd-backup")
 	logf("building etcd-backup")
-	if _, err := runQuiet(ctx, root, nil, "go", "build", "-tags", "containers_image_openpgp", "-trimpath", "-o", bin, "./cmd/etcd-backup"); err != nil {
+	if _, err := runQuiet(ctx, root, nil, "go", "build", "-tags", "containers_image_openpgp disable_grpc_modules", "-trimpath", "-o", bin, "./cmd/etcd-backup"); err != nil {
 		return "", fmt.Errorf("build etcd-backup: %w", err)
 	}
 	return bin, nil
