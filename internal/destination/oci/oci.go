@@ -308,9 +308,16 @@ func (u *upload) Commit(ctx context.Context, b *manifest.Backup) (destination.Re
 		u.d.opts.Log.Info("committed "+res.URL, "digest", res.Digest, "format", destination.FormatImage)
 		return res, nil
 	}
-	// backup.json and the config go at once: each costs round trips, not
-	// bandwidth.
+	// backup.json, the config and a second look at the tag (another writer
+	// may have taken it since Begin) go at once: each costs round trips,
+	// not bandwidth.
 	g, gctx := errgroup.WithContext(ctx)
+	var taken *loaded
+	g.Go(func() error {
+		var err error
+		taken, err = u.d.alreadyStored(gctx, u.tag, b)
+		return err
+	})
 	g.Go(func() error {
 		info := types.BlobInfo{Digest: rawDigest(data), Size: int64(len(data)), MediaType: mediaTypeFile}
 		_, err := u.put(gctx, manifest.FileName, info, bytesOpener(data), false)
@@ -329,8 +336,10 @@ func (u *upload) Commit(ctx context.Context, b *manifest.Backup) (destination.Re
 		return res, err
 	}
 	res.Digest = string(digest.FromBytes(m))
-	if err := u.pushManifest(ctx, b, m); err != nil {
-		return res, err
+	if taken == nil {
+		if err := u.push(ctx, m); err != nil {
+			return res, err
+		}
 	}
 	u.d.opts.Log.Info("committed "+res.URL, "digest", res.Digest)
 	return res, nil
@@ -341,11 +350,16 @@ func bytesOpener(data []byte) destination.Opener {
 	return func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
 }
 
+// pushManifest pushes m unless another writer took the tag since Begin.
 func (u *upload) pushManifest(ctx context.Context, b *manifest.Backup, m []byte) error {
-	// Another writer may have taken the tag since Begin.
 	if done, err := u.d.alreadyStored(ctx, u.tag, b); err != nil || done != nil {
 		return err
 	}
+	return u.push(ctx, m)
+}
+
+// push pushes the manifest m under the upload's tag: the commit marker.
+func (u *upload) push(ctx context.Context, m []byte) error {
 	return retry(ctx, u.d.opts.RetryBase, u.d.opts.Log, "push manifest of "+u.tag, func() error {
 		rctx, cancel := u.d.request(ctx)
 		defer cancel()

@@ -1,8 +1,11 @@
 package oci_test
 
 import (
+	"io"
 	"io/fs"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -57,6 +60,74 @@ func TestOCI(t *testing.T) {
 	t.Run("Faults", func(t *testing.T) { testFaults(t, bs) })
 	t.Run("DeletesDisabled", func(t *testing.T) { testDeletesDisabled(t, bs) })
 	t.Run("FilesTogether", func(t *testing.T) { testFilesTogether(t, bs) })
+	t.Run("TagTakenMidway", func(t *testing.T) { testTagTakenMidway(t, bs) })
+}
+
+// testTagTakenMidway: the tag is looked at again just before the manifest
+// is pushed. Taken meanwhile by other content, the commit fails and the
+// tag keeps naming that content; taken by the same backup (another run of
+// the same upload), the commit succeeds without pushing again.
+func testTagTakenMidway(t *testing.T, bs []desttest.Backup) {
+	reg := ocitest.Start(t, ocitest.Options{})
+	ro := destination.RegistryOptions{InsecureSkipTLSVerify: true}
+	b := bs[0]
+	cases := []struct {
+		name    string
+		take    func(t *testing.T, repo string)
+		wantErr string
+	}{
+		{"by other content", func(t *testing.T, repo string) {
+			ref, err := docker.ParseReference("//" + reg.Host + "/" + repo + ":" + oci.Tag(b.Manifest))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ocitest.PushForeign(t, ref, &types.SystemContext{DockerInsecureSkipTLSVerify: types.OptionalBoolTrue})
+		}, "already names other content"},
+		{"by the same backup", func(t *testing.T, repo string) {
+			if _, err := destination.UploadDir(t.Context(), openDest(t, reg.URL(repo), ro), b.Dir, nil); err != nil {
+				t.Fatal(err)
+			}
+		}, ""},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			repo := "backups/midway" + strconv.Itoa(i)
+			d := openDest(t, reg.URL(repo), ro)
+			up, err := d.Begin(t.Context(), b.Manifest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer up.Close()
+			for _, f := range b.Manifest.Files {
+				open := func() (io.ReadCloser, error) { return os.Open(filepath.Join(b.Dir, f.Name)) }
+				if _, _, err := up.Put(t.Context(), f, open); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c.take(t, repo)
+			_, err = up.Commit(t.Context(), b.Manifest)
+			if c.wantErr == "" {
+				if err != nil {
+					t.Fatalf("commit after the same backup took the tag: %v", err)
+				}
+			} else if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Fatalf("commit after other content took the tag = %v, want %q", err, c.wantErr)
+			}
+			entries, err := d.List(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			complete := 0
+			for _, e := range entries {
+				if e.State == destination.Complete {
+					complete++
+				}
+			}
+			if want := map[bool]int{true: 1, false: 0}[c.wantErr == ""]; complete != want {
+				t.Errorf("list after the commit: %v, want %d complete backup", entries, want)
+			}
+		})
+	}
 }
 
 func testLayoutConformance(t *testing.T, bs []desttest.Backup, format string) {
