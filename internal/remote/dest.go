@@ -145,17 +145,26 @@ func (u *gcsUpload) Put(ctx context.Context, f manifest.File, open destination.O
 	r := &reopener{open: open, meter: m}
 	defer r.Close()
 	want := f
+	meta := u.d.c.metadata(u.b, f.SHA256)
 	if destination.Sealed(f) {
 		// The bytes are new on every send: r checksums each one, and the
 		// service's report is compared with the last.
 		r.sent = manifest.NewChecksum()
 		want = manifest.File{Name: f.Name, Kind: f.Kind, Size: -1, SHA256: f.SHA256}
+		meta[MetaEncryptedTo] = keysFingerprint(f.Stored.Recipients)
 	}
-	obj, err := u.d.c.put(ctx, loc, r, want, contentType, u.d.c.metadata(u.b, f.SHA256), u.d.kmsKey)
-	if err != nil {
+	obj, found, err := u.d.c.put(ctx, loc, r, want, contentType, meta, u.d.kmsKey)
+	switch {
+	case err != nil:
 		return f, false, err
-	}
-	if obj == nil {
+	case found && r.sent != nil:
+		// Stored by an earlier run of this upload, stopped before its
+		// commit: its record is what the service holds.
+		st := *f.Stored
+		st.Size, st.CRC32C = obj.Size, obj.CRC32C
+		f.Stored = &st
+		return f, true, nil
+	case found:
 		return f, true, nil
 	}
 	u.sent = append(u.sent, sentObject{loc, obj.Generation})
@@ -192,7 +201,7 @@ func (u *gcsUpload) Commit(ctx context.Context, b *manifest.Backup) (destination
 	digest := manifest.NewDigest()
 	digest.Write(data)
 	mf := manifest.File{Name: manifest.FileName, Size: digest.Size(), SHA256: digest.SHA256(), CRC32C: digest.CRC32C()}
-	if _, err := u.d.c.put(ctx, u.mloc, bytes.NewReader(data), mf, "application/json", u.d.c.metadata(u.b, mf.SHA256), u.d.kmsKey); err != nil {
+	if _, _, err := u.d.c.put(ctx, u.mloc, bytes.NewReader(data), mf, "application/json", u.d.c.metadata(u.b, mf.SHA256), u.d.kmsKey); err != nil {
 		return res, err
 	}
 	u.committed = true

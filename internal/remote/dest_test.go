@@ -1,6 +1,7 @@
 package remote_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -45,6 +46,32 @@ func TestGCSConformance(t *testing.T) {
 		},
 	}, bs)
 	t.Run("EncryptedChangedOnTheWay", func(t *testing.T) { testChangedOnTheWay(t, srv, bs[0]) })
+	t.Run("EncryptedLeftoverOtherKeys", func(t *testing.T) { testLeftoverOtherKeys(t, srv, bs[0]) })
+}
+
+// testLeftoverOtherKeys: what an encrypted upload left when it was killed
+// before its commit is taken by a re-run to the same keys (the suite's
+// EncryptedRerunAfterKill), never by one to other keys, which would record
+// keys that cannot open it: that is exit 2, and the object stays as it was.
+func testLeftoverOtherKeys(t *testing.T, srv *gcstest.Server, b desttest.Backup) {
+	url := mustURL(t, "gs://"+bucket+"/leftover")
+	d := remote.NewDest(client(t, srv.Host()), url, remote.UploadOptions{}, func() error { return nil })
+	res, err := destination.UploadDir(t.Context(), d, b.Dir, desttest.Recipients(t, desttest.AgeKey(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The commit marker gone: the files are what a killed run leaves.
+	if err := srv.Client().Bucket(bucket).Object(mustURL(t, res.Files[manifest.FileName]).Path).Delete(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	before := objects(t, srv, bucket)
+	_, err = destination.UploadDir(t.Context(), d, b.Dir, desttest.Recipients(t, desttest.AgeKey(t)))
+	if exitcode.Of(err) != exitcode.Usage || !strings.Contains(err.Error(), "encrypted to these keys") {
+		t.Fatalf("upload to other keys over a leftover = %v (exit %d), want exit %d", err, exitcode.Of(err), exitcode.Usage)
+	}
+	if after := objects(t, srv, bucket); !slices.Equal(before, after) {
+		t.Errorf("objects went from %v to %v", before, after)
+	}
 }
 
 // testChangedOnTheWay: encrypted bytes are not known before they are sent,

@@ -73,6 +73,10 @@ const (
 	// MetaWrittenBy is "etcd-backup <version>": what prune relies on to
 	// recognise a leftover of an interrupted upload as its own.
 	MetaWrittenBy = "written-by"
+	// MetaEncryptedTo, on an encrypted object, fingerprints the public keys
+	// it is encrypted to: what lets a re-run of an interrupted upload take
+	// the object as its own.
+	MetaEncryptedTo = "encrypted-to"
 )
 
 // Ref names one backup: <prefix>/<cluster-id>/<ts>-<sha>, or

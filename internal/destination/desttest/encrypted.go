@@ -155,6 +155,51 @@ func testEncrypted(t *testing.T, h Harness, bs []Backup) {
 	ageDecrypts(t, d, res.Name, ageKey, b.Dir)
 }
 
+// testEncryptedAfterKill: an encrypted upload killed after its files were
+// stored and before its commit, so that no clean-up ran, is run again to
+// the same keys, as a Task's retry would: it completes, and the backup
+// decrypts to the files save wrote.
+func testEncryptedAfterKill(t *testing.T, h Harness, bs []Backup) {
+	if h.OneBlob {
+		return // never encrypted (testEncrypted)
+	}
+	d := h.New(t)
+	key := AgeKey(t)
+	b := bs[0]
+	to := Recipients(t, key)
+	plan := to.Plan(b.Manifest)
+	up, err := d.Begin(t.Context(), plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range plan.Files {
+		open := func() (io.ReadCloser, error) {
+			file, err := os.Open(filepath.Join(b.Dir, f.Name))
+			if err != nil {
+				return nil, err
+			}
+			enc, err := to.Encrypt(file)
+			return struct {
+				io.Reader
+				io.Closer
+			}{enc, file}, err
+		}
+		if _, _, err := up.Put(t.Context(), f, open); err != nil {
+			t.Fatalf("put %s: %v", f.Name, err)
+		}
+	}
+	// Killed here: neither Commit nor Close runs.
+	res, err := destination.UploadDir(t.Context(), d, b.Dir, Recipients(t, key))
+	if err != nil {
+		t.Fatalf("re-run of an encrypted upload killed before its commit: %v", err)
+	}
+	dir := filepath.Join(t.TempDir(), "download")
+	if _, err := destination.Download(t.Context(), d, res.Name, dir, Identity(t, key)); err != nil {
+		t.Fatalf("download after the re-run: %v", err)
+	}
+	sameFiles(t, b.Dir, dir)
+}
+
 // ageDecrypts checks that the age command-line tool decrypts each stored
 // object of backup name to the file save wrote.
 func ageDecrypts(t *testing.T, d destination.Dest, name string, k Key, dir string) {

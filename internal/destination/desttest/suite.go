@@ -46,6 +46,7 @@ func Run(t *testing.T, h Harness, backups []Backup) {
 		{"InterruptedUploadIsNotComplete", testInterrupted},
 		{"PruneKeepsNewestAndForeign", testPrune},
 		{"Encrypted", testEncrypted},
+		{"EncryptedRerunAfterKill", testEncryptedAfterKill},
 		{"StoredBytesChanged", testTampered},
 	}
 	for _, tt := range tests {
