@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/destination/oci/ocitest"
 	"github.com/etcd-backup/etcd-backup/internal/encryption"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
+	"github.com/etcd-backup/etcd-backup/internal/manifest"
 	"github.com/etcd-backup/etcd-backup/internal/verify"
 )
 
@@ -159,31 +159,35 @@ func testDeletesDisabled(t *testing.T, bs []desttest.Backup) {
 	}
 }
 
-// testFilesTogether: the files of a backup are sent at once, so that the
-// round trips of the small ones do not add to the snapshot's time. The
-// proxy holds the first file's data until another file's data arrives,
-// which never happens when the files go one after the other (the hold ends
-// before the stall timeout, which would send the first file again).
+// testFilesTogether: the other blobs of a backup (the archive, and
+// backup.json and the config, whose content is known before the snapshot
+// has gone) are stored while the snapshot is sent, so that their round
+// trips do not add to its time. The proxy holds the snapshot's data until
+// three other blobs are stored, which never happens when they wait for it
+// (the hold ends before the stall timeout, which would send it again).
 func testFilesTogether(t *testing.T, bs []desttest.Backup) {
 	reg := ocitest.Start(t, ocitest.Options{})
 	p := reg.NewProxy(t)
-	var (
-		first  atomic.Int64 // the first file's length
-		other  = make(chan struct{})
-		closed sync.Once
-	)
+	snapshot := bs[0].Manifest.File(manifest.KindSnapshot).Size
+	others := make(chan struct{}, 3)
 	p.Fault = func(w http.ResponseWriter, r *http.Request) bool {
-		if !blobData(r) || r.Method != http.MethodPatch {
-			return false
-		}
-		if first.CompareAndSwap(0, r.ContentLength) {
-			select {
-			case <-other:
-			case <-time.After(3 * time.Second):
-				t.Error("the first file's data was held for 3s and no other file's came: the files were sent one after the other")
+		switch {
+		case r.Method == http.MethodPatch && blobData(r) && r.ContentLength == snapshot:
+			for range 3 {
+				select {
+				case <-others:
+				case <-time.After(3 * time.Second):
+					t.Error("the snapshot's data was held for 3s and fewer than three other blobs were stored meanwhile: they wait for the snapshot")
+					return false
+				}
 			}
-		} else if r.ContentLength != first.Load() {
-			closed.Do(func() { close(other) })
+		case r.Method == http.MethodPut && blobData(r):
+			reg.Handler.ServeHTTP(w, r)
+			select {
+			case others <- struct{}{}:
+			default:
+			}
+			return true
 		}
 		return false
 	}

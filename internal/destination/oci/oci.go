@@ -111,7 +111,49 @@ func (d *Dest) Begin(ctx context.Context, b *manifest.Backup) (destination.Uploa
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", d.t.url(tag), err)
 	}
+	if !up.image {
+		up.sendEarly(ctx)
+	}
 	return up, nil
+}
+
+// sendEarly sends, while the files go, the blobs Commit needs besides
+// them: the config, and backup.json when its content is known already
+// (files stored unencrypted are stored as they are, so Commit's
+// backup.json is Begin's). Each is a few round trips that would otherwise
+// come after the snapshot's last byte. Commit sends whatever this did not.
+func (u *upload) sendEarly(ctx context.Context) {
+	u.early.Go(func() error {
+		err := u.putConfig(ctx)
+		u.earlyConfig = err == nil
+		return err
+	})
+	if u.b.Encrypted() {
+		return
+	}
+	data, err := manifest.Marshal(u.b)
+	if err != nil {
+		return
+	}
+	u.early.Go(func() error {
+		err := u.putJSON(ctx, data)
+		if err == nil {
+			u.earlyJSON = data
+		}
+		return err
+	})
+}
+
+func (u *upload) putJSON(ctx context.Context, data []byte) error {
+	info := types.BlobInfo{Digest: rawDigest(data), Size: int64(len(data)), MediaType: mediaTypeFile}
+	_, err := u.put(ctx, manifest.FileName, info, bytesOpener(data), false)
+	return err
+}
+
+func (u *upload) putConfig(ctx context.Context) error {
+	cfg := types.BlobInfo{Digest: emptyDescriptor.Digest, Size: emptyDescriptor.Size, MediaType: emptyDescriptor.MediaType}
+	_, err := u.put(ctx, "config", cfg, bytesOpener(emptyConfig), true)
+	return err
 }
 
 // alreadyStored returns what tag names when that is this backup, nil when
@@ -140,6 +182,11 @@ type upload struct {
 	done *loaded
 	// image: the image form, whose one layer Commit sends from openers.
 	image bool
+	// early sends the config and backup.json while the files go; what it
+	// sent is earlyConfig and earlyJSON, read once early is waited for.
+	early       errgroup.Group
+	earlyConfig bool
+	earlyJSON   []byte
 	// mu guards stored and openers, which concurrent Puts add to.
 	mu sync.Mutex
 	// stored holds the files put so far; Commit needs every one.
@@ -308,9 +355,10 @@ func (u *upload) Commit(ctx context.Context, b *manifest.Backup) (destination.Re
 		u.d.opts.Log.Info("committed "+res.URL, "digest", res.Digest, "format", destination.FormatImage)
 		return res, nil
 	}
-	// backup.json, the config and a second look at the tag (another writer
-	// may have taken it since Begin) go at once: each costs round trips,
-	// not bandwidth.
+	// A second look at the tag (another writer may have taken it since
+	// Begin) goes at once with whatever of backup.json and the config
+	// Begin's early send did not store: each costs round trips, not
+	// bandwidth.
 	g, gctx := errgroup.WithContext(ctx)
 	var taken *loaded
 	g.Go(func() error {
@@ -318,16 +366,13 @@ func (u *upload) Commit(ctx context.Context, b *manifest.Backup) (destination.Re
 		taken, err = u.d.alreadyStored(gctx, u.tag, b)
 		return err
 	})
-	g.Go(func() error {
-		info := types.BlobInfo{Digest: rawDigest(data), Size: int64(len(data)), MediaType: mediaTypeFile}
-		_, err := u.put(gctx, manifest.FileName, info, bytesOpener(data), false)
-		return err
-	})
-	g.Go(func() error {
-		cfg := types.BlobInfo{Digest: emptyDescriptor.Digest, Size: emptyDescriptor.Size, MediaType: emptyDescriptor.MediaType}
-		_, err := u.put(gctx, "config", cfg, bytesOpener(emptyConfig), true)
-		return err
-	})
+	u.early.Wait() // what failed there is sent again here
+	if !bytes.Equal(u.earlyJSON, data) {
+		g.Go(func() error { return u.putJSON(gctx, data) })
+	}
+	if !u.earlyConfig {
+		g.Go(func() error { return u.putConfig(gctx) })
+	}
 	if err := g.Wait(); err != nil {
 		return res, err
 	}
@@ -374,5 +419,6 @@ func (u *upload) Close() error {
 	if u.dst == nil {
 		return nil
 	}
+	u.early.Wait()
 	return errors.Join(u.dst.Close(), u.d.t.seal())
 }
