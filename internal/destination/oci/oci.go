@@ -123,10 +123,8 @@ func (d *Dest) Begin(ctx context.Context, b *manifest.Backup) (destination.Uploa
 // backup.json is Begin's). Each is a few round trips that would otherwise
 // come after the snapshot's last byte. Commit sends whatever this did not.
 func (u *upload) sendEarly(ctx context.Context) {
-	u.early.Go(func() error {
-		err := u.putConfig(ctx)
-		u.earlyConfig = err == nil
-		return err
+	u.early.Go(func() {
+		u.earlyConfig = u.putConfig(ctx) == nil
 	})
 	if u.b.Encrypted() {
 		return
@@ -135,12 +133,10 @@ func (u *upload) sendEarly(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	u.early.Go(func() error {
-		err := u.putJSON(ctx, data)
-		if err == nil {
+	u.early.Go(func() {
+		if u.putJSON(ctx, data) == nil {
 			u.earlyJSON = data
 		}
-		return err
 	})
 }
 
@@ -184,7 +180,7 @@ type upload struct {
 	image bool
 	// early sends the config and backup.json while the files go; what it
 	// sent is earlyConfig and earlyJSON, read once early is waited for.
-	early       errgroup.Group
+	early       sync.WaitGroup
 	earlyConfig bool
 	earlyJSON   []byte
 	// mu guards stored and openers, which concurrent Puts add to.
