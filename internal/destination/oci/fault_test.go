@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/etcd-backup/etcd-backup/internal/destination"
 	"github.com/etcd-backup/etcd-backup/internal/destination/desttest"
+	"github.com/etcd-backup/etcd-backup/internal/destination/oci"
 	"github.com/etcd-backup/etcd-backup/internal/destination/oci/ocitest"
 	"github.com/etcd-backup/etcd-backup/internal/encryption"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
@@ -194,5 +196,51 @@ func testFilesTogether(t *testing.T, bs []desttest.Backup) {
 	d := openDest(t, "docker://"+p.Host+"/backups/together", destination.RegistryOptions{InsecureSkipTLSVerify: true})
 	if _, err := destination.UploadDir(t.Context(), d, bs[0].Dir, nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// testListTogether: List reads the tags' manifests at once. A proxy holds
+// the first manifest until another is asked for.
+func testListTogether(t *testing.T, bs []desttest.Backup) {
+	reg := ocitest.Start(t, ocitest.Options{})
+	ro := destination.RegistryOptions{InsecureSkipTLSVerify: true}
+	for _, b := range bs {
+		if _, err := destination.UploadDir(t.Context(), openDest(t, reg.URL("backups/listed"), ro), b.Dir, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := reg.NewProxy(t)
+	var manifests atomic.Int32
+	another := make(chan struct{})
+	p.Fault = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || !strings.Contains(r.URL.Path, "/manifests/") {
+			return false
+		}
+		switch manifests.Add(1) {
+		case 1:
+			select {
+			case <-another:
+			case <-time.After(3 * time.Second):
+				t.Error("the first manifest was held for 3s and no other was asked for meanwhile: List reads the tags one after the other")
+			}
+		case 2:
+			close(another)
+		}
+		return false
+	}
+	entries, err := openDest(t, "docker://"+p.Host+"/backups/listed", ro).List(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != len(bs) {
+		t.Fatalf("List found %d backups, want %d", len(entries), len(bs))
+	}
+	for i, e := range entries {
+		if e.State != destination.Complete || !slices.ContainsFunc(bs, func(b desttest.Backup) bool { return oci.Tag(b.Manifest) == e.Name }) {
+			t.Errorf("entry %d = %s (%s), want one of the uploaded backups, complete", i, e.Name, e.State)
+		}
+		if i > 0 && destination.Compare(entries[i-1], e) > 0 {
+			t.Errorf("entries %d and %d are out of order: %s after %s", i-1, i, e.Name, entries[i-1].Name)
+		}
 	}
 }

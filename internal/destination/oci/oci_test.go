@@ -60,6 +60,7 @@ func TestOCI(t *testing.T) {
 	t.Run("Faults", func(t *testing.T) { testFaults(t, bs) })
 	t.Run("DeletesDisabled", func(t *testing.T) { testDeletesDisabled(t, bs) })
 	t.Run("FilesTogether", func(t *testing.T) { testFilesTogether(t, bs) })
+	t.Run("ListTogether", func(t *testing.T) { testListTogether(t, bs) })
 	t.Run("TagTakenMidway", func(t *testing.T) { testTagTakenMidway(t, bs) })
 }
 

@@ -18,6 +18,7 @@ import (
 	"go.podman.io/image/v5/oci/layout"
 	"go.podman.io/image/v5/pkg/blobinfocache/none"
 	"go.podman.io/image/v5/types"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/etcd-backup/etcd-backup/internal/destination"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
@@ -172,6 +173,11 @@ func (d *Dest) blob(ctx context.Context, src types.ImageSource, desc imgspecv1.D
 	return data, nil
 }
 
+// manifestReaders bounds the tags List reads at once. Each tag is a few
+// round trips; one after the other, they would add up over a WAN link for
+// every list, `--latest` and retention, as backups accumulate.
+const manifestReaders = 8
+
 // List reads one manifest and one backup.json per tag this tool would
 // write; other tags are not backups and are not listed.
 func (d *Dest) List(ctx context.Context) ([]destination.Entry, error) {
@@ -181,20 +187,30 @@ func (d *Dest) List(ctx context.Context) ([]destination.Entry, error) {
 	if err != nil {
 		return nil, err
 	}
+	tags = slices.DeleteFunc(tags, func(tag string) bool { return !isOurTag(tag) })
+	found := make([]*destination.Entry, len(tags))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(manifestReaders)
+	for i, tag := range tags {
+		g.Go(func() error {
+			l, err := d.load(gctx, tag)
+			if err != nil || l == nil {
+				return err
+			}
+			defer l.close()
+			e := d.entry(l)
+			found[i] = &e
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
 	var out []destination.Entry
-	for _, tag := range tags {
-		if !isOurTag(tag) {
-			continue
+	for _, e := range found {
+		if e != nil {
+			out = append(out, *e)
 		}
-		l, err := d.load(ctx, tag)
-		if err != nil {
-			return nil, err
-		}
-		if l == nil {
-			continue
-		}
-		out = append(out, d.entry(l))
-		l.close()
 	}
 	slices.SortFunc(out, destination.Compare)
 	return out, nil
