@@ -239,8 +239,8 @@ func testListTogether(t *testing.T, bs []desttest.Backup) {
 		if e.State != destination.Complete || !slices.ContainsFunc(bs, func(b desttest.Backup) bool { return oci.Tag(b.Manifest) == e.Name }) {
 			t.Errorf("entry %d = %s (%s), want one of the uploaded backups, complete", i, e.Name, e.State)
 		}
-		if i > 0 && destination.Compare(entries[i-1], e) > 0 {
-			t.Errorf("entries %d and %d are out of order: %s after %s", i-1, i, e.Name, entries[i-1].Name)
+		if i > 0 && destination.Compare(entries[i-1], e) >= 0 {
+			t.Errorf("entries %d and %d are out of order or the same: %s after %s", i-1, i, e.Name, entries[i-1].Name)
 		}
 	}
 }
