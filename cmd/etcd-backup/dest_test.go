@@ -114,3 +114,39 @@ func TestDestinationCommands(t *testing.T) {
 		})
 	}
 }
+
+// TestRegistrySettings: a registry reached with settings that cannot work
+// is a usage error (exit 2) in one line that names what to give, at the
+// first attempt: plain HTTP without --tls-verify=false, a certificate no
+// trusted CA vouches for or for another name, no credentials, wrong ones.
+func TestRegistrySettings(t *testing.T) {
+	// No credentials from the machine running the test.
+	t.Setenv("HOME", t.TempDir())
+	t.Setenv("XDG_RUNTIME_DIR", t.TempDir())
+	t.Setenv("REGISTRY_AUTH_FILE", "")
+	plain := ocitest.Start(t, ocitest.Options{})
+	secure := ocitest.Start(t, ocitest.Options{TLS: true})
+	wrong := ocitest.WriteAuthFile(t, secure.Host, "backup", "not-the-password")
+	dir, _ := savedBackup(t, 50)
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"plain HTTP, TLS verified", []string{"list", plain.URL("backups/etcd")}, "--tls-verify=false"},
+		{"plain HTTP, upload", []string{"upload", dir, plain.URL("backups/etcd")}, "--tls-verify=false"},
+		{"no CA for the certificate", []string{"list", "--authfile", secure.AuthFile, secure.URL("backups/etcd")}, "--cert-dir"},
+		{"a certificate for another name", []string{"list", "--cert-dir", secure.CertDir, "--authfile", secure.AuthFile, "docker://" + strings.Replace(secure.Host, "127.0.0.1", "localhost", 1) + "/backups/etcd"}, "as its certificate does"},
+		{"no credentials", []string{"list", "--cert-dir", secure.CertDir, secure.URL("backups/etcd")}, "--authfile"},
+		{"no credentials, upload", []string{"upload", "--cert-dir", secure.CertDir, dir, secure.URL("backups/etcd")}, "--authfile"},
+		{"wrong credentials", []string{"list", "--cert-dir", secure.CertDir, "--authfile", wrong, secure.URL("backups/etcd")}, "--authfile"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, _, stderr := cli(t, nil, c.args...)
+			if code != exitcode.Usage || !strings.Contains(stderr, c.want) || strings.Count(stderr, "\n") != 1 {
+				t.Errorf("etcd-backup %s: exit %d, want %d and one line naming %s:\n%s", strings.Join(c.args, " "), code, exitcode.Usage, c.want, stderr)
+			}
+		})
+	}
+}

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/docker/distribution/registry/api/errcode"
-	"go.podman.io/image/v5/docker"
 )
 
 // errStalled is the cause of a transfer cut for moving no data.
@@ -79,7 +78,7 @@ func retry(ctx context.Context, base time.Duration, log *slog.Logger, what strin
 	for i := 1; ; i++ {
 		err := op()
 		if err == nil || i == attempts || !transient(ctx, err) {
-			return err
+			return settingsError(err)
 		}
 		log.Warn(what+" failed; retrying", "attempt", i, "in", wait, "error", err)
 		select {
@@ -97,19 +96,13 @@ type permanent struct{ error }
 func (p permanent) Unwrap() error { return p.error }
 
 // transient reports whether err may pass on a retry: anything but the
-// caller's own cancellation, a refused credential or request, or a source
-// that failed its check.
+// caller's own cancellation, settings that cannot work (settingsHint), a
+// refused request, or a source that failed its check.
 func transient(ctx context.Context, err error) bool {
 	var p permanent
-	var creds docker.ErrUnauthorizedForCredentials
 	switch {
-	case ctx.Err() != nil, errors.As(err, &p), errors.As(err, &creds), notFound(err):
+	case ctx.Err() != nil, errors.As(err, &p), notFound(err), settingsHint(err) != "", isCode(err, errcode.ErrorCodeUnsupported):
 		return false
-	}
-	for _, code := range []errcode.ErrorCode{errcode.ErrorCodeUnauthorized, errcode.ErrorCodeDenied, errcode.ErrorCodeUnsupported} {
-		if isCode(err, code) {
-			return false
-		}
 	}
 	return true
 }

@@ -1,0 +1,58 @@
+package oci
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/docker/distribution/registry/api/errcode"
+	"go.podman.io/image/v5/docker"
+
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
+)
+
+// TestSettingsError: each error that the settings cause, wrapped as
+// containers/image returns it, becomes a usage error naming what to give;
+// any other error is left as it is, to be retried. The cases the tests
+// against a real registry cannot provoke are here: an expired certificate,
+// a denied repository, an ordinary failure.
+func TestSettingsError(t *testing.T) {
+	ping := func(err error) error {
+		return fmt.Errorf("pinging container registry r: %w", &url.Error{Op: "Get", URL: "https://r/v2/", Err: err})
+	}
+	cases := []struct {
+		name string
+		err  error
+		want string // in the hint; "" for none
+	}{
+		{"plain HTTP", ping(http.ErrSchemeMismatch), "--tls-verify=false"},
+		{"unknown CA", ping(&tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}), "--cert-dir"},
+		{"another name", ping(&tls.CertificateVerificationError{Err: x509.HostnameError{Host: "r"}}), "as its certificate does"},
+		{"expired", ping(&tls.CertificateVerificationError{Err: x509.CertificateInvalidError{Reason: x509.Expired}}), "expired"},
+		{"no credentials", fmt.Errorf("fetching tags list: %w", errcode.Error{Code: errcode.ErrorCodeUnauthorized}), "--authfile"},
+		{"wrong password", docker.ErrUnauthorizedForCredentials{Err: errors.New("401")}, "--authfile"},
+		{"denied", fmt.Errorf("writing manifest: %w", errcode.Error{Code: errcode.ErrorCodeDenied}), "may push to and pull from it"},
+		{"unavailable", fmt.Errorf("fetching blob: %w", errcode.Error{Code: errcode.ErrorCodeUnavailable}), ""},
+		{"reset", ping(io.ErrUnexpectedEOF), ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := settingsError(c.err)
+			if c.want == "" {
+				if got != c.err || settingsHint(c.err) != "" {
+					t.Errorf("settingsError(%v) = %v, want it unchanged", c.err, got)
+				}
+				return
+			}
+			if !strings.Contains(got.Error(), c.want) || exitcode.Of(got) != exitcode.Usage || !errors.Is(got, c.err) {
+				t.Errorf("settingsError(%v) = %v (exit %d), want exit %d, %q, wrapping the error", c.err, got, exitcode.Of(got), exitcode.Usage, c.want)
+			}
+		})
+	}
+}
