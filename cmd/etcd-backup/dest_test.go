@@ -127,22 +127,46 @@ func TestRegistrySettings(t *testing.T) {
 	plain := ocitest.Start(t, ocitest.Options{})
 	secure := ocitest.Start(t, ocitest.Options{TLS: true})
 	wrong := ocitest.WriteAuthFile(t, secure.Host, "backup", "not-the-password")
+	missing := filepath.Join(t.TempDir(), "missing")
+	ca, err := os.ReadFile(filepath.Join(secure.CertDir, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	notJSON, notPEM, keyless := filepath.Join(t.TempDir(), "auth.json"), t.TempDir(), t.TempDir()
+	for path, data := range map[string][]byte{
+		notJSON:                               []byte("auths: {}\n"),
+		filepath.Join(notPEM, "ca.crt"):       []byte("not a certificate\n"),
+		filepath.Join(keyless, "ca.crt"):      ca,
+		filepath.Join(keyless, "client.cert"): ca,
+	} {
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	dir, _ := savedBackup(t, 50)
 	cases := []struct {
 		name string
 		args []string
+		env  string // $REGISTRY_AUTH_FILE
 		want string
 	}{
-		{"plain HTTP, TLS verified", []string{"list", plain.URL("backups/etcd")}, "--tls-verify=false"},
-		{"plain HTTP, upload", []string{"upload", dir, plain.URL("backups/etcd")}, "--tls-verify=false"},
-		{"no CA for the certificate", []string{"list", "--authfile", secure.AuthFile, secure.URL("backups/etcd")}, "--cert-dir"},
-		{"a certificate for another name", []string{"list", "--cert-dir", secure.CertDir, "--authfile", secure.AuthFile, "docker://" + strings.Replace(secure.Host, "127.0.0.1", "localhost", 1) + "/backups/etcd"}, "as its certificate does"},
-		{"no credentials", []string{"list", "--cert-dir", secure.CertDir, secure.URL("backups/etcd")}, "--authfile"},
-		{"no credentials, upload", []string{"upload", "--cert-dir", secure.CertDir, dir, secure.URL("backups/etcd")}, "--authfile"},
-		{"wrong credentials", []string{"list", "--cert-dir", secure.CertDir, "--authfile", wrong, secure.URL("backups/etcd")}, "--authfile"},
+		{"plain HTTP, TLS verified", []string{"list", plain.URL("backups/etcd")}, "", "--tls-verify=false"},
+		{"plain HTTP, upload", []string{"upload", dir, plain.URL("backups/etcd")}, "", "--tls-verify=false"},
+		{"no CA for the certificate", []string{"list", "--authfile", secure.AuthFile, secure.URL("backups/etcd")}, "", "--cert-dir"},
+		{"a certificate for another name", []string{"list", "--cert-dir", secure.CertDir, "--authfile", secure.AuthFile, "docker://" + strings.Replace(secure.Host, "127.0.0.1", "localhost", 1) + "/backups/etcd"}, "", "as its certificate does"},
+		{"no credentials", []string{"list", "--cert-dir", secure.CertDir, secure.URL("backups/etcd")}, "", "--authfile"},
+		{"no credentials, upload", []string{"upload", "--cert-dir", secure.CertDir, dir, secure.URL("backups/etcd")}, "", "--authfile"},
+		{"wrong credentials", []string{"list", "--cert-dir", secure.CertDir, "--authfile", wrong, secure.URL("backups/etcd")}, "", "--authfile"},
+		{"--authfile missing", []string{"list", "--cert-dir", secure.CertDir, "--authfile", missing, secure.URL("backups/etcd")}, "", "--authfile: open " + missing},
+		{"$REGISTRY_AUTH_FILE missing", []string{"upload", "--cert-dir", secure.CertDir, dir, secure.URL("backups/etcd")}, missing, "$REGISTRY_AUTH_FILE: open " + missing},
+		{"--authfile not JSON", []string{"list", "--cert-dir", secure.CertDir, "--authfile", notJSON, secure.URL("backups/etcd")}, "", "is not JSON"},
+		{"--cert-dir missing", []string{"list", "--cert-dir", missing, "--authfile", secure.AuthFile, secure.URL("backups/etcd")}, "", "--cert-dir: open " + missing},
+		{"--cert-dir with a ca.crt that is no certificate", []string{"list", "--cert-dir", notPEM, "--authfile", secure.AuthFile, secure.URL("backups/etcd")}, "", "holds no PEM certificate"},
+		{"--cert-dir with a client certificate and no key", []string{"list", "--cert-dir", keyless, "--authfile", secure.AuthFile, secure.URL("backups/etcd")}, "", "client.key"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			t.Setenv("REGISTRY_AUTH_FILE", c.env)
 			code, _, stderr := cli(t, nil, c.args...)
 			if code != exitcode.Usage || !strings.Contains(stderr, c.want) || strings.Count(stderr, "\n") != 1 {
 				t.Errorf("etcd-backup %s: exit %d, want %d and one line naming %s:\n%s", strings.Join(c.args, " "), code, exitcode.Usage, c.want, stderr)

@@ -6,6 +6,7 @@ package oci
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -39,16 +40,19 @@ func open(t transport, opts destination.Options) (*Dest, error) {
 	if f := opts.Registry.Format; f != destination.FormatArtifact && f != destination.FormatImage {
 		return nil, exitcode.With(exitcode.Usage, fmt.Errorf("OCI format %q is neither %q nor %q", f, destination.FormatArtifact, destination.FormatImage))
 	}
+	authFile, given := opts.Registry.AuthFile, "--authfile"
+	if authFile == "" {
+		authFile, given = os.Getenv("REGISTRY_AUTH_FILE"), "$REGISTRY_AUTH_FILE"
+	}
+	if err := cmp.Or(checkAuthFile(authFile, given), checkCertDir(opts.Registry.CertDir)); err != nil {
+		return nil, exitcode.With(exitcode.Usage, err)
+	}
 	// containers/image keeps a blob cache and may consult lookaside
 	// signature storage; both go to a scratch directory, not $HOME or
 	// /var/lib/containers.
 	scratch, err := os.MkdirTemp(opts.ScratchDir, "etcd-backup-oci-*")
 	if err != nil {
 		return nil, fmt.Errorf("create scratch directory: %w", err)
-	}
-	authFile := opts.Registry.AuthFile
-	if authFile == "" {
-		authFile = os.Getenv("REGISTRY_AUTH_FILE")
 	}
 	sys := &types.SystemContext{
 		AuthFilePath:            authFile,

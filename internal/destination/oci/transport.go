@@ -2,11 +2,9 @@ package oci
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -165,43 +163,6 @@ func (r registry) delete(ctx context.Context, sys *types.SystemContext, tag stri
 func isCode(err error, code errcode.ErrorCode) bool {
 	var ec errcode.ErrorCoder
 	return errors.As(err, &ec) && ec.ErrorCode() == code
-}
-
-// settingsError returns err as a usage error (exit 2) that says what to
-// give, when the settings cause it (settingsHint); any other error as it is.
-func settingsError(err error) error {
-	if hint := settingsHint(err); hint != "" {
-		return exitcode.With(exitcode.Usage, fmt.Errorf("%w; %s", err, hint))
-	}
-	return err
-}
-
-// settingsHint says what to give when err comes from settings that no
-// retry can cure: plain HTTP where TLS is verified, a certificate that no
-// trusted CA vouches for, credentials missing or refused. It is "" for any
-// other error.
-func settingsHint(err error) string {
-	var unknownCA x509.UnknownAuthorityError
-	var hostname x509.HostnameError
-	var invalid x509.CertificateInvalidError
-	var creds docker.ErrUnauthorizedForCredentials
-	switch {
-	case err == nil:
-		return ""
-	case errors.Is(err, http.ErrSchemeMismatch):
-		return "the registry speaks plain HTTP: give --tls-verify=false to reach it without TLS"
-	case errors.As(err, &unknownCA):
-		return "no CA trusted here vouches for the registry's certificate: give --cert-dir DIR with its CA as DIR/ca.crt (as in /etc/containers/certs.d/HOST), or --tls-verify=false for a mirror you trust as it is"
-	case errors.As(err, &hostname):
-		return "the registry's certificate is not for the host in the URL: name the registry as its certificate does"
-	case errors.As(err, &invalid):
-		return "the registry's certificate is expired or not yet valid, or this machine's clock is wrong"
-	case errors.As(err, &creds), isCode(err, errcode.ErrorCodeUnauthorized):
-		return "the registry wants credentials and got none it accepts: give --authfile FILE (or $REGISTRY_AUTH_FILE) with an entry for its host, e.g. the .dockerconfigjson of a docker-registry Secret"
-	case isCode(err, errcode.ErrorCodeDenied):
-		return "the registry denies these credentials the repository: give credentials that may push to and pull from it"
-	}
-	return ""
 }
 
 type layoutDir string

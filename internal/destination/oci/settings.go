@@ -1,0 +1,108 @@
+package oci
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/docker/distribution/registry/api/errcode"
+	"go.podman.io/image/v5/docker"
+
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
+)
+
+// checkAuthFile refuses an auth file that cannot hold credentials: one that
+// is missing or unreadable (a Secret mounted elsewhere, a mistyped path),
+// or not JSON. containers/image would read the first as no credentials,
+// and the registry's refusal would then hide the cause. given names where
+// the path came from.
+func checkAuthFile(path, given string) error {
+	if path == "" {
+		return nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", given, err)
+	}
+	if !json.Valid(data) {
+		return fmt.Errorf("%s: %s is not JSON: give a containers-auth.json, or the .dockerconfigjson of a docker-registry Secret", given, path)
+	}
+	return nil
+}
+
+// checkCertDir refuses a --cert-dir that containers/image would pass over
+// in silence: one that does not exist, a CA file (*.crt) that holds no
+// certificate, a client certificate (*.cert) without its key (*.key) or
+// the other way round. The registry's refusal would otherwise blame its
+// certificate or the credentials.
+func checkCertDir(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("--cert-dir: %w", err)
+	}
+	for _, e := range entries {
+		path := filepath.Join(dir, e.Name())
+		switch filepath.Ext(e.Name()) {
+		case ".crt":
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return fmt.Errorf("--cert-dir: %w", err)
+			}
+			if !x509.NewCertPool().AppendCertsFromPEM(data) {
+				return fmt.Errorf("--cert-dir: %s holds no PEM certificate", path)
+			}
+		case ".cert", ".key":
+			base := strings.TrimSuffix(path, filepath.Ext(path))
+			if _, err := tls.LoadX509KeyPair(base+".cert", base+".key"); err != nil {
+				return fmt.Errorf("--cert-dir: client certificate %s.cert and key %s.key: %w", base, base, err)
+			}
+		}
+	}
+	return nil
+}
+
+// settingsError returns err as a usage error (exit 2) that says what to
+// give, when the settings cause it (settingsHint); any other error as it is.
+func settingsError(err error) error {
+	if hint := settingsHint(err); hint != "" {
+		return exitcode.With(exitcode.Usage, fmt.Errorf("%w; %s", err, hint))
+	}
+	return err
+}
+
+// settingsHint says what to give when err comes from settings that no
+// retry can cure: plain HTTP where TLS is verified, a certificate that no
+// trusted CA vouches for, credentials missing or refused. It is "" for any
+// other error.
+func settingsHint(err error) string {
+	var unknownCA x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	var creds docker.ErrUnauthorizedForCredentials
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, http.ErrSchemeMismatch):
+		return "the registry speaks plain HTTP: give --tls-verify=false to reach it without TLS"
+	case errors.As(err, &unknownCA):
+		return "no CA trusted here vouches for the registry's certificate: give --cert-dir DIR with its CA as DIR/ca.crt (as in /etc/containers/certs.d/HOST), or --tls-verify=false for a mirror you trust as it is"
+	case errors.As(err, &hostname):
+		return "the registry's certificate is not for the host in the URL: name the registry as its certificate does"
+	case errors.As(err, &invalid):
+		return "the registry's certificate is expired or not yet valid, or this machine's clock is wrong"
+	case errors.As(err, &creds), isCode(err, errcode.ErrorCodeUnauthorized):
+		return "the registry wants credentials and got none it accepts: give --authfile FILE (or $REGISTRY_AUTH_FILE) with an entry for its host, e.g. the .dockerconfigjson of a docker-registry Secret"
+	case isCode(err, errcode.ErrorCodeDenied):
+		return "the registry denies these credentials the repository: give credentials that may push to and pull from it"
+	}
+	return ""
+}
