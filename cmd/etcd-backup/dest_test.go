@@ -174,3 +174,39 @@ func TestRegistrySettings(t *testing.T) {
 		})
 	}
 }
+
+// TestOCINoSuchBackup: a tag that names nothing is a mistyped URL, exit 2
+// naming the nearest backups, not exit 4 (a backup that is not usable), as
+// for Cloud Storage.
+func TestOCINoSuchBackup(t *testing.T) {
+	dir, b := savedBackup(t, 10)
+	reg := ocitest.Start(t, ocitest.Options{})
+	for _, d := range []struct {
+		dest  string
+		flags []string
+	}{
+		{"oci:" + filepath.Join(t.TempDir(), "layout"), nil},
+		{reg.URL("backups/etcd"), []string{"--tls-verify=false"}},
+	} {
+		if code, _, stderr := cli(t, nil, append(append([]string{"upload"}, d.flags...), dir, d.dest)...); code != 0 {
+			t.Fatalf("upload to %s: exit %d\n%s", d.dest, code, stderr)
+		}
+		cluster := strings.Split(oci.Tag(b), "_")[0]
+		tests := []struct {
+			args []string
+			want string
+		}{
+			{[]string{"verify", d.dest + ":" + cluster + "_2001-01-01_000000-000000000000"}, "the nearest are " + d.dest + ":" + oci.Tag(b)},
+			{[]string{"download", d.dest + ":" + cluster + "_2001-01-01_000000-000000000000", filepath.Join(t.TempDir(), "out")}, "the nearest are " + d.dest + ":" + oci.Tag(b)},
+			{[]string{"verify", d.dest + ":other-cluster_" + b.Timestamp + "-000000000000"}, "there is no backup of cluster other-cluster in " + d.dest},
+			{[]string{"verify", d.dest + ":latest"}, "its tags are <cluster-id>_<ts>"},
+		}
+		for _, tt := range tests {
+			args := append(append([]string{tt.args[0]}, d.flags...), tt.args[1:]...)
+			code, _, stderr := cli(t, nil, args...)
+			if code != exitcode.Usage || !strings.Contains(stderr, "no such backup") || !strings.Contains(stderr, tt.want) || strings.Count(stderr, "\n") != 1 {
+				t.Errorf("%v: exit %d, want %d with %q in one line:\n%s", args, code, exitcode.Usage, tt.want, stderr)
+			}
+		}
+	}
+}

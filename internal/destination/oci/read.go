@@ -2,6 +2,7 @@ package oci
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"io/fs"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	v2 "github.com/docker/distribution/registry/api/v2"
@@ -233,7 +235,8 @@ func (d *Dest) entry(l *loaded) destination.Entry {
 	return e
 }
 
-// Open returns the backup tag names, refusing one that is not a complete
+// Open returns the backup tag names, refusing a tag that names nothing
+// (exit 2: a mistyped URL, see absent) and one that is not a complete
 // backup written by this tool (exit 4).
 func (d *Dest) Open(ctx context.Context, tag string) (destination.Stored, error) {
 	l, err := d.load(ctx, tag)
@@ -241,13 +244,59 @@ func (d *Dest) Open(ctx context.Context, tag string) (destination.Stored, error)
 		return nil, err
 	}
 	if l == nil {
-		return nil, exitcode.With(exitcode.Verify, fmt.Errorf("%s does not exist", d.t.url(tag)))
+		return nil, d.absent(ctx, tag)
 	}
 	if l.problem != "" {
 		l.close()
 		return nil, exitcode.With(exitcode.Verify, fmt.Errorf("%s: %s", d.t.url(tag), l.problem))
 	}
 	return &stored{d: d, l: l}, nil
+}
+
+// nearest bounds how many backups absent names.
+const nearest = 3
+
+// absent explains a tag that names nothing as a usage error (exit 2), as
+// Cloud Storage does a backup name: a mistyped URL is not a backup that
+// failed its check. It names the backups of the tag's cluster nearest in
+// time, or says there is none.
+func (d *Dest) absent(ctx context.Context, tag string) error {
+	url := d.t.url(tag)
+	if !isOurTag(tag) {
+		return exitcode.With(exitcode.Usage, fmt.Errorf("no such backup %s: its tags are <cluster-id>_<ts>-<snapshot sha256, 12 hex> (see 'etcd-backup list %s')", url, d.URL()))
+	}
+	rctx, cancel := d.request(ctx)
+	tags, err := d.t.tags(rctx, d.sys)
+	cancel()
+	if err != nil {
+		return err
+	}
+	cluster, _, _ := strings.Cut(tag, "_")
+	at := tagTime(tag)
+	var same []string
+	for _, t := range tags {
+		if isOurTag(t) && strings.HasPrefix(t, cluster+"_") {
+			same = append(same, t)
+		}
+	}
+	if len(same) == 0 {
+		return exitcode.With(exitcode.Usage, fmt.Errorf("no such backup %s: there is no backup of cluster %s in %s (see 'etcd-backup list %s')", url, cluster, d.URL(), d.URL()))
+	}
+	slices.SortStableFunc(same, func(a, b string) int {
+		return cmp.Compare(tagTime(a).Sub(at).Abs(), tagTime(b).Sub(at).Abs())
+	})
+	var near []string
+	for _, t := range same[:min(len(same), nearest)] {
+		near = append(near, d.t.url(t))
+	}
+	return exitcode.With(exitcode.Usage, fmt.Errorf("no such backup %s; the nearest are %s", url, strings.Join(near, ", ")))
+}
+
+// tagTime is the <ts> of a tag isOurTag accepts.
+func tagTime(tag string) time.Time {
+	_, rest, _ := strings.Cut(tag, "_")
+	t, _ := time.Parse(manifest.TimestampLayout, rest[:len(manifest.TimestampLayout)])
+	return t
 }
 
 type stored struct {
