@@ -7,7 +7,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/docker/distribution/registry/api/errcode"
 	v2 "github.com/docker/distribution/registry/api/v2"
@@ -54,7 +56,7 @@ func Registry() destination.Factory {
 		Split: func(rest string) (string, string, error) {
 			repo, tag, ok := splitTag(rest)
 			if !ok {
-				return "", "", fmt.Errorf("docker:%s names no backup: use docker://HOST[:PORT]/REPO:TAG", rest)
+				return "", "", fmt.Errorf("%s names no backup: use docker://HOST[:PORT]/REPO:TAG", shown("docker:"+rest))
 			}
 			return repo, tag, nil
 		},
@@ -72,14 +74,14 @@ func Layout() destination.Factory {
 			}
 			dir, err := filepath.Abs(rest)
 			if err != nil {
-				return nil, exitcode.With(exitcode.Usage, fmt.Errorf("oci:%s: %w", rest, err))
+				return nil, exitcode.With(exitcode.Usage, fmt.Errorf("%s: %w", shown("oci:"+rest), err))
 			}
 			return open(layoutDir(dir), opts)
 		},
 		Split: func(rest string) (string, string, error) {
 			dir, tag, ok := splitTag(rest)
 			if !ok {
-				return "", "", fmt.Errorf("oci:%s names no backup: use oci:PATH:TAG", rest)
+				return "", "", fmt.Errorf("%s names no backup: use oci:PATH:TAG", shown("oci:"+rest))
 			}
 			return dir, tag, nil
 		},
@@ -92,19 +94,22 @@ type registry struct {
 
 func newRegistry(rest string) (registry, error) {
 	s, ok := strings.CutPrefix(rest, "//")
-	host, _, _ := strings.Cut(s, "/")
+	host, repo, _ := strings.Cut(s, "/")
 	if !ok || host == "" {
-		return registry{}, fmt.Errorf("docker:%s: use docker://HOST[:PORT]/REPO", rest)
+		return registry{}, fmt.Errorf("%s: use docker://HOST[:PORT]/REPO", shown("docker:"+rest))
+	}
+	if repo == "" {
+		return registry{}, fmt.Errorf("%s names no repository: use docker://HOST[:PORT]/REPO", shown("docker:"+rest))
 	}
 	named, err := reference.ParseNormalizedNamed(s)
 	if err != nil {
-		return registry{}, fmt.Errorf("docker:%s: %w", rest, err)
+		return registry{}, fmt.Errorf("%s: %w", shown("docker:"+rest), err)
 	}
 	if !reference.IsNameOnly(named) {
-		return registry{}, fmt.Errorf("docker:%s names a tag or digest: use docker://HOST[:PORT]/REPO", rest)
+		return registry{}, fmt.Errorf("%s names a tag or digest: use docker://HOST[:PORT]/REPO", shown("docker:"+rest))
 	}
 	if reference.Domain(named) != host {
-		return registry{}, fmt.Errorf("docker:%s names no registry host: use docker://HOST[:PORT]/REPO", rest)
+		return registry{}, fmt.Errorf("%s names no registry host: use docker://HOST[:PORT]/REPO", shown("docker:"+rest))
 	}
 	return registry{repo: named}, nil
 }
@@ -158,6 +163,15 @@ func (r registry) delete(ctx context.Context, sys *types.SystemContext, tag stri
 		return fmt.Errorf("delete %s@%s: %w", r.imageURL(tag), d, settingsError(err))
 	}
 	return nil
+}
+
+// shown is a URL as an error message shows it: quoted when it holds a
+// character that would break the message's one line.
+func shown(url string) string {
+	if strings.ContainsFunc(url, func(r rune) bool { return !unicode.IsPrint(r) }) {
+		return strconv.Quote(url)
+	}
+	return url
 }
 
 func isCode(err error, code errcode.ErrorCode) bool {

@@ -1,0 +1,60 @@
+package oci_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/etcd-backup/etcd-backup/internal/destination"
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
+)
+
+// TestRegistryURL: a docker:// URL that names no repository of a registry
+// is a usage error that says what it lacks; one that does opens.
+func TestRegistryURL(t *testing.T) {
+	tests := []struct {
+		url  string
+		want string // "" opens
+	}{
+		{"docker://127.0.0.1:5000/backups/etcd", ""},
+		{"docker://registry.example:5000/etcd", ""},
+		{"docker://127.0.0.1:5000", "names no repository"},
+		{"docker://127.0.0.1:5000/", "names no repository"},
+		{"docker:127.0.0.1:5000/etcd", "use docker://HOST[:PORT]/REPO"},
+		{"docker://", "use docker://HOST[:PORT]/REPO"},
+		{"docker://127.0.0.1:5000/Backups", "must be lowercase"},
+		{"docker://127.0.0.1:5000/etcd:latest", "names a tag or digest"},
+		{"docker://library/etcd", "names no registry host"},
+	}
+	for _, tt := range tests {
+		d, err := kinds().Open(t.Context(), tt.url, options(t, destination.RegistryOptions{}))
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("Open(%q) = %v, want it open", tt.url, err)
+		case tt.want == "":
+			d.Close()
+		case err == nil:
+			d.Close()
+			t.Errorf("Open(%q) opened, want %q", tt.url, tt.want)
+		case exitcode.Of(err) != exitcode.Usage || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n"):
+			t.Errorf("Open(%q) = %v (exit %d), want exit %d, %q, in one line", tt.url, err, exitcode.Of(err), exitcode.Usage, tt.want)
+		}
+	}
+}
+
+// FuzzRegistryURL: whatever follows docker:, Open either opens a
+// repository or refuses with a usage error in one line; it never panics.
+func FuzzRegistryURL(f *testing.F) {
+	for _, s := range []string{"//127.0.0.1:5000/backups/etcd", "//h", "//h/R", "//h/r:t", "//h/r@sha256:00", "///", "//[::1]:5000/r", "//h/" + strings.Repeat("a/", 200)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, rest string) {
+		d, err := kinds().Open(t.Context(), "docker:"+rest, options(t, destination.RegistryOptions{}))
+		if err == nil {
+			d.Close()
+			return
+		}
+		if exitcode.Of(err) != exitcode.Usage || strings.Contains(err.Error(), "\n") {
+			t.Errorf("Open(docker:%q) = %v (exit %d), want a usage error in one line", rest, err, exitcode.Of(err))
+		}
+	})
+}
