@@ -19,6 +19,7 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/destination/desttest"
 	"github.com/etcd-backup/etcd-backup/internal/destination/oci"
 	"github.com/etcd-backup/etcd-backup/internal/destination/oci/ocitest"
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
 )
 
@@ -61,6 +62,7 @@ func TestOCI(t *testing.T) {
 	t.Run("DeletesDisabled", func(t *testing.T) { testDeletesDisabled(t, bs) })
 	t.Run("FilesTogether", func(t *testing.T) { testFilesTogether(t, bs) })
 	t.Run("ListTogether", func(t *testing.T) { testListTogether(t, bs) })
+	t.Run("LayoutDamagedIndex", func(t *testing.T) { testLayoutDamagedIndex(t, bs) })
 	t.Run("TagTakenMidway", func(t *testing.T) { testTagTakenMidway(t, bs) })
 }
 
@@ -214,5 +216,31 @@ func testLayoutModes(t *testing.T, bs []desttest.Backup) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// testLayoutDamagedIndex: a layout whose index.json is not an OCI index is
+// refused when it is opened, as a usage error naming the file, before any
+// command reads or writes it; the layout is left as it was.
+func testLayoutDamagedIndex(t *testing.T, bs []desttest.Backup) {
+	dir := filepath.Join(t.TempDir(), "layout")
+	if _, err := destination.UploadDir(t.Context(), openDest(t, "oci:"+dir, destination.RegistryOptions{}), bs[0].Dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	index := filepath.Join(dir, "index.json")
+	for _, damaged := range []string{"garbage", `{"manifests": "x"}`, ""} {
+		if err := os.WriteFile(index, []byte(damaged), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		d, err := kinds().Open(t.Context(), "oci:"+dir, options(t, destination.RegistryOptions{}))
+		if err == nil {
+			d.Close()
+		}
+		if exitcode.Of(err) != exitcode.Usage || err == nil || !strings.Contains(err.Error(), index+" is not an OCI index") {
+			t.Errorf("open of a layout whose index.json is %q = %v (exit %d), want exit %d naming %s", damaged, err, exitcode.Of(err), exitcode.Usage, index)
+		}
+		if got, _ := os.ReadFile(index); string(got) != damaged {
+			t.Errorf("index.json is %q after the open, want it left %q", got, damaged)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package oci
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -75,6 +76,9 @@ func Layout() destination.Factory {
 			dir, err := filepath.Abs(rest)
 			if err != nil {
 				return nil, exitcode.With(exitcode.Usage, fmt.Errorf("%s: %w", shown("oci:"+rest), err))
+			}
+			if err := layoutDir(dir).check(); err != nil {
+				return nil, exitcode.With(exitcode.Usage, err)
 			}
 			return open(layoutDir(dir), opts)
 		},
@@ -184,6 +188,28 @@ type layoutDir string
 func (l layoutDir) kind() string               { return "OCI layout" }
 func (l layoutDir) url(tag string) string      { return "oci:" + string(l) + ":" + tag }
 func (l layoutDir) imageURL(tag string) string { return "" }
+
+// check refuses a layout whose index.json is not an OCI index: a
+// directory that is not a layout, or an index damaged on its media.
+// containers/image reports it without naming the file, and every read of
+// it fails the same way, so it is told once, before any.
+func (l layoutDir) check() error {
+	index := filepath.Join(string(l), "index.json")
+	data, err := os.ReadFile(index)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // a new layout
+	}
+	if err != nil {
+		return err
+	}
+	var parsed struct {
+		Manifests []json.RawMessage `json:"manifests"`
+	}
+	if err := json.Unmarshal(data, &parsed); err != nil {
+		return fmt.Errorf("%s is not an OCI index (%w): oci:%s is not an OCI layout, or its index was damaged", index, err, string(l))
+	}
+	return nil
+}
 
 // prepare creates the layout's directories for the owner only, before
 // containers/image, which makes them 0755 when they do not exist.
