@@ -164,9 +164,9 @@ func download(ctx context.Context, d Dest, name string, s Stored, dir string, id
 		}
 	}()
 	for _, f := range b.Files {
-		path, err := fetch(ctx, s, b, f, dir, id)
+		path, err := fetch(ctx, s, b, f, dir, id, d.URL())
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", d.URL(), err)
+			return nil, err
 		}
 		committed = append(committed, path)
 	}
@@ -194,8 +194,10 @@ func prepareDir(dir string) (created bool, err error) {
 }
 
 // fetch writes file f of the stored backup into dir, checked before it
-// takes its name, and returns its path.
-func fetch(ctx context.Context, s Stored, b *manifest.Backup, f manifest.File, dir string, id *encryption.Identity) (string, error) {
+// takes its name, and returns its path. A check that fails is told with
+// where the backup is stored; what could not be read or written names
+// itself.
+func fetch(ctx context.Context, s Stored, b *manifest.Backup, f manifest.File, dir string, id *encryption.Identity, where string) (string, error) {
 	r, err := open(ctx, s, f, id)
 	if err != nil {
 		return "", err
@@ -213,7 +215,7 @@ func fetch(ctx context.Context, s Stored, b *manifest.Backup, f manifest.File, d
 		// The local disk failed, not the backup.
 		return "", out.err
 	case err != nil:
-		return "", err
+		return "", fmt.Errorf("%s: %w", where, err)
 	}
 	if f.Kind == manifest.KindSnapshot {
 		if err := verify.Snapshot(ctx, part.PartPath(), b); err != nil {
@@ -307,8 +309,8 @@ func Verify(ctx context.Context, d Dest, name string, opts verify.Options, id *e
 		return verify.Dir(ctx, dir, opts)
 	}
 	for _, f := range b.Files {
-		if err := verifyFile(ctx, s, b, f, id); err != nil {
-			return nil, fmt.Errorf("%s: %w", d.URL(), err)
+		if err := verifyFile(ctx, s, b, f, id, d.URL()); err != nil {
+			return nil, err
 		}
 		if f.Stored != nil && id == nil {
 			log.Warn("checked the stored bytes of "+f.Name+"; its contents were not checked: it is encrypted and no --identity was given", "backup", name, "sha256", f.Stored.SHA256, "size", f.Stored.Size)
@@ -319,22 +321,32 @@ func Verify(ctx context.Context, d Dest, name string, opts verify.Options, id *e
 	return b, nil
 }
 
-func verifyFile(ctx context.Context, s Stored, b *manifest.Backup, f manifest.File, id *encryption.Identity) error {
-	if f.Stored != nil && id == nil {
-		r, err := s.Open(ctx, f)
-		if err != nil {
-			return err
-		}
-		defer r.Close()
-		_, err = io.Copy(io.Discard, encryption.CheckStored(r, f))
-		return exitcode.With(exitcode.Verify, err)
+// verifyFile checks f of b, stored at where, as it streams. What the
+// destination could not read names itself; a check that fails is told
+// with where.
+func verifyFile(ctx context.Context, s Stored, b *manifest.Backup, f manifest.File, id *encryption.Identity, where string) error {
+	sealedOnly := f.Stored != nil && id == nil
+	var r io.ReadCloser
+	var err error
+	if sealedOnly {
+		r, err = s.Open(ctx, f)
+	} else {
+		r, err = open(ctx, s, f, id)
 	}
-	r, err := open(ctx, s, f, id)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	return verify.Stream(ctx, r, b, f)
+	if sealedOnly {
+		_, err = io.Copy(io.Discard, encryption.CheckStored(r, f))
+		err = exitcode.With(exitcode.Verify, err)
+	} else {
+		err = verify.Stream(ctx, r, b, f)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	return nil
 }
 
 // ErrNoBackup is returned by Latest when the destination holds no complete

@@ -1,8 +1,10 @@
 package oci_test
 
 import (
+	"errors"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -21,6 +23,7 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/destination/oci/ocitest"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
+	"github.com/etcd-backup/etcd-backup/internal/verify"
 )
 
 func kinds() *destination.Registry {
@@ -63,6 +66,7 @@ func TestOCI(t *testing.T) {
 	t.Run("FilesTogether", func(t *testing.T) { testFilesTogether(t, bs) })
 	t.Run("ListTogether", func(t *testing.T) { testListTogether(t, bs) })
 	t.Run("LayoutDamagedIndex", func(t *testing.T) { testLayoutDamagedIndex(t, bs) })
+	t.Run("MissingBlob", func(t *testing.T) { testMissingBlob(t, bs) })
 	t.Run("TagTakenMidway", func(t *testing.T) { testTagTakenMidway(t, bs) })
 }
 
@@ -242,5 +246,63 @@ func testLayoutDamagedIndex(t *testing.T, bs []desttest.Backup) {
 		if got, _ := os.ReadFile(index); string(got) != damaged {
 			t.Errorf("index.json is %q after the open, want it left %q", got, damaged)
 		}
+	}
+}
+
+// testMissingBlob: a backup whose manifest names a blob that is gone (a
+// layout's file removed by hand, a registry's blob deleted) is not usable:
+// verify and download fail with exit 4, naming the destination once, and
+// download leaves nothing.
+func testMissingBlob(t *testing.T, bs []desttest.Backup) {
+	reg := ocitest.Start(t, ocitest.Options{Deletes: true})
+	b := bs[0]
+	archive := b.Manifest.File(manifest.KindResources).SHA256
+	layoutDir := filepath.Join(t.TempDir(), "layout")
+	cases := []struct {
+		name, url string
+		ro        destination.RegistryOptions
+		remove    func(t *testing.T)
+	}{
+		{"layout", "oci:" + layoutDir, destination.RegistryOptions{}, func(t *testing.T) {
+			if err := os.Remove(filepath.Join(layoutDir, "blobs", "sha256", archive)); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"registry", reg.URL("backups/missing"), destination.RegistryOptions{InsecureSkipTLSVerify: true}, func(t *testing.T) {
+			req, err := http.NewRequestWithContext(t.Context(), http.MethodDelete, "http://"+reg.Host+"/v2/backups/missing/blobs/sha256:"+archive, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode != http.StatusAccepted {
+				t.Fatalf("DELETE of the archive's blob: %s", res.Status)
+			}
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := openDest(t, c.url, c.ro)
+			res, err := destination.UploadDir(t.Context(), d, b.Dir, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.remove(t)
+			_, err = destination.Verify(t.Context(), d, res.Name, verify.Options{Log: desttest.Log(t)}, nil)
+			if exitcode.Of(err) != exitcode.Verify || !strings.Contains(err.Error(), "lacks this file") || strings.Count(err.Error(), d.URL()) != 1 {
+				t.Errorf("verify = %v (exit %d), want exit %d saying the file is missing, naming %s once", err, exitcode.Of(err), exitcode.Verify, d.URL())
+			}
+			out := filepath.Join(t.TempDir(), "out")
+			_, err = destination.Download(t.Context(), d, res.Name, out, nil)
+			if exitcode.Of(err) != exitcode.Verify || strings.Count(err.Error(), d.URL()) != 1 {
+				t.Errorf("download = %v (exit %d), want exit %d, naming %s once", err, exitcode.Of(err), exitcode.Verify, d.URL())
+			}
+			if _, err := os.Stat(out); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("download left %s (%v)", out, err)
+			}
+		})
 	}
 }

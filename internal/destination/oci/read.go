@@ -319,6 +319,11 @@ func (s *stored) Open(ctx context.Context, f manifest.File) (io.ReadCloser, erro
 func (d *Dest) stream(ctx context.Context, src types.ImageSource, name string, dg digest.Digest, size int64) (io.ReadCloser, error) {
 	wctx, dog, stop := newWatchdog(ctx, d.opts.StallTimeout)
 	rc, _, err := src.GetBlob(wctx, types.BlobInfo{Digest: dg, Size: size}, none.NoCache)
+	if notFound(err) || isCode(err, v2.ErrorCodeBlobUnknown) {
+		// The manifest names it: the backup is incomplete, not the
+		// destination unreachable.
+		err = exitcode.With(exitcode.Verify, fmt.Errorf("%w: the backup lacks this file and cannot be restored", err))
+	}
 	if err != nil {
 		stop()
 		return nil, fmt.Errorf("read %s from %s: %w", name, d.URL(), err)
