@@ -252,22 +252,30 @@ func testLayoutDamagedIndex(t *testing.T, bs []desttest.Backup) {
 // testMissingBlob: a backup whose manifest names a blob that is gone (a
 // layout's file removed by hand, a registry's blob deleted) is not usable:
 // verify and download fail with exit 4, naming the destination once, and
-// download leaves nothing.
+// download leaves nothing. list finds it in a layout, where a look is a
+// stat; a registry's blobs it takes on trust.
 func testMissingBlob(t *testing.T, bs []desttest.Backup) {
 	reg := ocitest.Start(t, ocitest.Options{Deletes: true})
 	b := bs[0]
 	archive := b.Manifest.File(manifest.KindResources).SHA256
-	layoutDir := filepath.Join(t.TempDir(), "layout")
+	layoutDir, cutDir := filepath.Join(t.TempDir(), "layout"), filepath.Join(t.TempDir(), "layout")
 	cases := []struct {
 		name, url string
 		ro        destination.RegistryOptions
 		remove    func(t *testing.T)
+		listed    destination.State
+		says      string
 	}{
 		{"layout", "oci:" + layoutDir, destination.RegistryOptions{}, func(t *testing.T) {
 			if err := os.Remove(filepath.Join(layoutDir, "blobs", "sha256", archive)); err != nil {
 				t.Fatal(err)
 			}
-		}},
+		}, destination.Corrupt, "is missing"},
+		{"layout, cut short", "oci:" + cutDir, destination.RegistryOptions{}, func(t *testing.T) {
+			if err := os.Truncate(filepath.Join(cutDir, "blobs", "sha256", archive), 10); err != nil {
+				t.Fatal(err)
+			}
+		}, destination.Corrupt, "is 10 bytes, the manifest says"},
 		{"registry", reg.URL("backups/missing"), destination.RegistryOptions{InsecureSkipTLSVerify: true}, func(t *testing.T) {
 			req, err := http.NewRequestWithContext(t.Context(), http.MethodDelete, "http://"+reg.Host+"/v2/backups/missing/blobs/sha256:"+archive, nil)
 			if err != nil {
@@ -281,7 +289,7 @@ func testMissingBlob(t *testing.T, bs []desttest.Backup) {
 			if res.StatusCode != http.StatusAccepted {
 				t.Fatalf("DELETE of the archive's blob: %s", res.Status)
 			}
-		}},
+		}, destination.Complete, "lacks this file"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -291,9 +299,13 @@ func testMissingBlob(t *testing.T, bs []desttest.Backup) {
 				t.Fatal(err)
 			}
 			c.remove(t)
+			entries, err := d.List(t.Context())
+			if err != nil || len(entries) != 1 || entries[0].State != c.listed {
+				t.Errorf("list = %v, %v; want the backup %s", entries, err, c.listed)
+			}
 			_, err = destination.Verify(t.Context(), d, res.Name, verify.Options{Log: desttest.Log(t)}, nil)
-			if exitcode.Of(err) != exitcode.Verify || !strings.Contains(err.Error(), "lacks this file") || strings.Count(err.Error(), d.URL()) != 1 {
-				t.Errorf("verify = %v (exit %d), want exit %d saying the file is missing, naming %s once", err, exitcode.Of(err), exitcode.Verify, d.URL())
+			if exitcode.Of(err) != exitcode.Verify || !strings.Contains(err.Error(), c.says) || strings.Count(err.Error(), d.URL()) != 1 {
+				t.Errorf("verify = %v (exit %d), want exit %d saying %q, naming %s once", err, exitcode.Of(err), exitcode.Verify, c.says, d.URL())
 			}
 			out := filepath.Join(t.TempDir(), "out")
 			_, err = destination.Download(t.Context(), d, res.Name, out, nil)

@@ -130,6 +130,11 @@ func (d *Dest) inspect(ctx context.Context, l *loaded, mb []byte) string {
 		return manifest.FileName + " was written by " + strconv.Quote(b.Tool.Name)
 	}
 	l.ours = true
+	for _, layer := range l.m.Layers {
+		if err := d.t.stored(layer.Digest, layer.Size); err != nil {
+			return fmt.Sprintf("layer %s: %v", layer.Annotations[annotationTitle], err)
+		}
+	}
 	if l.layer != nil {
 		// The files are checked as they are read out of the layer.
 		return ""

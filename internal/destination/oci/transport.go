@@ -40,6 +40,9 @@ type transport interface {
 	prepare() error
 	// seal makes what a write left readable by its owner only.
 	seal() error
+	// stored checks, where that is cheap, that the blob with digest d is
+	// there whole (size bytes); nil where it cannot tell.
+	stored(d digest.Digest, size int64) error
 }
 
 // Registry is the docker:// kind: a repository in a registry.
@@ -123,6 +126,10 @@ func (r registry) url(tag string) string      { return "docker://" + r.imageURL(
 func (r registry) imageURL(tag string) string { return r.repo.Name() + ":" + tag }
 func (r registry) prepare() error             { return nil }
 func (r registry) seal() error                { return nil }
+
+// stored takes a registry's blobs on trust: it refuses a manifest whose
+// blobs it lacks, and its garbage collection keeps what manifests name.
+func (r registry) stored(digest.Digest, int64) error { return nil }
 func (r registry) blobURL(d digest.Digest) string {
 	return r.repo.Name() + "@" + d.String()
 }
@@ -227,6 +234,22 @@ func (l layoutDir) seal() error {
 		return os.Chmod(path, 0o600)
 	})
 }
+
+// stored checks the blob's file: on removable media it can be removed or
+// cut short by hand, which no index records.
+func (l layoutDir) stored(d digest.Digest, size int64) error {
+	fi, err := os.Stat(l.blobURL(d))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("its blob %s is missing", d)
+	case err != nil:
+		return err
+	case fi.Size() != size:
+		return fmt.Errorf("its blob %s is %d bytes, the manifest says %d", d, fi.Size(), size)
+	}
+	return nil
+}
+
 func (l layoutDir) blobURL(d digest.Digest) string {
 	return filepath.Join(string(l), "blobs", d.Algorithm().String(), d.Encoded())
 }
