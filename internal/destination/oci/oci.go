@@ -170,7 +170,8 @@ func (d *Dest) alreadyStored(ctx context.Context, tag string, b *manifest.Backup
 	if l.problem == "" && manifest.SameBackup(l.b, b) {
 		return l, nil
 	}
-	return nil, fmt.Errorf("%s already names other content (manifest %s); a tag is never overwritten: remove it or upload elsewhere", d.t.url(tag), l.digest)
+	// As for an object of Cloud Storage: no retry can cure it (exit 2).
+	return nil, exitcode.With(exitcode.Usage, fmt.Errorf("%s already names other content (manifest %s); a tag is never overwritten: remove it or upload elsewhere", d.t.url(tag), l.digest))
 }
 
 type upload struct {

@@ -118,8 +118,8 @@ func testTagTakenMidway(t *testing.T, bs []desttest.Backup) {
 				if err != nil {
 					t.Fatalf("commit after the same backup took the tag: %v", err)
 				}
-			} else if err == nil || !strings.Contains(err.Error(), c.wantErr) {
-				t.Fatalf("commit after other content took the tag = %v, want %q", err, c.wantErr)
+			} else if err == nil || !strings.Contains(err.Error(), c.wantErr) || exitcode.Of(err) != exitcode.Usage {
+				t.Fatalf("commit after other content took the tag = %v (exit %d), want %q, exit %d: no retry can cure it", err, exitcode.Of(err), c.wantErr, exitcode.Usage)
 			}
 			entries, err := d.List(t.Context())
 			if err != nil {
