@@ -244,3 +244,41 @@ func testListTogether(t *testing.T, bs []desttest.Backup) {
 		}
 	}
 }
+
+// testArtifactRefused: a registry that takes only images refuses the
+// artifact's manifest (MANIFEST_INVALID, as such mirrors answer; injected
+// at a proxy, since distribution takes artifacts). The upload fails at
+// once with a usage error naming --oci-format image, and that form, which
+// the proxy lets through, is stored.
+func testArtifactRefused(t *testing.T, bs []desttest.Backup) {
+	reg := ocitest.Start(t, ocitest.Options{})
+	p := reg.NewProxy(t)
+	var refused atomic.Int32
+	p.Fault = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodPut || !strings.Contains(r.URL.Path, "/manifests/") {
+			return false
+		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			t.Error(err)
+		}
+		if !bytes.Contains(body, []byte(`"artifactType"`)) {
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			return false
+		}
+		refused.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		io.WriteString(w, `{"errors":[{"code":"MANIFEST_INVALID","message":"manifest invalid","detail":"unknown media type"}]}`)
+		return true
+	}
+	url := "docker://" + p.Host + "/backups/images-only"
+	_, err := destination.UploadDir(t.Context(), openDest(t, url, destination.RegistryOptions{InsecureSkipTLSVerify: true}), bs[0].Dir, nil)
+	if exitcode.Of(err) != exitcode.Usage || !strings.Contains(err.Error(), "--oci-format image") || refused.Load() != 1 {
+		t.Fatalf("upload of an artifact to a registry that takes only images = %v (exit %d), %d manifests refused; want exit %d naming --oci-format image, at the first refusal", err, exitcode.Of(err), refused.Load(), exitcode.Usage)
+	}
+	image := openDest(t, url, destination.RegistryOptions{InsecureSkipTLSVerify: true, Format: destination.FormatImage})
+	if _, err := destination.UploadDir(t.Context(), image, bs[0].Dir, nil); err != nil {
+		t.Fatalf("upload with --oci-format image: %v", err)
+	}
+}

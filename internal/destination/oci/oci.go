@@ -405,8 +405,10 @@ func (u *upload) pushManifest(ctx context.Context, b *manifest.Backup, m []byte)
 }
 
 // push pushes the manifest m under the upload's tag: the commit marker.
+// A registry that refuses an artifact's manifest, as mirrors that take
+// only images do, is a usage error that names the form they take.
 func (u *upload) push(ctx context.Context, m []byte) error {
-	return retry(ctx, u.d.opts.RetryBase, u.d.opts.Log, "push manifest of "+u.tag, func() error {
+	err := retry(ctx, u.d.opts.RetryBase, u.d.opts.Log, "push manifest of "+u.tag, func() error {
 		rctx, cancel := u.d.request(ctx)
 		defer cancel()
 		if err := u.dst.PutManifest(rctx, m, nil); err != nil {
@@ -414,6 +416,11 @@ func (u *upload) push(ctx context.Context, m []byte) error {
 		}
 		return u.dst.Commit(rctx, nil)
 	})
+	var rejected types.ManifestTypeRejectedError
+	if !u.image && errors.As(err, &rejected) {
+		return exitcode.With(exitcode.Usage, fmt.Errorf("%w; the registry takes no OCI artifact, as mirrors that take only images do: upload with --oci-format image", err))
+	}
+	return err
 }
 
 func (u *upload) Close() error {

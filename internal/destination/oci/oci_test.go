@@ -67,6 +67,7 @@ func TestOCI(t *testing.T) {
 	t.Run("ListTogether", func(t *testing.T) { testListTogether(t, bs) })
 	t.Run("LayoutDamagedIndex", func(t *testing.T) { testLayoutDamagedIndex(t, bs) })
 	t.Run("MissingBlob", func(t *testing.T) { testMissingBlob(t, bs) })
+	t.Run("ArtifactRefused", func(t *testing.T) { testArtifactRefused(t, bs) })
 	t.Run("TagTakenMidway", func(t *testing.T) { testTagTakenMidway(t, bs) })
 }
 

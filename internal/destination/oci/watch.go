@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/docker/distribution/registry/api/errcode"
+	"go.podman.io/image/v5/types"
 )
 
 // errStalled is the cause of a transfer cut for moving no data.
@@ -97,11 +98,13 @@ func (p permanent) Unwrap() error { return p.error }
 
 // transient reports whether err may pass on a retry: anything but the
 // caller's own cancellation, settings that cannot work (settingsHint), a
-// refused request, or a source that failed its check.
+// refused request or manifest, or a source that failed its check.
 func transient(ctx context.Context, err error) bool {
 	var p permanent
+	var rejected types.ManifestTypeRejectedError
 	switch {
-	case ctx.Err() != nil, errors.As(err, &p), notFound(err), settingsHint(err) != "", isCode(err, errcode.ErrorCodeUnsupported):
+	case ctx.Err() != nil, errors.As(err, &p), notFound(err), settingsHint(err) != "",
+		isCode(err, errcode.ErrorCodeUnsupported), errors.As(err, &rejected):
 		return false
 	}
 	return true
