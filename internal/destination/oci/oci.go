@@ -414,7 +414,11 @@ func (u *upload) push(ctx context.Context, m []byte) error {
 		if err := u.dst.PutManifest(rctx, m, nil); err != nil {
 			return fmt.Errorf("push manifest %s: %w", u.d.t.url(u.tag), err)
 		}
-		return u.dst.Commit(rctx, nil)
+		if err := u.dst.Commit(rctx, nil); err != nil {
+			return err
+		}
+		// A backup is reported stored once it is durable.
+		return u.d.t.seal()
 	})
 	var rejected types.ManifestTypeRejectedError
 	if !u.image && errors.As(err, &rejected) {

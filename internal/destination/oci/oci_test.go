@@ -195,14 +195,28 @@ func testRegistryConformanceTLS(t *testing.T, bs []desttest.Backup) {
 
 // testLayoutModes: a layout holds the whole cluster's secrets; everything
 // upload writes in it is for its owner only (files 0600, directories 0700),
-// whatever the umask.
+// whatever the umask, once the commit returns: sealing the layout (and
+// flushing its file system) is the commit's last step, as the media may be
+// pulled at once.
 func testLayoutModes(t *testing.T, bs []desttest.Backup) {
 	root := filepath.Join(t.TempDir(), "layout")
 	d := openDest(t, "oci:"+root, destination.RegistryOptions{})
-	if _, err := destination.UploadDir(t.Context(), d, bs[0].Dir, nil); err != nil {
+	b := bs[0]
+	up, err := d.Begin(t.Context(), b.Manifest)
+	if err != nil {
 		t.Fatal(err)
 	}
-	err := filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
+	defer up.Close()
+	for _, f := range b.Manifest.Files {
+		open := func() (io.ReadCloser, error) { return os.Open(filepath.Join(b.Dir, f.Name)) }
+		if _, _, err := up.Put(t.Context(), f, open); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := up.Commit(t.Context(), b.Manifest); err != nil {
+		t.Fatal(err)
+	}
+	err = filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -215,7 +229,7 @@ func testLayoutModes(t *testing.T, bs []desttest.Backup) {
 			want = 0o700
 		}
 		if fi.Mode().Perm() != want {
-			t.Errorf("%s has mode %o, want %o", path, fi.Mode().Perm(), want)
+			t.Errorf("%s has mode %o once the commit returned, want %o", path, fi.Mode().Perm(), want)
 		}
 		return nil
 	})

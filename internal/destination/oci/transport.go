@@ -19,6 +19,7 @@ import (
 	"go.podman.io/image/v5/docker/reference"
 	"go.podman.io/image/v5/oci/layout"
 	"go.podman.io/image/v5/types"
+	"golang.org/x/sys/unix"
 
 	"github.com/etcd-backup/etcd-backup/internal/destination"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
@@ -38,7 +39,8 @@ type transport interface {
 	delete(ctx context.Context, sys *types.SystemContext, tag string, d digest.Digest) error
 	// prepare readies the destination for a first write.
 	prepare() error
-	// seal makes what a write left readable by its owner only.
+	// seal makes what a write left readable by its owner only, and
+	// durable where the write itself is not.
 	seal() error
 	// stored checks, where that is cheap, that the blob with digest d is
 	// there whole (size bytes); nil where it cannot tell.
@@ -226,13 +228,29 @@ func (l layoutDir) prepare() error {
 
 // seal gives every file of the layout mode 0600: containers/image writes
 // blobs and index.json 0644, and a backup holds every Secret of a cluster.
+// Then it flushes the layout's file system: containers/image writes the
+// manifest and index.json without a sync, and a layout is carried away
+// on removable media, which may be pulled as soon as the upload says it
+// is done.
 func (l layoutDir) seal() error {
-	return filepath.WalkDir(string(l), func(path string, e fs.DirEntry, err error) error {
+	err := filepath.WalkDir(string(l), func(path string, e fs.DirEntry, err error) error {
 		if err != nil || !e.Type().IsRegular() {
 			return err
 		}
 		return os.Chmod(path, 0o600)
 	})
+	if err != nil {
+		return err
+	}
+	dir, err := os.Open(string(l))
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	if err := unix.Syncfs(int(dir.Fd())); err != nil {
+		return fmt.Errorf("sync the file system of %s: %w", string(l), err)
+	}
+	return nil
 }
 
 // stored checks the blob's file: on removable media it can be removed or
