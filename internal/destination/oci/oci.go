@@ -356,6 +356,13 @@ func (u *upload) Commit(ctx context.Context, b *manifest.Backup) (destination.Re
 		u.d.opts.Log.Info("committed "+res.URL, "digest", res.Digest, "format", destination.FormatImage)
 		return res, nil
 	}
+	// From the second look at the tag to the manifest, the commit is
+	// one run's at a time where the destination does not see to that.
+	lock, err := u.d.t.lock(ctx, u.d.opts.StallTimeout)
+	if err != nil {
+		return res, err
+	}
+	defer lock.Close()
 	// A second look at the tag (another writer may have taken it since
 	// Begin) goes at once with whatever of backup.json and the config
 	// Begin's early send did not store: each costs round trips, not
@@ -398,6 +405,11 @@ func bytesOpener(data []byte) destination.Opener {
 
 // pushManifest pushes m unless another writer took the tag since Begin.
 func (u *upload) pushManifest(ctx context.Context, b *manifest.Backup, m []byte) error {
+	lock, err := u.d.t.lock(ctx, u.d.opts.StallTimeout)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	if done, err := u.d.alreadyStored(ctx, u.tag, b); err != nil || done != nil {
 		return err
 	}
@@ -411,10 +423,23 @@ func (u *upload) push(ctx context.Context, m []byte) error {
 	err := retry(ctx, u.d.opts.RetryBase, u.d.opts.Log, "push manifest of "+u.tag, func() error {
 		rctx, cancel := u.d.request(ctx)
 		defer cancel()
-		if err := u.dst.PutManifest(rctx, m, nil); err != nil {
+		dst := u.dst
+		if u.d.t.sharedIndex() {
+			// Opened afresh under the commit's lock, it holds what
+			// other runs committed since Begin.
+			ref, err := u.d.t.ref(u.tag)
+			if err != nil {
+				return err
+			}
+			if dst, err = ref.NewImageDestination(rctx, u.d.sys); err != nil {
+				return err
+			}
+			defer dst.Close()
+		}
+		if err := dst.PutManifest(rctx, m, nil); err != nil {
 			return fmt.Errorf("push manifest %s: %w", u.d.t.url(u.tag), err)
 		}
-		if err := u.dst.Commit(rctx, nil); err != nil {
+		if err := dst.Commit(rctx, nil); err != nil {
 			return err
 		}
 		// A backup is reported stored once it is durable.

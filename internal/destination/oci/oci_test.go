@@ -16,6 +16,7 @@ import (
 	"go.podman.io/image/v5/docker"
 	"go.podman.io/image/v5/oci/layout"
 	"go.podman.io/image/v5/types"
+	"golang.org/x/sys/unix"
 
 	"github.com/etcd-backup/etcd-backup/internal/destination"
 	"github.com/etcd-backup/etcd-backup/internal/destination/desttest"
@@ -68,6 +69,7 @@ func TestOCI(t *testing.T) {
 	t.Run("LayoutDamagedIndex", func(t *testing.T) { testLayoutDamagedIndex(t, bs) })
 	t.Run("MissingBlob", func(t *testing.T) { testMissingBlob(t, bs) })
 	t.Run("ArtifactRefused", func(t *testing.T) { testArtifactRefused(t, bs) })
+	t.Run("LayoutCommitsOneAtATime", func(t *testing.T) { testLayoutCommitsOneAtATime(t, bs) })
 	t.Run("TagTakenMidway", func(t *testing.T) { testTagTakenMidway(t, bs) })
 }
 
@@ -331,5 +333,63 @@ func testMissingBlob(t *testing.T, bs []desttest.Backup) {
 				t.Errorf("download left %s (%v)", out, err)
 			}
 		})
+	}
+}
+
+// testLayoutCommitsOneAtATime: of two uploads to one layout at once, both
+// end up listed: containers/image reads index.json when a write begins and
+// writes it whole at its end, so a commit reopens the layout under a lock.
+// A commit that meets the lock held for longer than the stall timeout
+// fails saying so, and passes once the lock is free.
+func testLayoutCommitsOneAtATime(t *testing.T, bs []desttest.Backup) {
+	dir := filepath.Join(t.TempDir(), "layout")
+	first, second := openDest(t, "oci:"+dir, destination.RegistryOptions{}), openDest(t, "oci:"+dir, destination.RegistryOptions{})
+	up, err := first.Begin(t.Context(), bs[0].Manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range bs[0].Manifest.Files {
+		open := func() (io.ReadCloser, error) { return os.Open(filepath.Join(bs[0].Dir, f.Name)) }
+		if _, _, err := up.Put(t.Context(), f, open); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := destination.UploadDir(t.Context(), second, bs[1].Dir, nil); err != nil {
+		t.Fatalf("upload while another is open: %v", err)
+	}
+	if _, err := up.Commit(t.Context(), bs[0].Manifest); err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if entries, err := first.List(t.Context()); err != nil || len(entries) != 2 {
+		t.Fatalf("list after two uploads at once = %d backups (%v), want 2", len(entries), err)
+	}
+
+	held, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if err := unix.Flock(int(held.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	opts := options(t, destination.RegistryOptions{})
+	opts.StallTimeout = 200 * time.Millisecond
+	third, err := kinds().Open(t.Context(), "oci:"+dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer third.Close()
+	if _, err := destination.UploadDir(t.Context(), third, bs[2].Dir, nil); err == nil || !strings.Contains(err.Error(), "held by another run") {
+		t.Errorf("upload while another run holds the layout = %v, want it refused, held by another run", err)
+	}
+	held.Close()
+	if _, err := destination.UploadDir(t.Context(), third, bs[2].Dir, nil); err != nil {
+		t.Fatalf("upload once the layout is free: %v", err)
+	}
+	if entries, err := first.List(t.Context()); err != nil || len(entries) != 3 {
+		t.Errorf("list = %d backups (%v), want 3", len(entries), err)
 	}
 }

@@ -351,6 +351,11 @@ func (d *Dest) Delete(ctx context.Context, tag string) error {
 	if !l.ours {
 		return fmt.Errorf("%s was not written by etcd-backup (%s): not deleting it", d.t.url(tag), l.problem)
 	}
+	lock, err := d.t.lock(ctx, d.opts.StallTimeout)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	rctx, cancel := d.request(ctx)
 	defer cancel()
 	return errors.Join(d.t.delete(rctx, d.sys, tag, l.digest), d.t.seal())

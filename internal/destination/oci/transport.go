@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/docker/distribution/registry/api/errcode"
@@ -45,6 +47,14 @@ type transport interface {
 	// stored checks, where that is cheap, that the blob with digest d is
 	// there whole (size bytes); nil where it cannot tell.
 	stored(d digest.Digest, size int64) error
+	// lock keeps other runs of this tool from committing to the
+	// destination until it is closed, where the destination does not see
+	// to that itself; it waits up to wait for another run's commit.
+	lock(ctx context.Context, wait time.Duration) (io.Closer, error)
+	// sharedIndex says that every commit rewrites one index of all the
+	// destination's backups (a layout's index.json): a commit must read
+	// it afresh, under lock.
+	sharedIndex() bool
 }
 
 // Registry is the docker:// kind: a repository in a registry.
@@ -128,6 +138,14 @@ func (r registry) url(tag string) string      { return "docker://" + r.imageURL(
 func (r registry) imageURL(tag string) string { return r.repo.Name() + ":" + tag }
 func (r registry) prepare() error             { return nil }
 func (r registry) seal() error                { return nil }
+
+// lock is not needed: a registry takes each manifest on its own.
+func (r registry) lock(context.Context, time.Duration) (io.Closer, error) { return unlocked{}, nil }
+func (r registry) sharedIndex() bool                                      { return false }
+
+type unlocked struct{}
+
+func (unlocked) Close() error { return nil }
 
 // stored takes a registry's blobs on trust: it refuses a manifest whose
 // blobs it lacks, and its garbage collection keeps what manifests name.
@@ -252,6 +270,40 @@ func (l layoutDir) seal() error {
 	}
 	return nil
 }
+
+// lock takes the layout's directory for this run's commit: containers/
+// image reads index.json when a write begins and writes it whole at its
+// end, so of two commits at once, the later would drop the other's backup
+// from the index after that upload had reported it stored. Another run's
+// commit takes milliseconds: lock waits for it, up to wait.
+func (l layoutDir) lock(ctx context.Context, wait time.Duration) (io.Closer, error) {
+	dir, err := os.Open(string(l))
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		err := unix.Flock(int(dir.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return dir, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
+			dir.Close()
+			return nil, fmt.Errorf("oci:%s is held by another run of etcd-backup (an upload or a prune) for more than %s (%w)", string(l), wait, err)
+		}
+		select {
+		case <-ctx.Done():
+			dir.Close()
+			return nil, context.Cause(ctx)
+		case <-time.After(lockPoll):
+		}
+	}
+}
+
+// lockPoll is how often lock looks again at a layout another run holds.
+const lockPoll = 20 * time.Millisecond
+
+func (l layoutDir) sharedIndex() bool { return true }
 
 // stored checks the blob's file: on removable media it can be removed or
 // cut short by hand, which no index records.
