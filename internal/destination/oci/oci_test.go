@@ -48,6 +48,24 @@ func openDest(t *testing.T, url string, reg destination.RegistryOptions) destina
 	return d
 }
 
+// putAll begins an upload of b to d and puts every file, leaving the
+// commit to the caller.
+func putAll(t *testing.T, d destination.Dest, b desttest.Backup) destination.Upload {
+	t.Helper()
+	up, err := d.Begin(t.Context(), b.Manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range b.Manifest.Files {
+		open := func() (io.ReadCloser, error) { return os.Open(filepath.Join(b.Dir, f.Name)) }
+		if _, _, err := up.Put(t.Context(), f, open); err != nil {
+			up.Close()
+			t.Fatal(err)
+		}
+	}
+	return up
+}
+
 // foreignTag is a tag of our shape that no backup of like has.
 func foreignTag(like *manifest.Backup) string {
 	return oci.Tag(like)[:len(oci.Tag(like))-12] + "000000000000"
@@ -104,19 +122,10 @@ func testTagTakenMidway(t *testing.T, bs []desttest.Backup) {
 		t.Run(c.name, func(t *testing.T) {
 			repo := "backups/midway" + strconv.Itoa(i)
 			d := openDest(t, reg.URL(repo), ro)
-			up, err := d.Begin(t.Context(), b.Manifest)
-			if err != nil {
-				t.Fatal(err)
-			}
+			up := putAll(t, d, b)
 			defer up.Close()
-			for _, f := range b.Manifest.Files {
-				open := func() (io.ReadCloser, error) { return os.Open(filepath.Join(b.Dir, f.Name)) }
-				if _, _, err := up.Put(t.Context(), f, open); err != nil {
-					t.Fatal(err)
-				}
-			}
 			c.take(t, repo)
-			_, err = up.Commit(t.Context(), b.Manifest)
+			_, err := up.Commit(t.Context(), b.Manifest)
 			if c.wantErr == "" {
 				if err != nil {
 					t.Fatalf("commit after the same backup took the tag: %v", err)
@@ -204,21 +213,12 @@ func testLayoutModes(t *testing.T, bs []desttest.Backup) {
 	root := filepath.Join(t.TempDir(), "layout")
 	d := openDest(t, "oci:"+root, destination.RegistryOptions{})
 	b := bs[0]
-	up, err := d.Begin(t.Context(), b.Manifest)
-	if err != nil {
-		t.Fatal(err)
-	}
+	up := putAll(t, d, b)
 	defer up.Close()
-	for _, f := range b.Manifest.Files {
-		open := func() (io.ReadCloser, error) { return os.Open(filepath.Join(b.Dir, f.Name)) }
-		if _, _, err := up.Put(t.Context(), f, open); err != nil {
-			t.Fatal(err)
-		}
-	}
 	if _, err := up.Commit(t.Context(), b.Manifest); err != nil {
 		t.Fatal(err)
 	}
-	err = filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
+	err := filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -344,16 +344,7 @@ func testMissingBlob(t *testing.T, bs []desttest.Backup) {
 func testLayoutCommitsOneAtATime(t *testing.T, bs []desttest.Backup) {
 	dir := filepath.Join(t.TempDir(), "layout")
 	first, second := openDest(t, "oci:"+dir, destination.RegistryOptions{}), openDest(t, "oci:"+dir, destination.RegistryOptions{})
-	up, err := first.Begin(t.Context(), bs[0].Manifest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range bs[0].Manifest.Files {
-		open := func() (io.ReadCloser, error) { return os.Open(filepath.Join(bs[0].Dir, f.Name)) }
-		if _, _, err := up.Put(t.Context(), f, open); err != nil {
-			t.Fatal(err)
-		}
-	}
+	up := putAll(t, first, bs[0])
 	if _, err := destination.UploadDir(t.Context(), second, bs[1].Dir, nil); err != nil {
 		t.Fatalf("upload while another is open: %v", err)
 	}
