@@ -264,6 +264,34 @@ func testLayoutDamagedIndex(t *testing.T, bs []desttest.Backup) {
 			t.Errorf("index.json is %q after the open, want it left %q", got, damaged)
 		}
 	}
+
+	// Half written by another run's commit, which holds the layout: not
+	// called damaged, but held, and retryable.
+	holdLayout(t, dir)
+	opts := options(t, destination.RegistryOptions{})
+	opts.StallTimeout = 200 * time.Millisecond
+	d, err := kinds().Open(t.Context(), "oci:"+dir, opts)
+	if err == nil {
+		d.Close()
+	}
+	if exitcode.Of(err) != exitcode.Failure || err == nil || !strings.Contains(err.Error(), "held by another run") {
+		t.Errorf("open of a layout whose index another run is writing = %v (exit %d), want exit %d, held by another run", err, exitcode.Of(err), exitcode.Failure)
+	}
+}
+
+// holdLayout takes the layout's lock as another run's commit does, until
+// release.
+func holdLayout(t *testing.T, dir string) (release func()) {
+	t.Helper()
+	held, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { held.Close() })
+	if err := unix.Flock(int(held.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	return func() { held.Close() }
 }
 
 // testMissingBlob: a backup whose manifest names a blob that is gone (a
@@ -358,14 +386,7 @@ func testLayoutCommitsOneAtATime(t *testing.T, bs []desttest.Backup) {
 		t.Fatalf("list after two uploads at once = %d backups (%v), want 2", len(entries), err)
 	}
 
-	held, err := os.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer held.Close()
-	if err := unix.Flock(int(held.Fd()), unix.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
+	release := holdLayout(t, dir)
 	opts := options(t, destination.RegistryOptions{})
 	opts.StallTimeout = 200 * time.Millisecond
 	third, err := kinds().Open(t.Context(), "oci:"+dir, opts)
@@ -376,7 +397,7 @@ func testLayoutCommitsOneAtATime(t *testing.T, bs []desttest.Backup) {
 	if _, err := destination.UploadDir(t.Context(), third, bs[2].Dir, nil); err == nil || !strings.Contains(err.Error(), "held by another run") {
 		t.Errorf("upload while another run holds the layout = %v, want it refused, held by another run", err)
 	}
-	held.Close()
+	release()
 	if _, err := destination.UploadDir(t.Context(), third, bs[2].Dir, nil); err != nil {
 		t.Fatalf("upload once the layout is free: %v", err)
 	}

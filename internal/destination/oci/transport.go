@@ -92,8 +92,8 @@ func Layout() destination.Factory {
 			if err != nil {
 				return nil, exitcode.With(exitcode.Usage, fmt.Errorf("%s: %w", shown("oci:"+rest), err))
 			}
-			if err := layoutDir(dir).check(); err != nil {
-				return nil, exitcode.With(exitcode.Usage, err)
+			if err := layoutDir(dir).check(ctx, opts.StallTimeout); err != nil {
+				return nil, err
 			}
 			return open(layoutDir(dir), opts)
 		},
@@ -219,12 +219,36 @@ func (l layoutDir) imageURL(tag string) string { return "" }
 // check refuses a layout whose index.json is not an OCI index: a
 // directory that is not a layout, or an index damaged on its media.
 // containers/image reports it without naming the file, and every read of
-// it fails the same way, so it is told once, before any.
-func (l layoutDir) check() error {
+// it fails the same way, so it is told once, before any. Another run's
+// commit rewrites the index in place: an index that does not parse is
+// read again once that commit is done, waiting up to wait for it.
+func (l layoutDir) check(ctx context.Context, wait time.Duration) error {
+	err := l.readIndex()
+	if errors.Is(err, errNotIndex) {
+		lock, lerr := l.lock(ctx, wait)
+		if lerr != nil {
+			return lerr
+		}
+		defer lock.Close()
+		err = l.readIndex()
+	}
+	if errors.Is(err, errNotIndex) {
+		err = fmt.Errorf("%w: oci:%s is not an OCI layout, or its index was damaged", err, string(l))
+	}
+	if err != nil {
+		return exitcode.With(exitcode.Usage, err)
+	}
+	return nil
+}
+
+var errNotIndex = errors.New("is not an OCI index")
+
+// readIndex reads the layout's index.json; a layout without one is new.
+func (l layoutDir) readIndex() error {
 	index := filepath.Join(string(l), "index.json")
 	data, err := os.ReadFile(index)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil // a new layout
+		return nil
 	}
 	if err != nil {
 		return err
@@ -233,7 +257,7 @@ func (l layoutDir) check() error {
 		Manifests []json.RawMessage `json:"manifests"`
 	}
 	if err := json.Unmarshal(data, &parsed); err != nil {
-		return fmt.Errorf("%s is not an OCI index (%w): oci:%s is not an OCI layout, or its index was damaged", index, err, string(l))
+		return fmt.Errorf("%s %w (%w)", index, errNotIndex, err)
 	}
 	return nil
 }
