@@ -282,3 +282,46 @@ func testArtifactRefused(t *testing.T, bs []desttest.Backup) {
 		t.Fatalf("upload with --oci-format image: %v", err)
 	}
 }
+
+// testBodyTooLarge: a proxy in front of the registry that takes request
+// bodies of a limited size (nginx's client_max_body_size, 1 MiB unless set;
+// ingress-nginx's proxy-body-size) answers a larger blob with 413 and an
+// HTML page, as nginx does, without reading it. The upload, clear or
+// encrypted (sent without a length), fails at the first refusal with a
+// usage error that names the limit to raise, and nothing counts as
+// complete.
+func testBodyTooLarge(t *testing.T, bs []desttest.Backup) {
+	reg := ocitest.Start(t, ocitest.Options{})
+	key := desttest.AgeKey(t)
+	for i, encrypt := range []bool{false, true} {
+		p := reg.NewProxy(t)
+		const limit = 4 << 10
+		var refused atomic.Int32
+		p.Fault = func(w http.ResponseWriter, r *http.Request) bool {
+			if r.Method != http.MethodPatch || !blobData(r) || (r.ContentLength >= 0 && r.ContentLength <= limit) {
+				return false
+			}
+			refused.Add(1)
+			w.Header().Set("Content-Type", "text/html")
+			w.Header().Set("Connection", "close")
+			w.WriteHeader(http.StatusRequestEntityTooLarge)
+			io.WriteString(w, "<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n<center><h1>413 Request Entity Too Large</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
+			return true
+		}
+		var to *encryption.Recipients
+		if encrypt {
+			to = desttest.Recipients(t, key)
+		}
+		d := openDest(t, "docker://"+p.Host+"/backups/limited"+strconv.Itoa(i), destination.RegistryOptions{InsecureSkipTLSVerify: true})
+		_, err := destination.UploadDir(t.Context(), d, bs[0].Dir, to)
+		if exitcode.Of(err) != exitcode.Usage || !strings.Contains(err.Error(), "client_max_body_size") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("upload (encrypted: %v) through a proxy that refuses large bodies = %v (exit %d); want one line naming the limit to raise, exit %d", encrypt, err, exitcode.Of(err), exitcode.Usage)
+		}
+		if n := refused.Load(); n < 1 || n > 2 {
+			t.Errorf("the proxy refused %d blobs (encrypted: %v); want the upload to stop at the first refusal, not retry", n, encrypt)
+		}
+		if entries, _ := d.List(t.Context()); len(entries) != 0 {
+			t.Errorf("after a refused upload (encrypted: %v) %d backups are listed, want none", encrypt, len(entries))
+		}
+	}
+}

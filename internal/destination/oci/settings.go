@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 
 	"github.com/docker/distribution/registry/api/errcode"
@@ -81,8 +82,8 @@ func settingsError(err error) error {
 
 // settingsHint says what to give when err comes from settings that no
 // retry can cure: plain HTTP where TLS is verified, a certificate that no
-// trusted CA vouches for, credentials missing or refused. It is "" for any
-// other error.
+// trusted CA vouches for, credentials missing or refused, a limit on
+// request bodies smaller than a file. It is "" for any other error.
 func settingsHint(err error) string {
 	var unknownCA x509.UnknownAuthorityError
 	var hostname x509.HostnameError
@@ -103,6 +104,39 @@ func settingsHint(err error) string {
 		return "the registry wants credentials and got none it accepts: give --authfile FILE (or $REGISTRY_AUTH_FILE) with an entry for its host, e.g. the .dockerconfigjson of a docker-registry Secret"
 	case isCode(err, errcode.ErrorCodeDenied):
 		return "the registry denies these credentials the repository: give credentials that may push to and pull from it"
+	case pageStatus(err) == http.StatusRequestEntityTooLarge:
+		return `the registry, or a proxy in front of it, refuses request bodies this large (HTTP 413): raise its limit (nginx: client_max_body_size 0; ingress-nginx: the annotation nginx.ingress.kubernetes.io/proxy-body-size: "0")`
 	}
 	return ""
+}
+
+// pageStatus returns the HTTP status of a refusal whose body is not a
+// registry's error but a page (a proxy's), or 0. containers/image keeps
+// that status in an error type it does not export, as a field it does:
+// the field is read by name. Were it renamed, such refusals would be
+// retried and reported as they are, with the page's title.
+func pageStatus(err error) int {
+	if err == nil {
+		return 0
+	}
+	v := reflect.ValueOf(err)
+	if v.Kind() == reflect.Pointer && !v.IsNil() {
+		v = v.Elem()
+	}
+	if v.Kind() == reflect.Struct && v.Type().PkgPath() == reflect.TypeFor[docker.ErrUnauthorizedForCredentials]().PkgPath() {
+		if f := v.FieldByName("StatusCode"); f.CanInt() {
+			return int(f.Int())
+		}
+	}
+	switch e := err.(type) {
+	case interface{ Unwrap() error }:
+		return pageStatus(e.Unwrap())
+	case interface{ Unwrap() []error }:
+		for _, e := range e.Unwrap() {
+			if s := pageStatus(e); s != 0 {
+				return s
+			}
+		}
+	}
+	return 0
 }

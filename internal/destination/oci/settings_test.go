@@ -39,6 +39,7 @@ func TestSettingsError(t *testing.T) {
 		{"wrong password", docker.ErrUnauthorizedForCredentials{Err: errors.New("401")}, "--authfile"},
 		{"denied", fmt.Errorf("writing manifest: %w", errcode.Error{Code: errcode.ErrorCodeDenied}), "may push to and pull from it"},
 		{"unavailable", fmt.Errorf("fetching blob: %w", errcode.Error{Code: errcode.ErrorCodeUnavailable}), ""},
+		{"bad gateway", fmt.Errorf("fetching blob: %w", docker.UnexpectedHTTPStatusError{StatusCode: http.StatusBadGateway}), ""},
 		{"reset", ping(io.ErrUnexpectedEOF), ""},
 	}
 	for _, c := range cases {
