@@ -325,3 +325,34 @@ func testBodyTooLarge(t *testing.T, bs []desttest.Backup) {
 		}
 	}
 }
+
+// testDeleteDenied: credentials that may push but not delete (a robot
+// account's usual rights) cost prune one line saying that deletes need
+// more, exit 2, and the backups stay. The refusal is injected at a proxy,
+// as a registry with per-action rights answers it.
+func testDeleteDenied(t *testing.T, bs []desttest.Backup) {
+	reg := ocitest.Start(t, ocitest.Options{Deletes: true})
+	p := reg.NewProxy(t)
+	p.Fault = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodDelete {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		io.WriteString(w, `{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}`)
+		return true
+	}
+	d := openDest(t, "docker://"+p.Host+"/backups/nodelete", destination.RegistryOptions{InsecureSkipTLSVerify: true})
+	for _, b := range bs[:2] {
+		if _, err := destination.UploadDir(t.Context(), d, b.Dir, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := destination.Prune(t.Context(), d, destination.Policy{KeepLast: 1}, "", time.Now(), false)
+	if exitcode.Of(err) != exitcode.Usage || !strings.Contains(err.Error(), "may delete") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("prune with credentials that may not delete = %v (exit %d), want one line saying deletes need other credentials, exit %d", err, exitcode.Of(err), exitcode.Usage)
+	}
+	if entries, _ := d.List(t.Context()); len(entries) != 2 {
+		t.Errorf("after a refused prune %d backups are listed, want 2", len(entries))
+	}
+}

@@ -90,6 +90,7 @@ func TestOCI(t *testing.T) {
 	t.Run("LayoutCommitsOneAtATime", func(t *testing.T) { testLayoutCommitsOneAtATime(t, bs) })
 	t.Run("TagTakenMidway", func(t *testing.T) { testTagTakenMidway(t, bs) })
 	t.Run("BodyTooLarge", func(t *testing.T) { testBodyTooLarge(t, bs) })
+	t.Run("DeleteDenied", func(t *testing.T) { testDeleteDenied(t, bs) })
 }
 
 // testTagTakenMidway: the tag is looked at again just before the manifest

@@ -190,8 +190,13 @@ func (r registry) delete(ctx context.Context, sys *types.SystemContext, tag stri
 	if isCode(err, errcode.ErrorCodeUnsupported) {
 		return fmt.Errorf("registry %s refuses to delete %s: enable deletes in the registry (distribution: REGISTRY_STORAGE_DELETE_ENABLED=true, or storage.delete.enabled in its config)", reference.Domain(r.repo), tag)
 	}
+	if isCode(err, errcode.ErrorCodeDenied) {
+		// Rights to read and push often stop short of deletes (a robot
+		// account's).
+		return exitcode.With(exitcode.Usage, fmt.Errorf("delete %s: %w; the registry lets these credentials read but not delete: give credentials that may delete from the repository", r.url(tag), err))
+	}
 	if err != nil {
-		return fmt.Errorf("delete %s@%s: %w", r.imageURL(tag), d, settingsError(err))
+		return fmt.Errorf("delete %s: %w", r.url(tag), settingsError(err))
 	}
 	return nil
 }
