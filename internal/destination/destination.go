@@ -11,6 +11,7 @@ package destination
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"time"
@@ -37,11 +38,16 @@ type Dest interface {
 	// Open returns the stored backup with the given name.
 	Open(ctx context.Context, name string) (Stored, error)
 	// Delete removes the stored backup with the given name. It refuses one
-	// that this tool did not write.
+	// that this tool did not write. Open and Delete of a name that holds
+	// no backup fail with an error that wraps ErrNoSuchBackup.
 	Delete(ctx context.Context, name string) error
 	// Close releases what the Dest holds.
 	Close() error
 }
+
+// ErrNoSuchBackup is what a Dest's Open or Delete of a name that holds no
+// backup fails with, wrapped.
+var ErrNoSuchBackup = errors.New("no such backup")
 
 // Opener opens the bytes of one file from its start. Put calls it again for
 // each attempt; a reader that fails (a file that fails verification as it

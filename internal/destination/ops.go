@@ -491,7 +491,13 @@ func Prune(ctx context.Context, d Dest, p Policy, cluster string, now time.Time,
 		if dec.Action == Remove && dryRun {
 			dec.Reason += " (dry run: nothing deleted)"
 		} else if dec.Action == Remove {
-			if err := d.Delete(ctx, e.Name); err != nil {
+			err := d.Delete(ctx, e.Name)
+			switch {
+			case errors.Is(err, ErrNoSuchBackup):
+				// Another run's prune (a second schedule, a second
+				// master) deleted it since the listing.
+				dec.Reason += "; already deleted by another run"
+			case err != nil:
 				return out, err
 			}
 		}

@@ -408,7 +408,7 @@ func (d *Dest) Delete(ctx context.Context, name string) error {
 		}
 		return nil
 	}
-	return usage(fmt.Errorf("no such backup %s", ref))
+	return usage(fmt.Errorf("%w %s", destination.ErrNoSuchBackup, ref))
 }
 
 // Prune applies the policy with Cloud Storage's own rules: holds and

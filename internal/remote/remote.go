@@ -27,6 +27,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/etcd-backup/etcd-backup/internal/destination"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
 	"github.com/etcd-backup/etcd-backup/internal/store"
@@ -275,7 +276,7 @@ func (c *Client) absent(ctx context.Context, ref Ref) error {
 		}
 	}
 	if len(same) == 0 {
-		return usage(fmt.Errorf("no such backup %s: there is no backup of cluster %s below %s (see 'etcd-backup list %s')", ref, ref.ClusterID, ref.Dest, ref.Dest))
+		return usage(fmt.Errorf("%w %s: there is no backup of cluster %s below %s (see 'etcd-backup list %s')", destination.ErrNoSuchBackup, ref, ref.ClusterID, ref.Dest, ref.Dest))
 	}
 	t, _ := parseTimestamp(ref.Timestamp)
 	slices.SortStableFunc(same, func(a, b *Backup) int {
@@ -285,7 +286,7 @@ func (c *Client) absent(ctx context.Context, ref Ref) error {
 	for _, b := range same[:min(len(same), 3)] {
 		near = append(near, b.Ref.String()+" ("+string(b.State)+")")
 	}
-	return usage(fmt.Errorf("no such backup %s; the nearest are %s", ref, strings.Join(near, ", ")))
+	return usage(fmt.Errorf("%w %s; the nearest are %s", destination.ErrNoSuchBackup, ref, strings.Join(near, ", ")))
 }
 
 // parseManifest reads the given generation of backup.json and checks that

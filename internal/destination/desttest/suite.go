@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,6 +46,7 @@ func Run(t *testing.T, h Harness, backups []Backup) {
 		{"CorruptFileRefused", testCorruptRefused},
 		{"InterruptedUploadIsNotComplete", testInterrupted},
 		{"PruneKeepsNewestAndForeign", testPrune},
+		{"PruneBesideAnother", testPruneBesideAnother},
 		{"Encrypted", testEncrypted},
 		{"EncryptedRerunAfterKill", testEncryptedAfterKill},
 		{"StoredBytesChanged", testTampered},
@@ -336,5 +338,47 @@ func testPrune(t *testing.T, h Harness, bs []Backup) {
 	}
 	if _, err := destination.Verify(t.Context(), d, keepName, verify.Options{Log: Log(t)}, nil); err != nil {
 		t.Errorf("the kept backup no longer verifies: %v", err)
+	}
+	for _, e := range removed(decisions) {
+		if err := d.Delete(t.Context(), e.Name); !errors.Is(err, destination.ErrNoSuchBackup) || exitcode.Of(err) != exitcode.Usage {
+			t.Errorf("delete of %s, pruned already = %v (exit %d), want %v, exit %d", e.Name, err, exitcode.Of(err), destination.ErrNoSuchBackup, exitcode.Usage)
+		}
+	}
+}
+
+// beside is a destination where another run deletes each backup just
+// before this one does.
+type beside struct{ destination.Dest }
+
+func (b beside) Delete(ctx context.Context, name string) error {
+	if err := b.Dest.Delete(ctx, name); err != nil {
+		return err
+	}
+	return b.Dest.Delete(ctx, name)
+}
+
+// testPruneBesideAnother: two prunes at once (two schedules, two masters)
+// decide alike; the backups the other one deleted first count as deleted,
+// and neither fails.
+func testPruneBesideAnother(t *testing.T, h Harness, bs []Backup) {
+	d := h.New(t)
+	for _, b := range bs {
+		upload(t, d, b)
+	}
+	decisions, err := destination.Prune(t.Context(), beside{d}, destination.Policy{KeepLast: 1}, "", time.Now(), false)
+	if err != nil {
+		t.Fatalf("prune beside another = %v, want it to pass", err)
+	}
+	deleted := removed(decisions)
+	if len(deleted) != len(bs)-1 {
+		t.Errorf("prune beside another deleted %q, want all but the newest", names(deleted))
+	}
+	for _, dec := range decisions {
+		if dec.Action == destination.Remove && !strings.Contains(dec.Reason, "another run") {
+			t.Errorf("the decision on %s says %q, want it to say another run deleted it", dec.Entry.Name, dec.Reason)
+		}
+	}
+	if left := list(t, d); len(left) != 1 {
+		t.Errorf("after prune list = %q, want the newest only", names(left))
 	}
 }

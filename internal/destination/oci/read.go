@@ -268,7 +268,7 @@ const nearest = 3
 func (d *Dest) absent(ctx context.Context, tag string) error {
 	url := d.t.url(tag)
 	if !isOurTag(tag) {
-		return exitcode.With(exitcode.Usage, fmt.Errorf("no such backup %s: its tags are <cluster-id>_<ts>-<snapshot sha256, 12 hex> (see 'etcd-backup list %s')", url, d.URL()))
+		return exitcode.With(exitcode.Usage, fmt.Errorf("%w %s: its tags are <cluster-id>_<ts>-<snapshot sha256, 12 hex> (see 'etcd-backup list %s')", destination.ErrNoSuchBackup, url, d.URL()))
 	}
 	rctx, cancel := d.request(ctx)
 	tags, err := d.t.tags(rctx, d.sys)
@@ -285,7 +285,7 @@ func (d *Dest) absent(ctx context.Context, tag string) error {
 		}
 	}
 	if len(same) == 0 {
-		return exitcode.With(exitcode.Usage, fmt.Errorf("no such backup %s: there is no backup of cluster %s in %s (see 'etcd-backup list %s')", url, cluster, d.URL(), d.URL()))
+		return exitcode.With(exitcode.Usage, fmt.Errorf("%w %s: there is no backup of cluster %s in %s (see 'etcd-backup list %s')", destination.ErrNoSuchBackup, url, cluster, d.URL(), d.URL()))
 	}
 	slices.SortStableFunc(same, func(a, b string) int {
 		return cmp.Compare(tagTime(a).Sub(at).Abs(), tagTime(b).Sub(at).Abs())
@@ -294,7 +294,7 @@ func (d *Dest) absent(ctx context.Context, tag string) error {
 	for _, t := range same[:min(len(same), nearest)] {
 		near = append(near, d.t.url(t))
 	}
-	return exitcode.With(exitcode.Usage, fmt.Errorf("no such backup %s; the nearest are %s", url, strings.Join(near, ", ")))
+	return exitcode.With(exitcode.Usage, fmt.Errorf("%w %s; the nearest are %s", destination.ErrNoSuchBackup, url, strings.Join(near, ", ")))
 }
 
 // tagTime is the <ts> of a tag isOurTag accepts.
@@ -340,22 +340,24 @@ func (d *Dest) stream(ctx context.Context, src types.ImageSource, name string, d
 // Delete removes the manifest tag names by its digest, after checking that
 // it is a backup this tool wrote.
 func (d *Dest) Delete(ctx context.Context, tag string) error {
-	l, err := d.load(ctx, tag)
-	if err != nil {
-		return err
-	}
-	if l == nil {
-		return fmt.Errorf("%s does not exist", d.t.url(tag))
-	}
-	l.close()
-	if !l.ours {
-		return fmt.Errorf("%s was not written by etcd-backup (%s): not deleting it", d.t.url(tag), l.problem)
-	}
+	// Under the lock another run's prune has deleted the backup or not
+	// begun to.
 	lock, err := d.t.lock(ctx, d.opts.StallTimeout)
 	if err != nil {
 		return err
 	}
 	defer lock.Close()
+	l, err := d.load(ctx, tag)
+	if err != nil {
+		return err
+	}
+	if l == nil {
+		return exitcode.With(exitcode.Usage, fmt.Errorf("%w %s", destination.ErrNoSuchBackup, d.t.url(tag)))
+	}
+	l.close()
+	if !l.ours {
+		return fmt.Errorf("%s was not written by etcd-backup (%s): not deleting it", d.t.url(tag), l.problem)
+	}
 	rctx, cancel := d.request(ctx)
 	defer cancel()
 	return errors.Join(d.t.delete(rctx, d.sys, tag, l.digest), d.t.seal())
