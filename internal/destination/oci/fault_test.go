@@ -141,23 +141,50 @@ func testFaults(t *testing.T, bs []desttest.Backup) {
 	}
 }
 
-// testDeletesDisabled: a registry that refuses deletes (distribution's
-// default) costs prune one line that says how to enable them, exit 1, and
-// the backups stay.
-func testDeletesDisabled(t *testing.T, bs []desttest.Backup) {
-	reg := ocitest.Start(t, ocitest.Options{})
-	d := openDest(t, reg.URL("backups/nodelete"), destination.RegistryOptions{InsecureSkipTLSVerify: true})
-	for _, b := range bs[:2] {
-		if _, err := destination.UploadDir(t.Context(), d, b.Dir, nil); err != nil {
-			t.Fatal(err)
+// testDeletesRefused: a registry that refuses deletes (distribution's
+// default) costs prune one line that says how to enable them, exit 1;
+// credentials that may read and push but not delete (a robot account's
+// usual rights; the refusal injected at a proxy, as a registry with rights
+// per action answers) one line saying that prune needs others, exit 2. The
+// backups stay.
+func testDeletesRefused(t *testing.T, bs []desttest.Backup) {
+	denied := func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodDelete {
+			return false
 		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		io.WriteString(w, `{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}`)
+		return true
 	}
-	_, err := destination.Prune(t.Context(), d, destination.Policy{KeepLast: 1}, "", time.Now(), false)
-	if exitcode.Of(err) != exitcode.Failure || !strings.Contains(err.Error(), "REGISTRY_STORAGE_DELETE_ENABLED=true") || strings.Contains(err.Error(), "\n") {
-		t.Errorf("prune where deletes are disabled = %v (exit %d), want one line saying how to enable them, exit %d", err, exitcode.Of(err), exitcode.Failure)
+	cases := []struct {
+		name    string
+		deletes bool
+		fault   func(http.ResponseWriter, *http.Request) bool
+		code    int
+		says    string
+	}{
+		{"deletes disabled", false, nil, exitcode.Failure, "REGISTRY_STORAGE_DELETE_ENABLED=true"},
+		{"credentials that may not delete", true, denied, exitcode.Usage, "may delete"},
 	}
-	if entries, _ := d.List(t.Context()); len(entries) != 2 {
-		t.Errorf("after a refused prune %d backups are listed, want 2", len(entries))
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := ocitest.Start(t, ocitest.Options{Deletes: c.deletes}).NewProxy(t)
+			p.Fault = c.fault
+			d := openDest(t, "docker://"+p.Host+"/backups/nodelete", destination.RegistryOptions{InsecureSkipTLSVerify: true})
+			for _, b := range bs[:2] {
+				if _, err := destination.UploadDir(t.Context(), d, b.Dir, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err := destination.Prune(t.Context(), d, destination.Policy{KeepLast: 1}, "", time.Now(), false)
+			if exitcode.Of(err) != c.code || !strings.Contains(err.Error(), c.says) || strings.Contains(err.Error(), "\n") {
+				t.Errorf("prune = %v (exit %d), want one line saying %q, exit %d", err, exitcode.Of(err), c.says, c.code)
+			}
+			if entries, _ := d.List(t.Context()); len(entries) != 2 {
+				t.Errorf("after a refused prune %d backups are listed, want 2", len(entries))
+			}
+		})
 	}
 }
 
@@ -323,36 +350,5 @@ func testBodyTooLarge(t *testing.T, bs []desttest.Backup) {
 		if entries, _ := d.List(t.Context()); len(entries) != 0 {
 			t.Errorf("after a refused upload (encrypted: %v) %d backups are listed, want none", encrypt, len(entries))
 		}
-	}
-}
-
-// testDeleteDenied: credentials that may push but not delete (a robot
-// account's usual rights) cost prune one line saying that deletes need
-// more, exit 2, and the backups stay. The refusal is injected at a proxy,
-// as a registry with per-action rights answers it.
-func testDeleteDenied(t *testing.T, bs []desttest.Backup) {
-	reg := ocitest.Start(t, ocitest.Options{Deletes: true})
-	p := reg.NewProxy(t)
-	p.Fault = func(w http.ResponseWriter, r *http.Request) bool {
-		if r.Method != http.MethodDelete {
-			return false
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusForbidden)
-		io.WriteString(w, `{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}`)
-		return true
-	}
-	d := openDest(t, "docker://"+p.Host+"/backups/nodelete", destination.RegistryOptions{InsecureSkipTLSVerify: true})
-	for _, b := range bs[:2] {
-		if _, err := destination.UploadDir(t.Context(), d, b.Dir, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	_, err := destination.Prune(t.Context(), d, destination.Policy{KeepLast: 1}, "", time.Now(), false)
-	if exitcode.Of(err) != exitcode.Usage || !strings.Contains(err.Error(), "may delete") || strings.Contains(err.Error(), "\n") {
-		t.Errorf("prune with credentials that may not delete = %v (exit %d), want one line saying deletes need other credentials, exit %d", err, exitcode.Of(err), exitcode.Usage)
-	}
-	if entries, _ := d.List(t.Context()); len(entries) != 2 {
-		t.Errorf("after a refused prune %d backups are listed, want 2", len(entries))
 	}
 }

@@ -81,7 +81,7 @@ func TestOCI(t *testing.T) {
 	t.Run("RegistryConformanceTLS", func(t *testing.T) { testRegistryConformanceTLS(t, bs) })
 	t.Run("LayoutModes", func(t *testing.T) { testLayoutModes(t, bs) })
 	t.Run("Faults", func(t *testing.T) { testFaults(t, bs) })
-	t.Run("DeletesDisabled", func(t *testing.T) { testDeletesDisabled(t, bs) })
+	t.Run("DeletesRefused", func(t *testing.T) { testDeletesRefused(t, bs) })
 	t.Run("FilesTogether", func(t *testing.T) { testFilesTogether(t, bs) })
 	t.Run("ListTogether", func(t *testing.T) { testListTogether(t, bs) })
 	t.Run("LayoutDamagedIndex", func(t *testing.T) { testLayoutDamagedIndex(t, bs) })
@@ -90,7 +90,6 @@ func TestOCI(t *testing.T) {
 	t.Run("LayoutCommitsOneAtATime", func(t *testing.T) { testLayoutCommitsOneAtATime(t, bs) })
 	t.Run("TagTakenMidway", func(t *testing.T) { testTagTakenMidway(t, bs) })
 	t.Run("BodyTooLarge", func(t *testing.T) { testBodyTooLarge(t, bs) })
-	t.Run("DeleteDenied", func(t *testing.T) { testDeleteDenied(t, bs) })
 }
 
 // testTagTakenMidway: the tag is looked at again just before the manifest
