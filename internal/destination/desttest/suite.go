@@ -343,6 +343,12 @@ func testPrune(t *testing.T, h Harness, bs []Backup) {
 		if err := d.Delete(t.Context(), e.Name); !errors.Is(err, destination.ErrNoSuchBackup) || exitcode.Of(err) != exitcode.Usage {
 			t.Errorf("delete of %s, pruned already = %v (exit %d), want %v, exit %d", e.Name, err, exitcode.Of(err), destination.ErrNoSuchBackup, exitcode.Usage)
 		}
+		if s, err := d.Open(t.Context(), e.Name); !errors.Is(err, destination.ErrNoSuchBackup) || exitcode.Of(err) != exitcode.Usage {
+			if err == nil {
+				s.Close()
+			}
+			t.Errorf("open of %s, pruned = %v (exit %d), want %v, exit %d", e.Name, err, exitcode.Of(err), destination.ErrNoSuchBackup, exitcode.Usage)
+		}
 	}
 }
 
