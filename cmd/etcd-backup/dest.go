@@ -10,6 +10,7 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/destination"
 	"github.com/etcd-backup/etcd-backup/internal/destination/oci"
 	"github.com/etcd-backup/etcd-backup/internal/encryption"
+	"github.com/etcd-backup/etcd-backup/internal/manifest"
 	"github.com/etcd-backup/etcd-backup/internal/remote"
 	"github.com/etcd-backup/etcd-backup/internal/store/gcs"
 )
@@ -63,25 +64,31 @@ func (f *destFlags) options(env *env) (destination.Options, error) {
 	return o, nil
 }
 
-// openBackup opens the destination of BACKUP and resolves it: one backup's
-// URL, or with latest the newest complete backup of a destination.
-func openBackup(ctx context.Context, env *env, o destination.Options, s string, latest bool, clusterID string) (destination.Dest, string, error) {
+// withBackup opens the destination of BACKUP and calls use on the backup
+// it names or, with latest, on its newest good backup (see
+// destination.LatestGood).
+func withBackup(ctx context.Context, env *env, o destination.Options, s string, latest bool, clusterID string, use func(d destination.Dest, name string) (*manifest.Backup, error)) (*manifest.Backup, error) {
 	if clusterID != "" && !latest {
-		return nil, "", usage("--cluster-id goes with --latest; a backup URL already names its cluster")
+		return nil, usage("--cluster-id goes with --latest; a backup URL already names its cluster")
 	}
+	var d destination.Dest
+	var name string
+	var err error
+	if latest {
+		d, err = destinations().Open(ctx, s, o)
+	} else {
+		d, name, err = destinations().OpenBackup(ctx, s, o)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
 	if !latest {
-		return destinations().OpenBackup(ctx, s, o)
+		return use(d, name)
 	}
-	d, err := destinations().Open(ctx, s, o)
-	if err != nil {
-		return nil, "", err
-	}
-	e, err := destination.Latest(ctx, d, clusterID, env.log)
-	if err != nil {
-		d.Close()
-		return nil, "", err
-	}
-	return d, e.Name, nil
+	return destination.LatestGood(ctx, d, clusterID, env.log, func(name string) (*manifest.Backup, error) {
+		return use(d, name)
+	})
 }
 
 // gcsOnly refuses a Cloud Storage setting for another kind of destination.

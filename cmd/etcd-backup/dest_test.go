@@ -210,3 +210,38 @@ func TestOCINoSuchBackup(t *testing.T) {
 		}
 	}
 }
+
+// TestLatestSkipsBad: in a layout whose newest backup's snapshot changed
+// where it rests, download --latest and verify --latest take the next
+// newest backup, and say which they passed over and why.
+func TestLatestSkipsBad(t *testing.T) {
+	bs := desttest.Save(t)
+	layout := filepath.Join(t.TempDir(), "layout")
+	dest := "oci:" + layout
+	for _, b := range bs {
+		if code, _, stderr := cli(t, nil, "upload", b.Dir, dest); code != 0 {
+			t.Fatalf("upload: exit %d\n%s", code, stderr)
+		}
+	}
+	newest := bs[len(bs)-1]
+	for _, b := range bs {
+		if oci.Tag(b.Manifest) > oci.Tag(newest.Manifest) && b.Manifest.Timestamp == newest.Manifest.Timestamp {
+			newest = b
+		}
+	}
+	if code, _, stderr := cli(t, nil, "verify", "--latest", dest); code != 0 || !strings.Contains(stderr, dest+":"+oci.Tag(newest.Manifest)) {
+		t.Fatalf("verify --latest: exit %d, want %s verified:\n%s", code, oci.Tag(newest.Manifest), stderr)
+	}
+	desttest.FlipByte(t, filepath.Join(layout, "blobs", "sha256", newest.Manifest.File(manifest.KindSnapshot).SHA256))
+	skipped := "skipping " + dest + ":" + oci.Tag(newest.Manifest)
+	down := filepath.Join(t.TempDir(), "down")
+	for _, args := range [][]string{{"download", "--latest", dest, down}, {"verify", "--latest", dest}} {
+		code, _, stderr := cli(t, nil, args...)
+		if code != 0 || !strings.Contains(stderr, skipped) || !strings.Contains(stderr, "does not match") {
+			t.Errorf("%s with a changed newest backup: exit %d, want 0, the newest skipped and why:\n%s", strings.Join(args, " "), code, stderr)
+		}
+	}
+	if got, _ := os.ReadFile(filepath.Join(down, manifest.FileName)); strings.Contains(string(got), newest.Manifest.File(manifest.KindSnapshot).SHA256) {
+		t.Error("download --latest fetched the changed newest backup")
+	}
+}

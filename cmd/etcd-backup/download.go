@@ -32,12 +32,11 @@ func downloadCommand() *command {
 				if err != nil {
 					return err
 				}
-				d, name, err := openBackup(ctx, env, o, args[0], latest, clusterID)
-				if err != nil {
-					return err
-				}
-				defer d.Close()
-				b, err := destination.Download(ctx, d, name, args[1], id)
+				var name string
+				b, err := withBackup(ctx, env, o, args[0], latest, clusterID, func(d destination.Dest, n string) (*manifest.Backup, error) {
+					name = n
+					return destination.Download(ctx, d, n, args[1], id)
+				})
 				if err != nil {
 					return err
 				}

@@ -50,13 +50,10 @@ func verifyCommand() *command {
 						if err != nil {
 							return nil, err
 						}
-						d, name, err := openBackup(ctx, env, do, target, latest, clusterID)
-						if err != nil {
-							return nil, err
-						}
-						defer d.Close()
-						env.metrics.Destination = d.URL()
-						return destination.Verify(ctx, d, name, o, id)
+						return withBackup(ctx, env, do, target, latest, clusterID, func(d destination.Dest, name string) (*manifest.Backup, error) {
+							env.metrics.Destination = d.URL()
+							return destination.Verify(ctx, d, name, o, id)
+						})
 					}
 				} else if latest || clusterID != "" {
 					return usage("--latest and --cluster-id apply to a destination TARGET (gs://, docker://, oci:), not to a local directory")

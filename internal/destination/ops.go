@@ -282,10 +282,7 @@ type withCloser struct {
 // checked, and the log says so: the scheduled verify in the cluster never
 // holds the key, and still finds a damaged or stale backup.
 func Verify(ctx context.Context, d Dest, name string, opts verify.Options, id *encryption.Identity) (*manifest.Backup, error) {
-	log := opts.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	log := orDiscard(opts.Log)
 	s, err := d.Open(ctx, name)
 	if err != nil {
 		return nil, err
@@ -353,21 +350,51 @@ func verifyFile(ctx context.Context, s Stored, b *manifest.Backup, f manifest.Fi
 // backup.
 var ErrNoBackup = errors.New("no complete backup")
 
-// Latest returns the newest complete backup of cluster or, when cluster is
-// empty, of the only cluster there. It logs each newer backup it passes
-// over, and why.
-func Latest(ctx context.Context, d Dest, cluster string, log *slog.Logger) (Entry, error) {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+// LatestGood calls use on the newest complete backup of cluster (see
+// Newest), and while use finds the backup fails its check (exit 4), on the
+// next newest: a registry or a layout, unlike Cloud Storage, tells of bytes
+// changed where they rest only when they are read. It logs each backup it
+// passes over, and why, and returns what use returned for the last one it
+// tried.
+func LatestGood(ctx context.Context, d Dest, cluster string, log *slog.Logger, use func(name string) (*manifest.Backup, error)) (*manifest.Backup, error) {
+	log = orDiscard(log)
+	good, err := Newest(ctx, d, cluster, log)
+	if err != nil {
+		return nil, err
 	}
+	for i, e := range good {
+		if i == 0 {
+			log.Info("newest complete backup: " + e.URL)
+		} else {
+			log.Info("next newest complete backup: " + e.URL)
+		}
+		b, err := use(e.Name)
+		switch {
+		case exitcode.Of(err) != exitcode.Verify:
+			return b, err
+		case i == len(good)-1 && i > 0:
+			return nil, fmt.Errorf("each of the %d complete backups at %s fails its check (see the log); the oldest: %w", len(good), d.URL(), err)
+		case i == len(good)-1:
+			return nil, err
+		}
+		log.Warn("skipping "+e.URL+", which fails its check; trying the next newest", "error", err)
+	}
+	panic("unreachable: Newest returns at least one backup")
+}
+
+// Newest returns the complete backups of cluster or, when cluster is empty,
+// of the only cluster there, newest first: at least one, or an error
+// wrapping ErrNoBackup. It logs each incomplete or corrupt backup newer
+// than the newest complete one.
+func Newest(ctx context.Context, d Dest, cluster string, log *slog.Logger) ([]Entry, error) {
+	log = orDiscard(log)
 	entries, err := d.List(ctx)
 	if err != nil {
-		return Entry{}, err
+		return nil, err
 	}
-	var best *Entry
+	var good, skipped []Entry
 	var clusters []string
-	var skipped []Entry
-	for i, e := range entries {
+	for _, e := range entries {
 		switch {
 		case cluster != "" && e.ClusterID != cluster:
 		case e.State != Complete:
@@ -376,36 +403,42 @@ func Latest(ctx context.Context, d Dest, cluster string, log *slog.Logger) (Entr
 			if !slices.Contains(clusters, e.ClusterID) {
 				clusters = append(clusters, e.ClusterID)
 			}
-			if best == nil || Compare(e, *best) > 0 {
-				best = &entries[i]
-			}
+			good = append(good, e)
 		}
 	}
 	if len(clusters) > 1 {
 		slices.Sort(clusters)
-		return Entry{}, exitcode.With(exitcode.Usage, fmt.Errorf("%s holds backups of several clusters (%s): choose one with --cluster-id", d.URL(), strings.Join(clusters, ", ")))
+		return nil, exitcode.With(exitcode.Usage, fmt.Errorf("%s holds backups of several clusters (%s): choose one with --cluster-id", d.URL(), strings.Join(clusters, ", ")))
 	}
+	slices.SortStableFunc(good, func(a, b Entry) int { return Compare(b, a) })
 	for _, e := range skipped {
-		if best == nil || (e.ClusterID == best.ClusterID && Compare(e, *best) > 0) {
+		if len(good) == 0 || (e.ClusterID == good[0].ClusterID && Compare(e, good[0]) > 0) {
 			log.Warn("skipping " + e.URL + ", which is " + string(e.State) + ": " + e.Problem)
 		}
 	}
 	switch {
-	case best == nil && len(skipped) > 0:
-		return Entry{}, fmt.Errorf("%w at %s: the %d found are incomplete or corrupt (see 'etcd-backup list %s')", ErrNoBackup, d.URL(), len(skipped), d.URL())
-	case best == nil && cluster != "":
-		return Entry{}, fmt.Errorf("%w of cluster %s at %s", ErrNoBackup, cluster, d.URL())
-	case best == nil:
-		hint := "nothing is stored there"
-		if h, ok := d.(Hinter); ok {
-			if hint, err = h.Nearby(ctx); err != nil {
-				return Entry{}, err
-			}
-		}
-		return Entry{}, fmt.Errorf("%w at %s: %s", ErrNoBackup, d.URL(), hint)
+	case len(good) > 0:
+		return good, nil
+	case len(skipped) > 0:
+		return nil, fmt.Errorf("%w at %s: the %d found are incomplete or corrupt (see 'etcd-backup list %s')", ErrNoBackup, d.URL(), len(skipped), d.URL())
+	case cluster != "":
+		return nil, fmt.Errorf("%w of cluster %s at %s", ErrNoBackup, cluster, d.URL())
 	}
-	log.Info("newest complete backup: " + best.URL)
-	return *best, nil
+	hint := "nothing is stored there"
+	if h, ok := d.(Hinter); ok {
+		if hint, err = h.Nearby(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("%w at %s: %s", ErrNoBackup, d.URL(), hint)
+}
+
+// orDiscard returns log, or a logger that drops everything for nil.
+func orDiscard(log *slog.Logger) *slog.Logger {
+	if log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return log
 }
 
 // Compare orders entries oldest first: by <ts>, then creation time, then name.

@@ -269,7 +269,7 @@ func testTampered(t *testing.T, h Harness, bs []Backup) {
 			}
 			f := *s.Manifest().File(manifest.KindSnapshot)
 			s.Close()
-			h.Tamper(t, res, f)
+			tamper(t, h, res, f)
 
 			dir := filepath.Join(t.TempDir(), "download")
 			_, err = destination.Download(t.Context(), d, res.Name, dir, c.id)

@@ -1,9 +1,11 @@
 package desttest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -26,7 +28,7 @@ type Harness struct {
 	// this tool did not write, and returns that name.
 	Foreign func(t *testing.T, d destination.Dest, like *manifest.Backup) string
 	// Tamper changes a byte of what res.Files says holds file f, where
-	// it rests.
+	// it rests; a second call changes it back.
 	Tamper func(t *testing.T, res destination.Result, f manifest.File)
 	// OneBlob is set for a kind that stores a backup's files together, at
 	// Commit (the OCI image form): Put only takes the file's opener, and
@@ -50,6 +52,7 @@ func Run(t *testing.T, h Harness, backups []Backup) {
 		{"Encrypted", testEncrypted},
 		{"EncryptedRerunAfterKill", testEncryptedAfterKill},
 		{"StoredBytesChanged", testTampered},
+		{"LatestSkipsBad", testLatestSkipsBad},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.run(t, h, backups) })
@@ -102,12 +105,14 @@ func testUploadListLatest(t *testing.T, h Harness, bs []Backup) {
 			t.Errorf("entry %+v, want ours with cluster %s, ts %s and its manifest", e, b.ClusterKey(), b.Timestamp)
 		}
 	}
-	latest, err := destination.Latest(t.Context(), d, "", Log(t))
+	good, err := destination.Newest(t.Context(), d, "", Log(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if latest.Name != entries[len(entries)-1].Name {
-		t.Errorf("latest = %s, want %s", latest.Name, entries[len(entries)-1].Name)
+	newestFirst := names(entries)
+	slices.Reverse(newestFirst)
+	if got := names(good); !slices.Equal(got, newestFirst) {
+		t.Errorf("newest = %q, want every one, newest first: %q", got, newestFirst)
 	}
 }
 
@@ -213,7 +218,17 @@ func testCorruptRefused(t *testing.T, h Harness, bs []Backup) {
 	}
 }
 
-// FlipByte changes the byte in the middle of the file at path.
+// tamper changes a byte of what holds file f of res, where it rests, and
+// changes it back when the test ends: destinations of one kind may share
+// what they store (a registry's blobs are addressed by their content, in
+// whichever repository), and the next test must find it whole.
+func tamper(t *testing.T, h Harness, res destination.Result, f manifest.File) {
+	h.Tamper(t, res, f)
+	t.Cleanup(func() { h.Tamper(t, res, f) })
+}
+
+// FlipByte changes the byte in the middle of the file at path; a second
+// call changes it back.
 func FlipByte(t *testing.T, path string) {
 	t.Helper()
 	data, err := os.ReadFile(path)
@@ -279,7 +294,7 @@ func testInterrupted(t *testing.T, h Harness, bs []Backup) {
 	if got := list(t, d); len(got) != 0 {
 		t.Errorf("after an interrupted upload list = %q, want nothing", names(got))
 	}
-	if _, err := destination.Latest(t.Context(), d, "", Log(t)); !errors.Is(err, destination.ErrNoBackup) {
+	if _, err := destination.Newest(t.Context(), d, "", Log(t)); !errors.Is(err, destination.ErrNoBackup) {
 		t.Errorf("latest after an interrupted upload = %v, want %v", err, destination.ErrNoBackup)
 	}
 	upload(t, d, b)
@@ -387,4 +402,53 @@ func testPruneBesideAnother(t *testing.T, h Harness, bs []Backup) {
 	if left := list(t, d); len(left) != 1 {
 		t.Errorf("after prune list = %q, want the newest only", names(left))
 	}
+}
+
+// testLatestSkipsBad: --latest takes the newest backup that passes its
+// check. Cloud Storage tells of bytes changed where they rest when they are
+// listed, a registry or a layout only when they are read: either way the
+// newest complete backup, its stored snapshot changed, is passed over with
+// a warning for the next newest. When every one fails, nothing is left.
+func testLatestSkipsBad(t *testing.T, h Harness, bs []Backup) {
+	d := h.New(t)
+	stored := map[string]destination.Result{}
+	dirs := map[string]string{}
+	for _, b := range bs {
+		res := upload(t, d, b)
+		stored[res.Name], dirs[res.Name] = res, b.Dir
+	}
+	tamper := func(name string) {
+		s, err := d.Open(t.Context(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := *s.Manifest().File(manifest.KindSnapshot)
+		s.Close()
+		tamper(t, h, stored[name], f)
+	}
+	entries := list(t, d)
+	newest, next := entries[len(entries)-1], entries[len(entries)-2]
+	tamper(newest.Name)
+	latest := func(dir string, log *slog.Logger) (*manifest.Backup, error) {
+		return destination.LatestGood(t.Context(), d, "", log, func(name string) (*manifest.Backup, error) {
+			return destination.Download(t.Context(), d, name, dir, nil)
+		})
+	}
+	var logged bytes.Buffer
+	dir := filepath.Join(t.TempDir(), "download")
+	if _, err := latest(dir, slog.New(slog.NewTextHandler(&logged, nil))); err != nil {
+		t.Fatalf("download of the latest good backup: %v", err)
+	}
+	sameFiles(t, dirs[next.Name], dir)
+	if !strings.Contains(logged.String(), "skipping "+newest.URL) {
+		t.Errorf("the log does not say that %s was skipped:\n%s", newest.URL, logged.String())
+	}
+	for _, e := range entries[:len(entries)-1] {
+		tamper(e.Name)
+	}
+	dir = filepath.Join(t.TempDir(), "download")
+	if _, err := latest(dir, Log(t)); err == nil {
+		t.Error("download of the latest good backup where none is good passed")
+	}
+	assertAbsent(t, dir)
 }
