@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -64,10 +65,12 @@ func (f *destFlags) options(env *env) (destination.Options, error) {
 	return o, nil
 }
 
+// pickLatest is destination.Latest or destination.LatestGood.
+type pickLatest func(ctx context.Context, d destination.Dest, cluster string, log *slog.Logger, use func(name string) (*manifest.Backup, error)) (*manifest.Backup, error)
+
 // withBackup opens the destination of BACKUP and calls use on the backup
-// it names or, with latest, on its newest good backup (see
-// destination.LatestGood).
-func withBackup(ctx context.Context, env *env, o destination.Options, s string, latest bool, clusterID string, use func(d destination.Dest, name string) (*manifest.Backup, error)) (*manifest.Backup, error) {
+// it names or, with latest, on the one pick chooses.
+func withBackup(ctx context.Context, env *env, o destination.Options, s string, latest bool, clusterID string, pick pickLatest, use func(d destination.Dest, name string) (*manifest.Backup, error)) (*manifest.Backup, error) {
 	if clusterID != "" && !latest {
 		return nil, usage("--cluster-id goes with --latest; a backup URL already names its cluster")
 	}
@@ -86,7 +89,7 @@ func withBackup(ctx context.Context, env *env, o destination.Options, s string, 
 	if !latest {
 		return use(d, name)
 	}
-	return destination.LatestGood(ctx, d, clusterID, env.log, func(name string) (*manifest.Backup, error) {
+	return pick(ctx, d, clusterID, env.log, func(name string) (*manifest.Backup, error) {
 		return use(d, name)
 	})
 }

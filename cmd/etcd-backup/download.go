@@ -33,7 +33,9 @@ func downloadCommand() *command {
 					return err
 				}
 				var name string
-				b, err := withBackup(ctx, env, o, args[0], latest, clusterID, func(d destination.Dest, n string) (*manifest.Backup, error) {
+				// The newest backup that passes its check: on the worst
+				// day, the one to restore.
+				b, err := withBackup(ctx, env, o, args[0], latest, clusterID, destination.LatestGood, func(d destination.Dest, n string) (*manifest.Backup, error) {
 					name = n
 					return destination.Download(ctx, d, n, args[1], id)
 				})

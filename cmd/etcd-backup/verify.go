@@ -50,7 +50,10 @@ func verifyCommand() *command {
 						if err != nil {
 							return nil, err
 						}
-						return withBackup(ctx, env, do, target, latest, clusterID, func(d destination.Dest, name string) (*manifest.Backup, error) {
+						// The newest complete backup, even when it fails
+						// its check: the scheduled verify must fail (and
+						// alert) then, not pass on an older one.
+						return withBackup(ctx, env, do, target, latest, clusterID, destination.Latest, func(d destination.Dest, name string) (*manifest.Backup, error) {
 							env.metrics.Destination = d.URL()
 							return destination.Verify(ctx, d, name, o, id)
 						})

@@ -350,6 +350,17 @@ func verifyFile(ctx context.Context, s Stored, b *manifest.Backup, f manifest.Fi
 // backup.
 var ErrNoBackup = errors.New("no complete backup")
 
+// Latest calls use on the newest complete backup of cluster (see Newest).
+func Latest(ctx context.Context, d Dest, cluster string, log *slog.Logger, use func(name string) (*manifest.Backup, error)) (*manifest.Backup, error) {
+	log = orDiscard(log)
+	good, err := Newest(ctx, d, cluster, log)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("newest complete backup: " + good[0].URL)
+	return use(good[0].Name)
+}
+
 // LatestGood calls use on the newest complete backup of cluster (see
 // Newest), and while use finds the backup fails its check (exit 4), on the
 // next newest: a registry or a layout, unlike Cloud Storage, tells of bytes
