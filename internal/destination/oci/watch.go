@@ -10,6 +10,7 @@ import (
 
 	"github.com/docker/distribution/registry/api/errcode"
 	"go.podman.io/image/v5/types"
+	"golang.org/x/sys/unix"
 )
 
 // errStalled is the cause of a transfer cut for moving no data.
@@ -79,6 +80,9 @@ func retry(ctx context.Context, base time.Duration, log *slog.Logger, what strin
 	for i := 1; ; i++ {
 		err := op()
 		if err == nil || i == attempts || !transient(ctx, err) {
+			if full(err) {
+				return fmt.Errorf("%w: the file system is full; free space there, or give a destination with room for the backup", err)
+			}
 			return settingsError(err)
 		}
 		log.Warn(what+" failed; retrying", "attempt", i, "in", wait, "error", err)
@@ -98,14 +102,21 @@ func (p permanent) Unwrap() error { return p.error }
 
 // transient reports whether err may pass on a retry: anything but the
 // caller's own cancellation, settings that cannot work (settingsHint), a
-// refused request or manifest, or a source that failed its check.
+// refused request or manifest, a source that failed its check, or a full
+// file system.
 func transient(ctx context.Context, err error) bool {
 	var p permanent
 	var rejected types.ManifestTypeRejectedError
 	switch {
 	case ctx.Err() != nil, errors.As(err, &p), notFound(err), settingsHint(err) != "",
-		isCode(err, errcode.ErrorCodeUnsupported), errors.As(err, &rejected):
+		isCode(err, errcode.ErrorCodeUnsupported), errors.As(err, &rejected), full(err):
 		return false
 	}
 	return true
+}
+
+// full reports whether err is a file system out of space or quota: a
+// layout's removable medium, which a retry would only fill again.
+func full(err error) bool {
+	return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT)
 }
