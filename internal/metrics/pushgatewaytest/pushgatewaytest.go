@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -135,26 +136,40 @@ func webConfig(t testing.TB, o Options) string {
 	return path
 }
 
-// Families returns what the Pushgateway exposes on /metrics, by name.
+// barrierJob is the job of the push that Families makes first.
+const barrierJob = "pushgatewaytest_barrier"
+
+// Families returns what the Pushgateway exposes on /metrics, by name, once
+// it has applied every push and delete made before the call. It answers a
+// delete (202) before it applies it, but applies writes one at a time in
+// the order they came, and answers a push (checked, its default) only once
+// applied: so Families pushes to a group of its own first.
 func (g *Gateway) Families(t testing.TB, user, password string) map[string]*dto.MetricFamily {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.URL+"/metrics", nil)
-	if err != nil {
-		t.Fatal(err)
+	do := func(method, path, body string, want int) *http.Response {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctx, method, g.URL+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if user != "" {
+			req.SetBasicAuth(user, password)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != want {
+			resp.Body.Close()
+			t.Fatalf("%s %s%s: %s", method, g.URL, path, resp.Status)
+		}
+		return resp
 	}
-	if user != "" {
-		req.SetBasicAuth(user, password)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	do(http.MethodPut, "/metrics/job/"+barrierJob, barrierJob+" 1\n", http.StatusOK).Body.Close()
+	resp := do(http.MethodGet, "/metrics", "", http.StatusOK)
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s/metrics: %s", g.URL, resp.Status)
-	}
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	families, err := parser.TextToMetricFamilies(resp.Body)
 	if err != nil {
