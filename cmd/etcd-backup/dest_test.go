@@ -105,6 +105,7 @@ func TestDestinationCommands(t *testing.T) {
 		{"GCS flags elsewhere", []string{"--kms-key", "projects/p/locations/l/keyRings/r/cryptoKeys/k", dir, "oci:" + t.TempDir()}, "applies to gs://"},
 		{"unknown OCI format", []string{"--oci-format", "tarball", dir, "oci:" + t.TempDir()}, `want "artifact" or "image"`},
 		{"OCI format for Cloud Storage", []string{"--oci-format", "image", dir, "gs://bucket/etcd"}, "applies to docker:// and oci:"},
+		{"a layout that is a file", []string{dir, "oci:" + filepath.Join(dir, manifest.FileName)}, "is not a directory (it, or one above it, is a file)"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			code, _, stderr := cli(t, nil, append([]string{"upload"}, c.args...)...)

@@ -252,10 +252,12 @@ var errNotIndex = errors.New("is not an OCI index")
 func (l layoutDir) readIndex() error {
 	index := filepath.Join(string(l), "index.json")
 	data, err := os.ReadFile(index)
-	if errors.Is(err, fs.ErrNotExist) {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		return nil
-	}
-	if err != nil {
+	case errors.Is(err, unix.ENOTDIR):
+		return fmt.Errorf("oci:%s is not a directory (it, or one above it, is a file): give a directory for the layout", string(l))
+	case err != nil:
 		return err
 	}
 	var parsed struct {
