@@ -65,8 +65,9 @@ func (f *destFlags) options(env *env) (destination.Options, error) {
 	return o, nil
 }
 
-// pickLatest is destination.Latest or destination.LatestGood.
-type pickLatest func(ctx context.Context, d destination.Dest, cluster string, log *slog.Logger, use func(name string) (*manifest.Backup, error)) (*manifest.Backup, error)
+// pickLatest chooses among the backups Newest found: destination.Latest or
+// destination.LatestGood.
+type pickLatest func(d destination.Dest, found destination.Found, log *slog.Logger, use func(name string) (*manifest.Backup, error)) (*manifest.Backup, error)
 
 // withBackup opens the destination of BACKUP and calls use on the backup
 // it names or, with latest, on the one pick chooses.
@@ -89,7 +90,11 @@ func withBackup(ctx context.Context, env *env, o destination.Options, s string, 
 	if !latest {
 		return use(d, name)
 	}
-	return pick(ctx, d, clusterID, env.log, func(name string) (*manifest.Backup, error) {
+	found, err := destination.Newest(ctx, d, clusterID, env.log)
+	if err != nil {
+		return nil, err
+	}
+	return pick(d, found, env.log, func(name string) (*manifest.Backup, error) {
 		return use(d, name)
 	})
 }

@@ -212,19 +212,26 @@ func TestOCINoSuchBackup(t *testing.T) {
 	}
 }
 
+// uploadedLayout uploads the backups desttest.Save takes to a new layout.
+func uploadedLayout(t *testing.T) ([]desttest.Backup, string) {
+	t.Helper()
+	bs := desttest.Save(t)
+	layout := filepath.Join(t.TempDir(), "layout")
+	for _, b := range bs {
+		if code, _, stderr := cli(t, nil, "upload", b.Dir, "oci:"+layout); code != 0 {
+			t.Fatalf("upload: exit %d\n%s", code, stderr)
+		}
+	}
+	return bs, layout
+}
+
 // TestLatestSkipsBad: in a layout whose newest backup's snapshot changed
 // where it rests, download --latest takes the next newest backup and says
 // which it passed over and why; verify --latest, the scheduled check,
 // fails on the newest (exit 4) and names it, so that it alerts.
 func TestLatestSkipsBad(t *testing.T) {
-	bs := desttest.Save(t)
-	layout := filepath.Join(t.TempDir(), "layout")
+	bs, layout := uploadedLayout(t)
 	dest := "oci:" + layout
-	for _, b := range bs {
-		if code, _, stderr := cli(t, nil, "upload", b.Dir, dest); code != 0 {
-			t.Fatalf("upload: exit %d\n%s", code, stderr)
-		}
-	}
 	newest := bs[len(bs)-1]
 	for _, b := range bs {
 		if oci.Tag(b.Manifest) > oci.Tag(newest.Manifest) && b.Manifest.Timestamp == newest.Manifest.Timestamp {

@@ -150,6 +150,30 @@ func TestMetricsRemoteCommands(t *testing.T) {
 	wantValue(t, gw.Families(t, "", ""), metrics.Success, series{"command": "prune", "cluster_id": "", "destination": dest}, 1)
 }
 
+// TestMetricsCorruptBackups cuts short the snapshot of the oldest of three
+// backups in a layout, as damaged media would: verify --latest still
+// passes, on the newest, and must count the corrupt one so that
+// EtcdBackupCorrupt fires; before the damage it counts none.
+func TestMetricsCorruptBackups(t *testing.T) {
+	bs, layout := uploadedLayout(t)
+	dest := "oci:" + layout
+	file := filepath.Join(t.TempDir(), "etcd-backup-verify.prom")
+	group := series{"command": "verify", "cluster_id": bs[0].Manifest.ClusterKey(), "destination": dest}
+	corrupt := func(want float64) {
+		t.Helper()
+		if code, _, stderr := cli(t, nil, "verify", "--latest", "--metrics-file", file, dest); code != 0 {
+			t.Fatalf("verify --latest: exit %d\n%s", code, stderr)
+		}
+		wantValue(t, readMetricsFile(t, file), metrics.CorruptBackups, group, want)
+	}
+	corrupt(0)
+	blob := filepath.Join(layout, "blobs", "sha256", bs[0].Manifest.File(manifest.KindSnapshot).SHA256)
+	if err := os.Truncate(blob, 4096); err != nil {
+		t.Fatal(err)
+	}
+	corrupt(1)
+}
+
 // TestVerifyMaxAge checks exit code 5 where no good backup is recent
 // enough, or there is none, and that without --max-age age does not matter.
 func TestVerifyMaxAge(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -52,8 +53,14 @@ func verifyCommand() *command {
 						}
 						// The newest complete backup, even when it fails
 						// its check: the scheduled verify must fail (and
-						// alert) then, not pass on an older one.
-						return withBackup(ctx, env, do, target, latest, clusterID, destination.Latest, func(d destination.Dest, name string) (*manifest.Backup, error) {
+						// alert) then, not pass on an older one. Backups
+						// that list already calls corrupt are passed over,
+						// and counted, so that they alert too.
+						pick := func(d destination.Dest, found destination.Found, log *slog.Logger, use func(string) (*manifest.Backup, error)) (*manifest.Backup, error) {
+							env.metrics.Listed, env.metrics.Corrupt = true, len(found.Corrupt)
+							return destination.Latest(d, found, log, use)
+						}
+						return withBackup(ctx, env, do, target, latest, clusterID, pick, func(d destination.Dest, name string) (*manifest.Backup, error) {
 							env.metrics.Destination = d.URL()
 							return destination.Verify(ctx, d, name, o, id)
 						})

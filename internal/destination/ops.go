@@ -346,33 +346,25 @@ func verifyFile(ctx context.Context, s Stored, b *manifest.Backup, f manifest.Fi
 	return nil
 }
 
-// ErrNoBackup is returned by Latest when the destination holds no complete
+// ErrNoBackup is returned by Newest when the destination holds no complete
 // backup.
 var ErrNoBackup = errors.New("no complete backup")
 
-// Latest calls use on the newest complete backup of cluster (see Newest).
-func Latest(ctx context.Context, d Dest, cluster string, log *slog.Logger, use func(name string) (*manifest.Backup, error)) (*manifest.Backup, error) {
-	log = orDiscard(log)
-	good, err := Newest(ctx, d, cluster, log)
-	if err != nil {
-		return nil, err
-	}
-	log.Info("newest complete backup: " + good[0].URL)
-	return use(good[0].Name)
+// Latest calls use on the newest complete backup that Newest found.
+func Latest(_ Dest, found Found, log *slog.Logger, use func(name string) (*manifest.Backup, error)) (*manifest.Backup, error) {
+	orDiscard(log).Info("newest complete backup: " + found.Complete[0].URL)
+	return use(found.Complete[0].Name)
 }
 
-// LatestGood calls use on the newest complete backup of cluster (see
-// Newest), and while use finds the backup fails its check (exit 4), on the
-// next newest: a registry or a layout, unlike Cloud Storage, tells of bytes
+// LatestGood calls use on the newest complete backup that Newest found at
+// d, and while use finds the backup fails its check (exit 4), on the next
+// newest: a registry or a layout, unlike Cloud Storage, tells of bytes
 // changed where they rest only when they are read. It logs each backup it
 // passes over, and why, and returns what use returned for the last one it
 // tried.
-func LatestGood(ctx context.Context, d Dest, cluster string, log *slog.Logger, use func(name string) (*manifest.Backup, error)) (*manifest.Backup, error) {
+func LatestGood(d Dest, found Found, log *slog.Logger, use func(name string) (*manifest.Backup, error)) (*manifest.Backup, error) {
 	log = orDiscard(log)
-	good, err := Newest(ctx, d, cluster, log)
-	if err != nil {
-		return nil, err
-	}
+	good := found.Complete
 	for i, e := range good {
 		if i == 0 {
 			log.Info("newest complete backup: " + e.URL)
@@ -390,18 +382,28 @@ func LatestGood(ctx context.Context, d Dest, cluster string, log *slog.Logger, u
 		}
 		log.Warn("skipping "+e.URL+", which fails its check; trying the next newest", "error", err)
 	}
-	panic("unreachable: Newest returns at least one backup")
+	panic("unreachable: Newest finds at least one complete backup")
 }
 
-// Newest returns the complete backups of cluster or, when cluster is empty,
-// of the only cluster there, newest first: at least one, or an error
-// wrapping ErrNoBackup. It logs each incomplete or corrupt backup newer
-// than the newest complete one.
-func Newest(ctx context.Context, d Dest, cluster string, log *slog.Logger) ([]Entry, error) {
+// Found is one cluster's backups at a destination, as Newest lists them.
+type Found struct {
+	// Complete are the complete backups, newest first: at least one.
+	Complete []Entry
+	// Corrupt are the backups that list calls corrupt, of any age: prune
+	// leaves them for an operator, and the newest good backup is taken
+	// over them.
+	Corrupt []Entry
+}
+
+// Newest lists the backups of cluster or, when cluster is empty, of the
+// only cluster there. It finds at least one complete backup, or returns an
+// error wrapping ErrNoBackup. It logs each incomplete or corrupt backup
+// newer than the newest complete one.
+func Newest(ctx context.Context, d Dest, cluster string, log *slog.Logger) (Found, error) {
 	log = orDiscard(log)
 	entries, err := d.List(ctx)
 	if err != nil {
-		return nil, err
+		return Found{}, err
 	}
 	var good, skipped []Entry
 	var clusters []string
@@ -419,29 +421,35 @@ func Newest(ctx context.Context, d Dest, cluster string, log *slog.Logger) ([]En
 	}
 	if len(clusters) > 1 {
 		slices.Sort(clusters)
-		return nil, exitcode.With(exitcode.Usage, fmt.Errorf("%s holds backups of several clusters (%s): choose one with --cluster-id", d.URL(), strings.Join(clusters, ", ")))
+		return Found{}, exitcode.With(exitcode.Usage, fmt.Errorf("%s holds backups of several clusters (%s): choose one with --cluster-id", d.URL(), strings.Join(clusters, ", ")))
 	}
 	slices.SortStableFunc(good, func(a, b Entry) int { return Compare(b, a) })
+	found := Found{Complete: good}
 	for _, e := range skipped {
-		if len(good) == 0 || (e.ClusterID == good[0].ClusterID && Compare(e, good[0]) > 0) {
-			log.Warn("skipping " + e.URL + ", which is " + string(e.State) + ": " + e.Problem)
+		if len(good) == 0 || e.ClusterID == good[0].ClusterID {
+			if e.State == Corrupt {
+				found.Corrupt = append(found.Corrupt, e)
+			}
+			if len(good) == 0 || Compare(e, good[0]) > 0 {
+				log.Warn("skipping " + e.URL + ", which is " + string(e.State) + ": " + e.Problem)
+			}
 		}
 	}
 	switch {
 	case len(good) > 0:
-		return good, nil
+		return found, nil
 	case len(skipped) > 0:
-		return nil, fmt.Errorf("%w at %s: the %d found are incomplete or corrupt (see 'etcd-backup list %s')", ErrNoBackup, d.URL(), len(skipped), d.URL())
+		return Found{}, fmt.Errorf("%w at %s: the %d found are incomplete or corrupt (see 'etcd-backup list %s')", ErrNoBackup, d.URL(), len(skipped), d.URL())
 	case cluster != "":
-		return nil, fmt.Errorf("%w of cluster %s at %s", ErrNoBackup, cluster, d.URL())
+		return Found{}, fmt.Errorf("%w of cluster %s at %s", ErrNoBackup, cluster, d.URL())
 	}
 	hint := "nothing is stored there"
 	if h, ok := d.(Hinter); ok {
 		if hint, err = h.Nearby(ctx); err != nil {
-			return nil, err
+			return Found{}, err
 		}
 	}
-	return nil, fmt.Errorf("%w at %s: %s", ErrNoBackup, d.URL(), hint)
+	return Found{}, fmt.Errorf("%w at %s: %s", ErrNoBackup, d.URL(), hint)
 }
 
 // orDiscard returns log, or a logger that drops everything for nil.

@@ -49,6 +49,7 @@ const (
 	Revision             = "etcd_backup_etcd_revision"
 	NewestGoodTimestamp  = "etcd_backup_newest_good_backup_timestamp_seconds"
 	NewestGoodAgeSeconds = "etcd_backup_newest_good_backup_age_seconds"
+	CorruptBackups       = "etcd_backup_corrupt_backups"
 )
 
 // Run is what one run of a command found out; the command fills it in as
@@ -68,6 +69,11 @@ type Run struct {
 	Revision int64
 	// NewestGood is when the newest backup verify found good was taken.
 	NewestGood time.Time
+	// Listed marks a run that listed the cluster's backups at Destination
+	// (verify --latest); Corrupt is then how many of them list calls
+	// corrupt.
+	Listed  bool
+	Corrupt int
 	// Skipped marks a run that had nothing to do (upload with no
 	// destination): it is not reported.
 	Skipped bool
@@ -134,6 +140,9 @@ func (r *Run) registry(o Outcome, constLabels prometheus.Labels) *prometheus.Reg
 	if !r.NewestGood.IsZero() {
 		gauge(NewestGoodTimestamp, "When the newest backup verify found good was taken, in seconds since the epoch.", seconds(r.NewestGood))
 		gauge(NewestGoodAgeSeconds, "Age of the newest backup verify found good, when verify ran.", o.End.Sub(r.NewestGood).Seconds())
+	}
+	if r.Listed {
+		gauge(CorruptBackups, "Backups of the cluster at the destination whose stored files do not match their backup.json, as verify --latest last listed them; prune leaves them for an operator.", float64(r.Corrupt))
 	}
 	return reg
 }

@@ -100,7 +100,7 @@ func TestAlertRulesMatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	known := []string{LastSuccess, LastAttempt, Success, Duration, ExitCode, SizeBytes, Revision, NewestGoodTimestamp, NewestGoodAgeSeconds}
+	known := []string{LastSuccess, LastAttempt, Success, Duration, ExitCode, SizeBytes, Revision, NewestGoodTimestamp, NewestGoodAgeSeconds, CorruptBackups}
 	var alerts []string
 	for _, g := range rule.Spec.Groups {
 		for _, r := range g.Rules {
@@ -124,7 +124,7 @@ func TestAlertRulesMatch(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"EtcdBackupFailing", "EtcdBackupStale", "EtcdBackupVerifyFailing"} {
+	for _, want := range []string{"EtcdBackupFailing", "EtcdBackupStale", "EtcdBackupVerifyFailing", "EtcdBackupCorrupt"} {
 		if !slices.Contains(alerts, want) {
 			t.Errorf("no alert %s", want)
 		}

@@ -236,9 +236,9 @@ func download(ctx context.Context, c *remote.Client, ref remote.Ref, dir string)
 }
 
 func newest(ctx context.Context, c *remote.Client, u store.URL, cluster string) (destination.Entry, error) {
-	good, err := destination.Newest(ctx, destOf(c, u, remote.UploadOptions{}), cluster, c.Log)
+	found, err := destination.Newest(ctx, destOf(c, u, remote.UploadOptions{}), cluster, c.Log)
 	if err != nil {
 		return destination.Entry{}, err
 	}
-	return good[0], nil
+	return found.Complete[0], nil
 }

@@ -408,8 +408,8 @@ func written(t *testing.T, srv *gcstest.Server, bucketName string) bool {
 
 // TestGCSCorruptNewest overwrites the newest backup's snapshot with other
 // bytes of the same size: it lists as corrupt, retention counts the older
-// good backup as the newest and keeps both, and Latest takes the good one,
-// saying which it skipped.
+// good backup as the newest and keeps both, and Newest takes the good one,
+// saying which it skipped, and counts the corrupt one.
 func TestGCSCorruptNewest(t *testing.T) {
 	srv := gcstest.New(t, bucket)
 	good := craft(t, srv, crafted{prefix: "etcd", cluster: "x", at: ago(2 * day)})
@@ -436,12 +436,18 @@ func TestGCSCorruptNewest(t *testing.T) {
 	if b := backups[0]; b.Ref.Timestamp != bad.Timestamp || b.State != remote.Corrupt || !strings.Contains(b.Problem, "CRC32C") {
 		t.Errorf("newest backup %s: %s (%s), want corrupt for its CRC32C", b.Ref, b.State, b.Problem)
 	}
-	latest, err := newest(t.Context(), c, dest, "")
-	if err != nil || latest.Timestamp != good.Timestamp {
-		t.Fatalf("Latest = %v, %v; want %s", latest, err, good.Timestamp)
+	found, err := destination.Newest(t.Context(), destOf(c, dest, remote.UploadOptions{}), "", c.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if latest := found.Complete[0]; latest.Timestamp != good.Timestamp {
+		t.Errorf("Newest = %s, want %s", latest.Timestamp, good.Timestamp)
+	}
+	if len(found.Corrupt) != 1 || found.Corrupt[0].Timestamp != bad.Timestamp {
+		t.Errorf("Newest found %d corrupt, want %s alone", len(found.Corrupt), bad.Timestamp)
 	}
 	if !strings.Contains(log.String(), "skipping gs://"+bucket+"/etcd/x/"+bad.Timestamp+", which is corrupt") {
-		t.Errorf("Latest does not say it skipped %s:\n%s", bad.Timestamp, log.String())
+		t.Errorf("Newest does not say it skipped %s:\n%s", bad.Timestamp, log.String())
 	}
 	decisions, err := c.Prune(t.Context(), dest, remote.PruneOptions{Policy: destination.Policy{KeepLast: 1}})
 	if err != nil {

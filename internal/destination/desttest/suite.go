@@ -105,10 +105,11 @@ func testUploadListLatest(t *testing.T, h Harness, bs []Backup) {
 			t.Errorf("entry %+v, want ours with cluster %s, ts %s and its manifest", e, b.ClusterKey(), b.Timestamp)
 		}
 	}
-	good, err := destination.Newest(t.Context(), d, "", Log(t))
+	found, err := destination.Newest(t.Context(), d, "", Log(t))
 	if err != nil {
 		t.Fatal(err)
 	}
+	good := found.Complete
 	newestFirst := names(entries)
 	slices.Reverse(newestFirst)
 	if got := names(good); !slices.Equal(got, newestFirst) {
@@ -430,7 +431,11 @@ func testLatestSkipsBad(t *testing.T, h Harness, bs []Backup) {
 	newest, next := entries[len(entries)-1], entries[len(entries)-2]
 	tamper(newest.Name)
 	latest := func(dir string, log *slog.Logger) (*manifest.Backup, error) {
-		return destination.LatestGood(t.Context(), d, "", log, func(name string) (*manifest.Backup, error) {
+		found, err := destination.Newest(t.Context(), d, "", log)
+		if err != nil {
+			return nil, err
+		}
+		return destination.LatestGood(d, found, log, func(name string) (*manifest.Backup, error) {
 			return destination.Download(t.Context(), d, name, dir, nil)
 		})
 	}
