@@ -423,23 +423,7 @@ func (u *upload) push(ctx context.Context, m []byte) error {
 	err := retry(ctx, u.d.opts.RetryBase, u.d.opts.Log, "push manifest of "+u.tag, func() error {
 		rctx, cancel := u.d.request(ctx)
 		defer cancel()
-		dst := u.dst
-		if u.d.t.sharedIndex() {
-			// Opened afresh under the commit's lock, it holds what
-			// other runs committed since Begin.
-			ref, err := u.d.t.ref(u.tag)
-			if err != nil {
-				return err
-			}
-			if dst, err = ref.NewImageDestination(rctx, u.d.sys); err != nil {
-				return err
-			}
-			defer dst.Close()
-		}
-		if err := dst.PutManifest(rctx, m, nil); err != nil {
-			return fmt.Errorf("push manifest %s: %w", u.d.t.url(u.tag), err)
-		}
-		if err := dst.Commit(rctx, nil); err != nil {
+		if err := u.d.t.commit(rctx, u.d.sys, u.dst, u.tag, m); err != nil {
 			return err
 		}
 		// A backup is reported stored once it is durable.

@@ -1,0 +1,378 @@
+package oci
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
+	"go.podman.io/image/v5/oci/layout"
+	"go.podman.io/image/v5/types"
+	"golang.org/x/sys/unix"
+
+	"github.com/etcd-backup/etcd-backup/internal/atomicfile"
+	"github.com/etcd-backup/etcd-backup/internal/destination"
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
+)
+
+// Layout is the oci: kind: an OCI image layout directory.
+func Layout() destination.Factory {
+	return destination.Factory{
+		Scheme: "oci",
+		Form:   "oci:PATH",
+		Open: func(ctx context.Context, rest string, opts destination.Options) (destination.Dest, error) {
+			if rest == "" {
+				return nil, exitcode.With(exitcode.Usage, errors.New("oci: names no directory: use oci:PATH"))
+			}
+			dir, err := filepath.Abs(rest)
+			if err != nil {
+				return nil, exitcode.With(exitcode.Usage, fmt.Errorf("%s: %w", shown("oci:"+rest), err))
+			}
+			if err := layoutDir(dir).check(ctx, opts.StallTimeout); err != nil {
+				return nil, err
+			}
+			return open(layoutDir(dir), opts)
+		},
+		Split: func(rest string) (string, string, error) {
+			dir, tag, ok := splitTag(rest)
+			if !ok {
+				return "", "", fmt.Errorf("%s names no backup: use oci:PATH:TAG", shown("oci:"+rest))
+			}
+			return dir, tag, nil
+		},
+	}
+}
+
+type layoutDir string
+
+func (l layoutDir) kind() string               { return "OCI layout" }
+func (l layoutDir) url(tag string) string      { return "oci:" + string(l) + ":" + tag }
+func (l layoutDir) imageURL(tag string) string { return "" }
+
+// check refuses a layout whose index.json is not an OCI index: a
+// directory that is not a layout, or an index damaged on its media.
+// containers/image reports it without naming the file, and every read of
+// it fails the same way, so it is told once, before any. Earlier versions
+// of this tool rewrote the index in place: an index that does not parse
+// is read again once a commit in progress is done, waiting up to wait for
+// it.
+func (l layoutDir) check(ctx context.Context, wait time.Duration) error {
+	err := l.readIndex()
+	if errors.Is(err, errNotIndex) {
+		lock, lerr := l.lock(ctx, wait)
+		if lerr != nil {
+			return lerr
+		}
+		defer lock.Close()
+		err = l.readIndex()
+	}
+	if errors.Is(err, errNotIndex) {
+		err = fmt.Errorf("%w: oci:%s is not an OCI layout, or its index was damaged", err, string(l))
+	}
+	if err != nil {
+		return exitcode.With(exitcode.Usage, err)
+	}
+	return nil
+}
+
+var errNotIndex = errors.New("is not an OCI index")
+
+// readIndex reads the layout's index.json; a layout without one is new.
+func (l layoutDir) readIndex() error {
+	index := filepath.Join(string(l), "index.json")
+	data, err := os.ReadFile(index)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case errors.Is(err, unix.ENOTDIR):
+		return fmt.Errorf("oci:%s is not a directory (it, or one above it, is a file): give a directory for the layout", string(l))
+	case err != nil:
+		return err
+	}
+	var parsed struct {
+		Manifests []json.RawMessage `json:"manifests"`
+	}
+	if err := json.Unmarshal(data, &parsed); err != nil {
+		return fmt.Errorf("%s %w (%w)", index, errNotIndex, err)
+	}
+	return nil
+}
+
+// prepare creates the layout's directories for the owner only, before
+// containers/image, which makes them 0755 when they do not exist.
+func (l layoutDir) prepare() error {
+	return os.MkdirAll(filepath.Join(string(l), "blobs", digest.SHA256.String()), 0o700)
+}
+
+// seal gives every file of the layout mode 0600: containers/image writes
+// blobs 0644, and a backup holds every Secret of a cluster. Then it
+// flushes the layout's file system: a layout is carried away on removable
+// media, which may be pulled as soon as the upload says it is done.
+func (l layoutDir) seal() error {
+	err := filepath.WalkDir(string(l), func(path string, e fs.DirEntry, err error) error {
+		if err != nil || !e.Type().IsRegular() {
+			return err
+		}
+		return os.Chmod(path, 0o600)
+	})
+	if err != nil {
+		return err
+	}
+	return l.sync()
+}
+
+// sync flushes the layout's file system: containers/image writes a
+// manifest without a sync.
+func (l layoutDir) sync() error {
+	dir, err := os.Open(string(l))
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	if err := unix.Syncfs(int(dir.Fd())); err != nil {
+		return fmt.Errorf("sync the file system of %s: %w", string(l), err)
+	}
+	return nil
+}
+
+// lock takes the layout's directory for this run's commit: containers/
+// image reads index.json when a write begins and writes it whole at its
+// end, so of two commits at once, the later would drop the other's backup
+// from the index after that upload had reported it stored. Another run's
+// commit takes milliseconds: lock waits for it, up to wait.
+func (l layoutDir) lock(ctx context.Context, wait time.Duration) (io.Closer, error) {
+	dir, err := os.Open(string(l))
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		err := unix.Flock(int(dir.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return dir, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
+			dir.Close()
+			return nil, fmt.Errorf("oci:%s is held by another run of etcd-backup (an upload or a prune) for more than %s (%w)", string(l), wait, err)
+		}
+		select {
+		case <-ctx.Done():
+			dir.Close()
+			return nil, context.Cause(ctx)
+		case <-time.After(lockPoll):
+		}
+	}
+}
+
+// lockPoll is how often lock looks again at a layout another run holds.
+const lockPoll = 20 * time.Millisecond
+
+// stored checks the blob's file: on removable media it can be removed or
+// cut short by hand, which no index records.
+func (l layoutDir) stored(d digest.Digest, size int64) error {
+	fi, err := os.Stat(l.blobURL(d))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("its blob %s is missing", d)
+	case err != nil:
+		return err
+	case fi.Size() != size:
+		return fmt.Errorf("its blob %s is %d bytes, the manifest says %d", d, fi.Size(), size)
+	}
+	return nil
+}
+
+func (l layoutDir) blobURL(d digest.Digest) string {
+	return filepath.Join(string(l), "blobs", d.Algorithm().String(), d.Encoded())
+}
+
+func (l layoutDir) ref(tag string) (types.ImageReference, error) {
+	return layout.NewReference(string(l), tag)
+}
+
+func (l layoutDir) tags(ctx context.Context, sys *types.SystemContext) ([]string, error) {
+	list, err := layout.List(string(l))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read OCI layout %s: %w", string(l), err)
+	}
+	var tags []string
+	for _, e := range list {
+		if name := e.ManifestDescriptor.Annotations["org.opencontainers.image.ref.name"]; name != "" {
+			tags = append(tags, name)
+		}
+	}
+	return tags, nil
+}
+
+// stageDir is where, inside a layout, a commit or a delete writes the
+// layout's next index.json.
+const stageDir = ".etcd-backup-index"
+
+// staged runs fn on a reference to tag in a stage: a directory inside the
+// layout whose index.json is a copy of the layout's and whose blobs are
+// the layout's. Once fn is done, the stage's index.json takes the place of
+// the layout's with one rename. containers/image rewrites index.json in
+// place, and a step killed, media pulled or power lost in that moment
+// would leave an index that names none of the layout's backups. The
+// caller holds the lock.
+func (l layoutDir) staged(sys *types.SystemContext, tag string, fn func(types.ImageReference, *types.SystemContext) error) error {
+	stage := filepath.Join(string(l), stageDir)
+	// What a run cut short left is swept first.
+	if err := os.RemoveAll(stage); err != nil {
+		return err
+	}
+	parts, _ := filepath.Glob(filepath.Join(string(l), "."+imgspecv1.ImageIndexFile+".*"+atomicfile.PartSuffix))
+	for _, p := range parts {
+		os.Remove(p)
+	}
+	if err := os.Mkdir(stage, 0o700); err != nil {
+		return err
+	}
+	defer os.RemoveAll(stage)
+	index := filepath.Join(string(l), imgspecv1.ImageIndexFile)
+	data, err := os.ReadFile(index)
+	switch {
+	case err == nil:
+		if err := os.WriteFile(filepath.Join(stage, imgspecv1.ImageIndexFile), data, 0o600); err != nil {
+			return err
+		}
+	case !errors.Is(err, fs.ErrNotExist):
+		return err
+	}
+	ref, err := layout.NewReference(stage, tag)
+	if err != nil {
+		return err
+	}
+	shared := *sys
+	shared.OCISharedBlobDirPath = filepath.Join(string(l), imgspecv1.ImageBlobsDir)
+	if err := fn(ref, &shared); err != nil {
+		return err
+	}
+	next, err := os.ReadFile(filepath.Join(stage, imgspecv1.ImageIndexFile))
+	if err != nil {
+		return err
+	}
+	// What the next index names is durable before the index is.
+	if err := l.sync(); err != nil {
+		return err
+	}
+	if err := l.markLayout(); err != nil {
+		return err
+	}
+	return atomicfile.Replace(index, next, 0o600)
+}
+
+// markLayout writes the layout's oci-layout file where there is none.
+func (l layoutDir) markLayout() error {
+	path := filepath.Join(string(l), imgspecv1.ImageLayoutFile)
+	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	data, err := json.Marshal(imgspecv1.ImageLayout{Version: imgspecv1.ImageLayoutVersion})
+	if err != nil {
+		return err
+	}
+	return atomicfile.Replace(path, data, 0o600)
+}
+
+// commit writes the manifest m and names it tag in a staged index, which
+// then replaces the layout's: read afresh under the lock, it holds what
+// other runs committed since the upload began.
+func (l layoutDir) commit(ctx context.Context, sys *types.SystemContext, _ types.ImageDestination, tag string, m []byte) error {
+	return l.staged(sys, tag, func(ref types.ImageReference, sys *types.SystemContext) error {
+		dst, err := ref.NewImageDestination(ctx, sys)
+		if err != nil {
+			return err
+		}
+		defer dst.Close()
+		if err := dst.PutManifest(ctx, m, nil); err != nil {
+			return fmt.Errorf("push manifest %s: %w", l.url(tag), err)
+		}
+		return dst.Commit(ctx, nil)
+	})
+}
+
+// delete drops the index entry of tag, then every blob of its manifest d
+// that no other entry uses: a delete cut short leaves at most blobs that
+// nothing names, never an entry whose blobs are gone.
+func (l layoutDir) delete(ctx context.Context, sys *types.SystemContext, tag string, d digest.Digest) error {
+	blobs := map[digest.Digest]bool{}
+	usesErr := l.uses(blobs, d)
+	// containers/image removes the blobs of the layout it is given and
+	// leaves a shared blob directory alone: in the stage, it only edits
+	// the index.
+	err := l.staged(sys, tag, func(ref types.ImageReference, sys *types.SystemContext) error {
+		return ref.DeleteImage(ctx, sys)
+	})
+	if err != nil {
+		return fmt.Errorf("delete %s: %w", l.url(tag), err)
+	}
+	keep := map[digest.Digest]bool{}
+	list, err := layout.List(string(l))
+	for _, e := range list {
+		err = errors.Join(err, l.uses(keep, e.ManifestDescriptor.Digest))
+	}
+	if err = errors.Join(usesErr, err); err != nil {
+		return fmt.Errorf("deleted %s from the layout's index and kept its blobs, as which of them other entries use is not known: %w", l.url(tag), err)
+	}
+	for b := range blobs {
+		if keep[b] {
+			continue
+		}
+		if err := os.Remove(l.blobURL(b)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("delete %s: %w", l.url(tag), err)
+		}
+	}
+	return nil
+}
+
+// uses adds to blobs the blob d and, when it is a manifest or an index,
+// every blob it names.
+func (l layoutDir) uses(blobs map[digest.Digest]bool, d digest.Digest) error {
+	if blobs[d] {
+		return nil
+	}
+	if err := d.Validate(); err != nil {
+		return err
+	}
+	blobs[d] = true
+	data, err := os.ReadFile(l.blobURL(d))
+	if err != nil {
+		return err
+	}
+	var m struct {
+		Config    *imgspecv1.Descriptor  `json:"config"`
+		Layers    []imgspecv1.Descriptor `json:"layers"`
+		Manifests []imgspecv1.Descriptor `json:"manifests"`
+	}
+	if err := json.Unmarshal(data, &m); err != nil {
+		return fmt.Errorf("blob %s: %w", d, err)
+	}
+	named := append(m.Layers, m.Manifests...)
+	if m.Config != nil {
+		named = append(named, *m.Config)
+	}
+	for _, desc := range named {
+		if desc.MediaType == imgspecv1.MediaTypeImageManifest || desc.MediaType == imgspecv1.MediaTypeImageIndex {
+			if err := l.uses(blobs, desc.Digest); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := desc.Digest.Validate(); err != nil {
+			return err
+		}
+		blobs[desc.Digest] = true
+	}
+	return nil
+}

@@ -1,0 +1,151 @@
+package oci_test
+
+import (
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/etcd-backup/etcd-backup/internal/destination"
+	"github.com/etcd-backup/etcd-backup/internal/destination/desttest"
+	"github.com/etcd-backup/etcd-backup/internal/destination/oci"
+)
+
+// testLayoutIndexReplaced: a commit and a delete replace index.json whole,
+// with a rename, instead of rewriting it in place, where a step killed or
+// media pulled in that moment would leave an index naming no backup: a
+// reader that opened the index before either still reads all of the old
+// one. What a run cut short left beside the index is swept, and a delete
+// leaves exactly the blobs of the backups that remain.
+func testLayoutIndexReplaced(t *testing.T, bs []desttest.Backup) {
+	for _, format := range []string{destination.FormatArtifact, destination.FormatImage} {
+		t.Run(format, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "layout")
+			d := openDest(t, "oci:"+dir, destination.RegistryOptions{Format: format})
+			if _, err := destination.UploadDir(t.Context(), d, bs[0].Dir, nil); err != nil {
+				t.Fatal(err)
+			}
+			leftovers := []string{filepath.Join(dir, ".etcd-backup-index", "index.json"), filepath.Join(dir, ".index.json.1234.part")}
+			if err := os.Mkdir(filepath.Dir(leftovers[0]), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range leftovers {
+				if err := os.WriteFile(f, []byte(`{"manifests": [`), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			read := readsOldIndex(t, dir)
+			if _, err := destination.UploadDir(t.Context(), d, bs[1].Dir, nil); err != nil {
+				t.Fatal(err)
+			}
+			read("the second upload's commit")
+			for _, f := range leftovers {
+				if _, err := os.Stat(f); err == nil {
+					t.Errorf("%s, left by a run cut short, is still there after a commit", f)
+				}
+			}
+			if tags := indexTags(t, dir); len(tags) != 2 {
+				t.Fatalf("index after two uploads names %v, want two backups", tags)
+			}
+
+			read = readsOldIndex(t, dir)
+			if err := d.Delete(t.Context(), oci.Tag(bs[0].Manifest)); err != nil {
+				t.Fatal(err)
+			}
+			read("the delete")
+			if tags := indexTags(t, dir); !slices.Equal(tags, []string{oci.Tag(bs[1].Manifest)}) {
+				t.Fatalf("index after deleting the first backup names %v, want only the second", tags)
+			}
+			blobs, err := os.ReadDir(filepath.Join(dir, "blobs", "sha256"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, b := range blobs {
+				got = append(got, b.Name())
+			}
+			if want := manifestBlobs(t, dir); !slices.Equal(got, want) {
+				t.Errorf("blobs after the delete: %v, want exactly those of the backup left: %v", got, want)
+			}
+			entries, err := d.List(t.Context())
+			if err != nil || len(entries) != 1 || entries[0].State != destination.Complete {
+				t.Errorf("list after the delete = %v (%v), want the second backup, complete", entries, err)
+			}
+		})
+	}
+}
+
+// readsOldIndex opens the layout's index.json and returns a check that the
+// open file still reads as it did, whole, after what changed the index.
+func readsOldIndex(t *testing.T, dir string) func(after string) {
+	t.Helper()
+	f, err := os.Open(filepath.Join(dir, "index.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	before, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(after string) {
+		t.Helper()
+		now, err := io.ReadAll(io.NewSectionReader(f, 0, 1<<20))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(now) != string(before) {
+			t.Errorf("index.json, opened before %s, reads %d bytes after it, %d before: it was rewritten in place, not replaced", after, len(now), len(before))
+		}
+	}
+}
+
+func readIndex(t *testing.T, dir string) imgspecv1.Index {
+	t.Helper()
+	var index imgspecv1.Index
+	data, err := os.ReadFile(filepath.Join(dir, "index.json"))
+	if err == nil {
+		err = json.Unmarshal(data, &index)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return index
+}
+
+func indexTags(t *testing.T, dir string) []string {
+	t.Helper()
+	var tags []string
+	for _, m := range readIndex(t, dir).Manifests {
+		tags = append(tags, m.Annotations[imgspecv1.AnnotationRefName])
+	}
+	return tags
+}
+
+// manifestBlobs is the sorted hex digests of the blobs the layout's index
+// names: each manifest, its config and its layers.
+func manifestBlobs(t *testing.T, dir string) []string {
+	t.Helper()
+	var blobs []string
+	for _, desc := range readIndex(t, dir).Manifests {
+		var m imgspecv1.Manifest
+		data, err := os.ReadFile(filepath.Join(dir, "blobs", "sha256", desc.Digest.Encoded()))
+		if err == nil {
+			err = json.Unmarshal(data, &m)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		blobs = append(blobs, desc.Digest.Encoded(), m.Config.Digest.Encoded())
+		for _, l := range m.Layers {
+			blobs = append(blobs, l.Digest.Encoded())
+		}
+	}
+	slices.Sort(blobs)
+	return slices.Compact(blobs)
+}
