@@ -74,7 +74,7 @@ func (l layoutDir) check(ctx context.Context, wait time.Duration) error {
 		err = l.readIndex()
 	}
 	if errors.Is(err, errNotIndex) {
-		err = fmt.Errorf("%w: oci:%s is not an OCI layout, or its index was damaged", err, string(l))
+		err = fmt.Errorf("%w: oci:%s is not an OCI layout, or its index was damaged; its backups are then still in its blobs (README: \"A layout whose index.json is lost\")", err, string(l))
 	}
 	if err != nil {
 		return exitcode.With(exitcode.Usage, err)

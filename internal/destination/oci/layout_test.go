@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
@@ -13,6 +15,8 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/destination"
 	"github.com/etcd-backup/etcd-backup/internal/destination/desttest"
 	"github.com/etcd-backup/etcd-backup/internal/destination/oci"
+	"github.com/etcd-backup/etcd-backup/internal/manifest"
+	"github.com/etcd-backup/etcd-backup/internal/verify"
 )
 
 // testLayoutIndexReplaced: a commit and a delete replace index.json whole,
@@ -148,4 +152,92 @@ func manifestBlobs(t *testing.T, dir string) []string {
 	}
 	slices.Sort(blobs)
 	return slices.Compact(blobs)
+}
+
+// testLayoutRecovery: the README's way out of a layout whose index.json is
+// lost, with jq, lists every backup of both forms, oldest first, and copies
+// each out as a backup that verifies.
+func testLayoutRecovery(t *testing.T, bs []desttest.Backup) {
+	if _, err := exec.LookPath("jq"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("jq is not installed; CI installs it")
+		}
+		t.Skip("jq is not installed")
+	}
+	list, copyOut := readmeRecovery(t)
+	dir := filepath.Join(t.TempDir(), "layout")
+	// The newer first, so that the list's order is its own.
+	forms := map[string]string{bs[1].Manifest.Timestamp: destination.FormatImage, bs[0].Manifest.Timestamp: destination.FormatArtifact}
+	for _, b := range []desttest.Backup{bs[1], bs[0]} {
+		d := openDest(t, "oci:"+dir, destination.RegistryOptions{Format: forms[b.Manifest.Timestamp]})
+		if _, err := destination.UploadDir(t.Context(), d, b.Dir, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Remove(filepath.Join(dir, "index.json")); err != nil {
+		t.Fatal(err)
+	}
+
+	lines := strings.Split(strings.TrimSpace(shell(t, dir, list)), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("the README's list printed %q, want the two backups", lines)
+	}
+	for i, line := range lines {
+		ts, m, _ := strings.Cut(line, " ")
+		want := bs[i].Manifest
+		if ts != want.Timestamp {
+			t.Errorf("line %d of the list is %q, want the backup of %s", i+1, line, want.Timestamp)
+			continue
+		}
+		out := t.TempDir()
+		shell(t, dir, strings.NewReplacer("/var/tmp/b", out, "blobs/sha256/MANIFEST", m).Replace(copyOut))
+		if forms[ts] == destination.FormatImage {
+			shell(t, out, "tar -xf etcd-backup.tar && rm etcd-backup.tar")
+			out = filepath.Join(out, "backup")
+		}
+		got, err := verify.Dir(t.Context(), out, verify.Options{Log: desttest.Log(t)})
+		if err != nil {
+			t.Errorf("the %s backup copied out as the README says: %v", forms[ts], err)
+			continue
+		}
+		if got.File(manifest.KindSnapshot).SHA256 != want.File(manifest.KindSnapshot).SHA256 {
+			t.Errorf("the %s backup copied out has snapshot %s, want %s", forms[ts], got.File(manifest.KindSnapshot).SHA256, want.File(manifest.KindSnapshot).SHA256)
+		}
+	}
+}
+
+// readmeRecovery returns the README's two blocks for a layout whose index
+// is lost: the one that lists the backups, without its cd, and the one
+// that copies one out.
+func readmeRecovery(t *testing.T) (list, copyOut string) {
+	t.Helper()
+	data, err := os.ReadFile("../../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(data), "**A layout whose `index.json` is lost**")
+	var blocks []string
+	for range 2 {
+		var block string
+		_, section, _ = strings.Cut(section, "```sh\n")
+		block, section, _ = strings.Cut(section, "```")
+		blocks = append(blocks, block)
+	}
+	cd, rest, found := strings.Cut(blocks[0], "\n")
+	if !ok || !found || !strings.HasPrefix(cd, "cd PATH") || !strings.Contains(blocks[1], "MANIFEST") {
+		t.Fatalf("README has no section on a lost index with a list that starts in the layout and a copy of MANIFEST: %q", blocks)
+	}
+	return rest, blocks[1]
+}
+
+// shell runs script with sh in dir and returns what it printed.
+func shell(t *testing.T, dir, script string) string {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), "sh", "-c", script)
+	cmd.Dir = dir
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("sh -c %q: %v", script, err)
+	}
+	return string(out)
 }
