@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -305,32 +306,74 @@ func (l layoutDir) commit(ctx context.Context, sys *types.SystemContext, _ types
 // delete drops the index entry of tag, then every blob of its manifest d
 // that no other entry uses: a delete cut short leaves at most blobs that
 // nothing names, never an entry whose blobs are gone.
-func (l layoutDir) delete(ctx context.Context, sys *types.SystemContext, tag string, d digest.Digest) error {
-	blobs := map[digest.Digest]bool{}
-	usesErr := l.uses(blobs, d)
+func (l layoutDir) delete(ctx context.Context, sys *types.SystemContext, tag string, d digest.Digest) (err error) {
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("delete %s: %w", l.url(tag), err)
+		}
+	}()
+	blobs, err := l.unshared(tag, d)
+	if err != nil {
+		return err
+	}
 	// containers/image removes the blobs of the layout it is given and
 	// leaves a shared blob directory alone: in the stage, it only edits
 	// the index.
-	err := l.staged(sys, tag, func(ref types.ImageReference, sys *types.SystemContext) error {
+	edit := func(ref types.ImageReference, sys *types.SystemContext) error {
 		return ref.DeleteImage(ctx, sys)
-	})
+	}
+	err = l.staged(sys, tag, edit)
+	if full(err) {
+		// A full medium has no room for the next index until the blobs
+		// are gone, and a prune is how it gets room: here the blobs go
+		// first, all but the manifest, which the edit reads, and a
+		// delete cut short leaves an entry listed corrupt.
+		layers := slices.DeleteFunc(slices.Clone(blobs), func(b digest.Digest) bool { return b == d })
+		if err := l.remove(layers); err != nil {
+			return err
+		}
+		err = l.staged(sys, tag, edit)
+	}
 	if err != nil {
-		return fmt.Errorf("delete %s: %w", l.url(tag), err)
+		return err
 	}
-	keep := map[digest.Digest]bool{}
+	return l.remove(blobs)
+}
+
+// unshared returns the blobs of manifest d, which tag names, that no other
+// entry of the layout's index uses.
+func (l layoutDir) unshared(tag string, d digest.Digest) ([]digest.Digest, error) {
+	mine := map[digest.Digest]bool{}
+	if err := l.uses(mine, d); err != nil {
+		return nil, err
+	}
 	list, err := layout.List(string(l))
+	if err != nil {
+		return nil, err
+	}
+	others := map[digest.Digest]bool{}
 	for _, e := range list {
-		err = errors.Join(err, l.uses(keep, e.ManifestDescriptor.Digest))
-	}
-	if err = errors.Join(usesErr, err); err != nil {
-		return fmt.Errorf("deleted %s from the layout's index and kept its blobs, as which of them other entries use is not known: %w", l.url(tag), err)
-	}
-	for b := range blobs {
-		if keep[b] {
+		if e.ManifestDescriptor.Annotations[imgspecv1.AnnotationRefName] == tag {
 			continue
 		}
+		if err := l.uses(others, e.ManifestDescriptor.Digest); err != nil {
+			return nil, err
+		}
+	}
+	var out []digest.Digest
+	for b := range mine {
+		if !others[b] {
+			out = append(out, b)
+		}
+	}
+	return out, nil
+}
+
+// remove removes the blobs; one already gone is no error.
+func (l layoutDir) remove(blobs []digest.Digest) error {
+	for _, b := range blobs {
 		if err := os.Remove(l.blobURL(b)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("delete %s: %w", l.url(tag), err)
+			return err
 		}
 	}
 	return nil

@@ -2,6 +2,7 @@ package oci_test
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"testing"
 
 	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
 
 	"github.com/etcd-backup/etcd-backup/internal/destination"
 	"github.com/etcd-backup/etcd-backup/internal/destination/desttest"
@@ -65,22 +67,85 @@ func testLayoutIndexReplaced(t *testing.T, bs []desttest.Backup) {
 			if tags := indexTags(t, dir); !slices.Equal(tags, []string{oci.Tag(bs[1].Manifest)}) {
 				t.Fatalf("index after deleting the first backup names %v, want only the second", tags)
 			}
-			blobs, err := os.ReadDir(filepath.Join(dir, "blobs", "sha256"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got []string
-			for _, b := range blobs {
-				got = append(got, b.Name())
-			}
-			if want := manifestBlobs(t, dir); !slices.Equal(got, want) {
-				t.Errorf("blobs after the delete: %v, want exactly those of the backup left: %v", got, want)
-			}
+			onlyIndexedBlobs(t, dir)
 			entries, err := d.List(t.Context())
 			if err != nil || len(entries) != 1 || entries[0].State != destination.Complete {
 				t.Errorf("list after the delete = %v (%v), want the second backup, complete", entries, err)
 			}
 		})
+	}
+}
+
+// testLayoutDeleteWhenFull: prune is how a full medium gets room, so a
+// delete works on a layout whose file system has not one byte free, where
+// the next index has no room until the backup's blobs are gone. It needs a
+// file system of its own, a tmpfs, which only a privileged test can mount.
+func testLayoutDeleteWhenFull(t *testing.T, bs []desttest.Backup) {
+	mnt := t.TempDir()
+	if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=16m,mode=0700"); err != nil {
+		t.Skipf("mount a tmpfs to fill up: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(mnt, 0) })
+	dir := filepath.Join(mnt, "layout")
+	d := openDest(t, "oci:"+dir, destination.RegistryOptions{})
+	for _, b := range bs[:2] {
+		if _, err := destination.UploadDir(t.Context(), d, b.Dir, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fill(t, filepath.Join(mnt, "filler"))
+	if err := os.WriteFile(filepath.Join(mnt, "probe"), []byte{1}, 0o600); !errors.Is(err, unix.ENOSPC) {
+		t.Fatalf("a 1-byte file on the filled tmpfs: %v, want ENOSPC", err)
+	}
+
+	if err := d.Delete(t.Context(), oci.Tag(bs[0].Manifest)); err != nil {
+		t.Fatalf("delete on a full medium: %v", err)
+	}
+	if tags := indexTags(t, dir); !slices.Equal(tags, []string{oci.Tag(bs[1].Manifest)}) {
+		t.Errorf("index after the delete names %v, want only the second backup", tags)
+	}
+	onlyIndexedBlobs(t, dir)
+	entries, err := d.List(t.Context())
+	if err != nil || len(entries) != 1 || entries[0].State != destination.Complete {
+		t.Errorf("list after the delete = %v (%v), want the second backup, complete", entries, err)
+	}
+}
+
+// onlyIndexedBlobs checks that the layout holds exactly the blobs of the
+// backups its index names.
+func onlyIndexedBlobs(t *testing.T, dir string) {
+	t.Helper()
+	blobs, err := os.ReadDir(filepath.Join(dir, "blobs", "sha256"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, b := range blobs {
+		got = append(got, b.Name())
+	}
+	if want := manifestBlobs(t, dir); !slices.Equal(got, want) {
+		t.Errorf("blobs after the delete: %v, want exactly those of the backups left: %v", got, want)
+	}
+}
+
+// fill writes path until its file system has no byte left, in ever
+// smaller writes.
+func fill(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for n := 1 << 20; n > 0; n /= 2 {
+		buf := make([]byte, n)
+		for {
+			if _, err := f.Write(buf); errors.Is(err, unix.ENOSPC) {
+				break
+			} else if err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 }
 

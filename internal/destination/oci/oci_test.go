@@ -90,6 +90,7 @@ func TestOCI(t *testing.T) {
 	t.Run("LayoutCommitsOneAtATime", func(t *testing.T) { testLayoutCommitsOneAtATime(t, bs) })
 	t.Run("LayoutIndexReplaced", func(t *testing.T) { testLayoutIndexReplaced(t, bs) })
 	t.Run("LayoutRecovery", func(t *testing.T) { testLayoutRecovery(t, bs) })
+	t.Run("LayoutDeleteWhenFull", func(t *testing.T) { testLayoutDeleteWhenFull(t, bs) })
 	t.Run("TagTakenMidway", func(t *testing.T) { testTagTakenMidway(t, bs) })
 	t.Run("BodyTooLarge", func(t *testing.T) { testBodyTooLarge(t, bs) })
 }
