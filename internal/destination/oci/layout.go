@@ -228,13 +228,8 @@ const stageDir = ".etcd-backup-index"
 // caller holds the lock.
 func (l layoutDir) staged(sys *types.SystemContext, tag string, fn func(types.ImageReference, *types.SystemContext) error) error {
 	stage := filepath.Join(string(l), stageDir)
-	// What a run cut short left is swept first.
-	if err := os.RemoveAll(stage); err != nil {
+	if err := l.sweep(stage); err != nil {
 		return err
-	}
-	parts, _ := filepath.Glob(filepath.Join(string(l), "."+imgspecv1.ImageIndexFile+".*"+atomicfile.PartSuffix))
-	for _, p := range parts {
-		os.Remove(p)
 	}
 	if err := os.Mkdir(stage, 0o700); err != nil {
 		return err
@@ -271,6 +266,32 @@ func (l layoutDir) staged(sys *types.SystemContext, tag string, fn func(types.Im
 		return err
 	}
 	return atomicfile.Replace(index, next, 0o600)
+}
+
+// leftoverAge is how old a blob that containers/image was still writing
+// must be before it counts as left by a run that was killed: another
+// run's blob in progress is written to all the time.
+const leftoverAge = 24 * time.Hour
+
+// sweep removes what runs cut short left in the layout: the stage and the
+// next index, only ever written under the lock, and, once a day old, the
+// partial blobs containers/image writes beside index.json, which hold as
+// much of a snapshot as was sent and which nothing else removes.
+func (l layoutDir) sweep(stage string) error {
+	if err := os.RemoveAll(stage); err != nil {
+		return err
+	}
+	parts, _ := filepath.Glob(filepath.Join(string(l), "."+imgspecv1.ImageIndexFile+".*"+atomicfile.PartSuffix))
+	for _, p := range parts {
+		os.Remove(p)
+	}
+	blobs, _ := filepath.Glob(filepath.Join(string(l), "oci-put-blob*"))
+	for _, b := range blobs {
+		if fi, err := os.Lstat(b); err == nil && fi.Mode().IsRegular() && time.Since(fi.ModTime()) > leftoverAge {
+			os.Remove(b)
+		}
+	}
+	return nil
 }
 
 // markLayout writes the layout's oci-layout file where there is none.

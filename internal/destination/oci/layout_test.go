@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
@@ -25,8 +26,9 @@ import (
 // with a rename, instead of rewriting it in place, where a step killed or
 // media pulled in that moment would leave an index naming no backup: a
 // reader that opened the index before either still reads all of the old
-// one. What a run cut short left beside the index is swept, and a delete
-// leaves exactly the blobs of the backups that remain.
+// one. What runs cut short left beside the index is swept (a partial blob
+// once a day old), and a delete leaves exactly the blobs of the backups
+// that remain.
 func testLayoutIndexReplaced(t *testing.T, bs []desttest.Backup) {
 	for _, format := range []string{destination.FormatArtifact, destination.FormatImage} {
 		t.Run(format, func(t *testing.T) {
@@ -35,14 +37,21 @@ func testLayoutIndexReplaced(t *testing.T, bs []desttest.Backup) {
 			if _, err := destination.UploadDir(t.Context(), d, bs[0].Dir, nil); err != nil {
 				t.Fatal(err)
 			}
-			leftovers := []string{filepath.Join(dir, ".etcd-backup-index", "index.json"), filepath.Join(dir, ".index.json.1234.part")}
+			// What runs cut short left: a stage, a next index, and a
+			// day-old partial blob; and another run's blob in progress.
+			leftovers := []string{filepath.Join(dir, ".etcd-backup-index", "index.json"), filepath.Join(dir, ".index.json.1234.part"), filepath.Join(dir, "oci-put-blob1234")}
+			inProgress := filepath.Join(dir, "oci-put-blob5678")
 			if err := os.Mkdir(filepath.Dir(leftovers[0]), 0o700); err != nil {
 				t.Fatal(err)
 			}
-			for _, f := range leftovers {
+			for _, f := range append(leftovers, inProgress) {
 				if err := os.WriteFile(f, []byte(`{"manifests": [`), 0o600); err != nil {
 					t.Fatal(err)
 				}
+			}
+			dayOld := time.Now().Add(-25 * time.Hour)
+			if err := os.Chtimes(leftovers[2], dayOld, dayOld); err != nil {
+				t.Fatal(err)
 			}
 
 			read := readsOldIndex(t, dir)
@@ -54,6 +63,9 @@ func testLayoutIndexReplaced(t *testing.T, bs []desttest.Backup) {
 				if _, err := os.Stat(f); err == nil {
 					t.Errorf("%s, left by a run cut short, is still there after a commit", f)
 				}
+			}
+			if _, err := os.Stat(inProgress); err != nil {
+				t.Errorf("%s, another run's blob in progress, is gone after a commit: %v", inProgress, err)
 			}
 			if tags := indexTags(t, dir); len(tags) != 2 {
 				t.Fatalf("index after two uploads names %v, want two backups", tags)
