@@ -76,14 +76,7 @@ func testLayoutIndexReplaced(t *testing.T, bs []desttest.Backup) {
 				t.Fatal(err)
 			}
 			read("the delete")
-			if tags := indexTags(t, dir); !slices.Equal(tags, []string{oci.Tag(bs[1].Manifest)}) {
-				t.Fatalf("index after deleting the first backup names %v, want only the second", tags)
-			}
-			onlyIndexedBlobs(t, dir)
-			entries, err := d.List(t.Context())
-			if err != nil || len(entries) != 1 || entries[0].State != destination.Complete {
-				t.Errorf("list after the delete = %v (%v), want the second backup, complete", entries, err)
-			}
+			leftOnly(t, d, dir, bs[1])
 		})
 	}
 }
@@ -113,20 +106,20 @@ func testLayoutDeleteWhenFull(t *testing.T, bs []desttest.Backup) {
 	if err := d.Delete(t.Context(), oci.Tag(bs[0].Manifest)); err != nil {
 		t.Fatalf("delete on a full medium: %v", err)
 	}
-	if tags := indexTags(t, dir); !slices.Equal(tags, []string{oci.Tag(bs[1].Manifest)}) {
-		t.Errorf("index after the delete names %v, want only the second backup", tags)
-	}
-	onlyIndexedBlobs(t, dir)
-	entries, err := d.List(t.Context())
-	if err != nil || len(entries) != 1 || entries[0].State != destination.Complete {
-		t.Errorf("list after the delete = %v (%v), want the second backup, complete", entries, err)
-	}
+	leftOnly(t, d, dir, bs[1])
 }
 
-// onlyIndexedBlobs checks that the layout holds exactly the blobs of the
-// backups its index names.
-func onlyIndexedBlobs(t *testing.T, dir string) {
+// leftOnly checks a layout after a delete: its index names b alone, which
+// lists complete, and it holds exactly b's blobs.
+func leftOnly(t *testing.T, d destination.Dest, dir string, b desttest.Backup) {
 	t.Helper()
+	if tags := indexTags(t, dir); !slices.Equal(tags, []string{oci.Tag(b.Manifest)}) {
+		t.Errorf("index after the delete names %v, want only %s", tags, oci.Tag(b.Manifest))
+	}
+	entries, err := d.List(t.Context())
+	if err != nil || len(entries) != 1 || entries[0].State != destination.Complete {
+		t.Errorf("list after the delete = %v (%v), want the backup left, complete", entries, err)
+	}
 	blobs, err := os.ReadDir(filepath.Join(dir, "blobs", "sha256"))
 	if err != nil {
 		t.Fatal(err)
@@ -136,7 +129,7 @@ func onlyIndexedBlobs(t *testing.T, dir string) {
 		got = append(got, b.Name())
 	}
 	if want := manifestBlobs(t, dir); !slices.Equal(got, want) {
-		t.Errorf("blobs after the delete: %v, want exactly those of the backups left: %v", got, want)
+		t.Errorf("blobs after the delete: %v, want exactly those of the backup left: %v", got, want)
 	}
 }
 
