@@ -407,7 +407,7 @@ func (l layoutDir) uses(blobs map[digest.Digest]bool, d digest.Digest) error {
 		return nil
 	}
 	if err := d.Validate(); err != nil {
-		return err
+		return fmt.Errorf("digest %q: %w", d, err)
 	}
 	blobs[d] = true
 	data, err := os.ReadFile(l.blobURL(d))
@@ -434,7 +434,7 @@ func (l layoutDir) uses(blobs map[digest.Digest]bool, d digest.Digest) error {
 			continue
 		}
 		if err := desc.Digest.Validate(); err != nil {
-			return err
+			return fmt.Errorf("blob %s names digest %q: %w", d, desc.Digest, err)
 		}
 		blobs[desc.Digest] = true
 	}

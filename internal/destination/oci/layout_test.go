@@ -109,6 +109,40 @@ func testLayoutDeleteWhenFull(t *testing.T, bs []desttest.Backup) {
 	leftOnly(t, d, dir, bs[1])
 }
 
+// testLayoutDeleteBadEntry: a delete that meets an index entry whose digest
+// is malformed (another tool's, or damage) cannot tell which blobs that
+// entry uses: it fails naming the digest, and changes nothing.
+func testLayoutDeleteBadEntry(t *testing.T, bs []desttest.Backup) {
+	dir := filepath.Join(t.TempDir(), "layout")
+	d := openDest(t, "oci:"+dir, destination.RegistryOptions{})
+	for _, b := range bs[:2] {
+		if _, err := destination.UploadDir(t.Context(), d, b.Dir, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	index := readIndex(t, dir)
+	index.Manifests = append(index.Manifests, imgspecv1.Descriptor{MediaType: imgspecv1.MediaTypeImageManifest, Digest: "sha256:zz", Size: 2})
+	data, err := json.Marshal(index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "index.json"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before := blobFiles(t, dir)
+
+	err = d.Delete(t.Context(), oci.Tag(bs[0].Manifest))
+	if err == nil || !strings.Contains(err.Error(), `"sha256:zz"`) {
+		t.Errorf("delete beside an entry with a malformed digest = %v, want it refused naming the digest", err)
+	}
+	if tags := indexTags(t, dir); len(tags) != 3 {
+		t.Errorf("index after the refused delete names %v, want all three entries", tags)
+	}
+	if got := blobFiles(t, dir); !slices.Equal(got, before) {
+		t.Errorf("blobs after the refused delete: %v, want %v", got, before)
+	}
+}
+
 // leftOnly checks a layout after a delete: its index names b alone, which
 // lists complete, and it holds exactly b's blobs.
 func leftOnly(t *testing.T, d destination.Dest, dir string, b desttest.Backup) {
@@ -120,14 +154,7 @@ func leftOnly(t *testing.T, d destination.Dest, dir string, b desttest.Backup) {
 	if err != nil || len(entries) != 1 || entries[0].State != destination.Complete {
 		t.Errorf("list after the delete = %v (%v), want the backup left, complete", entries, err)
 	}
-	blobs, err := os.ReadDir(filepath.Join(dir, "blobs", "sha256"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, b := range blobs {
-		got = append(got, b.Name())
-	}
+	got := blobFiles(t, dir)
 	if want := manifestBlobs(t, dir); !slices.Equal(got, want) {
 		t.Errorf("blobs after the delete: %v, want exactly those of the backup left: %v", got, want)
 	}
@@ -199,6 +226,20 @@ func indexTags(t *testing.T, dir string) []string {
 		tags = append(tags, m.Annotations[imgspecv1.AnnotationRefName])
 	}
 	return tags
+}
+
+// blobFiles is the sorted names of the files in the layout's blobs/sha256.
+func blobFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	blobs, err := os.ReadDir(filepath.Join(dir, "blobs", "sha256"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, b := range blobs {
+		names = append(names, b.Name())
+	}
+	return names
 }
 
 // manifestBlobs is the sorted hex digests of the blobs the layout's index

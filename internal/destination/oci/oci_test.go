@@ -91,6 +91,7 @@ func TestOCI(t *testing.T) {
 	t.Run("LayoutIndexReplaced", func(t *testing.T) { testLayoutIndexReplaced(t, bs) })
 	t.Run("LayoutRecovery", func(t *testing.T) { testLayoutRecovery(t, bs) })
 	t.Run("LayoutDeleteWhenFull", func(t *testing.T) { testLayoutDeleteWhenFull(t, bs) })
+	t.Run("LayoutDeleteBadEntry", func(t *testing.T) { testLayoutDeleteBadEntry(t, bs) })
 	t.Run("TagTakenMidway", func(t *testing.T) { testTagTakenMidway(t, bs) })
 	t.Run("BodyTooLarge", func(t *testing.T) { testBodyTooLarge(t, bs) })
 }
