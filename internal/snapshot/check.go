@@ -159,7 +159,8 @@ func guarded(fn func() error) (err error) {
 }
 
 // readStatus reads etcd's records and walks every page and key of the
-// database, so that a damaged one fails here.
+// database but the key bucket's, which countKeys walks, so that a damaged
+// one fails here.
 func readStatus(ctx context.Context, tx *bolt.Tx, st *Status) error {
 	for _, b := range []backend.Bucket{schema.Key, schema.Meta} {
 		if tx.Bucket(b.Name()) == nil {
@@ -177,7 +178,10 @@ func readStatus(ctx context.Context, tx *bolt.Tx, st *Status) error {
 	if k, _ := tx.Bucket(schema.Key.Name()).Cursor().Last(); k != nil {
 		st.Revision = mvcc.BytesToRev(k).Main
 	}
-	return tx.ForEach(func(_ []byte, b *bolt.Bucket) error {
+	return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+		if bytes.Equal(name, schema.Key.Name()) {
+			return nil
+		}
 		return walk(ctx, b, nil)
 	})
 }
