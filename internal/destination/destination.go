@@ -45,6 +45,14 @@ type Dest interface {
 	Close() error
 }
 
+// Pinner is a Dest where a backup can have other names that deleting it
+// would take away too (a registry deletes a manifest with every tag that
+// names it). Prune leaves a backup with such a name untouched.
+type Pinner interface {
+	// PinnedBy returns the URLs of the other names of backup name.
+	PinnedBy(ctx context.Context, name string) ([]string, error)
+}
+
 // ErrNoSuchBackup is what a Dest's Open or Delete of a name that holds no
 // backup fails with, wrapped.
 var ErrNoSuchBackup = errors.New("no such backup")

@@ -518,7 +518,8 @@ type Hinter interface {
 // Prune applies p to the backups of cluster (every cluster when empty) and
 // deletes, newest first per cluster, the complete backups this tool wrote
 // that no rule keeps; never the newest complete backup of a cluster.
-// Incomplete, corrupt and foreign backups are left alone and do not count.
+// Incomplete, corrupt and foreign backups are left alone and do not count;
+// one that a Pinner finds under another name is skipped.
 // With dryRun it decides and deletes nothing.
 func Prune(ctx context.Context, d Dest, p Policy, cluster string, now time.Time, dryRun bool) ([]Decision, error) {
 	if err := p.Check(); err != nil {
@@ -539,7 +540,10 @@ func Prune(ctx context.Context, d Dest, p Policy, cluster string, now time.Time,
 		if cluster != "" && e.ClusterID != cluster {
 			continue
 		}
-		dec := decide(e, p, now, newest, ours)
+		dec, err := skipPinned(ctx, d, decide(e, p, now, newest, ours))
+		if err != nil {
+			return out, err
+		}
 		if dec.Action == Remove && dryRun {
 			dec.Reason += " (dry run: nothing deleted)"
 		} else if dec.Action == Remove {
@@ -556,6 +560,28 @@ func Prune(ctx context.Context, d Dest, p Policy, cluster string, now time.Time,
 		out = append(out, dec)
 	}
 	return out, nil
+}
+
+// skipPinned turns dec, when it removes a backup that d finds under
+// another name, into a Skip.
+func skipPinned(ctx context.Context, d Dest, dec Decision) (Decision, error) {
+	pd, ok := d.(Pinner)
+	if !ok || dec.Action != Remove {
+		return dec, nil
+	}
+	pins, err := pd.PinnedBy(ctx, dec.Entry.Name)
+	switch {
+	case err != nil:
+		return dec, err
+	case len(pins) == 0:
+		return dec, nil
+	case len(pins) == 1:
+		dec.Reason += ", but " + pins[0] + " also names it"
+	default:
+		dec.Reason += fmt.Sprintf(", but %s and %d other names also name it", pins[0], len(pins)-1)
+	}
+	dec.Action, dec.Reason = Skip, dec.Reason+"; left untouched"
+	return dec, nil
 }
 
 func decide(e Entry, p Policy, now time.Time, newest map[string]bool, ours map[string]int) Decision {

@@ -32,9 +32,17 @@ type Dest struct {
 	sys     *types.SystemContext
 	opts    destination.Options
 	scratch string
+
+	mu sync.Mutex
+	// digests holds the manifest digest of each tag read so far: a tag of
+	// this tool's never moves, and PinnedBy reads each other tag once.
+	digests map[string]digest.Digest
 }
 
-var _ destination.Dest = (*Dest)(nil)
+var (
+	_ destination.Dest   = (*Dest)(nil)
+	_ destination.Pinner = (*Dest)(nil)
+)
 
 func open(t transport, opts destination.Options) (*Dest, error) {
 	if f := opts.Registry.Format; f != destination.FormatArtifact && f != destination.FormatImage {
@@ -65,7 +73,7 @@ func open(t transport, opts destination.Options) (*Dest, error) {
 		sys.DockerInsecureSkipTLSVerify = types.OptionalBoolTrue
 		sys.OCIInsecureSkipTLSVerify = true
 	}
-	return &Dest{t: t, sys: sys, opts: opts, scratch: scratch}, nil
+	return &Dest{t: t, sys: sys, opts: opts, scratch: scratch, digests: map[string]digest.Digest{}}, nil
 }
 
 // Kind names the destination in errors.

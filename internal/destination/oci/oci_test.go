@@ -94,6 +94,143 @@ func TestOCI(t *testing.T) {
 	t.Run("LayoutDeleteBadEntry", func(t *testing.T) { testLayoutDeleteBadEntry(t, bs) })
 	t.Run("TagTakenMidway", func(t *testing.T) { testTagTakenMidway(t, bs) })
 	t.Run("BodyTooLarge", func(t *testing.T) { testBodyTooLarge(t, bs) })
+	t.Run("PrunePinned", func(t *testing.T) { testPrunePinned(t, bs) })
+}
+
+// testPrunePinned: a backup that another tag also names (an operator's pin,
+// "golden", made with skopeo copy) is left alone by prune, dry run or not,
+// saying which tag pins it; a registry deletes a manifest with every tag
+// that names it, so deleting the backup would take the pin too. Once the
+// pin is gone, prune removes the backup.
+func testPrunePinned(t *testing.T, bs []desttest.Backup) {
+	reg := ocitest.Start(t, ocitest.Options{Deletes: true})
+	// A registry deletes a manifest with all its tags; the pin goes by
+	// distribution's own deletion of one tag.
+	untag := func(t *testing.T, d destination.Dest, tag string) {
+		repo := strings.TrimPrefix(d.URL(), "docker://"+reg.Host+"/")
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodDelete, "http://"+reg.Host+"/v2/"+repo+"/manifests/"+tag, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("DELETE tag %s: %s", tag, resp.Status)
+		}
+	}
+	layoutRef := func(t *testing.T, d destination.Dest, tag string) types.ImageReference {
+		ref, err := layout.NewReference(strings.TrimPrefix(d.URL(), "oci:"), tag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ref
+	}
+	cases := []struct {
+		name  string
+		url   string
+		ro    destination.RegistryOptions
+		ref   func(t *testing.T, d destination.Dest, tag string) types.ImageReference
+		sys   *types.SystemContext
+		untag func(t *testing.T, d destination.Dest, tag string)
+	}{
+		{"registry", reg.URL("backups/pinned"), destination.RegistryOptions{InsecureSkipTLSVerify: true},
+			func(t *testing.T, d destination.Dest, tag string) types.ImageReference {
+				ref, err := docker.ParseReference(strings.TrimPrefix(d.URL(), "docker:") + ":" + tag)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return ref
+			}, &types.SystemContext{DockerInsecureSkipTLSVerify: types.OptionalBoolTrue}, untag},
+		{"layout", "oci:" + filepath.Join(t.TempDir(), "layout"), destination.RegistryOptions{}, layoutRef, &types.SystemContext{},
+			func(t *testing.T, d destination.Dest, tag string) {
+				if err := layoutRef(t, d, tag).DeleteImage(t.Context(), nil); err != nil {
+					t.Fatal(err)
+				}
+			}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := openDest(t, c.url, c.ro)
+			var pinned destination.Result
+			for _, b := range bs[:2] {
+				res, err := destination.UploadDir(t.Context(), d, b.Dir, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if pinned.Name == "" {
+					pinned = res
+				}
+			}
+			retag(t, c.ref(t, d, pinned.Name), c.ref(t, d, "golden"), c.sys)
+			keepOne := destination.Policy{KeepLast: 1}
+			for _, dryRun := range []bool{true, false} {
+				decisions, err := destination.Prune(t.Context(), d, keepOne, "", time.Now(), dryRun)
+				if err != nil {
+					t.Fatalf("prune (dry run %v): %v", dryRun, err)
+				}
+				for _, dec := range decisions {
+					if dec.Entry.Name == pinned.Name && (dec.Action != destination.Skip || !strings.Contains(dec.Reason, ":golden also names it")) {
+						t.Errorf("prune (dry run %v) of the pinned backup: %s %q, want skip naming the pin", dryRun, dec.Action, dec.Reason)
+					}
+				}
+			}
+			for _, tag := range []string{"golden", pinned.Name} {
+				s, err := d.Open(t.Context(), tag)
+				if err != nil {
+					t.Errorf("after prune, %s: %v", tag, err)
+					continue
+				}
+				s.Close()
+			}
+			c.untag(t, d, "golden")
+			decisions, err := destination.Prune(t.Context(), d, keepOne, "", time.Now(), false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if deleted := removed(decisions); len(deleted) != 1 || deleted[0] != pinned.Name {
+				t.Errorf("once the pin is gone, prune deleted %q, want %s", deleted, pinned.Name)
+			}
+		})
+	}
+}
+
+// retag makes to name the manifest from names, as skopeo copy within a
+// repository does.
+func retag(t *testing.T, from, to types.ImageReference, sys *types.SystemContext) {
+	t.Helper()
+	src, err := from.NewImageSource(t.Context(), sys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	m, _, err := src.GetManifest(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, err := to.NewImageDestination(t.Context(), sys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	if err := dst.PutManifest(t.Context(), m, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Commit(t.Context(), nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func removed(decisions []destination.Decision) []string {
+	var out []string
+	for _, dec := range decisions {
+		if dec.Action == destination.Remove {
+			out = append(out, dec.Entry.Name)
+		}
+	}
+	return out
 }
 
 // testTagTakenMidway: the tag is looked at again just before the manifest

@@ -51,12 +51,26 @@ func (l *loaded) close() { l.src.Close() }
 // when the tag does not exist, and an error only when the destination
 // cannot answer; what is wrong with the content is l.problem.
 func (d *Dest) load(ctx context.Context, tag string) (*loaded, error) {
-	ref, err := d.t.ref(tag)
-	if err != nil {
-		return nil, exitcode.With(exitcode.Usage, fmt.Errorf("%q is not a valid tag: %w", tag, err))
-	}
 	rctx, cancel := d.request(ctx)
 	defer cancel()
+	src, mb, err := d.manifestOf(ctx, rctx, tag)
+	if err != nil || src == nil {
+		return nil, err
+	}
+	l := &loaded{src: src, tag: tag, digest: digest.FromBytes(mb)}
+	l.problem = d.inspect(rctx, l, mb)
+	return l, nil
+}
+
+// manifestOf reads the manifest tag names, retrying under ctx with each
+// request bounded by rctx, and remembers its digest. It returns the source
+// it read from, which the caller closes, or a nil source when the tag
+// names nothing.
+func (d *Dest) manifestOf(ctx, rctx context.Context, tag string) (types.ImageSource, []byte, error) {
+	ref, err := d.t.ref(tag)
+	if err != nil {
+		return nil, nil, exitcode.With(exitcode.Usage, fmt.Errorf("%q is not a valid tag: %w", tag, err))
+	}
 	var src types.ImageSource
 	var mb []byte
 	err = retry(ctx, d.opts.RetryBase, d.opts.Log, "read manifest "+tag, func() error {
@@ -71,21 +85,19 @@ func (d *Dest) load(ctx context.Context, tag string) (*loaded, error) {
 		mb, _, err = src.GetManifest(rctx, nil)
 		return err
 	})
+	if err != nil && src != nil {
+		src.Close()
+	}
 	if notFound(err) {
-		if src != nil {
-			src.Close()
-		}
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		if src != nil {
-			src.Close()
-		}
-		return nil, fmt.Errorf("read %s: %w", d.t.url(tag), err)
+		return nil, nil, fmt.Errorf("read %s: %w", d.t.url(tag), err)
 	}
-	l := &loaded{src: src, tag: tag, digest: digest.FromBytes(mb)}
-	l.problem = d.inspect(rctx, l, mb)
-	return l, nil
+	d.mu.Lock()
+	d.digests[tag] = digest.FromBytes(mb)
+	d.mu.Unlock()
+	return src, mb, nil
 }
 
 func notFound(err error) bool {
@@ -337,8 +349,64 @@ func (d *Dest) stream(ctx context.Context, src types.ImageSource, name string, d
 	return readCloser{Reader: m, close: func() error { stop(); return rc.Close() }}, nil
 }
 
+// PinnedBy returns the URLs of the other tags that name the manifest tag
+// names. A registry deletes a manifest with every tag that names it, so
+// another tag (a pin such as "golden", made with skopeo copy) would go
+// with the backup; Prune leaves such a backup alone, in a layout too.
+func (d *Dest) PinnedBy(ctx context.Context, tag string) ([]string, error) {
+	dg, err := d.digestOf(ctx, tag)
+	if err != nil || dg == "" {
+		return nil, err
+	}
+	rctx, cancel := d.request(ctx)
+	tags, err := d.t.tags(rctx, d.sys)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	pins := make([]string, len(tags))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(manifestReaders)
+	for i, other := range tags {
+		if _, err := d.t.ref(other); other == tag || err != nil {
+			// A layout's index may hold names containers/image cannot
+			// address; deleting the backup's own entry leaves them be.
+			continue
+		}
+		g.Go(func() error {
+			od, err := d.digestOf(gctx, other)
+			if od == dg {
+				pins[i] = d.t.url(other)
+			}
+			return err
+		})
+	}
+	err = g.Wait()
+	return slices.DeleteFunc(pins, func(u string) bool { return u == "" }), err
+}
+
+// digestOf returns the digest of the manifest tag names, "" when it names
+// none.
+func (d *Dest) digestOf(ctx context.Context, tag string) (digest.Digest, error) {
+	d.mu.Lock()
+	dg, ok := d.digests[tag]
+	d.mu.Unlock()
+	if ok {
+		return dg, nil
+	}
+	rctx, cancel := d.request(ctx)
+	defer cancel()
+	src, mb, err := d.manifestOf(ctx, rctx, tag)
+	if err != nil || src == nil {
+		return "", err
+	}
+	src.Close()
+	return digest.FromBytes(mb), nil
+}
+
 // Delete removes the manifest tag names by its digest, after checking that
-// it is a backup this tool wrote.
+// it is a backup this tool wrote. In a registry every tag that names the
+// manifest goes with it: Prune asks PinnedBy first.
 func (d *Dest) Delete(ctx context.Context, tag string) error {
 	// Under the lock another run's prune has deleted the backup or not
 	// begun to.
