@@ -106,6 +106,7 @@ func TestDestinationCommands(t *testing.T) {
 		{"unknown OCI format", []string{"--oci-format", "tarball", dir, "oci:" + t.TempDir()}, `want "artifact" or "image"`},
 		{"OCI format for Cloud Storage", []string{"--oci-format", "image", dir, "gs://bucket/etcd"}, "applies to docker:// and oci:"},
 		{"a layout that is a file", []string{dir, "oci:" + filepath.Join(dir, manifest.FileName)}, "is not a directory (it, or one above it, is a file)"},
+		{"a layout in a directory that does not exist", []string{dir, "oci:" + filepath.Join(t.TempDir(), "unmounted", "etcd")}, "unmounted does not exist: give the path of mounted media"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			code, _, stderr := cli(t, nil, append([]string{"upload"}, c.args...)...)

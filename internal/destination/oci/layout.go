@@ -36,6 +36,9 @@ func Layout() destination.Factory {
 			if err != nil {
 				return nil, exitcode.With(exitcode.Usage, fmt.Errorf("%s: %w", shown("oci:"+rest), err))
 			}
+			if err := layoutDir(dir).placed(); err != nil {
+				return nil, exitcode.With(exitcode.Usage, err)
+			}
 			if err := layoutDir(dir).check(ctx, opts.StallTimeout); err != nil {
 				return nil, err
 			}
@@ -79,6 +82,21 @@ func (l layoutDir) check(ctx context.Context, wait time.Duration) error {
 	}
 	if err != nil {
 		return exitcode.With(exitcode.Usage, err)
+	}
+	return nil
+}
+
+// placed checks that the directory the layout is in exists. An upload
+// makes the layout's own directory, never the ones above it: a path whose
+// parent is missing is mistyped, or names media that is not mounted.
+func (l layoutDir) placed() error {
+	parent := filepath.Dir(string(l))
+	_, err := os.Stat(parent)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("oci:%s: directory %s does not exist: give the path of mounted media, or create it", string(l), parent)
+	}
+	if err != nil {
+		return fmt.Errorf("oci:%s: %w", string(l), err)
 	}
 	return nil
 }
