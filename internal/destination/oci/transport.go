@@ -86,6 +86,10 @@ func newRegistry(rest string) (registry, error) {
 	if repo == "" {
 		return registry{}, fmt.Errorf("%s names no repository: use docker://HOST[:PORT]/REPO", shown("docker:"+rest))
 	}
+	if strings.HasPrefix(host, "[") {
+		// containers/image's references have no form for one.
+		return registry{}, fmt.Errorf("%s: an IPv6 address cannot name a registry; give its host name", shown("docker:"+rest))
+	}
 	named, err := reference.ParseNormalizedNamed(s)
 	if err != nil {
 		return registry{}, fmt.Errorf("%s: %w", shown("docker:"+rest), err)

@@ -24,6 +24,7 @@ func TestRegistryURL(t *testing.T) {
 		{"docker://127.0.0.1:5000/Backups", "must be lowercase"},
 		{"docker://127.0.0.1:5000/etcd:latest", "names a tag or digest"},
 		{"docker://library/etcd", "names no registry host"},
+		{"docker://[::1]:5000/etcd", "an IPv6 address cannot name a registry; give its host name"},
 	}
 	for _, tt := range tests {
 		d, err := kinds().Open(t.Context(), tt.url, options(t, destination.RegistryOptions{}))
