@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -161,7 +162,7 @@ func TestRegistrySettings(t *testing.T) {
 		{"wrong credentials", []string{"list", "--cert-dir", secure.CertDir, "--authfile", wrong, secure.URL("backups/etcd")}, "", "--authfile"},
 		{"--authfile missing", []string{"list", "--cert-dir", secure.CertDir, "--authfile", missing, secure.URL("backups/etcd")}, "", "--authfile: open " + missing},
 		{"$REGISTRY_AUTH_FILE missing", []string{"upload", "--cert-dir", secure.CertDir, dir, secure.URL("backups/etcd")}, missing, "$REGISTRY_AUTH_FILE: open " + missing},
-		{"--authfile not JSON", []string{"list", "--cert-dir", secure.CertDir, "--authfile", notJSON, secure.URL("backups/etcd")}, "", "is not JSON"},
+		{"--authfile not JSON", []string{"list", "--cert-dir", secure.CertDir, "--authfile", notJSON, secure.URL("backups/etcd")}, "", "is not a JSON object"},
 		{"--cert-dir missing", []string{"list", "--cert-dir", missing, "--authfile", secure.AuthFile, secure.URL("backups/etcd")}, "", "--cert-dir: open " + missing},
 		{"--cert-dir with a ca.crt that is no certificate", []string{"list", "--cert-dir", notPEM, "--authfile", secure.AuthFile, secure.URL("backups/etcd")}, "", "holds no PEM certificate"},
 		{"--cert-dir with a client certificate and no key", []string{"list", "--cert-dir", keyless, "--authfile", secure.AuthFile, secure.URL("backups/etcd")}, "", "client.key"},
@@ -172,6 +173,48 @@ func TestRegistrySettings(t *testing.T) {
 			code, _, stderr := cli(t, nil, c.args...)
 			if code != exitcode.Usage || !strings.Contains(stderr, c.want) || strings.Count(stderr, "\n") != 1 {
 				t.Errorf("etcd-backup %s: exit %d, want %d and one line naming %s:\n%s", strings.Join(c.args, " "), code, exitcode.Usage, c.want, stderr)
+			}
+		})
+	}
+}
+
+// TestRegistryLegacyAuthFile: the .dockercfg of a kubernetes.io/dockercfg
+// Secret (the type OpenShift makes for each service account) holds the
+// same credentials as a .dockerconfigjson without its "auths" wrapper;
+// given as --authfile or $REGISTRY_AUTH_FILE, it is read as such.
+func TestRegistryLegacyAuthFile(t *testing.T) {
+	t.Setenv("HOME", t.TempDir())
+	t.Setenv("XDG_RUNTIME_DIR", t.TempDir())
+	secure := ocitest.Start(t, ocitest.Options{TLS: true})
+	data, err := os.ReadFile(secure.AuthFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var config struct {
+		Auths json.RawMessage `json:"auths"`
+	}
+	if err := json.Unmarshal(data, &config); err != nil {
+		t.Fatal(err)
+	}
+	legacy := filepath.Join(t.TempDir(), ".dockercfg")
+	if err := os.WriteFile(legacy, config.Auths, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dir, _ := savedBackup(t, 10)
+	for _, c := range []struct {
+		name, flag, env string
+	}{
+		{"--authfile", legacy, ""},
+		{"$REGISTRY_AUTH_FILE", "", legacy},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Setenv("REGISTRY_AUTH_FILE", c.env)
+			args := []string{"upload", "--cert-dir", secure.CertDir}
+			if c.flag != "" {
+				args = append(args, "--authfile", c.flag)
+			}
+			if code, _, stderr := cli(t, nil, append(args, dir, secure.URL("backups/legacy"))...); code != 0 {
+				t.Errorf("upload with a .dockercfg auth file: exit %d\n%s", code, stderr)
 			}
 		})
 	}

@@ -52,7 +52,8 @@ func open(t transport, opts destination.Options) (*Dest, error) {
 	if authFile == "" {
 		authFile, given = os.Getenv("REGISTRY_AUTH_FILE"), "$REGISTRY_AUTH_FILE"
 	}
-	if err := cmp.Or(checkAuthFile(authFile, given), checkCertDir(opts.Registry.CertDir)); err != nil {
+	legacy, err := checkAuthFile(authFile, given)
+	if err := cmp.Or(err, checkCertDir(opts.Registry.CertDir)); err != nil {
 		return nil, exitcode.With(exitcode.Usage, err)
 	}
 	// containers/image keeps a blob cache and may consult lookaside
@@ -68,6 +69,9 @@ func open(t transport, opts destination.Options) (*Dest, error) {
 		BlobInfoCacheDir:        scratch,
 		RegistriesDirPath:       scratch,
 		DockerRegistryUserAgent: "etcd-backup/" + version.Version,
+	}
+	if legacy {
+		sys.AuthFilePath, sys.LegacyFormatAuthFilePath = "", authFile
 	}
 	if opts.Registry.InsecureSkipTLSVerify {
 		sys.DockerInsecureSkipTLSVerify = types.OptionalBoolTrue

@@ -22,19 +22,34 @@ import (
 // is missing or unreadable (a Secret mounted elsewhere, a mistyped path),
 // or not JSON. containers/image would read the first as no credentials,
 // and the registry's refusal would then hide the cause. given names where
-// the path came from.
-func checkAuthFile(path, given string) error {
+// the path came from. It also says whether the file is in the legacy form
+// of a kubernetes.io/dockercfg Secret's .dockercfg (the type OpenShift
+// makes for each service account): entries by host, with no "auths"
+// around them, which containers/image reads only when told.
+func checkAuthFile(path, given string) (legacy bool, err error) {
 	if path == "" {
-		return nil
+		return false, nil
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("%s: %w", given, err)
+		return false, fmt.Errorf("%s: %w", given, err)
 	}
-	if !json.Valid(data) {
-		return fmt.Errorf("%s: %s is not JSON: give a containers-auth.json, or the .dockerconfigjson of a docker-registry Secret", given, path)
+	var entries map[string]json.RawMessage
+	if err := json.Unmarshal(data, &entries); err != nil {
+		return false, fmt.Errorf("%s: %s is not a JSON object: give a containers-auth.json, or the .dockerconfigjson of a docker-registry Secret", given, path)
 	}
-	return nil
+	if _, ok := entries["auths"]; ok || len(entries) == 0 {
+		return false, nil
+	}
+	for _, raw := range entries {
+		var entry struct {
+			Auth *string `json:"auth"`
+		}
+		if json.Unmarshal(raw, &entry) != nil || entry.Auth == nil {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // checkCertDir refuses a --cert-dir that containers/image would pass over
