@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
+	"golang.org/x/term"
 
 	"github.com/etcd-backup/etcd-backup/internal/destination"
 	"github.com/etcd-backup/etcd-backup/internal/destination/oci"
@@ -115,7 +118,7 @@ func gcsOnly(dest string, flags map[string]string) error {
 // addIdentityFlag adds --identity, which only download and verify take:
 // the private key never goes where backups are made.
 func addIdentityFlag(fs *pflag.FlagSet) *string {
-	return fs.String("identity", "", "age identity file (age-keygen) or unencrypted SSH private key that decrypts an encrypted backup; keep it off the cluster")
+	return fs.String("identity", "", "age identity file (age-keygen; one protected with age -p asks for its passphrase) or unencrypted SSH private key that decrypts an encrypted backup; keep it off the cluster")
 }
 
 // readIdentity reads the identity file at path; none when path is empty.
@@ -123,5 +126,19 @@ func readIdentity(path string) (*encryption.Identity, error) {
 	if path == "" {
 		return nil, nil
 	}
-	return encryption.ReadIdentity(path)
+	return encryption.ReadIdentity(path, askPassphrase)
+}
+
+// askPassphrase asks on the terminal, as age does, for the passphrase of
+// an identity file that age -p protected: download and verify of an
+// encrypted backup run at an administrator's desk, where the key is.
+func askPassphrase(path string) ([]byte, error) {
+	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer tty.Close()
+	fmt.Fprintf(tty, "Enter passphrase for identity file %s: ", path)
+	defer fmt.Fprintln(tty)
+	return term.ReadPassword(int(tty.Fd()))
 }

@@ -16,6 +16,7 @@ import (
 
 	"filippo.io/age"
 	"filippo.io/age/agessh"
+	"filippo.io/age/armor"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
@@ -162,13 +163,22 @@ type Identity struct {
 	ids  []age.Identity
 }
 
+// Passphrase asks for the passphrase of the identity file at path.
+type Passphrase func(path string) ([]byte, error)
+
 // ReadIdentity reads an age identity file (AGE-SECRET-KEY-1... lines, as
-// age-keygen writes) or an unencrypted SSH private key (ed25519 or RSA).
-// Its errors never quote the file's content.
-func ReadIdentity(path string) (*Identity, error) {
+// age-keygen writes), one protected by a passphrase (age -p, armored or
+// not), which it asks for with ask, or an unencrypted SSH private key
+// (ed25519 or RSA). Its errors never quote the file's content.
+func ReadIdentity(path string, ask Passphrase) (*Identity, error) {
 	data, err := readKeyFile(path)
 	if err != nil {
 		return nil, usage(err)
+	}
+	if protected(data) {
+		if data, err = unlock(path, data, ask); err != nil {
+			return nil, usage(err)
+		}
 	}
 	var ids []age.Identity
 	if bytes.Contains(data, []byte("-----BEGIN")) {
@@ -188,6 +198,47 @@ func ReadIdentity(path string) (*Identity, error) {
 		}
 	}
 	return &Identity{path: path, ids: ids}, nil
+}
+
+// ageHeader opens every age file that is not armored.
+const ageHeader = "age-encryption.org/v1\n"
+
+// protected says whether an identity file is itself an age file: one
+// that age -p encrypted with a passphrase.
+func protected(data []byte) bool {
+	return bytes.HasPrefix(data, []byte(ageHeader)) || bytes.HasPrefix(bytes.TrimSpace(data), []byte(armor.Header))
+}
+
+// unlock decrypts a passphrase-protected identity file, as age -d -i
+// does, asking for its passphrase with ask.
+func unlock(path string, data []byte, ask Passphrase) ([]byte, error) {
+	if ask == nil {
+		return nil, fmt.Errorf("identity %s is protected by a passphrase, which cannot be asked for here: decrypt it with age -d into memory (/dev/shm) and give that", path)
+	}
+	pass, err := ask(path)
+	if err != nil {
+		return nil, fmt.Errorf("identity %s is protected by a passphrase, which could not be asked for (%v): run where there is a terminal, or decrypt it with age -d into memory (/dev/shm) and give that", path, err)
+	}
+	id, err := age.NewScryptIdentity(string(pass))
+	if err != nil {
+		return nil, fmt.Errorf("identity %s: %v", path, err)
+	}
+	var src io.Reader = bytes.NewReader(data)
+	if !bytes.HasPrefix(data, []byte(ageHeader)) {
+		src = armor.NewReader(bytes.NewReader(bytes.TrimSpace(data)))
+	}
+	r, err := age.Decrypt(src, id)
+	if err != nil {
+		return nil, fmt.Errorf("identity %s: wrong passphrase, or not a passphrase-protected file (%v)", path, err)
+	}
+	plain, err := io.ReadAll(io.LimitReader(r, maxKeyFile+1))
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("identity %s: %v", path, err)
+	case len(plain) > maxKeyFile:
+		return nil, fmt.Errorf("identity %s holds more than %d bytes: not a key file", path, maxKeyFile)
+	}
+	return plain, nil
 }
 
 // ErrNoIdentity: none of an identity's keys can decrypt a file.

@@ -15,6 +15,7 @@ import (
 	"testing/iotest"
 
 	"filippo.io/age"
+	"filippo.io/age/armor"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
@@ -102,7 +103,7 @@ func TestRoundTripEitherRecipient(t *testing.T) {
 		t.Fatal("ciphertext holds plaintext")
 	}
 	for _, path := range []string{agePath, sshPath} {
-		id, err := ReadIdentity(path)
+		id, err := ReadIdentity(path, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -147,7 +148,7 @@ func TestEncryptFillsReads(t *testing.T) {
 			t.Fatalf("a read before the end returned %d bytes of %d", n, len(buf))
 		}
 	}
-	id, err := ReadIdentity(agePath)
+	id, err := ReadIdentity(agePath, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +173,7 @@ func TestWrongIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := ReadIdentity(other)
+	id, err := ReadIdentity(other, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +189,7 @@ func TestWrongIdentity(t *testing.T) {
 func TestTamperedCiphertextFails(t *testing.T) {
 	path, pub := ageKey(t)
 	rs, _ := ParseRecipients([]string{pub}, nil)
-	id, _ := ReadIdentity(path)
+	id, _ := ReadIdentity(path, nil)
 	cipher := encrypt(t, rs, bytes.Repeat([]byte{7}, 200000))
 	for name, mangle := range map[string]func([]byte) []byte{
 		"changed byte": func(c []byte) []byte { c[len(c)/2] ^= 1; return c },
@@ -248,17 +249,100 @@ func TestParseRecipientsErrors(t *testing.T) {
 	}
 }
 
+// protectedKey writes the age identity at keyPath protected by
+// passphrase, as age -p (with -a when armored) does, and returns its path.
+func protectedKey(t *testing.T, keyPath, passphrase string, armored bool) string {
+	t.Helper()
+	key, err := os.ReadFile(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := age.NewScryptRecipient(passphrase)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.SetWorkFactor(10) // age -p uses 18; a test need not wait for it
+	var buf bytes.Buffer
+	var out io.WriteCloser = nopCloser{&buf}
+	if armored {
+		out = armor.NewWriter(&buf)
+	}
+	w, err := age.Encrypt(out, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(key); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+	path := keyPath + ".age"
+	if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
+
+// TestProtectedIdentity: an identity file that age -p protected, armored or
+// not, decrypts once its passphrase is given, as age -d -i asks for it.
+func TestProtectedIdentity(t *testing.T) {
+	keyPath, pub := ageKey(t)
+	rs, err := ParseRecipients([]string{pub}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := []byte("etcd snapshot bytes")
+	cipher := encrypt(t, rs, plain)
+	for _, armored := range []bool{false, true} {
+		path := protectedKey(t, keyPath, "correct horse", armored)
+		var asked []string
+		id, err := ReadIdentity(path, func(p string) ([]byte, error) {
+			asked = append(asked, p)
+			return []byte("correct horse"), nil
+		})
+		if err != nil {
+			t.Fatalf("armored %v: %v", armored, err)
+		}
+		if len(asked) != 1 || asked[0] != path {
+			t.Errorf("armored %v: asked for %q, want once for %s", armored, asked, path)
+		}
+		if got, err := decrypt(id, cipher); err != nil || !bytes.Equal(got, plain) {
+			t.Errorf("armored %v: decrypt = %q, %v", armored, got, err)
+		}
+	}
+}
+
 func TestReadIdentityErrors(t *testing.T) {
 	locked, _ := sshKey(t, "hunter2")
 	garbage := filepath.Join(t.TempDir(), "garbage")
 	os.WriteFile(garbage, []byte("AGE-SECRET-KEY-1NOTVALID\n"), 0o600)
-	for _, tc := range []struct{ name, path, want string }{
-		{"passphrase", locked, "passphrase-protected"},
-		{"garbage", garbage, "want an age identity file"},
-		{"missing", garbage + ".absent", "no such file"},
+	keyPath, _ := ageKey(t)
+	protected := protectedKey(t, keyPath, "correct horse", true)
+	answer := func(pass string, err error) Passphrase {
+		return func(string) ([]byte, error) { return []byte(pass), err }
+	}
+	for _, tc := range []struct {
+		name, path string
+		ask        Passphrase
+		want       string
+	}{
+		{"passphrase", locked, nil, "passphrase-protected"},
+		{"garbage", garbage, nil, "want an age identity file"},
+		{"missing", garbage + ".absent", nil, "no such file"},
+		{"protected, no way to ask", protected, nil, "protected by a passphrase, which cannot be asked for here"},
+		{"protected, no terminal", protected, answer("", errors.New("open /dev/tty: no such device or address")), "could not be asked for (open /dev/tty"},
+		{"protected, wrong passphrase", protected, answer("battery staple", nil), "wrong passphrase"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ReadIdentity(tc.path)
+			_, err := ReadIdentity(tc.path, tc.ask)
 			if exitcode.Of(err) != exitcode.Usage || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v (exit %d), want exit 2 with %q", err, exitcode.Of(err), tc.want)
 			}
@@ -303,7 +387,7 @@ func TestAgeCLIInterop(t *testing.T) {
 	if err != nil {
 		t.Fatalf("age -r: %v", err)
 	}
-	id, _ := ReadIdentity(keyPath)
+	id, _ := ReadIdentity(keyPath, nil)
 	got, err := decrypt(id, cipher)
 	if err != nil || !bytes.Equal(got, plain) {
 		t.Fatalf("decrypting age's output: %v (equal: %t)", err, bytes.Equal(got, plain))
@@ -316,7 +400,7 @@ func TestAgeCLIInterop(t *testing.T) {
 func TestUnseal(t *testing.T) {
 	path, pub := ageKey(t)
 	rs, _ := ParseRecipients([]string{pub}, nil)
-	id, _ := ReadIdentity(path)
+	id, _ := ReadIdentity(path, nil)
 	plain := bytes.Repeat([]byte("kv "), 100000)
 	r, err := rs.Encrypt(bytes.NewReader(plain))
 	if err != nil {

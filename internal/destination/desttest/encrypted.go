@@ -84,7 +84,7 @@ func Recipients(t testing.TB, keys ...Key) *encryption.Recipients {
 // Identity reads the identity file of k.
 func Identity(t testing.TB, k Key) *encryption.Identity {
 	t.Helper()
-	id, err := encryption.ReadIdentity(k.Identity)
+	id, err := encryption.ReadIdentity(k.Identity, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
