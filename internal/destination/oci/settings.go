@@ -20,9 +20,9 @@ import (
 
 // checkAuthFile refuses an auth file that cannot hold credentials: one that
 // is missing or unreadable (a Secret mounted elsewhere, a mistyped path),
-// or not JSON. containers/image would read the first as no credentials,
-// and the registry's refusal would then hide the cause. given names where
-// the path came from. It also says whether the file is in the legacy form
+// or not a JSON object. containers/image would read the first as no
+// credentials, and the registry's refusal would then hide the cause. given
+// names where the path came from. It also says whether the file is in the legacy form
 // of a kubernetes.io/dockercfg Secret's .dockercfg (the type OpenShift
 // makes for each service account): entries by host, with no "auths"
 // around them, which containers/image reads only when told.
