@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"io/fs"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -107,19 +106,7 @@ func testPrunePinned(t *testing.T, bs []desttest.Backup) {
 	// A registry deletes a manifest with all its tags; the pin goes by
 	// distribution's own deletion of one tag.
 	untag := func(t *testing.T, d destination.Dest, tag string) {
-		repo := strings.TrimPrefix(d.URL(), "docker://"+reg.Host+"/")
-		req, err := http.NewRequestWithContext(t.Context(), http.MethodDelete, "http://"+reg.Host+"/v2/"+repo+"/manifests/"+tag, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusAccepted {
-			t.Fatalf("DELETE tag %s: %s", tag, resp.Status)
-		}
+		reg.Delete(t, strings.TrimPrefix(d.URL(), "docker://"+reg.Host+"/")+"/manifests/"+tag)
 	}
 	layoutRef := func(t *testing.T, d destination.Dest, tag string) types.ImageReference {
 		ref, err := layout.NewReference(strings.TrimPrefix(d.URL(), "oci:"), tag)
@@ -464,18 +451,7 @@ func testMissingBlob(t *testing.T, bs []desttest.Backup) {
 			}
 		}, destination.Corrupt, "is 10 bytes, the manifest says"},
 		{"registry", reg.URL("backups/missing"), destination.RegistryOptions{InsecureSkipTLSVerify: true}, func(t *testing.T) {
-			req, err := http.NewRequestWithContext(t.Context(), http.MethodDelete, "http://"+reg.Host+"/v2/backups/missing/blobs/sha256:"+archive, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			res, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			res.Body.Close()
-			if res.StatusCode != http.StatusAccepted {
-				t.Fatalf("DELETE of the archive's blob: %s", res.Status)
-			}
+			reg.Delete(t, "backups/missing/blobs/sha256:"+archive)
 		}, destination.Complete, "lacks this file"},
 	}
 	for _, c := range cases {

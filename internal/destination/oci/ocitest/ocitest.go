@@ -199,6 +199,24 @@ func serverTLS(t testing.TB, certDir string) *tls.Config {
 // URL is docker://HOST/repo.
 func (r *Registry) URL(repo string) string { return "docker://" + r.Host + "/" + repo }
 
+// Delete sends DELETE /v2/path to a registry served over plain HTTP, as an
+// operator's tools do around this one, and wants it accepted.
+func (r *Registry) Delete(t testing.TB, path string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodDelete, "http://"+r.Host+"/v2/"+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusAccepted {
+		t.Fatalf("DELETE /v2/%s: %s", path, res.Status)
+	}
+}
+
 // Proxy is a registry's front door that can break requests.
 type Proxy struct {
 	Host string
