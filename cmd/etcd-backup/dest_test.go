@@ -12,6 +12,7 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/destination/oci/ocitest"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
+	"github.com/etcd-backup/etcd-backup/internal/store/gcs/gcstest"
 )
 
 // TestDestinationCommands runs every command against each kind of OCI
@@ -299,5 +300,34 @@ func TestLatestSkipsBad(t *testing.T) {
 	code, _, stderr = cli(t, nil, "verify", "--latest", dest)
 	if code != exitcode.Verify || !strings.Contains(stderr, newestURL) || strings.Contains(stderr, "skipping") {
 		t.Errorf("verify --latest with a changed newest backup: exit %d, want %d naming it, nothing skipped:\n%s", code, exitcode.Verify, stderr)
+	}
+}
+
+// TestUploadKeepsWhatItStored: upload's retention never removes the
+// backup the same run stored, even one older than the policy keeps (a
+// backup uploaded late, or taken on a master whose clock was behind):
+// the upload would report a backup that is gone.
+func TestUploadKeepsWhatItStored(t *testing.T) {
+	bs := desttest.Save(t)
+	srv := gcstest.New(t, "backups")
+	env := map[string]string{"STORAGE_EMULATOR_HOST": srv.Host()}
+	for _, dest := range []string{"gs://backups/etcd", "oci:" + filepath.Join(t.TempDir(), "layout")} {
+		t.Run(strings.Split(dest, ":")[0], func(t *testing.T) {
+			newest, old := bs[2], bs[0]
+			if code, _, stderr := cli(t, env, "upload", newest.Dir, dest); code != 0 {
+				t.Fatalf("upload of the newest backup: exit %d\n%s", code, stderr)
+			}
+			for _, policy := range [][]string{{"--keep-last", "1"}, {"--keep-within", "1h"}} {
+				args := append(append([]string{"upload"}, policy...), old.Dir, dest)
+				code, _, stderr := cli(t, env, args...)
+				if code != 0 || !strings.Contains(stderr, "stored by this upload") {
+					t.Fatalf("upload %s of an older backup: exit %d, want 0 and the backup kept as stored by this upload:\n%s", policy, code, stderr)
+				}
+				code, stdout, stderr := cli(t, env, "list", dest)
+				if code != 0 || strings.Count(stdout, "complete") != 2 {
+					t.Fatalf("list after upload %s: exit %d, want both backups:\n%s%s", policy, code, stdout, stderr)
+				}
+			}
+		})
 	}
 }

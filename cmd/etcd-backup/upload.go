@@ -111,6 +111,7 @@ func uploadCommand() *command {
 				if !retain {
 					return nil
 				}
+				policy.Stored = res.Name
 				decisions, err := destination.Prune(ctx, d, policy, b.ClusterKey(), time.Now(), false)
 				logDecisions(env, decisions)
 				if err != nil {

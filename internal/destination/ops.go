@@ -465,6 +465,9 @@ func Compare(a, b Entry) int {
 	return cmp.Or(cmp.Compare(a.Timestamp, b.Timestamp), a.Created.Compare(b.Created), cmp.Compare(a.Name, b.Name))
 }
 
+// StoredReason is why prune keeps Policy.Stored.
+const StoredReason = "stored by this upload"
+
 // Policy says which complete backups prune keeps; a backup any rule keeps
 // is kept, and the newest complete backup of a cluster always is.
 type Policy struct {
@@ -472,6 +475,10 @@ type Policy struct {
 	KeepLast int
 	// KeepWithin keeps the backups younger than this.
 	KeepWithin time.Duration
+	// Stored names the backup this run has just stored, kept whatever the
+	// rules say: one taken long ago and uploaded late, or taken on a master
+	// whose clock was behind, would otherwise be gone as upload reports it.
+	Stored string
 }
 
 // Check rejects a policy that keeps nothing or has negative values.
@@ -597,6 +604,8 @@ func decide(e Entry, p Policy, now time.Time, newest map[string]bool, ours map[s
 	case !newest[e.ClusterID]:
 		newest[e.ClusterID] = true
 		return keep("newest complete backup")
+	case e.Name == p.Stored:
+		return keep(StoredReason)
 	case p.KeepLast > 0 && ours[e.ClusterID] <= p.KeepLast:
 		return keep(fmt.Sprintf("one of the newest %d (--keep-last)", p.KeepLast))
 	case p.KeepWithin > 0 && now.Sub(e.Created) < p.KeepWithin:

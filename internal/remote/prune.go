@@ -88,6 +88,8 @@ func decide(b *Backup, p destination.Policy, now time.Time, newest map[string]bo
 		return keep("newest complete backup")
 	case b.Manifest.Tool.Name != manifest.ToolName:
 		return keep(fmt.Sprintf("written by %q, not %s", b.Manifest.Tool.Name, manifest.ToolName))
+	case nameOf(b.Ref) == p.Stored:
+		return keep(destination.StoredReason)
 	case p.KeepLast > 0 && ours[cluster] <= p.KeepLast:
 		return keep(fmt.Sprintf("one of the newest %d (--keep-last)", p.KeepLast))
 	case p.KeepWithin > 0 && now.Sub(b.Time) < p.KeepWithin:
