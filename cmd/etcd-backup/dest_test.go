@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/etcd-backup/etcd-backup/internal/destination/desttest"
 	"github.com/etcd-backup/etcd-backup/internal/destination/oci"
@@ -326,6 +327,49 @@ func TestUploadKeepsWhatItStored(t *testing.T) {
 				code, stdout, stderr := cli(t, env, "list", dest)
 				if code != 0 || strings.Count(stdout, "complete") != 2 {
 					t.Fatalf("list after upload %s: exit %d, want both backups:\n%s%s", policy, code, stdout, stderr)
+				}
+			}
+		})
+	}
+}
+
+// TestFutureDated: a backup dated after this machine's clock (its master's
+// clock was ahead) is what --latest takes for the newest until that date
+// passes, so download and verify --latest warn of it, and verify --max-age
+// does not take its date for freshness (exit 5): otherwise the scheduled
+// verify would pass, on that one backup, for as long as the clock was ahead.
+func TestFutureDated(t *testing.T) {
+	now := time.Now().UTC()
+	bs := desttest.SaveAt(t, now.Add(-time.Hour), now.Add(time.Minute), now.Add(48*time.Hour))
+	past, near, future := bs[0], bs[1], bs[2]
+	layout := filepath.Join(t.TempDir(), "layout")
+	for _, b := range bs {
+		if code, _, stderr := cli(t, nil, "upload", b.Dir, "oci:"+layout); code != 0 {
+			t.Fatalf("upload: exit %d\n%s", code, stderr)
+		}
+	}
+	futureURL := "oci:" + layout + ":" + oci.Tag(future.Manifest)
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want []string
+	}{
+		{"verify --latest", []string{"verify", "--latest", "--max-age", "26h", "oci:" + layout}, exitcode.Stale, []string{futureURL + " is dated", "after this machine's clock, so its age proves nothing"}},
+		{"download --latest", []string{"download", "--latest", "oci:" + layout, filepath.Join(t.TempDir(), "down")}, exitcode.OK, []string{futureURL + " is dated " + future.Manifest.Timestamp + " UTC, 48h0m0s after"}},
+		{"verify, dated ahead", []string{"verify", "--max-age", "26h", future.Dir}, exitcode.Stale, []string{"its age proves nothing"}},
+		{"verify, dated in the past", []string{"verify", "--max-age", "26h", past.Dir}, exitcode.OK, []string{"backup verified"}},
+		{"verify, dated within the skew", []string{"verify", "--max-age", "26h", near.Dir}, exitcode.OK, []string{"backup verified"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, _, stderr := cli(t, nil, tt.args...)
+			if code != tt.code {
+				t.Errorf("exit %d, want %d:\n%s", code, tt.code, stderr)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr lacks %q:\n%s", w, stderr)
 				}
 			}
 		})

@@ -31,7 +31,7 @@ func verifyCommand() *command {
 			fs.StringVar(&clusterID, "cluster-id", "", "with --latest, the cluster whose backup to verify (needed when the prefix holds several)")
 			fs.BoolVar(&o.Restore, "restore", false, "also restore the snapshot into a scratch directory with etcd's restore code and compare")
 			fs.StringVar(&o.ScratchDir, "scratch-dir", "", "where the trial restore writes (default: the system temp dir); needs about the snapshot's size")
-			fs.DurationVar(&maxAge, "max-age", 0, "exit 5 when the backup verified (with --latest: the newest complete one) is older than this, or there is none, e.g. 26h (0: any age)")
+			fs.DurationVar(&maxAge, "max-age", 0, "exit 5 when the backup verified (with --latest: the newest complete one) is older than this, or there is none, or it is dated over 5m after this machine's clock, e.g. 26h (0: any age)")
 			df := addDestFlags(fs, "fail when the service answers nothing for this long", false)
 			identity := addIdentityFlag(fs)
 			return func(ctx context.Context, env *env, args []string) error {
@@ -85,12 +85,17 @@ func verifyCommand() *command {
 }
 
 // checkAge fails with exitcode.Stale when b, verified good, was taken more
-// than maxAge before now; a maxAge of 0 accepts any age.
+// than maxAge before now, or is dated after now by more than clocks may
+// disagree: that date proves nothing. A maxAge of 0 accepts any age.
 func checkAge(b *manifest.Backup, maxAge time.Duration, now time.Time) error {
 	if maxAge == 0 {
 		return nil
 	}
-	if age := now.Sub(b.CreatedAt); age > maxAge {
+	age := now.Sub(b.CreatedAt)
+	if -age > destination.MaxClockSkew {
+		return exitcode.With(exitcode.Stale, fmt.Errorf("backup %s of cluster %s is dated %s after this machine's clock, so its age proves nothing: the clock of the master that took it was ahead, or this machine's is behind; set the clock right, and once a new backup is stored delete this one by hand, which --latest takes for the newest until its date has passed", b.Timestamp, b.ClusterKey(), (-age).Round(time.Minute)))
+	}
+	if age > maxAge {
 		return exitcode.With(exitcode.Stale, fmt.Errorf("backup %s of cluster %s is good but was taken %s ago, more than --max-age %s: take a backup, and find out why none was taken since", b.Timestamp, b.ClusterKey(), age.Round(time.Second), maxAge))
 	}
 	return nil

@@ -395,6 +395,23 @@ type Found struct {
 	Corrupt []Entry
 }
 
+// MaxClockSkew is how far after this machine's clock a backup may be dated
+// before a clock is called wrong: Kerberos's bound on skew.
+const MaxClockSkew = 5 * time.Minute
+
+// Ahead returns the complete backups dated more than MaxClockSkew after
+// now: taken on a master whose clock was ahead, or read on a machine whose
+// clock is behind. Either way, the newest by date may not be the last taken.
+func (f Found) Ahead(now time.Time) []Entry {
+	var out []Entry
+	for _, e := range f.Complete {
+		if t, err := time.Parse(manifest.TimestampLayout, e.Timestamp); err == nil && t.Sub(now) > MaxClockSkew {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // Newest lists the backups of cluster or, when cluster is empty, of the
 // only cluster there. It finds at least one complete backup, or returns an
 // error wrapping ErrNoBackup. It logs each incomplete or corrupt backup

@@ -29,15 +29,22 @@ func Log(t testing.TB) *slog.Logger {
 // before the other two, which share a second and differ in content.
 func Save(t testing.TB) []Backup {
 	t.Helper()
+	base := time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)
+	return SaveAt(t, base, base.Add(time.Hour), base.Add(time.Hour))
+}
+
+// SaveAt takes a real backup of one test cluster at each time, each with
+// content of its own.
+func SaveAt(t testing.TB, times ...time.Time) []Backup {
+	t.Helper()
 	c := testcluster.New(t, testcluster.Options{Keys: 50})
 	cli, err := c.Client(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	base := time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)
 	var out []Backup
-	for i, at := range []time.Time{base, base.Add(time.Hour), base.Add(time.Hour)} {
+	for i, at := range times {
 		if _, err := cli.Put(t.Context(), fmt.Sprintf("/desttest/%d", i), "x"); err != nil {
 			t.Fatal(err)
 		}
