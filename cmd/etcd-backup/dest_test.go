@@ -375,3 +375,33 @@ func TestFutureDated(t *testing.T) {
 		})
 	}
 }
+
+// TestPruneClockAhead: prune keeps the newest backup its date puts first
+// and also the newest not dated after this machine's clock, which is the
+// last backup taken when a master's clock was ahead for the first. Without
+// that, --keep-last 1 left only the misdated, older backup.
+func TestPruneClockAhead(t *testing.T) {
+	now := time.Now().UTC()
+	bs := desttest.SaveAt(t, now.Add(-3*time.Hour), now.Add(-2*time.Hour), now.Add(48*time.Hour))
+	srv := gcstest.New(t, "backups")
+	env := map[string]string{"STORAGE_EMULATOR_HOST": srv.Host()}
+	for _, dest := range []string{"gs://backups/etcd", "oci:" + filepath.Join(t.TempDir(), "layout")} {
+		t.Run(strings.Split(dest, ":")[0], func(t *testing.T) {
+			for _, b := range bs {
+				if code, _, stderr := cli(t, env, "upload", b.Dir, dest); code != 0 {
+					t.Fatalf("upload: exit %d\n%s", code, stderr)
+				}
+			}
+			code, _, stderr := cli(t, env, "prune", "--keep-last", "1", dest)
+			if code != 0 {
+				t.Fatalf("prune --keep-last 1: exit %d\n%s", code, stderr)
+			}
+			code, stdout, _ := cli(t, env, "list", dest)
+			for i, want := range []bool{false, true, true} {
+				if got := code == 0 && strings.Contains(stdout, bs[i].Manifest.Timestamp); got != want {
+					t.Errorf("after prune --keep-last 1, backup dated %s listed: %v, want %v\n%s%s", bs[i].Manifest.Timestamp, got, want, stdout, stderr)
+				}
+			}
+		})
+	}
+}

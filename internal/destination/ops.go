@@ -509,6 +509,36 @@ func (p Policy) Check() error {
 	return nil
 }
 
+// Guard notes, cluster by cluster, the complete backups prune keeps
+// whatever its rules say: the newest, and the newest dated no later than
+// this machine's clock allows. They differ when a master's clock was ahead,
+// and the backup its date puts first may not be the last taken.
+type Guard struct {
+	now           time.Time
+	newest, dated map[string]bool
+}
+
+// NewGuard returns a Guard for a prune at now.
+func NewGuard(now time.Time) *Guard {
+	return &Guard{now: now, newest: map[string]bool{}, dated: map[string]bool{}}
+}
+
+// Keeps is given each complete backup of cluster, taken at at, newest
+// first; it says why the backup must be kept, or "".
+func (g *Guard) Keeps(cluster string, at time.Time) string {
+	inTime := at.Sub(g.now) <= MaxClockSkew
+	switch {
+	case !g.newest[cluster]:
+		g.newest[cluster] = true
+		g.dated[cluster] = inTime
+		return "newest complete backup"
+	case !g.dated[cluster] && inTime:
+		g.dated[cluster] = true
+		return "newest complete backup not dated after this machine's clock (a later date came from a clock ahead)"
+	}
+	return ""
+}
+
 // Action is what Prune does with a backup.
 type Action string
 
@@ -557,14 +587,14 @@ func Prune(ctx context.Context, d Dest, p Policy, cluster string, now time.Time,
 		return nil, err
 	}
 	slices.SortStableFunc(entries, func(a, b Entry) int { return Compare(b, a) })
-	newest := map[string]bool{}
+	guard := NewGuard(now)
 	ours := map[string]int{}
 	var out []Decision
 	for _, e := range entries {
 		if cluster != "" && e.ClusterID != cluster {
 			continue
 		}
-		dec, err := skipPinned(ctx, d, decide(e, p, now, newest, ours))
+		dec, err := skipPinned(ctx, d, decide(e, p, now, guard, ours))
 		if err != nil {
 			return out, err
 		}
@@ -608,7 +638,7 @@ func skipPinned(ctx context.Context, d Dest, dec Decision) (Decision, error) {
 	return dec, nil
 }
 
-func decide(e Entry, p Policy, now time.Time, newest map[string]bool, ours map[string]int) Decision {
+func decide(e Entry, p Policy, now time.Time, guard *Guard, ours map[string]int) Decision {
 	keep := func(reason string) Decision { return Decision{Entry: e, Action: Keep, Reason: reason} }
 	switch {
 	case e.State != Complete:
@@ -617,10 +647,11 @@ func decide(e Entry, p Policy, now time.Time, newest map[string]bool, ours map[s
 		return keep("not written by etcd-backup")
 	}
 	ours[e.ClusterID]++
+	at, _ := time.Parse(manifest.TimestampLayout, e.Timestamp)
+	if why := guard.Keeps(e.ClusterID, at); why != "" {
+		return keep(why)
+	}
 	switch {
-	case !newest[e.ClusterID]:
-		newest[e.ClusterID] = true
-		return keep("newest complete backup")
 	case e.Name == p.Stored:
 		return keep(StoredReason)
 	case p.KeepLast > 0 && ours[e.ClusterID] <= p.KeepLast:

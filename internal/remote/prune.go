@@ -50,13 +50,13 @@ func (c *Client) Prune(ctx context.Context, dest store.URL, o PruneOptions) ([]D
 	}
 	now := c.now()
 	var out []Decision
-	newest := map[string]bool{}
+	guard := destination.NewGuard(now)
 	ours := map[string]int{}
 	for _, b := range backups {
 		if o.ClusterID != "" && b.Ref.ClusterID != o.ClusterID {
 			continue
 		}
-		d := decide(b, o.Policy, now, newest, ours)
+		d := decide(b, o.Policy, now, guard, ours)
 		if d.Action == destination.Remove {
 			d, err = c.remove(ctx, d, now, o.DryRun)
 			if err != nil {
@@ -68,10 +68,10 @@ func (c *Client) Prune(ctx context.Context, dest store.URL, o PruneOptions) ([]D
 	return out, nil
 }
 
-// decide applies the policy to b; backups come newest first, and newest and
-// ours carry, per cluster, whether the newest complete backup was seen and
-// how many of this program's complete backups were.
-func decide(b *Backup, p destination.Policy, now time.Time, newest map[string]bool, ours map[string]int) Decision {
+// decide applies the policy to b; backups come newest first, guard keeps
+// what must be kept, and ours counts, per cluster, this program's complete
+// backups seen.
+func decide(b *Backup, p destination.Policy, now time.Time, guard *destination.Guard, ours map[string]int) Decision {
 	keep := func(reason string) Decision { return Decision{Backup: b, Action: destination.Keep, Reason: reason} }
 	cluster := b.Ref.ClusterID
 	switch {
@@ -82,10 +82,10 @@ func decide(b *Backup, p destination.Policy, now time.Time, newest map[string]bo
 	case b.Manifest.Tool.Name == manifest.ToolName:
 		ours[cluster]++
 	}
+	if why := guard.Keeps(cluster, b.Time); why != "" {
+		return keep(why)
+	}
 	switch {
-	case !newest[cluster]:
-		newest[cluster] = true
-		return keep("newest complete backup")
 	case b.Manifest.Tool.Name != manifest.ToolName:
 		return keep(fmt.Sprintf("written by %q, not %s", b.Manifest.Tool.Name, manifest.ToolName))
 	case nameOf(b.Ref) == p.Stored:
