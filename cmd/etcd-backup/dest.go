@@ -99,8 +99,7 @@ func withBackup(ctx context.Context, env *env, o destination.Options, s string, 
 	}
 	now := time.Now()
 	for _, e := range found.Ahead(now) {
-		at, _ := time.Parse(manifest.TimestampLayout, e.Timestamp)
-		env.log.Warn(fmt.Sprintf("%s is dated %s UTC, %s after this machine's clock: the clock of the master that took it was ahead, or this machine's is behind; --latest goes by that date, so the last backup taken may be another (see 'etcd-backup list')", e.URL, e.Timestamp, at.Sub(now).Round(time.Minute)))
+		env.log.Warn(fmt.Sprintf("%s is dated %s UTC, %s after this machine's clock: the clock of the master that took it was ahead, or this machine's is behind; --latest goes by that date, so the last backup taken may be another (see 'etcd-backup list')", e.URL, e.Timestamp, e.Dated().Sub(now).Round(time.Minute)))
 	}
 	return pick(d, found, env.log, func(name string) (*manifest.Backup, error) {
 		return use(d, name)

@@ -130,6 +130,13 @@ type Entry struct {
 	Manifest *manifest.Backup
 }
 
+// Dated returns the time in the backup's <ts>: its master's clock when it
+// was taken. It is zero when <ts> is malformed.
+func (e Entry) Dated() time.Time {
+	t, _ := time.Parse(manifest.TimestampLayout, e.Timestamp)
+	return t
+}
+
 // Stored is one backup opened for reading.
 type Stored interface {
 	// Manifest is the parsed backup.json.

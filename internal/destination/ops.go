@@ -405,7 +405,7 @@ const MaxClockSkew = 5 * time.Minute
 func (f Found) Ahead(now time.Time) []Entry {
 	var out []Entry
 	for _, e := range f.Complete {
-		if t, err := time.Parse(manifest.TimestampLayout, e.Timestamp); err == nil && t.Sub(now) > MaxClockSkew {
+		if e.Dated().Sub(now) > MaxClockSkew {
 			out = append(out, e)
 		}
 	}
@@ -523,10 +523,10 @@ func NewGuard(now time.Time) *Guard {
 	return &Guard{now: now, newest: map[string]bool{}, dated: map[string]bool{}}
 }
 
-// Keeps is given each complete backup of cluster, taken at at, newest
+// Keeps is given the date of each complete backup of cluster, newest
 // first; it says why the backup must be kept, or "".
-func (g *Guard) Keeps(cluster string, at time.Time) string {
-	inTime := at.Sub(g.now) <= MaxClockSkew
+func (g *Guard) Keeps(cluster string, dated time.Time) string {
+	inTime := dated.Sub(g.now) <= MaxClockSkew
 	switch {
 	case !g.newest[cluster]:
 		g.newest[cluster] = true
@@ -647,8 +647,7 @@ func decide(e Entry, p Policy, now time.Time, guard *Guard, ours map[string]int)
 		return keep("not written by etcd-backup")
 	}
 	ours[e.ClusterID]++
-	at, _ := time.Parse(manifest.TimestampLayout, e.Timestamp)
-	if why := guard.Keeps(e.ClusterID, at); why != "" {
+	if why := guard.Keeps(e.ClusterID, e.Dated()); why != "" {
 		return keep(why)
 	}
 	switch {
