@@ -22,10 +22,10 @@ import (
 // is missing or unreadable (a Secret mounted elsewhere, a mistyped path),
 // or not a JSON object. containers/image would read the first as no
 // credentials, and the registry's refusal would then hide the cause. given
-// names where the path came from. It also says whether the file is in the legacy form
-// of a kubernetes.io/dockercfg Secret's .dockercfg (the type OpenShift
-// makes for each service account): entries by host, with no "auths"
-// around them, which containers/image reads only when told.
+// names where the path came from. It also says whether the file is in the
+// legacy form of a kubernetes.io/dockercfg Secret's .dockercfg (the type
+// OpenShift makes for each service account): entries by host, with no
+// "auths" around them, which containers/image reads only when told.
 func checkAuthFile(path, given string) (legacy bool, err error) {
 	if path == "" {
 		return false, nil
