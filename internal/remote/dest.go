@@ -114,8 +114,10 @@ type gcsUpload struct {
 	// failure could be cut just as the service creates its object, whose
 	// generation it would then not learn, and could not remove: one at a
 	// time, a failed file stops the upload before the next send starts.
-	mu    sync.Mutex
-	sent  []sentObject
+	mu   sync.Mutex
+	sent []objectAt
+	// held is every file's object, sent or found: what backup.json names.
+	held  []objectAt
 	files map[string]string
 }
 
@@ -154,9 +156,11 @@ func (u *gcsUpload) Put(ctx context.Context, f manifest.File, open destination.O
 		meta[MetaEncryptedTo] = keysFingerprint(f.Stored.Recipients)
 	}
 	obj, found, err := u.d.c.put(ctx, loc, r, want, contentType, meta, u.d.kmsKey)
-	switch {
-	case err != nil:
+	if err != nil {
 		return f, false, err
+	}
+	u.held = append(u.held, objectAt{loc, obj.Generation})
+	switch {
 	case found && r.sent != nil:
 		// Stored by an earlier run of this upload, stopped before its
 		// commit: its record is what the service holds.
@@ -167,7 +171,7 @@ func (u *gcsUpload) Put(ctx context.Context, f manifest.File, open destination.O
 	case found:
 		return f, true, nil
 	}
-	u.sent = append(u.sent, sentObject{loc, obj.Generation})
+	u.sent = append(u.sent, objectAt{loc, obj.Generation})
 	if r.sent == nil {
 		return f, false, nil
 	}
@@ -201,12 +205,42 @@ func (u *gcsUpload) Commit(ctx context.Context, b *manifest.Backup) (destination
 	digest := manifest.NewDigest()
 	digest.Write(data)
 	mf := manifest.File{Name: manifest.FileName, Size: digest.Size(), SHA256: digest.SHA256(), CRC32C: digest.CRC32C()}
-	if _, _, err := u.d.c.put(ctx, u.mloc, bytes.NewReader(data), mf, "application/json", u.d.c.metadata(u.b, mf.SHA256), u.d.kmsKey); err != nil {
+	obj, found, err := u.d.c.put(ctx, u.mloc, bytes.NewReader(data), mf, "application/json", u.d.c.metadata(u.b, mf.SHA256), u.d.kmsKey)
+	if err != nil {
+		return res, err
+	}
+	if !found {
+		// Until the files are found intact, backup.json is what Close
+		// removes first.
+		u.sent = append([]objectAt{{u.mloc, obj.Generation}}, u.sent...)
+	}
+	if err := u.intact(ctx); err != nil {
 		return res, err
 	}
 	u.committed = true
 	u.d.c.Log.Info("backup uploaded", "backup", u.ref.String())
 	return res, nil
+}
+
+// intact checks that every file backup.json names is still the object this
+// upload stored or found. A prune on a machine whose clock runs a day or
+// more ahead takes an upload in progress for the leftover of one that was
+// interrupted, and deletes what it has stored so far; so may a hand or a
+// lifecycle rule. backup.json would then name files that are gone, and
+// the upload would report a backup that cannot be restored.
+func (u *gcsUpload) intact(ctx context.Context) error {
+	for _, h := range u.held {
+		obj, err := h.loc.store.Attrs(ctx, h.loc.url.Path)
+		switch {
+		case errors.Is(err, store.ErrNotExist):
+			return fmt.Errorf("commit %s: %s was deleted while the upload ran (by hand, a lifecycle rule, or a prune on a machine whose clock is a day or more ahead): the upload removes what it stored; run it again", u.ref, h.loc.url)
+		case err != nil:
+			return fmt.Errorf("commit %s: %w", u.ref, err)
+		case obj.Generation != h.generation:
+			return fmt.Errorf("commit %s: %s was replaced while the upload ran: the upload removes what it stored; run it again", u.ref, h.loc.url)
+		}
+	}
+	return nil
 }
 
 // Close removes what an upload that did not commit sent.

@@ -6,9 +6,11 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"io"
 	"io/fs"
 	"net/http"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -647,4 +649,92 @@ func TestGCSSameSecond(t *testing.T) {
 			t.Errorf("verify %s: %v", ref, err)
 		}
 	}
+}
+
+// TestGCSFilesGoneBeforeCommit takes away what an upload has stored, just
+// before it writes backup.json: the upload fails and leaves no complete
+// backup, rather than report one whose files are gone, and a run again
+// stores it whole.
+func TestGCSFilesGoneBeforeCommit(t *testing.T) {
+	dir, _ := localBackup(t)
+	dest := mustURL(t, "gs://"+bucket+"/etcd")
+	tests := []struct {
+		name string
+		// meddle acts on the objects the upload has stored so far.
+		meddle func(t *testing.T, srv *gcstest.Server, names []string)
+		// left is how many objects remain once the upload has failed, or
+		// -1 where the emulator differs from the service: it ignores a
+		// delete's generation precondition, and so removes an object
+		// replaced since the upload stored it, which the service keeps.
+		left int
+	}{
+		{
+			name: "a prune on a machine two days ahead",
+			meddle: func(t *testing.T, srv *gcstest.Server, _ []string) {
+				ahead := client(t, srv.Host())
+				ahead.Now = func() time.Time { return time.Now().Add(48 * time.Hour) }
+				if _, err := ahead.Prune(t.Context(), dest, remote.PruneOptions{Policy: destination.Policy{KeepLast: 1}}); err != nil {
+					t.Fatal(err)
+				}
+			},
+		},
+		{
+			name: "a file deleted by a lifecycle rule",
+			meddle: func(t *testing.T, srv *gcstest.Server, names []string) {
+				if err := srv.Backend().DeleteObject(bucket, names[0]); err != nil {
+					t.Fatal(err)
+				}
+			},
+		},
+		{
+			name: "a file replaced by hand",
+			meddle: func(t *testing.T, srv *gcstest.Server, names []string) {
+				put(srv, bucket, names[0], []byte("other"), nil, time.Now())
+			},
+			left: -1,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := gcstest.New(t, bucket)
+			c := client(t, srv.Host())
+			inner, meddled := c.Bucket, false
+			c.Bucket = func(name string) remote.Store {
+				return beforeManifest{Store: inner(name), hook: func() {
+					if !meddled {
+						meddled = true
+						tt.meddle(t, srv, objects(t, srv, bucket))
+					}
+				}}
+			}
+			_, err := upload(t.Context(), c, dir, dest, remote.UploadOptions{})
+			if err == nil || exitcode.Of(err) != exitcode.Failure || !strings.Contains(err.Error(), "while the upload ran") {
+				t.Fatalf("upload = %v (exit %d), want a failure naming the file taken away", err, exitcode.Of(err))
+			}
+			if got := objects(t, srv, bucket); tt.left >= 0 && len(got) != tt.left {
+				t.Errorf("left %v, want %d objects", got, tt.left)
+			}
+			assertNotComplete(t, c, srv, dest.String())
+			up, err := upload(t.Context(), client(t, srv.Host()), dir, dest, remote.UploadOptions{})
+			if err != nil {
+				t.Fatalf("upload again: %v", err)
+			}
+			if _, err := verifyRef(t.Context(), c, up.Ref, verify.Options{Log: logger(t)}); err != nil {
+				t.Errorf("verify of the upload run again: %v", err)
+			}
+		})
+	}
+}
+
+// beforeManifest runs hook just before backup.json is created.
+type beforeManifest struct {
+	remote.Store
+	hook func()
+}
+
+func (s beforeManifest) Put(ctx context.Context, name string, r io.ReadSeeker, o store.PutOptions) (*store.Object, error) {
+	if path.Base(name) == manifest.FileName {
+		s.hook()
+	}
+	return s.Store.Put(ctx, name, r, o)
 }

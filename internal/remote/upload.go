@@ -37,8 +37,8 @@ func (c *Client) metadata(b *manifest.Backup, sha string) map[string]string {
 	}
 }
 
-// sentObject is an object this run created.
-type sentObject struct {
+// objectAt is one generation of the object at loc.
+type objectAt struct {
 	loc        location
 	generation int64
 }
@@ -47,7 +47,7 @@ type sentObject struct {
 // ended (a signal), within a bound of its own. What cannot be removed is a
 // leftover without backup.json, which list shows as incomplete and prune
 // removes after a day.
-func (c *Client) removeSent(ctx context.Context, sent []sentObject) {
+func (c *Client) removeSent(ctx context.Context, sent []objectAt) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), removeTimeout)
 	defer cancel()
 	for _, s := range sent {
