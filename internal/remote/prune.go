@@ -178,6 +178,14 @@ func (c *Client) targets(ctx context.Context, b *Backup) ([]target, string, erro
 		return target{store: st, obj: obj, url: store.URL{Bucket: b.Ref.Dest.Bucket, Path: obj.Name}.String()}
 	}
 	if b.Manifest == nil {
+		// Its upload, run again, may have written backup.json since the
+		// listing, which makes these objects a backup's.
+		switch _, err := st.Attrs(ctx, b.Ref.object(manifest.FileName)); {
+		case err == nil:
+			return nil, "its upload wrote " + manifest.FileName + " while prune ran", nil
+		case !errors.Is(err, store.ErrNotExist):
+			return nil, "", err
+		}
 		var out []target
 		for _, obj := range b.Objects {
 			if writtenByUs(obj) {

@@ -2,6 +2,8 @@ package remote_test
 
 import (
 	"bytes"
+	"context"
+	"iter"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -16,6 +18,7 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
 	"github.com/etcd-backup/etcd-backup/internal/remote"
+	"github.com/etcd-backup/etcd-backup/internal/store"
 	"github.com/etcd-backup/etcd-backup/internal/store/gcs/gcstest"
 )
 
@@ -489,5 +492,65 @@ func TestGCSNearby(t *testing.T) {
 	}
 	if _, err := newest(t.Context(), c, mustURL(t, "gs://"+bucket+"/deep"), ""); err == nil || !strings.Contains(err.Error(), "give the prefix gs://"+bucket+"/deep/etcd") {
 		t.Errorf("Latest of a prefix too shallow: %v, want the right prefix suggested", err)
+	}
+}
+
+// TestGCSPruneLeftoverCommitted runs the upload of a day-old leftover
+// again while prune runs: it writes backup.json once prune has listed the
+// leftover. Prune leaves the backup that is now complete whole.
+func TestGCSPruneLeftoverCommitted(t *testing.T) {
+	srv := gcstest.New(t, bucket)
+	cr := crafted{prefix: "etcd", cluster: "x", at: ago(2 * day)}
+	craft(t, srv, cr)
+	name := cr.ref(t).URL().Join(manifest.FileName).Path
+	committed, err := srv.GetObject(bucket, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Backend().DeleteObject(bucket, name); err != nil {
+		t.Fatal(err)
+	}
+	c := client(t, srv.Host())
+	c.Now = func() time.Time { return now }
+	inner, done := c.Bucket, false
+	c.Bucket = func(n string) remote.Store {
+		return afterList{Store: inner(n), hook: func() {
+			if !done {
+				done = true
+				srv.CreateObject(committed)
+			}
+		}}
+	}
+	dest := mustURL(t, "gs://"+bucket+"/etcd")
+	decisions, err := c.Prune(t.Context(), dest, remote.PruneOptions{Policy: destination.Policy{KeepLast: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(decisions) != 1 || decisions[0].Action == destination.Remove {
+		t.Errorf("decisions %+v: want the backup left alone", decisions)
+	}
+	backups, err := c.List(t.Context(), dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(backups) != 1 || backups[0].State != remote.Complete {
+		t.Errorf("after prune: %d backups, first %+v; want one complete; objects %v", len(backups), backups, objects(t, srv, bucket))
+	}
+}
+
+// afterList runs hook once a listing has been read to its end.
+type afterList struct {
+	remote.Store
+	hook func()
+}
+
+func (s afterList) List(ctx context.Context, prefix string) iter.Seq2[*store.Object, error] {
+	return func(yield func(*store.Object, error) bool) {
+		for obj, err := range s.Store.List(ctx, prefix) {
+			if !yield(obj, err) {
+				return
+			}
+		}
+		s.hook()
 	}
 }
