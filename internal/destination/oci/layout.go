@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -31,6 +32,12 @@ func Layout() destination.Factory {
 		Open: func(ctx context.Context, rest string, opts destination.Options) (destination.Dest, error) {
 			if rest == "" {
 				return nil, exitcode.With(exitcode.Usage, errors.New("oci: names no directory: use oci:PATH"))
+			}
+			// skopeo and containers/image end a layout's path at its first
+			// colon: a layout made at such a path would be out of their
+			// reach, and oci:PATH:TAG given for a layout made one.
+			if strings.Contains(rest, ":") {
+				return nil, exitcode.With(exitcode.Usage, fmt.Errorf("%s: a layout's path cannot hold a colon, which skopeo and containers/image read as the start of a tag: give the layout's directory, oci:PATH (upload names each backup's tag)", shown("oci:"+rest)))
 			}
 			dir, err := filepath.Abs(rest)
 			if err != nil {

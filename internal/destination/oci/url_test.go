@@ -27,18 +27,7 @@ func TestRegistryURL(t *testing.T) {
 		{"docker://[::1]:5000/etcd", "an IPv6 address cannot name a registry; give its host name"},
 	}
 	for _, tt := range tests {
-		d, err := kinds().Open(t.Context(), tt.url, options(t, destination.RegistryOptions{}))
-		switch {
-		case tt.want == "" && err != nil:
-			t.Errorf("Open(%q) = %v, want it open", tt.url, err)
-		case tt.want == "":
-			d.Close()
-		case err == nil:
-			d.Close()
-			t.Errorf("Open(%q) opened, want %q", tt.url, tt.want)
-		case exitcode.Of(err) != exitcode.Usage || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n"):
-			t.Errorf("Open(%q) = %v (exit %d), want exit %d, %q, in one line", tt.url, err, exitcode.Of(err), exitcode.Usage, tt.want)
-		}
+		checkOpen(t, tt.url, tt.want)
 	}
 }
 
@@ -58,4 +47,42 @@ func FuzzRegistryURL(f *testing.F) {
 			t.Errorf("Open(docker:%q) = %v (exit %d), want a usage error in one line", rest, err, exitcode.Of(err))
 		}
 	})
+}
+
+// TestLayoutURL: an oci: path that is no place for a layout is a usage
+// error that says why; a directory on mounted media opens.
+func TestLayoutURL(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		url  string
+		want string // "" opens
+	}{
+		{"oci:" + dir + "/layout", ""},
+		{"oci:" + dir, ""},
+		{"oci:", "names no directory"},
+		{"oci:" + dir + "/layout:cluster-a", "cannot hold a colon"},
+		{"oci:" + dir + "/a:b/layout", "cannot hold a colon"},
+		{"oci:" + dir + "/unmounted/layout", "does not exist"},
+	}
+	for _, tt := range tests {
+		checkOpen(t, tt.url, tt.want)
+	}
+}
+
+// checkOpen checks that url opens, if want is "", or else is refused with
+// a usage error in one line that says want.
+func checkOpen(t *testing.T, url, want string) {
+	t.Helper()
+	d, err := kinds().Open(t.Context(), url, options(t, destination.RegistryOptions{}))
+	switch {
+	case want == "" && err != nil:
+		t.Errorf("Open(%q) = %v, want it open", url, err)
+	case want == "":
+		d.Close()
+	case err == nil:
+		d.Close()
+		t.Errorf("Open(%q) opened, want %q", url, want)
+	case exitcode.Of(err) != exitcode.Usage || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n"):
+		t.Errorf("Open(%q) = %v (exit %d), want exit %d, %q, in one line", url, err, exitcode.Of(err), exitcode.Usage, want)
+	}
 }
