@@ -1,7 +1,9 @@
 package oci_test
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -14,6 +16,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"go.podman.io/image/v5/docker"
 	"go.podman.io/image/v5/oci/layout"
+	"go.podman.io/image/v5/pkg/blobinfocache/none"
 	"go.podman.io/image/v5/types"
 	"golang.org/x/sys/unix"
 
@@ -94,6 +97,7 @@ func TestOCI(t *testing.T) {
 	t.Run("TagTakenMidway", func(t *testing.T) { testTagTakenMidway(t, bs) })
 	t.Run("BodyTooLarge", func(t *testing.T) { testBodyTooLarge(t, bs) })
 	t.Run("PrunePinned", func(t *testing.T) { testPrunePinned(t, bs) })
+	t.Run("PruneAttachments", func(t *testing.T) { testPruneAttachments(t, bs) })
 }
 
 // testPrunePinned: a backup that another tag also names (an operator's pin,
@@ -521,5 +525,81 @@ func testLayoutCommitsOneAtATime(t *testing.T, bs []desttest.Backup) {
 	}
 	if entries, err := first.List(t.Context()); err != nil || len(entries) != 3 {
 		t.Errorf("list = %d backups (%v), want 3", len(entries), err)
+	}
+}
+
+// testPruneAttachments: the signature and attestation Tekton Chains stores
+// next to a backup (cosign's "sha256-<hex>.sig" and ".att" tags) go with
+// the backup prune deletes, and stay with the one it keeps.
+func testPruneAttachments(t *testing.T, bs []desttest.Backup) {
+	reg := ocitest.Start(t, ocitest.Options{Deletes: true})
+	d := openDest(t, reg.URL("backups/signed"), destination.RegistryOptions{InsecureSkipTLSVerify: true})
+	sys := &types.SystemContext{DockerInsecureSkipTLSVerify: types.OptionalBoolTrue}
+	ref := func(tag string) types.ImageReference {
+		ref, err := docker.ParseReference("//" + reg.Host + "/backups/signed:" + tag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ref
+	}
+	var tags [][]string // per backup, its attachments' tags
+	for _, b := range bs[:2] {
+		res, err := destination.UploadDir(t.Context(), d, b.Dir, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mine []string
+		for _, suffix := range []string{".sig", ".att"} {
+			tag := strings.Replace(res.Digest, ":", "-", 1) + suffix
+			attach(t, ref(tag), sys, tag)
+			mine = append(mine, tag)
+		}
+		tags = append(tags, mine)
+	}
+	decisions, err := destination.Prune(t.Context(), d, destination.Policy{KeepLast: 1}, "", time.Now(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(removed(decisions)); n != 1 {
+		t.Fatalf("prune removed %d backups, want 1", n)
+	}
+	for i, want := range []bool{false, true} {
+		for _, tag := range tags[i] {
+			src, err := ref(tag).NewImageSource(t.Context(), sys)
+			if err == nil {
+				_, _, err = src.GetManifest(t.Context(), nil)
+				src.Close()
+			}
+			if there := err == nil; there != want {
+				t.Errorf("after prune, %s there: %v (%v), want %v", tag, there, err, want)
+			}
+		}
+	}
+}
+
+// attach pushes to ref a small manifest, as cosign does a signature.
+func attach(t *testing.T, ref types.ImageReference, sys *types.SystemContext, payload string) {
+	t.Helper()
+	dst, err := ref.NewImageDestination(t.Context(), sys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	blobs := map[string][]byte{"application/vnd.oci.empty.v1+json": []byte("{}"), "application/vnd.dev.cosign.simplesigning.v1+json": []byte(payload)}
+	desc := map[string]string{}
+	for media, data := range blobs {
+		info, err := dst.PutBlob(t.Context(), bytes.NewReader(data), types.BlobInfo{Size: int64(len(data)), MediaType: media}, none.NoCache, media == "application/vnd.oci.empty.v1+json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		desc[media] = fmt.Sprintf(`{"mediaType":%q,"digest":%q,"size":%d}`, media, info.Digest, info.Size)
+	}
+	m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":%s,"layers":[%s]}`,
+		desc["application/vnd.oci.empty.v1+json"], desc["application/vnd.dev.cosign.simplesigning.v1+json"])
+	if err := dst.PutManifest(t.Context(), []byte(m), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Commit(t.Context(), nil); err != nil {
+		t.Fatal(err)
 	}
 }

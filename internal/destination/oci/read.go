@@ -428,5 +428,36 @@ func (d *Dest) Delete(ctx context.Context, tag string) error {
 	}
 	rctx, cancel := d.request(ctx)
 	defer cancel()
-	return errors.Join(d.t.delete(rctx, d.sys, tag, l.digest), d.t.seal())
+	if err := errors.Join(d.t.delete(rctx, d.sys, tag, l.digest), d.t.seal()); err != nil {
+		return err
+	}
+	d.dropAttachments(ctx, l.digest)
+	return nil
+}
+
+// attachments are the tag suffixes under which cosign, and Tekton Chains
+// through it, store the signature, attestation and SBOM of a manifest, next
+// to it, tagged "sha256-<hex>" of the manifest plus the suffix. They refer
+// to nothing but the backup; one of each left per pruned backup would pile
+// up in the repository.
+var attachments = []string{".sig", ".att", ".sbom"}
+
+// dropAttachments deletes the attachments of the deleted manifest dg. The
+// backup is deleted whether or not they are: one left is logged.
+func (d *Dest) dropAttachments(ctx context.Context, dg digest.Digest) {
+	for _, suffix := range attachments {
+		tag := dg.Algorithm().String() + "-" + dg.Encoded() + suffix
+		ad, err := d.digestOf(ctx, tag)
+		if err == nil && ad != "" {
+			rctx, cancel := d.request(ctx)
+			err = errors.Join(d.t.delete(rctx, d.sys, tag, ad), d.t.seal())
+			cancel()
+			if err == nil {
+				d.opts.Log.Info("deleted " + d.t.url(tag) + ", an attachment (signature, attestation or SBOM) of the deleted backup")
+			}
+		}
+		if err != nil {
+			d.opts.Log.Warn("could not delete "+d.t.url(tag)+", an attachment of the deleted backup", "err", err)
+		}
+	}
 }
