@@ -115,7 +115,7 @@ func (d *Dest) Begin(ctx context.Context, b *manifest.Backup) (destination.Uploa
 		return up, nil
 	}
 	if err := d.t.prepare(); err != nil {
-		return nil, err
+		return nil, layoutError(err)
 	}
 	ref, err := d.t.ref(tag)
 	if err != nil {

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"time"
 
 	"github.com/docker/distribution/registry/api/errcode"
 	"go.podman.io/image/v5/types"
 	"golang.org/x/sys/unix"
+
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 )
 
 // errStalled is the cause of a transfer cut for moving no data.
@@ -80,10 +83,7 @@ func retry(ctx context.Context, base time.Duration, log *slog.Logger, what strin
 	for i := 1; ; i++ {
 		err := op()
 		if err == nil || i == attempts || !transient(ctx, err) {
-			if full(err) {
-				return fmt.Errorf("%w: the file system is full; free space there, or give a destination with room for the backup", err)
-			}
-			return settingsError(err)
+			return settingsError(layoutError(err))
 		}
 		log.Warn(what+" failed; retrying", "attempt", i, "in", wait, "error", err)
 		select {
@@ -102,14 +102,14 @@ func (p permanent) Unwrap() error { return p.error }
 
 // transient reports whether err may pass on a retry: anything but the
 // caller's own cancellation, settings that cannot work (settingsHint), a
-// refused request or manifest, a source that failed its check, or a full
-// file system.
+// refused request or manifest, a source that failed its check, or a file
+// system that is full or takes no writes.
 func transient(ctx context.Context, err error) bool {
 	var p permanent
 	var rejected types.ManifestTypeRejectedError
 	switch {
 	case ctx.Err() != nil, errors.As(err, &p), notFound(err), settingsHint(err) != "",
-		isCode(err, errcode.ErrorCodeUnsupported), errors.As(err, &rejected), full(err):
+		isCode(err, errcode.ErrorCodeUnsupported), errors.As(err, &rejected), full(err), unwritable(err):
 		return false
 	}
 	return true
@@ -119,4 +119,23 @@ func transient(ctx context.Context, err error) bool {
 // layout's removable medium, which a retry would only fill again.
 func full(err error) bool {
 	return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT)
+}
+
+// unwritable reports whether err is a file system that takes no writes
+// from this process: media mounted read-only, or a directory, such as a
+// volume without the pod's fsGroup, that is not this user's to write.
+func unwritable(err error) bool {
+	return errors.Is(err, unix.EROFS) || errors.Is(err, fs.ErrPermission)
+}
+
+// layoutError says what to do about a layout's file system that no retry
+// can cure.
+func layoutError(err error) error {
+	switch {
+	case full(err):
+		return fmt.Errorf("%w: the file system is full; free space there, or give a destination with room for the backup", err)
+	case errors.Is(err, unix.EROFS):
+		return exitcode.With(exitcode.Usage, fmt.Errorf("%w: mount the media read-write, or give another destination", err))
+	}
+	return err
 }
