@@ -405,8 +405,8 @@ func (d *Dest) digestOf(ctx context.Context, tag string) (digest.Digest, error) 
 }
 
 // Delete removes the manifest tag names by its digest, after checking that
-// it is a backup this tool wrote. In a registry every tag that names the
-// manifest goes with it: Prune asks PinnedBy first.
+// it is a backup this tool wrote, then its attachments. In a registry every
+// tag that names the manifest goes with it: Prune asks PinnedBy first.
 func (d *Dest) Delete(ctx context.Context, tag string) error {
 	// Under the lock another run's prune has deleted the backup or not
 	// begun to.
