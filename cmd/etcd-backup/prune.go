@@ -23,7 +23,7 @@ func pruneCommand() *command {
 				clusterID string
 			)
 			fs.IntVar(&policy.KeepLast, "keep-last", 0, "keep the newest N complete backups of each cluster")
-			fs.DurationVar(&policy.KeepWithin, "keep-within", 0, "keep complete backups younger than this, e.g. 720h")
+			fs.Var((*longDuration)(&policy.KeepWithin), "keep-within", "keep complete backups younger than this, e.g. 30d or 720h")
 			fs.BoolVar(&dryRun, "dry-run", false, "print what would be removed, remove nothing")
 			fs.StringVar(&clusterID, "cluster-id", "", "prune only this cluster's backups")
 			df := addDestFlags(fs, "fail when the service answers nothing for this long", false)

@@ -25,7 +25,8 @@ func saveCommand() *command {
 			fs.StringVar(&o.Cert, "cert", "", "etcd client certificate (default: from etcd.env, or kubeadm's pki/etcd)")
 			fs.StringVar(&o.Key, "key", "", "etcd client key (default: from etcd.env, or kubeadm's pki/etcd)")
 			fs.BoolVar(&o.Force, "force", false, "skip preflight checks; file names then carry "+manifest.DirtySuffix)
-			fs.DurationVar(&o.MinClusterAge, "min-cluster-age", backup.DefaultMinClusterAge, "refuse to back up a cluster younger than this (first certificate rotation)")
+			o.MinClusterAge = backup.DefaultMinClusterAge
+			fs.Var((*longDuration)(&o.MinClusterAge), "min-cluster-age", "refuse to back up a cluster younger than this (first certificate rotation)")
 			fs.StringVar(&o.WaitForVersion, "wait-for-version", "", "wait until the cluster has completed the update to this version, then back up")
 			fs.DurationVar(&o.WaitTimeout, "wait-timeout", backup.DefaultWaitTimeout, "how long --wait-for-version waits")
 			fs.DurationVar(&o.PollInterval, "poll-interval", backup.DefaultPollInterval, "how often --wait-for-version looks")

@@ -35,7 +35,7 @@ func uploadCommand() *command {
 			fs.StringVar(&gcsOpts.ResourcesTo, "resources-to", "", "gs:// only: send the static resources archive, which holds the etcd encryption keys, below this gs://bucket/prefix instead of DEST; backup.json records where")
 			fs.StringVar(&gcsOpts.KMSKey, "kms-key", "", "gs:// only: Cloud KMS key that encrypts the objects (CMEK): projects/P/locations/L/keyRings/R/cryptoKeys/K")
 			fs.IntVar(&policy.KeepLast, "keep-last", 0, "after the upload, remove all but the newest N complete backups of this cluster at DEST (0: keep all)")
-			fs.DurationVar(&policy.KeepWithin, "keep-within", 0, "after the upload, remove complete backups of this cluster older than this, e.g. 720h (0: keep all)")
+			fs.Var((*longDuration)(&policy.KeepWithin), "keep-within", "after the upload, remove complete backups of this cluster older than this, e.g. 30d or 720h (0: keep all)")
 			fs.StringVar(&format, "oci-format", destination.FormatArtifact, "docker:// and oci: only: artifact (an OCI artifact, one layer per file; the default) or image (a scratch image whose one layer is a tar of the backup directory, for registries that take only images; not with --encrypt-to)")
 			fs.StringArrayVar(&to, "encrypt-to", nil, "encrypt the snapshot and archive to this public key as they are sent: an age key (age1...) or an SSH key (ssh-ed25519, ssh-rsa); repeatable, or several one a line; only the matching private key can read the backup")
 			fs.StringArrayVar(&toFiles, "encrypt-to-file", nil, "encrypt to the public keys in this file, one a line, # comments (as age -R); repeatable")
