@@ -11,6 +11,7 @@ import (
 // longDuration is a flag for retention and ages, which run to days and
 // weeks: a Go duration (720h), or one led by whole days (30d, 1d12h), as
 // restic's --keep-within takes them; Go's own durations stop at hours.
+// None of them can be negative.
 type longDuration time.Duration
 
 var leadingDays = regexp.MustCompile(`^([0-9]+)d(.*)$`)
@@ -37,8 +38,11 @@ func (d *longDuration) Set(s string) error {
 		}
 	}
 	v, err := time.ParseDuration(rest)
-	if err != nil || v > math.MaxInt64-days {
+	switch {
+	case err != nil || v > math.MaxInt64-days:
 		return bad
+	case v < 0:
+		return fmt.Errorf("%q is negative: give a duration such as 30d, 1d12h or 720h", s)
 	}
 	*d = longDuration(days + v)
 	return nil

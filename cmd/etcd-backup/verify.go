@@ -36,9 +36,6 @@ func verifyCommand() *command {
 			identity := addIdentityFlag(fs)
 			return func(ctx context.Context, env *env, args []string) error {
 				o.Log = env.log
-				if maxAge < 0 {
-					return usage("--max-age %s is negative", maxAge)
-				}
 				env.metrics.ClusterID = clusterID
 				check := verify.Dir
 				if destinations().Knows(args[0]) {
