@@ -376,32 +376,44 @@ func TestFutureDated(t *testing.T) {
 	}
 }
 
-// TestPruneClockAhead: prune keeps the newest backup its date puts first
-// and also the newest not dated after this machine's clock, which is the
-// last backup taken when a master's clock was ahead for the first. Without
-// that, --keep-last 1 left only the misdated, older backup.
-func TestPruneClockAhead(t *testing.T) {
+// TestPruneGuards: besides the newest backup of a cluster, prune keeps the
+// newest not dated after this machine's clock, which is the last backup
+// taken when a master's clock was ahead for the newest; and the newest
+// taken with its preflight checks, when the newer ones were taken with
+// --force. Without them, --keep-last 1 left only the misdated, older
+// backup, or only a possibly dirty one.
+func TestPruneGuards(t *testing.T) {
 	now := time.Now().UTC()
-	bs := desttest.SaveAt(t, now.Add(-3*time.Hour), now.Add(-2*time.Hour), now.Add(48*time.Hour))
+	tests := []struct {
+		name  string
+		shots []desttest.Shot
+		kept  []bool
+	}{
+		{"clock ahead", []desttest.Shot{{At: now.Add(-3 * time.Hour)}, {At: now.Add(-2 * time.Hour)}, {At: now.Add(48 * time.Hour)}}, []bool{false, true, true}},
+		{"forced", []desttest.Shot{{At: now.Add(-3 * time.Hour)}, {At: now.Add(-2 * time.Hour), Force: true}, {At: now.Add(-time.Hour), Force: true}}, []bool{true, false, true}},
+	}
 	srv := gcstest.New(t, "backups")
 	env := map[string]string{"STORAGE_EMULATOR_HOST": srv.Host()}
-	for _, dest := range []string{"gs://backups/etcd", "oci:" + filepath.Join(t.TempDir(), "layout")} {
-		t.Run(strings.Split(dest, ":")[0], func(t *testing.T) {
-			for _, b := range bs {
-				if code, _, stderr := cli(t, env, "upload", b.Dir, dest); code != 0 {
-					t.Fatalf("upload: exit %d\n%s", code, stderr)
+	for _, tt := range tests {
+		bs := desttest.Take(t, tt.shots...)
+		for _, dest := range []string{"gs://backups/" + strings.ReplaceAll(tt.name, " ", "-"), "oci:" + filepath.Join(t.TempDir(), "layout")} {
+			t.Run(tt.name+"/"+strings.Split(dest, ":")[0], func(t *testing.T) {
+				for _, b := range bs {
+					if code, _, stderr := cli(t, env, "upload", b.Dir, dest); code != 0 {
+						t.Fatalf("upload: exit %d\n%s", code, stderr)
+					}
 				}
-			}
-			code, _, stderr := cli(t, env, "prune", "--keep-last", "1", dest)
-			if code != 0 {
-				t.Fatalf("prune --keep-last 1: exit %d\n%s", code, stderr)
-			}
-			code, stdout, _ := cli(t, env, "list", dest)
-			for i, want := range []bool{false, true, true} {
-				if got := code == 0 && strings.Contains(stdout, bs[i].Manifest.Timestamp); got != want {
-					t.Errorf("after prune --keep-last 1, backup dated %s listed: %v, want %v\n%s%s", bs[i].Manifest.Timestamp, got, want, stdout, stderr)
+				code, _, stderr := cli(t, env, "prune", "--keep-last", "1", dest)
+				if code != 0 {
+					t.Fatalf("prune --keep-last 1: exit %d\n%s", code, stderr)
 				}
-			}
-		})
+				code, stdout, _ := cli(t, env, "list", dest)
+				for i, want := range tt.kept {
+					if got := code == 0 && strings.Contains(stdout, bs[i].Manifest.Timestamp); got != want {
+						t.Errorf("after prune --keep-last 1, backup dated %s listed: %v, want %v\n%s%s", bs[i].Manifest.Timestamp, got, want, stdout, stderr)
+					}
+				}
+			})
+		}
 	}
 }

@@ -510,31 +510,38 @@ func (p Policy) Check() error {
 }
 
 // Guard notes, cluster by cluster, the complete backups prune keeps
-// whatever its rules say: the newest, and the newest dated no later than
-// this machine's clock allows. They differ when a master's clock was ahead,
-// and the backup its date puts first may not be the last taken.
+// whatever its rules say: the newest; the newest dated no later than this
+// machine's clock allows, which differs when a master's clock was ahead and
+// the backup its date puts first may not be the last taken; and the newest
+// taken with its preflight checks, which differs when the newer ones were
+// taken with --force, through a spell in which the cluster was not fit to
+// back up, and may not restore.
 type Guard struct {
-	now           time.Time
-	newest, dated map[string]bool
+	now                  time.Time
+	newest, dated, clean map[string]bool
 }
 
 // NewGuard returns a Guard for a prune at now.
 func NewGuard(now time.Time) *Guard {
-	return &Guard{now: now, newest: map[string]bool{}, dated: map[string]bool{}}
+	return &Guard{now: now, newest: map[string]bool{}, dated: map[string]bool{}, clean: map[string]bool{}}
 }
 
-// Keeps is given the date of each complete backup of cluster, newest
-// first; it says why the backup must be kept, or "".
-func (g *Guard) Keeps(cluster string, dated time.Time) string {
+// Keeps is given the date of each complete backup of cluster, and whether
+// it was taken with --force, newest first; it says why the backup must be
+// kept, or "".
+func (g *Guard) Keeps(cluster string, dated time.Time, dirty bool) string {
 	inTime := dated.Sub(g.now) <= MaxClockSkew
+	first, firstInTime, firstClean := !g.newest[cluster], inTime && !g.dated[cluster], !dirty && !g.clean[cluster]
+	g.newest[cluster] = true
+	g.dated[cluster] = g.dated[cluster] || inTime
+	g.clean[cluster] = g.clean[cluster] || !dirty
 	switch {
-	case !g.newest[cluster]:
-		g.newest[cluster] = true
-		g.dated[cluster] = inTime
+	case first:
 		return "newest complete backup"
-	case !g.dated[cluster] && inTime:
-		g.dated[cluster] = true
+	case firstInTime:
 		return "newest complete backup not dated after this machine's clock (a later date came from a clock ahead)"
+	case firstClean:
+		return "newest complete backup taken with its preflight checks (the newer ones were taken with --force)"
 	}
 	return ""
 }
@@ -647,7 +654,7 @@ func decide(e Entry, p Policy, now time.Time, guard *Guard, ours map[string]int)
 		return keep("not written by etcd-backup")
 	}
 	ours[e.ClusterID]++
-	if why := guard.Keeps(e.ClusterID, e.Dated()); why != "" {
+	if why := guard.Keeps(e.ClusterID, e.Dated(), e.Manifest != nil && e.Manifest.Dirty); why != "" {
 		return keep(why)
 	}
 	switch {

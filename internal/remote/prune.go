@@ -82,7 +82,7 @@ func decide(b *Backup, p destination.Policy, now time.Time, guard *destination.G
 	case b.Manifest.Tool.Name == manifest.ToolName:
 		ours[cluster]++
 	}
-	if why := guard.Keeps(cluster, b.Time); why != "" {
+	if why := guard.Keeps(cluster, b.Time, b.Manifest.Dirty); why != "" {
 		return keep(why)
 	}
 	switch {

@@ -37,6 +37,23 @@ func Save(t testing.TB) []Backup {
 // content of its own.
 func SaveAt(t testing.TB, times ...time.Time) []Backup {
 	t.Helper()
+	shots := make([]Shot, len(times))
+	for i, at := range times {
+		shots[i] = Shot{At: at}
+	}
+	return Take(t, shots...)
+}
+
+// Shot is a backup to take: when, and whether with --force.
+type Shot struct {
+	At    time.Time
+	Force bool
+}
+
+// Take takes a real backup of one test cluster for each shot, each with
+// content of its own.
+func Take(t testing.TB, shots ...Shot) []Backup {
+	t.Helper()
 	c := testcluster.New(t, testcluster.Options{Keys: 50})
 	cli, err := c.Client(t.Context())
 	if err != nil {
@@ -44,7 +61,7 @@ func SaveAt(t testing.TB, times ...time.Time) []Backup {
 	}
 	defer cli.Close()
 	var out []Backup
-	for i, at := range times {
+	for i, shot := range shots {
 		if _, err := cli.Put(t.Context(), fmt.Sprintf("/desttest/%d", i), "x"); err != nil {
 			t.Fatal(err)
 		}
@@ -53,7 +70,7 @@ func SaveAt(t testing.TB, times ...time.Time) []Backup {
 			Dir: dir, HostRoot: c.HostRoot, NodeName: c.NodeName,
 			MinClusterAge: 24 * time.Hour, RequestTimeout: 10 * time.Second,
 			WaitTimeout: time.Minute, PollInterval: time.Second, ProgressInterval: time.Second, StallTimeout: time.Minute,
-			Log: Log(t), Now: func() time.Time { return at },
+			Force: shot.Force, Log: Log(t), Now: func() time.Time { return shot.At },
 		})
 		if err != nil {
 			t.Fatal(err)
