@@ -376,6 +376,30 @@ func TestFutureDated(t *testing.T) {
 	}
 }
 
+// TestForcedLatest: when the newest backup was taken with --force,
+// download and verify --latest still take it, and name the newest taken
+// with its preflight checks, which a restore can fall back to.
+func TestForcedLatest(t *testing.T) {
+	now := time.Now().UTC()
+	bs := desttest.Take(t, desttest.Shot{At: now.Add(-2 * time.Hour)}, desttest.Shot{At: now.Add(-time.Hour), Force: true})
+	layout := filepath.Join(t.TempDir(), "layout")
+	for _, b := range bs {
+		if code, _, stderr := cli(t, nil, "upload", b.Dir, "oci:"+layout); code != 0 {
+			t.Fatalf("upload: exit %d\n%s", code, stderr)
+		}
+	}
+	want := "the backup taken at " + bs[1].Manifest.Timestamp + " was taken with --force: its preflight checks were skipped, and it may not restore; the newest backup taken with them is oci:" + layout + ":" + oci.Tag(bs[0].Manifest)
+	for _, args := range [][]string{
+		{"download", "--latest", "oci:" + layout, filepath.Join(t.TempDir(), "down")},
+		{"verify", "--latest", "oci:" + layout},
+	} {
+		code, _, stderr := cli(t, nil, args...)
+		if code != 0 || !strings.Contains(stderr, want) {
+			t.Errorf("%s: exit %d, want 0 and %q:\n%s", args[0], code, want, stderr)
+		}
+	}
+}
+
 // TestPruneGuards: besides the newest backup of a cluster, prune keeps the
 // newest not dated after this machine's clock, which is the last backup
 // taken when a master's clock was ahead for the newest; and the newest

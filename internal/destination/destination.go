@@ -137,6 +137,10 @@ func (e Entry) Dated() time.Time {
 	return t
 }
 
+// Forced says whether the backup was taken with --force: its preflight
+// checks skipped, and possibly dirty.
+func (e Entry) Forced() bool { return e.Manifest != nil && e.Manifest.Dirty }
+
 // Stored is one backup opened for reading.
 type Stored interface {
 	// Manifest is the parsed backup.json.

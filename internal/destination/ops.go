@@ -412,6 +412,16 @@ func (f Found) Ahead(now time.Time) []Entry {
 	return out
 }
 
+// Clean returns the newest complete backup not taken with --force.
+func (f Found) Clean() (Entry, bool) {
+	for _, e := range f.Complete {
+		if !e.Forced() {
+			return e, true
+		}
+	}
+	return Entry{}, false
+}
+
 // Newest lists the backups of cluster or, when cluster is empty, of the
 // only cluster there. It finds at least one complete backup, or returns an
 // error wrapping ErrNoBackup. It logs each incomplete or corrupt backup
@@ -654,7 +664,7 @@ func decide(e Entry, p Policy, now time.Time, guard *Guard, ours map[string]int)
 		return keep("not written by etcd-backup")
 	}
 	ours[e.ClusterID]++
-	if why := guard.Keeps(e.ClusterID, e.Dated(), e.Manifest != nil && e.Manifest.Dirty); why != "" {
+	if why := guard.Keeps(e.ClusterID, e.Dated(), e.Forced()); why != "" {
 		return keep(why)
 	}
 	switch {
