@@ -101,11 +101,13 @@ func withBackup(ctx context.Context, env *env, o destination.Options, s string, 
 	for _, e := range found.Ahead(now) {
 		env.log.Warn(fmt.Sprintf("%s is dated %s UTC, %s after this machine's clock: the clock of the master that took it was ahead, or this machine's is behind; --latest goes by that date, so the last backup taken may be another (see 'etcd-backup list')", e.URL, e.Timestamp, e.Dated().Sub(now).Round(time.Minute)))
 	}
+	var used string
 	b, err := pick(d, found, env.log, func(name string) (*manifest.Backup, error) {
+		used = name
 		return use(d, name)
 	})
-	if clean, ok := found.Clean(); ok && err == nil && b.Dirty {
-		env.log.Warn(fmt.Sprintf("the backup taken at %s was taken with --force: its preflight checks were skipped, and it may not restore; the newest backup taken with them is %s", b.Timestamp, clean.URL))
+	if clean, ok := found.Fallback(used); ok && err == nil && b.Dirty {
+		env.log.Warn(fmt.Sprintf("the backup taken at %s was taken with --force: its preflight checks were skipped, and it may not restore; the next newest taken with them is %s", b.Timestamp, clean.URL))
 	}
 	return b, err
 }

@@ -376,27 +376,52 @@ func TestFutureDated(t *testing.T) {
 	}
 }
 
-// TestForcedLatest: when the newest backup was taken with --force,
-// download and verify --latest still take it, and name the newest taken
-// with its preflight checks, which a restore can fall back to.
+// TestForcedLatest: when the backup --latest takes was taken with
+// --force, download and verify --latest still take it, and name the next
+// newest taken with its preflight checks, which a restore can fall back
+// to: not a newer one that download passed over for failing its check.
 func TestForcedLatest(t *testing.T) {
 	now := time.Now().UTC()
-	bs := desttest.Take(t, desttest.Shot{At: now.Add(-2 * time.Hour)}, desttest.Shot{At: now.Add(-time.Hour), Force: true})
-	layout := filepath.Join(t.TempDir(), "layout")
-	for _, b := range bs {
-		if code, _, stderr := cli(t, nil, "upload", b.Dir, "oci:"+layout); code != 0 {
-			t.Fatalf("upload: exit %d\n%s", code, stderr)
+	bs := desttest.Take(t,
+		desttest.Shot{At: now.Add(-3 * time.Hour)},
+		desttest.Shot{At: now.Add(-2 * time.Hour), Force: true},
+		desttest.Shot{At: now.Add(-time.Hour)})
+	clean, forced, changed := bs[0], bs[1], bs[2]
+	layout := func(bs ...desttest.Backup) string {
+		dir := filepath.Join(t.TempDir(), "layout")
+		for _, b := range bs {
+			if code, _, stderr := cli(t, nil, "upload", b.Dir, "oci:"+dir); code != 0 {
+				t.Fatalf("upload: exit %d\n%s", code, stderr)
+			}
 		}
+		return dir
 	}
-	want := "the backup taken at " + bs[1].Manifest.Timestamp + " was taken with --force: its preflight checks were skipped, and it may not restore; the newest backup taken with them is oci:" + layout + ":" + oci.Tag(bs[0].Manifest)
-	for _, args := range [][]string{
-		{"download", "--latest", "oci:" + layout, filepath.Join(t.TempDir(), "down")},
-		{"verify", "--latest", "oci:" + layout},
-	} {
-		code, _, stderr := cli(t, nil, args...)
-		if code != 0 || !strings.Contains(stderr, want) {
-			t.Errorf("%s: exit %d, want 0 and %q:\n%s", args[0], code, want, stderr)
-		}
+	forcedNewest := layout(clean, forced)
+	changedNewest := layout(clean, forced, changed)
+	// The newest backup's snapshot changes where it rests: download
+	// --latest passes over it, to the forced one.
+	flipByte(t, filepath.Join(changedNewest, "blobs", "sha256", changed.Manifest.File(manifest.KindSnapshot).SHA256), func(size int64) int64 { return size / 2 })
+	tests := []struct {
+		name   string
+		layout string
+		args   []string
+	}{
+		{"download --latest", forcedNewest, []string{"download", "--latest"}},
+		{"verify --latest", forcedNewest, []string{"verify", "--latest"}},
+		{"download --latest, past a newer one changed", changedNewest, []string{"download", "--latest"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append(tt.args, "oci:"+tt.layout)
+			if tt.args[0] == "download" {
+				args = append(args, filepath.Join(t.TempDir(), "down"))
+			}
+			want := "the backup taken at " + forced.Manifest.Timestamp + " was taken with --force: its preflight checks were skipped, and it may not restore; the next newest taken with them is oci:" + tt.layout + ":" + oci.Tag(clean.Manifest)
+			code, _, stderr := cli(t, nil, args...)
+			if code != 0 || !strings.Contains(stderr, want) {
+				t.Errorf("exit %d, want 0 and %q:\n%s", code, want, stderr)
+			}
+		})
 	}
 }
 

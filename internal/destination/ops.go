@@ -412,12 +412,17 @@ func (f Found) Ahead(now time.Time) []Entry {
 	return out
 }
 
-// Clean returns the newest complete backup not taken with --force.
-func (f Found) Clean() (Entry, bool) {
+// Fallback returns the newest complete backup older than backup name that
+// was not taken with --force: where a restore falls back to when name was
+// forced and does not restore. Any newer one was tried before name, and
+// failed its check.
+func (f Found) Fallback(name string) (Entry, bool) {
+	older := false
 	for _, e := range f.Complete {
-		if !e.Forced() {
+		if older && !e.Forced() {
 			return e, true
 		}
+		older = older || e.Name == name
 	}
 	return Entry{}, false
 }
