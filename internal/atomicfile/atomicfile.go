@@ -33,6 +33,9 @@ type File struct {
 	*os.File
 	final string
 	done  bool
+	// link is os.Link; tests replace it to stand for a file system
+	// without hard links.
+	link func(oldname, newname string) error
 
 	written, flushed int64 // bytes written; bytes whose writeback was started
 }
@@ -50,7 +53,7 @@ func Create(dir, name string) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", final+PartSuffix, err)
 	}
-	return &File{File: f, final: final}, nil
+	return &File{File: f, final: final, link: os.Link}, nil
 }
 
 // Write writes p and starts asynchronous writeback of each full chunk, so
@@ -102,16 +105,42 @@ func (f *File) commit() error {
 	if err := errors.Join(syncErr, closeErr); err != nil {
 		return fmt.Errorf("write %s: %w", f.PartPath(), err)
 	}
-	// Link, not rename: link fails if the final name appeared meanwhile,
-	// where rename would silently replace it.
-	if err := os.Link(f.PartPath(), f.final); err != nil {
-		return fmt.Errorf("commit %s: %w", f.final, err)
-	}
-	if err := os.Remove(f.PartPath()); err != nil {
-		os.Remove(f.final)
+	if err := f.place(); err != nil {
 		return fmt.Errorf("commit %s: %w", f.final, err)
 	}
 	return SyncDir(filepath.Dir(f.final))
+}
+
+// place gives the written file its final name. Link, not rename: link
+// fails if the final name appeared meanwhile, where rename would silently
+// replace it. FAT and exFAT, as removable media come formatted, have no
+// hard links: there the name is looked at and then taken by a rename, and
+// only a writer in the same instant could slip between the two.
+func (f *File) place() error {
+	err := f.link(f.PartPath(), f.final)
+	if noHardLinks(err) {
+		if _, err := os.Lstat(f.final); err == nil {
+			return fs.ErrExist
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return os.Rename(f.PartPath(), f.final)
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(f.PartPath()); err != nil {
+		os.Remove(f.final)
+		return err
+	}
+	return nil
+}
+
+// noHardLinks reports whether err is a file system refusing hard links
+// altogether: EPERM from vfat and exfat, which have no link operation, and
+// what FUSE and network file systems say for the same.
+func noHardLinks(err error) bool {
+	return errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.ENOSYS)
 }
 
 // Abort discards the file; after Commit it does nothing. It is safe to defer.

@@ -2,11 +2,14 @@ package atomicfile
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestCommit(t *testing.T) {
@@ -98,6 +101,43 @@ func TestCommitRefusesRacingFinal(t *testing.T) {
 	}
 	if _, err := os.Stat(f.PartPath()); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf(".part left behind after failed commit: %v", err)
+	}
+}
+
+// TestCommitWithoutHardLinks stands for FAT and exFAT, where link fails
+// with EPERM: the file still takes its name, and still never replaces one
+// that appeared meanwhile.
+func TestCommitWithoutHardLinks(t *testing.T) {
+	for _, racing := range []bool{false, true} {
+		t.Run(fmt.Sprintf("racing=%v", racing), func(t *testing.T) {
+			dir := t.TempDir()
+			f, err := Create(dir, "a.db")
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.link = func(oldname, newname string) error {
+				return &os.LinkError{Op: "link", Old: oldname, New: newname, Err: unix.EPERM}
+			}
+			f.Write([]byte("new"))
+			final := filepath.Join(dir, "a.db")
+			want := "new"
+			if racing {
+				want = "other"
+				if err := os.WriteFile(final, []byte(want), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			err = f.Commit()
+			if racing != (err != nil) {
+				t.Fatalf("Commit: %v", err)
+			}
+			if got, _ := os.ReadFile(final); string(got) != want {
+				t.Errorf("%s holds %q, want %q", final, got, want)
+			}
+			if _, err := os.Stat(f.PartPath()); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf(".part left behind: %v", err)
+			}
+		})
 	}
 }
 
