@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 
 	"github.com/etcd-backup/etcd-backup/internal/archive"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
@@ -64,6 +65,7 @@ func Dir(ctx context.Context, dir string, opts Options) (*manifest.Backup, error
 			return nil, err
 		}
 		opts.Log.Info("verified "+f.Name, "sha256", f.SHA256, "size", f.Size)
+		warnExposed(opts.Log, filepath.Join(dir, f.Name), f)
 	}
 	snap := filepath.Join(dir, b.File(manifest.KindSnapshot).Name)
 	if err := Snapshot(ctx, snap, b); err != nil {
@@ -115,7 +117,7 @@ func onlyThisBackup(dir string, b *manifest.Backup) error {
 
 // Listing checks what dir holds against its backup.json without reading
 // the data files, and returns the manifest: every file it lists is there
-// with the size and mode it records, and nothing else restore would pick up.
+// with the size it records, and nothing else restore would pick up.
 // Content is for Stream, or NewReader as it is sent elsewhere.
 func Listing(dir string) (*manifest.Backup, error) {
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
@@ -144,13 +146,25 @@ func listedFile(path string, want manifest.File) error {
 	if err != nil {
 		return fmt.Errorf("stat %s: %w", path, err)
 	}
-	if got := fmt.Sprintf("%04o", fi.Mode().Perm()); got != want.Mode {
-		return failed("%s has mode %s, %s says %s", path, got, manifest.FileName, want.Mode)
-	}
 	if fi.Size() != want.Size {
 		return failed("%s is %d bytes, %s says %d", path, fi.Size(), manifest.FileName, want.Size)
 	}
 	return nil
+}
+
+// warnExposed warns when the file at path lets more users read it than
+// the mode save gave it. The mode is not the backup: copies change it
+// (oras, skopeo, FAT and exFAT media, which keep none) and restore reads the
+// file as it is, so it never fails the check.
+func warnExposed(log *slog.Logger, path string, f manifest.File) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return
+	}
+	want, _ := strconv.ParseUint(f.Mode, 8, 32) // octal: manifest.Parse checked it
+	if got := fi.Mode().Perm(); got&^fs.FileMode(want)&0o044 != 0 {
+		log.Warn(fmt.Sprintf("%s can be read by other users (mode %04o, saved %s), and a backup holds every Secret of the cluster: chmod 600 it, or keep media that hold no modes (FAT, exFAT) under lock", path, got, f.Mode))
+	}
 }
 
 func localFile(ctx context.Context, dir string, b *manifest.Backup, want manifest.File) error {
