@@ -2,7 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -269,6 +273,53 @@ func uploadedLayout(t *testing.T) ([]desttest.Backup, string) {
 		}
 	}
 	return bs, layout
+}
+
+// TestFileTooLarge: a file system that cannot hold a file this large
+// (FAT's 4 GiB; here a file size limit on the process) is told at once,
+// exit 2, with what to do, and leaves nothing. An upload to a layout is not
+// retried, which would write the medium full each time.
+func TestFileTooLarge(t *testing.T) {
+	bs, layout := uploadedLayout(t)
+	b := bs[0]
+	limit := b.Manifest.File(manifest.KindSnapshot).Size / 2
+	if res := b.Manifest.File(manifest.KindResources); res.Size >= limit {
+		t.Fatalf("the archive (%d bytes) must fit under the limit (%d bytes)", res.Size, limit)
+	}
+	newLayout := filepath.Join(t.TempDir(), "layout")
+	down := filepath.Join(t.TempDir(), "down")
+	tests := []struct {
+		name string
+		args []string
+		left func() string
+	}{
+		{"upload to a layout", []string{"upload", b.Dir, "oci:" + newLayout}, func() string {
+			if _, stdout, _ := cli(t, nil, "list", "oci:"+newLayout); strings.Contains(stdout, oci.Tag(b.Manifest)) {
+				return stdout
+			}
+			return ""
+		}},
+		{"download", []string{"download", "oci:" + layout + ":" + oci.Tag(b.Manifest), down}, func() string {
+			if _, err := os.Stat(down); !errors.Is(err, fs.ErrNotExist) {
+				return down
+			}
+			return ""
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := selfCommand(t.Context(), tt.args...)
+			cmd.Env = append(cmd.Env, fmt.Sprintf("ETCD_BACKUP_TEST_FSIZE=%d", limit))
+			out, err := cmd.CombinedOutput()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != exitcode.Usage || !strings.Contains(string(out), "cannot hold a file this large") || strings.Contains(string(out), "retrying") {
+				t.Fatalf("%v, want exit %d at once, saying the file system cannot hold the file:\n%s", err, exitcode.Usage, out)
+			}
+			if left := tt.left(); left != "" {
+				t.Errorf("left behind: %s", left)
+			}
+		})
+	}
 }
 
 // TestLatestSkipsBad: in a layout whose newest backup's snapshot changed

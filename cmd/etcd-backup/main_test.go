@@ -7,8 +7,11 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"sync"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/etcd-backup/etcd-backup/internal/snapshot"
 )
@@ -19,10 +22,26 @@ import (
 func TestMain(m *testing.M) {
 	snapshot.ServeChild()
 	if os.Getenv("ETCD_BACKUP_TEST_MAIN") == "1" {
+		limitFileSize(os.Getenv("ETCD_BACKUP_TEST_FSIZE"))
 		main()
 		return
 	}
 	os.Exit(m.Run())
+}
+
+// limitFileSize makes writes past bytes fail with EFBIG, as FAT's 4 GiB
+// limit does, which no test can have on demand otherwise.
+func limitFileSize(bytes string) {
+	if bytes == "" {
+		return
+	}
+	n, err := strconv.ParseUint(bytes, 10, 64)
+	if err == nil {
+		err = unix.Setrlimit(unix.RLIMIT_FSIZE, &unix.Rlimit{Cur: n, Max: n})
+	}
+	if err != nil {
+		panic(err)
+	}
 }
 
 // cli runs the command in-process with only the given environment.

@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 )
 
 // PartSuffix marks a file that is still being written.
@@ -60,6 +62,7 @@ func Create(dir, name string) (*File, error) {
 // that the disk works while the stream is still arriving.
 func (f *File) Write(p []byte) (int, error) {
 	n, err := f.File.Write(p)
+	err = TooLarge(err)
 	f.written += int64(n)
 	if f.written-f.flushed >= writebackChunk {
 		// Best effort: a filesystem without sync_file_range still gets
@@ -161,7 +164,7 @@ func WriteFile(dir, name string, data []byte) error {
 	}
 	defer f.Abort()
 	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", f.PartPath(), err)
+		return err
 	}
 	return f.Commit()
 }
@@ -214,4 +217,32 @@ func Replace(path string, data []byte, mode fs.FileMode) (err error) {
 		return fmt.Errorf("replace %s: %w", path, err)
 	}
 	return SyncDir(dir)
+}
+
+// fatMaxSize is the largest file FAT holds: USB sticks up to 32 GB come
+// formatted FAT32, and a snapshot can be larger.
+const fatMaxSize = 1<<32 - 1
+
+// toFix is what to do about a file system that cannot hold a file.
+const toFix = "use a file system formatted exFAT, ext4 or XFS"
+
+// Fits checks, before anything is written, that the file system holding
+// dir can hold name, a file of size bytes, where the kind of file system
+// says it cannot (FAT). Other limits show as the write fails (TooLarge).
+func Fits(dir, name string, size int64) error {
+	var st unix.Statfs_t
+	if unix.Statfs(dir, &st) != nil || int64(st.Type) != unix.MSDOS_SUPER_MAGIC || size <= fatMaxSize {
+		return nil
+	}
+	return exitcode.With(exitcode.Usage, fmt.Errorf("%s is on a FAT file system, which holds files of at most 4 GiB less one byte, and %s is %d bytes: %s", dir, name, size, toFix))
+}
+
+// TooLarge says what to do about err when it is a file system refusing a
+// file for its size (EFBIG), a configuration no retry cures (exit 2), and
+// returns err as it is otherwise.
+func TooLarge(err error) error {
+	if !errors.Is(err, unix.EFBIG) {
+		return err
+	}
+	return exitcode.With(exitcode.Usage, fmt.Errorf("%w: the file system cannot hold a file this large (FAT holds at most 4 GiB less one byte): %s", err, toFix))
 }

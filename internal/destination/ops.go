@@ -164,6 +164,11 @@ func download(ctx context.Context, d Dest, name string, s Stored, dir string, id
 		}
 	}()
 	for _, f := range b.Files {
+		if err := atomicfile.Fits(dir, f.Name, f.Size); err != nil {
+			return nil, err
+		}
+	}
+	for _, f := range b.Files {
 		path, err := fetch(ctx, s, b, f, dir, id, d.URL())
 		if err != nil {
 			return nil, err

@@ -132,9 +132,13 @@ func (l layoutDir) readIndex() error {
 }
 
 // prepare creates the layout's directories for the owner only, before
-// containers/image, which makes them 0755 when they do not exist.
-func (l layoutDir) prepare() error {
-	return os.MkdirAll(filepath.Join(string(l), "blobs", digest.SHA256.String()), 0o700)
+// containers/image, which makes them 0755 when they do not exist, and
+// checks that its file system can hold the largest blob, name.
+func (l layoutDir) prepare(name string, size int64) error {
+	if err := os.MkdirAll(filepath.Join(string(l), "blobs", digest.SHA256.String()), 0o700); err != nil {
+		return err
+	}
+	return atomicfile.Fits(string(l), name, size)
 }
 
 // seal gives every file of the layout mode 0600: containers/image writes

@@ -114,7 +114,7 @@ func (d *Dest) Begin(ctx context.Context, b *manifest.Backup) (destination.Uploa
 		up.done = done
 		return up, nil
 	}
-	if err := d.t.prepare(); err != nil {
+	if err := d.t.prepare(up.largest()); err != nil {
 		return nil, layoutError(err)
 	}
 	ref, err := d.t.ref(tag)
@@ -131,6 +131,22 @@ func (d *Dest) Begin(ctx context.Context, b *manifest.Backup) (destination.Uploa
 		up.sendEarly(ctx)
 	}
 	return up, nil
+}
+
+// largest names the largest blob the upload writes, and its size: the
+// image form's one layer holds every file, and a file stored encrypted
+// grows by a few bytes in each 64 KiB, which its plaintext size leaves out.
+func (u *upload) largest() (string, int64) {
+	name, size := "", int64(0)
+	for _, f := range u.b.Files {
+		n := f.Size
+		if u.image {
+			name, size = "the image's layer", size+n
+		} else if n > size {
+			name, size = f.Name, n
+		}
+	}
+	return name, size
 }
 
 // sendEarly sends, while the files go, the blobs Commit needs besides

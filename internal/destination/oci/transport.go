@@ -33,8 +33,9 @@ type transport interface {
 	tags(ctx context.Context, sys *types.SystemContext) ([]string, error)
 	// delete removes the manifest with digest d that tag names.
 	delete(ctx context.Context, sys *types.SystemContext, tag string, d digest.Digest) error
-	// prepare readies the destination for a first write.
-	prepare() error
+	// prepare readies the destination for a first write whose largest
+	// blob is name, of size bytes.
+	prepare(name string, size int64) error
 	// seal makes what a write left readable by its owner only, and
 	// durable where the write itself is not.
 	seal() error
@@ -103,11 +104,11 @@ func newRegistry(rest string) (registry, error) {
 	return registry{repo: named}, nil
 }
 
-func (r registry) kind() string               { return "registry" }
-func (r registry) url(tag string) string      { return "docker://" + r.imageURL(tag) }
-func (r registry) imageURL(tag string) string { return r.repo.Name() + ":" + tag }
-func (r registry) prepare() error             { return nil }
-func (r registry) seal() error                { return nil }
+func (r registry) kind() string                { return "registry" }
+func (r registry) url(tag string) string       { return "docker://" + r.imageURL(tag) }
+func (r registry) imageURL(tag string) string  { return r.repo.Name() + ":" + tag }
+func (r registry) prepare(string, int64) error { return nil }
+func (r registry) seal() error                 { return nil }
 
 // lock is not needed: a registry takes each manifest on its own.
 func (r registry) lock(context.Context, time.Duration) (io.Closer, error) { return unlocked{}, nil }

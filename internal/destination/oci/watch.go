@@ -13,6 +13,7 @@ import (
 	"go.podman.io/image/v5/types"
 	"golang.org/x/sys/unix"
 
+	"github.com/etcd-backup/etcd-backup/internal/atomicfile"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 )
 
@@ -103,13 +104,13 @@ func (p permanent) Unwrap() error { return p.error }
 // transient reports whether err may pass on a retry: anything but the
 // caller's own cancellation, settings that cannot work (settingsHint), a
 // refused request or manifest, a source that failed its check, or a file
-// system that is full or takes no writes.
+// system that is full, takes no writes or no file this large.
 func transient(ctx context.Context, err error) bool {
 	var p permanent
 	var rejected types.ManifestTypeRejectedError
 	switch {
 	case ctx.Err() != nil, errors.As(err, &p), notFound(err), settingsHint(err) != "",
-		isCode(err, errcode.ErrorCodeUnsupported), errors.As(err, &rejected), full(err), unwritable(err):
+		isCode(err, errcode.ErrorCodeUnsupported), errors.As(err, &rejected), full(err), unwritable(err), errors.Is(err, unix.EFBIG):
 		return false
 	}
 	return true
@@ -137,5 +138,5 @@ func layoutError(err error) error {
 	case errors.Is(err, unix.EROFS):
 		return exitcode.With(exitcode.Usage, fmt.Errorf("%w: mount the media read-write, or give another destination", err))
 	}
-	return err
+	return atomicfile.TooLarge(err)
 }

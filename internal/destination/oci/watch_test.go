@@ -34,6 +34,7 @@ func TestRetryFileSystem(t *testing.T) {
 		{"over quota", &fs.PathError{Op: "write", Path: blob, Err: unix.EDQUOT}, 1, "the file system is full", exitcode.Failure},
 		{"read-only", &fs.PathError{Op: "open", Path: blob, Err: unix.EROFS}, 1, "mount the media read-write", exitcode.Usage},
 		{"not this user's", &fs.PathError{Op: "open", Path: blob, Err: unix.EACCES}, 1, "permission denied", exitcode.Failure},
+		{"too large for FAT", &fs.PathError{Op: "write", Path: blob, Err: unix.EFBIG}, 1, "cannot hold a file this large", exitcode.Usage},
 		{"reset", io.ErrUnexpectedEOF, attempts, io.ErrUnexpectedEOF.Error(), exitcode.Failure},
 	}
 	for _, c := range cases {
