@@ -253,7 +253,7 @@ func (e *errWriter) Write(p []byte) (int, error) {
 	}
 	n, err := e.w.Write(p)
 	if err != nil {
-		e.err = fmt.Errorf("write download: %w", err)
+		e.err = err
 	}
 	return n, err
 }
