@@ -278,7 +278,8 @@ func uploadedLayout(t *testing.T) ([]desttest.Backup, string) {
 // TestFileTooLarge: a file system that cannot hold a file this large
 // (FAT's 4 GiB; here a file size limit on the process) is told at once,
 // exit 2, with what to do, and leaves nothing. An upload to a layout is not
-// retried, which would write the medium full each time.
+// retried, which would write the medium full each time; a trial restore
+// does not call the backup unusable (exit 4).
 func TestFileTooLarge(t *testing.T) {
 	bs, layout := uploadedLayout(t)
 	b := bs[0]
@@ -288,6 +289,7 @@ func TestFileTooLarge(t *testing.T) {
 	}
 	newLayout := filepath.Join(t.TempDir(), "layout")
 	down := filepath.Join(t.TempDir(), "down")
+	scratch := t.TempDir()
 	tests := []struct {
 		name string
 		args []string
@@ -302,6 +304,12 @@ func TestFileTooLarge(t *testing.T) {
 		{"download", []string{"download", "oci:" + layout + ":" + oci.Tag(b.Manifest), down}, func() string {
 			if _, err := os.Stat(down); !errors.Is(err, fs.ErrNotExist) {
 				return down
+			}
+			return ""
+		}},
+		{"trial restore", []string{"verify", "--restore", "--scratch-dir", scratch, b.Dir}, func() string {
+			if entries, _ := os.ReadDir(scratch); len(entries) > 0 {
+				return entries[0].Name()
 			}
 			return ""
 		}},

@@ -16,7 +16,10 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/etcd-backup/etcd-backup/internal/archive"
+	"github.com/etcd-backup/etcd-backup/internal/atomicfile"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
 	"github.com/etcd-backup/etcd-backup/internal/snapshot"
@@ -253,6 +256,31 @@ func sameContent(b *manifest.Backup, st snapshot.Status, what string) error {
 	return nil
 }
 
+// restoreError tells a trial restore of snap into scratchDir that failed
+// for want of room there, which says nothing about the backup, from one
+// that failed on the snapshot (exit 4). Restore names the snapshot.
+func restoreError(err error, snap, scratchDir string) error {
+	switch {
+	case errors.Is(err, unix.ENOSPC), errors.Is(err, unix.EDQUOT):
+		return fmt.Errorf("%w: the trial restore needs about %d MiB in %s (the database, and 64 MiB for etcd's log), which says nothing about the backup: free space there, or give --scratch-dir on a file system with room", err, restoreRoom(snap)>>20, scratchDir)
+	case errors.Is(err, unix.EFBIG):
+		return atomicfile.TooLarge(err)
+	}
+	return exitcode.With(exitcode.Verify, err)
+}
+
+// restoreRoom is about what a trial restore of the snapshot at path
+// writes: the database, and the first segment of etcd's write-ahead log,
+// which etcd allocates whole.
+func restoreRoom(path string) int64 {
+	const walSegment = 64 << 20
+	fi, err := os.Stat(path)
+	if err != nil {
+		return walSegment
+	}
+	return fi.Size() + walSegment
+}
+
 func trialRestore(ctx context.Context, snap string, b *manifest.Backup, opts Options) error {
 	scratch, err := os.MkdirTemp(opts.ScratchDir, "etcd-backup-restore-*")
 	if err != nil {
@@ -265,8 +293,7 @@ func trialRestore(ctx context.Context, snap string, b *manifest.Backup, opts Opt
 	case err != nil && ctx.Err() != nil:
 		return err
 	case err != nil:
-		// Restore names the snapshot.
-		return exitcode.With(exitcode.Verify, err)
+		return restoreError(err, snap, filepath.Dir(scratch))
 	}
 	if err := sameContent(b, st, "restored member"); err != nil {
 		return err
