@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/etcd-backup/etcd-backup/internal/snapshot/snapshottest"
@@ -61,6 +62,24 @@ func TestCheckInChildCanceled(t *testing.T) {
 	cancel()
 	if err := checkInChild(ctx, writeFile(t, "any.db", nil)); !errors.Is(err, context.Canceled) {
 		t.Errorf("checkInChild() error = %v, want %v", err, context.Canceled)
+	}
+}
+
+// TestCheckInChildStarved: a child that dies for want of memory (SIGKILL
+// from the out-of-memory killer, or the runtime's fatal error) is not a
+// corrupt snapshot: save would delete a good backup, and verify call it
+// unusable.
+func TestCheckInChildStarved(t *testing.T) {
+	path := realSnapshot(t).path
+	for _, how := range []string{"kill", "exhaust"} {
+		t.Run(how, func(t *testing.T) {
+			t.Setenv(starveEnv, how)
+			err := checkInChild(t.Context(), path)
+			if err == nil || errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "for want of memory") {
+				t.Errorf("checkInChild() error = %v, want one that is not %v and says the check wanted memory", err, ErrCorrupt)
+			}
+			t.Log(err)
+		})
 	}
 }
 
