@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -136,6 +137,107 @@ func testFaults(t *testing.T, bs []desttest.Backup) {
 			}
 			if err == nil || len(entries) != 0 {
 				t.Errorf("upload to a stalled registry = %v, list %v; want an error and nothing listed", err, entries)
+			}
+		})
+	}
+}
+
+// cutOff drops the connection of every download of a blob after its first
+// 1 KiB: past an encrypted file's header, inside the archive.
+func cutOff(reg *ocitest.Registry, digest string) func(http.ResponseWriter, *http.Request) bool {
+	return first(1000, func(r *http.Request) bool {
+		return r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/blobs/sha256:"+digest)
+	}, func(w http.ResponseWriter, r *http.Request) {
+		reg.Handler.ServeHTTP(&cutWriter{ResponseWriter: w, left: 1 << 10}, r)
+	})
+}
+
+// cutWriter passes left bytes of a response, then resets the connection.
+type cutWriter struct {
+	http.ResponseWriter
+	left int
+}
+
+func (c *cutWriter) Write(p []byte) (int, error) {
+	if c.left < 0 {
+		return 0, net.ErrClosed
+	}
+	n := min(len(p), c.left)
+	c.ResponseWriter.Write(p[:n])
+	if c.left -= n; n == len(p) {
+		return n, nil
+	}
+	c.left = -1
+	rc := http.NewResponseController(c.ResponseWriter)
+	rc.Flush()
+	if conn, _, err := rc.Hijack(); err == nil {
+		if tc, ok := conn.(*net.TCPConn); ok {
+			tc.SetLinger(0)
+		}
+		conn.Close()
+	}
+	return n, net.ErrClosed
+}
+
+// testReadFaults: a resources archive whose download is cut off is a
+// failed read (exit 1, retry), never a failed check (exit 4), which would
+// call the backup unusable and make download --latest pass over it for an
+// older one. Plain, encrypted with the key, and encrypted without it.
+func testReadFaults(t *testing.T, bs []desttest.Backup) {
+	reg := ocitest.Start(t, ocitest.Options{})
+	key := desttest.AgeKey(t)
+	cases := []struct {
+		name    string
+		encrypt bool
+		run     func(t *testing.T, d destination.Dest, name string) error
+	}{
+		{"download --latest", false, func(t *testing.T, d destination.Dest, _ string) error {
+			found, err := destination.Newest(t.Context(), d, "", desttest.Log(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = destination.LatestGood(d, found, desttest.Log(t), func(name string) (*manifest.Backup, error) {
+				return destination.Download(t.Context(), d, name, filepath.Join(t.TempDir(), "down"), nil)
+			})
+			return err
+		}},
+		{"download with the key", true, func(t *testing.T, d destination.Dest, name string) error {
+			_, err := destination.Download(t.Context(), d, name, filepath.Join(t.TempDir(), "down"), desttest.Identity(t, key))
+			return err
+		}},
+		{"verify without the key", true, func(t *testing.T, d destination.Dest, name string) error {
+			_, err := destination.Verify(t.Context(), d, name, verify.Options{Log: desttest.Log(t)}, nil)
+			return err
+		}},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := reg.NewProxy(t)
+			d, err := kinds().Open(t.Context(), "docker://"+p.Host+"/backups/read"+strconv.Itoa(i), options(t, destination.RegistryOptions{InsecureSkipTLSVerify: true}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			var to *encryption.Recipients
+			if c.encrypt {
+				to = desttest.Recipients(t, key)
+			}
+			var res destination.Result
+			for _, b := range bs {
+				if res, err = destination.UploadDir(t.Context(), d, b.Dir, to); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s, err := d.Open(t.Context(), res.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			archive := s.Manifest().File(manifest.KindResources).Content().SHA256
+			s.Close()
+			p.Fault = cutOff(reg, archive)
+			err = c.run(t, d, res.Name)
+			if exitcode.Of(err) != exitcode.Failure || !strings.Contains(err.Error(), "reset") {
+				t.Errorf("%s with the archive cut off: %v (exit %d), want exit %d naming the reset", c.name, err, exitcode.Of(err), exitcode.Failure)
 			}
 		})
 	}
