@@ -137,7 +137,7 @@ func checkInChild(ctx context.Context, path string) error {
 	case exit.ExitCode() == 1:
 		// The child failed before it could check: not the file's fault.
 		return fmt.Errorf("bbolt check: %s", firstLine(stderr.Bytes()))
-	case starved(exit, stderr.Bytes()):
+	case starved(exit):
 		return fmt.Errorf("bbolt check: %v (%s), most likely for want of memory, which says nothing about the snapshot: under a memory limit (a pod's), give the check about 20 MiB per GiB of database besides the rest", err, firstLine(stderr.Bytes()))
 	default:
 		return fmt.Errorf("%w: its structure crashed bbolt's consistency check (%v: %s)", ErrCorrupt, err, firstLine(stderr.Bytes()))
@@ -147,18 +147,10 @@ func checkInChild(ctx context.Context, path string) error {
 // starved reports whether the child died for want of memory, not of the
 // file's content. Nothing in a file makes the child die of a signal (a
 // fault in Go code is a panic, exit 2): the kernel's out-of-memory killer,
-// under a pod's memory limit, sends SIGKILL, and the runtime reports
-// memory it could not get as a fatal error.
-func starved(exit *exec.ExitError, stderr []byte) bool {
-	if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return true
-	}
-	for line := range strings.Lines(string(stderr)) {
-		if strings.HasPrefix(line, "fatal error: ") {
-			return strings.Contains(line, "out of memory")
-		}
-	}
-	return false
+// under a pod's memory limit, sends SIGKILL.
+func starved(exit *exec.ExitError) bool {
+	ws, ok := exit.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled()
 }
 
 // firstLine returns the first line of out that is not empty: the runtime's
