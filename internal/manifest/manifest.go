@@ -248,6 +248,16 @@ func Marshal(b *Backup) ([]byte, error) {
 	return append(out, '\n'), nil
 }
 
+// ErrInvalid is what Parse's errors match when it read a manifest whole and
+// it is not a valid one, as against one that could not be read.
+var ErrInvalid = errors.New("not a valid " + FileName)
+
+// invalid marks err as ErrInvalid and reads as err.
+type invalid struct{ error }
+
+func (e invalid) Is(target error) bool { return target == ErrInvalid }
+func (e invalid) Unwrap() error        { return e.error }
+
 // Parse reads and validates a manifest. Unknown fields are allowed so that a
 // newer minor writer stays readable; a newer schema version is not.
 func Parse(r io.Reader) (*Backup, error) {
@@ -256,14 +266,14 @@ func Parse(r io.Reader) (*Backup, error) {
 		return nil, fmt.Errorf("read %s: %w", FileName, err)
 	}
 	if len(data) > maxManifestSize {
-		return nil, fmt.Errorf("%s is larger than %d bytes", FileName, maxManifestSize)
+		return nil, invalid{fmt.Errorf("%s is larger than %d bytes", FileName, maxManifestSize)}
 	}
 	var b Backup
 	if err := json.Unmarshal(data, &b); err != nil {
-		return nil, fmt.Errorf("decode %s: %w", FileName, err)
+		return nil, invalid{fmt.Errorf("decode %s: %w", FileName, err)}
 	}
 	if err := b.Validate(); err != nil {
-		return nil, err
+		return nil, invalid{err}
 	}
 	return &b, nil
 }

@@ -1,6 +1,11 @@
 package remote_test
 
 import (
+	"fmt"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +16,7 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
 	"github.com/etcd-backup/etcd-backup/internal/remote"
+	"github.com/etcd-backup/etcd-backup/internal/store/gcs"
 	"github.com/etcd-backup/etcd-backup/internal/store/gcs/gcstest"
 )
 
@@ -91,5 +97,64 @@ func testChangedOnTheWay(t *testing.T, srv *gcstest.Server, b desttest.Backup) {
 		if strings.HasPrefix(o, url.Path+"/") {
 			t.Errorf("%s left after the failed upload", o)
 		}
+	}
+}
+
+// TestGCSReadCutOff: a download cut off on the way, each time (the client
+// resumes it until no data has come for the stall timeout), is a failed
+// read, exit 1, never a corrupt backup: list would call the backup corrupt
+// and download --latest pass over it for an older one.
+func TestGCSReadCutOff(t *testing.T) {
+	bs := desttest.Save(t)
+	srv := gcstest.New(t, bucket)
+	emulator, err := url.Parse(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := httputil.NewSingleHostReverseProxy(emulator)
+	tests := []struct {
+		name string
+		file string
+		cut  int
+	}{
+		{"backup.json", manifest.FileName, 0},
+		{"resources archive", ".tar.gz", 0},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := gcstest.NewProxy(t, srv)
+			c := clientWith(t, gcs.Options{EmulatorHost: p.Host(), StallTimeout: 200 * time.Millisecond})
+			d := remote.NewDest(c, mustURL(t, fmt.Sprintf("gs://%s/cut%d", bucket, i)), remote.UploadOptions{}, func() error { return nil })
+			for _, b := range bs {
+				if _, err := destination.UploadDir(t.Context(), d, b.Dir, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			p.Add(gcstest.Fault{Match: func(r *http.Request) bool {
+				// Object data, not its metadata.
+				return r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, tt.file) && r.URL.Query().Get("alt") == "media"
+			}, Do: func(w http.ResponseWriter, r *http.Request) {
+				next.ServeHTTP(desttest.CutAfter(w, tt.cut), r)
+			}})
+			entries, err := d.List(t.Context())
+			for _, e := range entries {
+				if e.State != destination.Complete {
+					t.Errorf("list: %s %s (%s), want it complete or the listing failed", e.URL, e.State, e.Problem)
+				}
+			}
+			if err != nil && exitcode.Of(err) != exitcode.Failure {
+				t.Errorf("list: %v (exit %d), want exit %d", err, exitcode.Of(err), exitcode.Failure)
+			}
+			found, err := destination.Newest(t.Context(), d, "", desttest.Log(t))
+			if err == nil {
+				_, err = destination.LatestGood(d, found, desttest.Log(t), func(name string) (*manifest.Backup, error) {
+					return destination.Download(t.Context(), d, name, filepath.Join(t.TempDir(), "down"), nil)
+				})
+			}
+			if exitcode.Of(err) != exitcode.Failure {
+				t.Errorf("download --latest with each %s cut off: %v (exit %d), want exit %d", tt.name, err, exitcode.Of(err), exitcode.Failure)
+			}
+			t.Log(err)
+		})
 	}
 }

@@ -59,12 +59,14 @@ func localBackup(t *testing.T) (string, *manifest.Backup) {
 // client returns a remote client talking to host with short retries.
 func client(t *testing.T, host string) *remote.Client {
 	t.Helper()
-	c, err := gcs.New(t.Context(), gcs.Options{
-		EmulatorHost:  host,
-		RetryDeadline: time.Second,
-		RetryInitial:  time.Millisecond,
-		RetryMax:      10 * time.Millisecond,
-	})
+	return clientWith(t, gcs.Options{EmulatorHost: host})
+}
+
+// clientWith returns a remote client with o and short retries.
+func clientWith(t *testing.T, o gcs.Options) *remote.Client {
+	t.Helper()
+	o.RetryDeadline, o.RetryInitial, o.RetryMax = time.Second, time.Millisecond, 10*time.Millisecond
+	c, err := gcs.New(t.Context(), o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -298,8 +298,13 @@ func (c *Client) parseManifest(ctx context.Context, st Store, ref Ref, obj *stor
 	}
 	defer r.Close()
 	b, err := manifest.Parse(r)
-	if err != nil {
+	if errors.Is(err, manifest.ErrInvalid) || errors.Is(err, store.ErrCorrupt) {
 		return nil, failed("%s: %w", ref, err)
+	}
+	if err != nil {
+		// Cut off on the way, which says nothing about the backup; the
+		// error names the object.
+		return nil, err
 	}
 	if b.ClusterKey() != ref.ClusterID || b.Timestamp != ref.Timestamp || (ref.Snapshot != "" && refOf(ref.Dest, b).Snapshot != ref.Snapshot) {
 		return nil, failed("%s: %s describes backup %s of cluster %s, not this one", ref, manifest.FileName, refOf(ref.Dest, b).dir(), b.ClusterKey())

@@ -51,8 +51,11 @@ func Manifest(dir string) (*manifest.Backup, error) {
 	}
 	defer f.Close()
 	b, err := manifest.Parse(f)
-	if err != nil {
+	if errors.Is(err, manifest.ErrInvalid) {
 		return nil, exitcode.With(exitcode.Verify, err)
+	}
+	if err != nil {
+		return nil, err
 	}
 	return b, nil
 }

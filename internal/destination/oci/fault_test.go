@@ -142,56 +142,41 @@ func testFaults(t *testing.T, bs []desttest.Backup) {
 	}
 }
 
-// cutOff drops the connection of every download of a blob after its first
-// 1 KiB: past an encrypted file's header, inside the archive.
-func cutOff(reg *ocitest.Registry, digest string) func(http.ResponseWriter, *http.Request) bool {
+// cutOff drops the connection of every download of a blob after its
+// first n bytes. containers/image resumes a download that made progress,
+// where the registry takes a range.
+func cutOff(reg *ocitest.Registry, digest string, n int) func(http.ResponseWriter, *http.Request) bool {
 	return first(1000, func(r *http.Request) bool {
 		return r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/blobs/sha256:"+digest)
 	}, func(w http.ResponseWriter, r *http.Request) {
-		reg.Handler.ServeHTTP(&cutWriter{ResponseWriter: w, left: 1 << 10}, r)
+		reg.Handler.ServeHTTP(desttest.CutAfter(w, n), r)
 	})
 }
 
-// cutWriter passes left bytes of a response, then resets the connection.
-type cutWriter struct {
-	http.ResponseWriter
-	left int
-}
-
-func (c *cutWriter) Write(p []byte) (int, error) {
-	if c.left < 0 {
-		return 0, net.ErrClosed
-	}
-	n := min(len(p), c.left)
-	c.ResponseWriter.Write(p[:n])
-	if c.left -= n; n == len(p) {
-		return n, nil
-	}
-	c.left = -1
-	rc := http.NewResponseController(c.ResponseWriter)
-	rc.Flush()
-	if conn, _, err := rc.Hijack(); err == nil {
-		if tc, ok := conn.(*net.TCPConn); ok {
-			tc.SetLinger(0)
-		}
-		conn.Close()
-	}
-	return n, net.ErrClosed
-}
-
-// testReadFaults: a resources archive whose download is cut off is a
-// failed read (exit 1, retry), never a failed check (exit 4), which would
-// call the backup unusable and make download --latest pass over it for an
-// older one. Plain, encrypted with the key, and encrypted without it.
+// testReadFaults: a resources archive or backup.json whose download is cut
+// off is a failed read (exit 1, retry), never a failed check (exit 4) or a
+// corrupt backup in a listing, which would call the backup unusable and
+// make download --latest pass over it for an older one. Plain, encrypted
+// with the key, and encrypted without it.
 func testReadFaults(t *testing.T, bs []desttest.Backup) {
 	reg := ocitest.Start(t, ocitest.Options{})
 	key := desttest.AgeKey(t)
 	cases := []struct {
 		name    string
+		file    string
 		encrypt bool
 		run     func(t *testing.T, d destination.Dest, name string) error
 	}{
-		{"download --latest", false, func(t *testing.T, d destination.Dest, _ string) error {
+		{"list", manifest.FileName, false, func(t *testing.T, d destination.Dest, _ string) error {
+			entries, err := d.List(t.Context())
+			for _, e := range entries {
+				if e.State != destination.Complete {
+					t.Errorf("list: %s %s (%s), want it complete or the listing failed", e.URL, e.State, e.Problem)
+				}
+			}
+			return err
+		}},
+		{"download --latest", manifest.KindResources, false, func(t *testing.T, d destination.Dest, _ string) error {
 			found, err := destination.Newest(t.Context(), d, "", desttest.Log(t))
 			if err != nil {
 				t.Fatal(err)
@@ -201,11 +186,11 @@ func testReadFaults(t *testing.T, bs []desttest.Backup) {
 			})
 			return err
 		}},
-		{"download with the key", true, func(t *testing.T, d destination.Dest, name string) error {
+		{"download with the key", manifest.KindResources, true, func(t *testing.T, d destination.Dest, name string) error {
 			_, err := destination.Download(t.Context(), d, name, filepath.Join(t.TempDir(), "down"), desttest.Identity(t, key))
 			return err
 		}},
-		{"verify without the key", true, func(t *testing.T, d destination.Dest, name string) error {
+		{"verify without the key", manifest.KindResources, true, func(t *testing.T, d destination.Dest, name string) error {
 			_, err := destination.Verify(t.Context(), d, name, verify.Options{Log: desttest.Log(t)}, nil)
 			return err
 		}},
@@ -228,16 +213,23 @@ func testReadFaults(t *testing.T, bs []desttest.Backup) {
 					t.Fatal(err)
 				}
 			}
-			s, err := d.Open(t.Context(), res.Name)
-			if err != nil {
-				t.Fatal(err)
+			// backup.json before its first byte; the archive past an
+			// encrypted file's header.
+			_, cut, _ := strings.Cut(res.Files[manifest.FileName], "@sha256:")
+			after := 0
+			if c.file != manifest.FileName {
+				after = 1 << 10
+				s, err := d.Open(t.Context(), res.Name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cut = s.Manifest().File(c.file).Content().SHA256
+				s.Close()
 			}
-			archive := s.Manifest().File(manifest.KindResources).Content().SHA256
-			s.Close()
-			p.Fault = cutOff(reg, archive)
+			p.Fault = cutOff(reg, cut, after)
 			err = c.run(t, d, res.Name)
 			if exitcode.Of(err) != exitcode.Failure || !strings.Contains(err.Error(), "reset") {
-				t.Errorf("%s with the archive cut off: %v (exit %d), want exit %d naming the reset", c.name, err, exitcode.Of(err), exitcode.Failure)
+				t.Errorf("%s with its %s cut off: %v (exit %d), want exit %d naming the reset", c.name, c.file, err, exitcode.Of(err), exitcode.Failure)
 			}
 		})
 	}

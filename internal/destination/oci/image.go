@@ -16,6 +16,7 @@ import (
 	"go.podman.io/image/v5/types"
 
 	"github.com/etcd-backup/etcd-backup/internal/destination"
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
 )
 
@@ -146,7 +147,7 @@ func (d *Dest) layerManifest(ctx context.Context, src types.ImageSource, desc im
 		defer rc.Close()
 		r, err := entry(rc, manifest.FileName)
 		if err != nil {
-			return permanent{fmt.Errorf("the layer holds no %s: %w", path.Join(imageDir, manifest.FileName), err)}
+			return permanent{exitcode.With(exitcode.Verify, fmt.Errorf("the layer holds no %s: %w", path.Join(imageDir, manifest.FileName), err))}
 		}
 		data, err = io.ReadAll(io.LimitReader(r, maxManifestBytes+1))
 		return err

@@ -58,7 +58,10 @@ func (d *Dest) load(ctx context.Context, tag string) (*loaded, error) {
 		return nil, err
 	}
 	l := &loaded{src: src, tag: tag, digest: digest.FromBytes(mb)}
-	l.problem = d.inspect(rctx, l, mb)
+	if l.problem, err = d.inspect(rctx, l, mb); err != nil {
+		src.Close()
+		return nil, err
+	}
 	return l, nil
 }
 
@@ -106,13 +109,15 @@ func notFound(err error) bool {
 		isCode(err, v2.ErrorCodeManifestUnknown) || isCode(err, v2.ErrorCodeNameUnknown)
 }
 
-// inspect fills l from the manifest bytes and says what is wrong, if anything.
-func (d *Dest) inspect(ctx context.Context, l *loaded, mb []byte) string {
+// inspect fills l from the manifest bytes and says what is wrong, if
+// anything. It fails only when backup.json could not be read, which says
+// nothing about the backup.
+func (d *Dest) inspect(ctx context.Context, l *loaded, mb []byte) (string, error) {
 	if len(mb) > maxManifestBytes {
-		return "manifest is too large to be a backup"
+		return "manifest is too large to be a backup", nil
 	}
 	if err := json.Unmarshal(mb, &l.m); err != nil {
-		return "manifest is not JSON: " + err.Error()
+		return "manifest is not JSON: " + err.Error(), nil
 	}
 	var raw []byte
 	var err error
@@ -121,37 +126,40 @@ func (d *Dest) inspect(ctx context.Context, l *loaded, mb []byte) string {
 		l.layer = &l.m.Layers[0]
 		raw, err = d.layerManifest(ctx, l.src, *l.layer)
 	case l.m.MediaType != imgspecv1.MediaTypeImageManifest || l.m.ArtifactType != ArtifactType:
-		return "not a backup written by etcd-backup (artifactType " + strconv.Quote(l.m.ArtifactType) + ")"
+		return "not a backup written by etcd-backup (artifactType " + strconv.Quote(l.m.ArtifactType) + ")", nil
 	default:
 		desc, ok := layerNamed(&l.m, manifest.FileName)
 		if !ok {
-			return "manifest has no " + manifest.FileName + " layer"
+			return "manifest has no " + manifest.FileName + " layer", nil
 		}
 		raw, err = d.blob(ctx, l.src, desc)
 	}
+	if exitcode.Of(err) == exitcode.Verify {
+		return err.Error(), nil
+	}
 	if err != nil {
-		return err.Error()
+		return "", err
 	}
 	l.raw = raw
 	b, err := manifest.Parse(bytes.NewReader(raw))
 	if err != nil {
-		return err.Error()
+		return err.Error(), nil
 	}
 	l.b = b
 	if b.Tool.Name != manifest.ToolName {
-		return manifest.FileName + " was written by " + strconv.Quote(b.Tool.Name)
+		return manifest.FileName + " was written by " + strconv.Quote(b.Tool.Name), nil
 	}
 	l.ours = true
 	for _, layer := range l.m.Layers {
 		if err := d.t.stored(layer.Digest, layer.Size); err != nil {
-			return fmt.Sprintf("layer %s: %v", layer.Annotations[annotationTitle], err)
+			return fmt.Sprintf("layer %s: %v", layer.Annotations[annotationTitle], err), nil
 		}
 	}
 	if l.layer != nil {
 		// The files are checked as they are read out of the layer.
-		return ""
+		return "", nil
 	}
-	return filesMatch(&l.m, b)
+	return filesMatch(&l.m, b), nil
 }
 
 // filesMatch says how the layers differ from what backup.json records.
@@ -171,7 +179,7 @@ func filesMatch(m *imgspecv1.Manifest, b *manifest.Backup) string {
 // blob reads a small blob whole and checks its digest.
 func (d *Dest) blob(ctx context.Context, src types.ImageSource, desc imgspecv1.Descriptor) ([]byte, error) {
 	if desc.Size > maxManifestBytes {
-		return nil, fmt.Errorf("%s is %d bytes, too large", desc.Annotations[annotationTitle], desc.Size)
+		return nil, exitcode.With(exitcode.Verify, fmt.Errorf("%s is %d bytes, too large", desc.Annotations[annotationTitle], desc.Size))
 	}
 	var data []byte
 	err := retry(ctx, d.opts.RetryBase, d.opts.Log, "read "+desc.Annotations[annotationTitle], func() error {
@@ -187,7 +195,7 @@ func (d *Dest) blob(ctx context.Context, src types.ImageSource, desc imgspecv1.D
 		return nil, err
 	}
 	if got := digest.FromBytes(data); got != desc.Digest {
-		return nil, fmt.Errorf("%s has digest %s, the manifest says %s", desc.Annotations[annotationTitle], got, desc.Digest)
+		return nil, exitcode.With(exitcode.Verify, fmt.Errorf("%s has digest %s, the manifest says %s", desc.Annotations[annotationTitle], got, desc.Digest))
 	}
 	return data, nil
 }
