@@ -158,3 +158,34 @@ func TestGCSReadCutOff(t *testing.T) {
 		})
 	}
 }
+
+// TestGCSPermissionDenied: credentials that the bucket refuses (an IAM
+// role missing, a Workload Identity binding to the wrong account) are
+// configuration, exit 2, as a registry's refusal is; a retry cannot help.
+func TestGCSPermissionDenied(t *testing.T) {
+	bs := desttest.Save(t)
+	srv := gcstest.New(t, bucket)
+	p := gcstest.NewProxy(t, srv)
+	d := remote.NewDest(client(t, p.Host()), mustURL(t, "gs://"+bucket+"/denied"), remote.UploadOptions{}, func() error { return nil })
+	res, err := destination.UploadDir(t.Context(), d, bs[0].Dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Add(gcstest.Fault{Do: gcstest.Status(http.StatusForbidden)})
+	ops := []struct {
+		name string
+		run  func() error
+	}{
+		{"upload", func() error { _, err := destination.UploadDir(t.Context(), d, bs[1].Dir, nil); return err }},
+		{"list", func() error { _, err := d.List(t.Context()); return err }},
+		{"download", func() error {
+			_, err := destination.Download(t.Context(), d, res.Name, filepath.Join(t.TempDir(), "down"), nil)
+			return err
+		}},
+	}
+	for _, op := range ops {
+		if err := op.run(); exitcode.Of(err) != exitcode.Usage || !strings.Contains(err.Error(), "IAM roles") {
+			t.Errorf("%s refused: %v (exit %d), want exit %d naming the IAM roles", op.name, err, exitcode.Of(err), exitcode.Usage)
+		}
+	}
+}

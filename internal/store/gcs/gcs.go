@@ -30,6 +30,7 @@ import (
 	"google.golang.org/api/iterator"
 	"google.golang.org/api/option"
 
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/progress"
 	"github.com/etcd-backup/etcd-backup/internal/store"
 )
@@ -525,7 +526,8 @@ func (b *Bucket) mapErr(err, failed error) error {
 	case http.StatusPreconditionFailed:
 		return fmt.Errorf("%w: %w", failed, err)
 	case http.StatusForbidden, http.StatusUnauthorized:
-		return fmt.Errorf("%w (check the IAM roles of the credentials in use): %w", store.ErrPermission, err)
+		// Configuration, as a registry's refusal is: no retry grants a role.
+		return exitcode.With(exitcode.Usage, fmt.Errorf("%w (check the IAM roles of the credentials in use): %w", store.ErrPermission, err))
 	}
 	return err
 }
