@@ -273,7 +273,12 @@ func readKeyFile(path string) ([]byte, error) {
 	if len(data) > maxKeyFile {
 		return nil, fmt.Errorf("%s is larger than %d bytes: not a key file", path, maxKeyFile)
 	}
-	return data, nil
+	// Windows editors and shells mark the text they write: a UTF-8 mark
+	// goes, UTF-16 (Windows PowerShell's Out-File) cannot be read as keys.
+	if bytes.HasPrefix(data, []byte{0xff, 0xfe}) || bytes.HasPrefix(data, []byte{0xfe, 0xff}) {
+		return nil, fmt.Errorf("%s is UTF-16 text, as Windows PowerShell's Out-File writes: save it as UTF-8 or ASCII (Set-Content, or Out-File -Encoding ascii)", path)
+	}
+	return bytes.TrimPrefix(data, []byte("\ufeff")), nil
 }
 
 func usage(err error) error { return exitcode.With(exitcode.Usage, err) }

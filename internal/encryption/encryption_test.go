@@ -353,6 +353,50 @@ func TestReadIdentityErrors(t *testing.T) {
 	}
 }
 
+// TestKeyFileMarks: key files saved on Windows start with a byte order
+// mark. A UTF-8 one is skipped; UTF-16 text (Windows PowerShell's
+// Out-File) is refused saying so, rather than as a key that does not parse.
+func TestKeyFileMarks(t *testing.T) {
+	keyPath, pub := ageKey(t)
+	sshPath, sshPub := sshKey(t, "")
+	marked := func(path, mark string) string {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(t.TempDir(), "marked")
+		if err := os.WriteFile(out, append([]byte(mark), data...), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	recipients := filepath.Join(t.TempDir(), "recipients")
+	if err := os.WriteFile(recipients, []byte(pub+"\n"+sshPub+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := ParseRecipients(nil, []string{marked(recipients, "\ufeff")})
+	if err != nil || len(rs.Keys()) != 2 {
+		t.Fatalf("recipients file with a UTF-8 mark: %v, %v; want both keys", rs, err)
+	}
+	cipher := encrypt(t, rs, []byte("etcd"))
+	for _, path := range []string{keyPath, sshPath} {
+		id, err := ReadIdentity(marked(path, "\ufeff"), nil)
+		if err != nil {
+			t.Fatalf("identity with a UTF-8 mark: %v", err)
+		}
+		if got, err := decrypt(id, cipher); err != nil || string(got) != "etcd" {
+			t.Errorf("decrypt with %s: %q, %v", path, got, err)
+		}
+	}
+	utf16 := "\xff\xfe" + strings.Join(strings.Split(pub, ""), "\x00") + "\x00"
+	if _, err := ParseRecipients(nil, []string{marked(recipients, utf16)}); err == nil || !strings.Contains(err.Error(), "UTF-16") {
+		t.Errorf("UTF-16 recipients file: %v, want it named UTF-16", err)
+	}
+	if _, err := ReadIdentity(marked(keyPath, utf16), nil); exitcode.Of(err) != exitcode.Usage || !strings.Contains(err.Error(), "UTF-16") {
+		t.Errorf("UTF-16 identity: %v (exit %d), want exit %d naming UTF-16", err, exitcode.Of(err), exitcode.Usage)
+	}
+}
+
 // TestAgeCLIInterop: what this package writes, the age command decrypts,
 // and what the age command writes, this package decrypts.
 func TestAgeCLIInterop(t *testing.T) {
