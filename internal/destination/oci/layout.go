@@ -142,11 +142,13 @@ func (l layoutDir) prepare(name string, size int64) error {
 }
 
 // seal gives every file of the layout mode 0600: containers/image writes
-// blobs 0644, and a backup holds every Secret of a cluster. Then it
-// flushes the layout's file system: a layout is carried away on removable
-// media, which may be pulled as soon as the upload says it is done.
+// blobs 0644, and a backup holds every Secret of a cluster. Only the
+// layout's own files: its directory may hold others (the root of a USB
+// stick), which are not this tool's to change. Then it flushes the
+// layout's file system: a layout is carried away on removable media, which
+// may be pulled as soon as the upload says it is done.
 func (l layoutDir) seal() error {
-	err := filepath.WalkDir(string(l), func(path string, e fs.DirEntry, err error) error {
+	err := filepath.WalkDir(filepath.Join(string(l), imgspecv1.ImageBlobsDir), func(path string, e fs.DirEntry, err error) error {
 		if err != nil || !e.Type().IsRegular() {
 			return err
 		}
@@ -154,6 +156,11 @@ func (l layoutDir) seal() error {
 	})
 	if err != nil {
 		return err
+	}
+	for _, name := range []string{imgspecv1.ImageLayoutFile, imgspecv1.ImageIndexFile} {
+		if err := os.Chmod(filepath.Join(string(l), name), 0o600); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
 	}
 	return l.sync()
 }

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -345,6 +346,17 @@ func testRegistryConformanceTLS(t *testing.T, bs []desttest.Backup) {
 // pulled at once.
 func testLayoutModes(t *testing.T, bs []desttest.Backup) {
 	root := filepath.Join(t.TempDir(), "layout")
+	// Files that are not the layout's, as at the root of a USB stick, keep
+	// their modes.
+	others := []string{filepath.Join(root, "README.txt"), filepath.Join(root, "photos", "a.jpg")}
+	for _, path := range others {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte("not a backup"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	d := openDest(t, "oci:"+root, destination.RegistryOptions{})
 	b := bs[0]
 	up := putAll(t, d, b)
@@ -361,7 +373,13 @@ func testLayoutModes(t *testing.T, bs []desttest.Backup) {
 			return err
 		}
 		want := fs.FileMode(0o600)
-		if e.IsDir() {
+		switch {
+		case slices.Contains(others, path), path == root, path == filepath.Dir(others[1]):
+			want = 0o644
+			if e.IsDir() {
+				want = 0o755
+			}
+		case e.IsDir():
 			want = 0o700
 		}
 		if fi.Mode().Perm() != want {
