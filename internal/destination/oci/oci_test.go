@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -90,6 +91,7 @@ func TestOCI(t *testing.T) {
 	t.Run("ListTogether", func(t *testing.T) { testListTogether(t, bs) })
 	t.Run("LayoutDamagedIndex", func(t *testing.T) { testLayoutDamagedIndex(t, bs) })
 	t.Run("MissingBlob", func(t *testing.T) { testMissingBlob(t, bs) })
+	t.Run("LayoutLostManifest", func(t *testing.T) { testLayoutLostManifest(t, bs) })
 	t.Run("ArtifactRefused", func(t *testing.T) { testArtifactRefused(t, bs) })
 	t.Run("LayoutCommitsOneAtATime", func(t *testing.T) { testLayoutCommitsOneAtATime(t, bs) })
 	t.Run("LayoutIndexReplaced", func(t *testing.T) { testLayoutIndexReplaced(t, bs) })
@@ -444,6 +446,43 @@ func holdLayout(t *testing.T, dir string) (release func()) {
 		t.Fatal(err)
 	}
 	return func() { held.Close() }
+}
+
+// testLayoutLostManifest: a layout whose index names a backup whose
+// manifest file is gone (media copied in part) lists the others, and says
+// which backup cannot be read and why, where it said nothing and, with no
+// other backup, that nothing was stored there.
+func testLayoutLostManifest(t *testing.T, bs []desttest.Backup) {
+	dir := filepath.Join(t.TempDir(), "layout")
+	var logs bytes.Buffer
+	o := options(t, destination.RegistryOptions{})
+	o.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	d, err := kinds().Open(t.Context(), "oci:"+dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	var lost destination.Result
+	for i, b := range bs[:2] {
+		res, err := destination.UploadDir(t.Context(), d, b.Dir, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 1 {
+			lost = res
+		}
+	}
+	if err := os.Remove(filepath.Join(dir, "blobs", "sha256", strings.TrimPrefix(lost.Digest, "sha256:"))); err != nil {
+		t.Fatal(err)
+	}
+	logs.Reset()
+	entries, err := d.List(t.Context())
+	if err != nil || len(entries) != 1 || entries[0].State != destination.Complete || entries[0].Name == lost.Name {
+		t.Fatalf("list = %v, %v; want the other backup, complete", entries, err)
+	}
+	if !strings.Contains(logs.String(), lost.URL+" cannot be read") || !strings.Contains(logs.String(), "is missing") {
+		t.Errorf("list said nothing of %s, whose manifest is gone:\n%s", lost.URL, logs.String())
+	}
 }
 
 // testMissingBlob: a backup whose manifest names a blob that is gone (a

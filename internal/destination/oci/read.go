@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -91,6 +92,10 @@ func (d *Dest) manifestOf(ctx, rctx context.Context, tag string) (types.ImageSou
 	if err != nil && src != nil {
 		src.Close()
 	}
+	if path := lostManifest(err); path != "" {
+		d.opts.Log.Warn(d.t.url(tag) + " cannot be read: its manifest, " + path + ", is missing (a layout copied in part, or a file removed)")
+		return nil, nil, nil
+	}
 	if notFound(err) {
 		return nil, nil, nil
 	}
@@ -101,6 +106,17 @@ func (d *Dest) manifestOf(ctx, rctx context.Context, tag string) (types.ImageSou
 	d.digests[tag] = digest.FromBytes(mb)
 	d.mu.Unlock()
 	return src, mb, nil
+}
+
+// lostManifest returns the path of a layout's manifest blob when err says
+// that the index names it and its file is gone: a backup that is there,
+// and cannot be read, unlike a tag the index does not name.
+func lostManifest(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) && errors.Is(err, fs.ErrNotExist) && filepath.Base(filepath.Dir(filepath.Dir(pe.Path))) == imgspecv1.ImageBlobsDir {
+		return pe.Path
+	}
+	return ""
 }
 
 func notFound(err error) bool {
