@@ -30,7 +30,7 @@ func verifyCommand() *command {
 			fs.BoolVar(&latest, "latest", false, "TARGET is a destination (as given to upload): verify its newest complete backup")
 			fs.StringVar(&clusterID, "cluster-id", "", "with --latest, the cluster whose backup to verify (needed when the prefix holds several)")
 			fs.BoolVar(&o.Restore, "restore", false, "also restore the snapshot into a scratch directory with etcd's restore code and compare")
-			fs.StringVar(&o.ScratchDir, "scratch-dir", "", "where the trial restore writes (default: the system temp dir); needs about the snapshot's size")
+			fs.StringVar(&o.ScratchDir, "scratch-dir", "", "where the trial restore writes (default: the system temp dir); needs about the snapshot's size and 64 MiB, and the backup's size besides when BACKUP is stored at a destination")
 			fs.Var((*longDuration)(&maxAge), "max-age", "exit 5 when the backup verified (with --latest: the newest complete one) is older than this, or there is none, or it is dated over 5m after this machine's clock, e.g. 26h (0: any age)")
 			df := addDestFlags(fs, "fail when the service answers nothing for this long", false)
 			identity := addIdentityFlag(fs)

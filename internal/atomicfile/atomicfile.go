@@ -237,6 +237,11 @@ func Fits(dir, name string, size int64) error {
 	return exitcode.With(exitcode.Usage, fmt.Errorf("%s is on a FAT file system, which holds files of at most 4 GiB less one byte, and %s is %d bytes: %s", dir, name, size, toFix))
 }
 
+// NoRoom reports whether err is a file system out of space or quota.
+func NoRoom(err error) bool {
+	return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT)
+}
+
 // TooLarge says what to do about err when it is a file system refusing a
 // file for its size (EFBIG), a configuration no retry cures (exit 2), and
 // returns err as it is otherwise.

@@ -21,6 +21,7 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/encryption"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
+	"github.com/etcd-backup/etcd-backup/internal/progress"
 	"github.com/etcd-backup/etcd-backup/internal/verify"
 )
 
@@ -132,7 +133,21 @@ func Download(ctx context.Context, d Dest, name, dir string, id *encryption.Iden
 		return nil, err
 	}
 	defer s.Close()
-	return download(ctx, d, name, s, dir, id)
+	b, err := download(ctx, d, name, s, dir, id)
+	if err != nil {
+		return nil, noRoom(err, dir, s.Manifest().Size())
+	}
+	return b, nil
+}
+
+// noRoom says what to do about err when it is the file system of dir out
+// of space or quota for a download of need bytes, and returns err as it is
+// otherwise.
+func noRoom(err error, dir string, need int64) error {
+	if !atomicfile.NoRoom(err) {
+		return err
+	}
+	return fmt.Errorf("%w: the backup needs about %s in %s: free space there, or download into a directory with room", err, progress.Bytes(need), dir)
 }
 
 // download writes the opened backup s, named name at d, into dir.
@@ -305,8 +320,9 @@ func Verify(ctx context.Context, d Dest, name string, opts verify.Options, id *e
 		}
 		defer os.RemoveAll(scratch)
 		dir := filepath.Join(scratch, "backup")
+		opts.ScratchHeld = b.Size()
 		if _, err := download(ctx, d, name, s, dir, id); err != nil {
-			return nil, err
+			return nil, verify.ScratchFull(err, b, filepath.Dir(scratch), opts.ScratchHeld)
 		}
 		return verify.Dir(ctx, dir, opts)
 	}

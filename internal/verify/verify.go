@@ -22,6 +22,7 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/atomicfile"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
+	"github.com/etcd-backup/etcd-backup/internal/progress"
 	"github.com/etcd-backup/etcd-backup/internal/snapshot"
 	"github.com/etcd-backup/etcd-backup/internal/staticpod"
 )
@@ -32,7 +33,10 @@ type Options struct {
 	Restore bool
 	// ScratchDir holds the trial restore; empty means the system default.
 	ScratchDir string
-	Log        *slog.Logger
+	// ScratchHeld is what the caller keeps in ScratchDir beside the trial
+	// restore (a backup it downloaded there), told in the room it needs.
+	ScratchHeld int64
+	Log         *slog.Logger
 }
 
 // failed marks err as a verification failure (exit 4).
@@ -280,29 +284,35 @@ func sameContent(b *manifest.Backup, st snapshot.Status, what string) error {
 	return nil
 }
 
-// restoreError tells a trial restore of snap into scratchDir that failed
-// for want of room there, which says nothing about the backup, from one
-// that failed on the snapshot (exit 4). Restore names the snapshot.
-func restoreError(err error, snap, scratchDir string) error {
+// restoreError tells a trial restore into scratchDir that failed for want
+// of room there (ScratchFull) from one that failed on the snapshot (exit 4).
+// Restore names the snapshot.
+func restoreError(err error, b *manifest.Backup, scratchDir string, held int64) error {
 	switch {
-	case errors.Is(err, unix.ENOSPC), errors.Is(err, unix.EDQUOT):
-		return fmt.Errorf("%w: the trial restore needs about %d MiB in %s (the database, and 64 MiB for etcd's log), which says nothing about the backup: free space there, or give --scratch-dir on a file system with room", err, restoreRoom(snap)>>20, scratchDir)
+	case atomicfile.NoRoom(err):
+		return ScratchFull(err, b, scratchDir, held)
 	case errors.Is(err, unix.EFBIG):
 		return atomicfile.TooLarge(err)
 	}
 	return exitcode.With(exitcode.Verify, err)
 }
 
-// restoreRoom is about what a trial restore of the snapshot at path
-// writes: the database, and the first segment of etcd's write-ahead log,
-// which etcd allocates whole.
-func restoreRoom(path string) int64 {
-	const walSegment = 64 << 20
-	fi, err := os.Stat(path)
-	if err != nil {
-		return walSegment
+// ScratchFull tells err, when the file system of scratchDir ran out of
+// space or quota, as what it is: a trial restore of b short of room, which
+// says nothing about the backup. held is what the caller keeps there
+// beside the restore. It returns err as it is otherwise.
+func ScratchFull(err error, b *manifest.Backup, scratchDir string, held int64) error {
+	if !atomicfile.NoRoom(err) {
+		return err
 	}
-	return fi.Size() + walSegment
+	// etcd allocates the first segment of its write-ahead log whole.
+	const walSegment = 64 << 20
+	what := "the database, and 64 MiB for etcd's log"
+	if held > 0 {
+		what = "the backup downloaded there, its database restored, and 64 MiB for etcd's log"
+	}
+	need := held + b.File(manifest.KindSnapshot).Size + walSegment
+	return fmt.Errorf("%w: the trial restore needs about %s in %s (%s), which says nothing about the backup: free space there, or give --scratch-dir on a file system with room", err, progress.Bytes(need), scratchDir, what)
 }
 
 func trialRestore(ctx context.Context, snap string, b *manifest.Backup, opts Options) error {
@@ -317,7 +327,7 @@ func trialRestore(ctx context.Context, snap string, b *manifest.Backup, opts Opt
 	case err != nil && ctx.Err() != nil:
 		return err
 	case err != nil:
-		return restoreError(err, snap, filepath.Dir(scratch))
+		return restoreError(err, b, filepath.Dir(scratch), opts.ScratchHeld)
 	}
 	if err := sameContent(b, st, "restored member"); err != nil {
 		return err

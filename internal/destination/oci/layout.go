@@ -380,7 +380,7 @@ func (l layoutDir) delete(ctx context.Context, sys *types.SystemContext, tag str
 		return ref.DeleteImage(ctx, sys)
 	}
 	err = l.staged(sys, tag, edit)
-	if full(err) {
+	if atomicfile.NoRoom(err) {
 		// A full medium has no room for the next index until the blobs
 		// are gone, and a prune is how it gets room: here the blobs go
 		// first, all but the manifest, which the edit reads, and a

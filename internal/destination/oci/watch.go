@@ -110,16 +110,10 @@ func transient(ctx context.Context, err error) bool {
 	var rejected types.ManifestTypeRejectedError
 	switch {
 	case ctx.Err() != nil, errors.As(err, &p), notFound(err), settingsHint(err) != "",
-		isCode(err, errcode.ErrorCodeUnsupported), errors.As(err, &rejected), full(err), unwritable(err), errors.Is(err, unix.EFBIG):
+		isCode(err, errcode.ErrorCodeUnsupported), errors.As(err, &rejected), atomicfile.NoRoom(err), unwritable(err), errors.Is(err, unix.EFBIG):
 		return false
 	}
 	return true
-}
-
-// full reports whether err is a file system out of space or quota: a
-// layout's removable medium, which a retry would only fill again.
-func full(err error) bool {
-	return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT)
 }
 
 // unwritable reports whether err is a file system that takes no writes
@@ -133,7 +127,7 @@ func unwritable(err error) bool {
 // can cure.
 func layoutError(err error) error {
 	switch {
-	case full(err):
+	case atomicfile.NoRoom(err):
 		return fmt.Errorf("%w: the file system is full; free space there, or give a destination with room for the backup", err)
 	case errors.Is(err, unix.EROFS):
 		return exitcode.With(exitcode.Usage, fmt.Errorf("%w: mount the media read-write, or give another destination", err))
