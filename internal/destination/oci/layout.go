@@ -197,7 +197,7 @@ func (l layoutDir) lock(ctx context.Context, wait time.Duration) (io.Closer, err
 		}
 		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
 			dir.Close()
-			return nil, fmt.Errorf("oci:%s is held by another run of etcd-backup (an upload or a prune) for more than %s (%w)", string(l), wait, err)
+			return nil, l.lockError(err, wait)
 		}
 		select {
 		case <-ctx.Done():
@@ -206,6 +206,16 @@ func (l layoutDir) lock(ctx context.Context, wait time.Duration) (io.Closer, err
 		case <-time.After(lockPoll):
 		}
 	}
+}
+
+// lockError tells a layout that another run held for longer than wait
+// from one whose file system takes no locks (ENOLCK: NFS without its lock
+// service; ENOTSUP, EINVAL: some network and FUSE file systems).
+func (l layoutDir) lockError(err error, wait time.Duration) error {
+	if errors.Is(err, unix.EWOULDBLOCK) {
+		return fmt.Errorf("oci:%s is held by another run of etcd-backup (an upload or a prune) for more than %s (%w)", string(l), wait, err)
+	}
+	return exitcode.With(exitcode.Usage, fmt.Errorf("lock oci:%s: %w: the file system there takes no locks, which keep two runs from dropping each other's backup from the layout's index; use a local file system, or for NFS run its lock service or mount with local_lock=flock", string(l), err))
 }
 
 // lockPoll is how often lock looks again at a layout another run holds.

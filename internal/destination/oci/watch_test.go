@@ -50,3 +50,28 @@ func TestRetryFileSystem(t *testing.T) {
 		})
 	}
 }
+
+// TestLockError: a layout whose file system takes no locks says so, exit
+// 2, where it was reported as held by another run for the whole wait; one
+// another run holds still says that.
+func TestLockError(t *testing.T) {
+	l := layoutDir(t.TempDir())
+	tests := []struct {
+		name string
+		err  error
+		code int
+		says string
+	}{
+		{"held", unix.EWOULDBLOCK, exitcode.Failure, "is held by another run of etcd-backup (an upload or a prune) for more than 30s"},
+		{"no lock service", unix.ENOLCK, exitcode.Usage, "the file system there takes no locks"},
+		{"not supported", unix.ENOTSUP, exitcode.Usage, "mount with local_lock=flock"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := l.lockError(tt.err, 30*time.Second)
+			if exitcode.Of(err) != tt.code || !strings.Contains(err.Error(), tt.says) || !errors.Is(err, tt.err) {
+				t.Errorf("%v (exit %d), want exit %d saying %q", err, exitcode.Of(err), tt.code, tt.says)
+			}
+		})
+	}
+}
