@@ -446,3 +446,36 @@ func testBodyTooLarge(t *testing.T, bs []desttest.Backup) {
 		}
 	}
 }
+
+// testQuotaFull: a registry whose quota is full (Quay and Harbor answer a
+// push past it with DENIED, as for a repository the credentials may not
+// write) ends the upload at the first refusal with the registry's reason
+// and what to do about a quota, where it sent the administrator only after
+// credentials; nothing counts as complete.
+func testQuotaFull(t *testing.T, bs []desttest.Backup) {
+	reg := ocitest.Start(t, ocitest.Options{})
+	p := reg.NewProxy(t)
+	var refused atomic.Int32
+	p.Fault = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/blobs/uploads/") {
+			return false
+		}
+		refused.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		io.WriteString(w, `{"errors":[{"code":"DENIED","message":"Quota has been exceeded on namespace","detail":{}}]}`)
+		return true
+	}
+	d := openDest(t, "docker://"+p.Host+"/backups/quota", destination.RegistryOptions{InsecureSkipTLSVerify: true})
+	_, err := destination.UploadDir(t.Context(), d, bs[0].Dir, nil)
+	if exitcode.Of(err) != exitcode.Usage || !strings.Contains(err.Error(), "Quota has been exceeded on namespace") || !strings.Contains(err.Error(), "prune old backups") {
+		t.Errorf("upload to a registry whose quota is full = %v (exit %d); want exit %d with the registry's reason and prune named", err, exitcode.Of(err), exitcode.Usage)
+	}
+	// The blobs go up side by side: each may be refused once, none twice.
+	if n := refused.Load(); n < 1 || n > 4 {
+		t.Errorf("the registry refused %d blob uploads; want at most one for each of the 4 blobs, none retried", n)
+	}
+	if entries, _ := d.List(t.Context()); len(entries) != 0 {
+		t.Errorf("after a refused upload %d backups are listed, want none", len(entries))
+	}
+}

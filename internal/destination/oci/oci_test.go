@@ -100,6 +100,7 @@ func TestOCI(t *testing.T) {
 	t.Run("LayoutDeleteBadEntry", func(t *testing.T) { testLayoutDeleteBadEntry(t, bs) })
 	t.Run("TagTakenMidway", func(t *testing.T) { testTagTakenMidway(t, bs) })
 	t.Run("BodyTooLarge", func(t *testing.T) { testBodyTooLarge(t, bs) })
+	t.Run("QuotaFull", func(t *testing.T) { testQuotaFull(t, bs) })
 	t.Run("PrunePinned", func(t *testing.T) { testPrunePinned(t, bs) })
 	t.Run("PruneAttachments", func(t *testing.T) { testPruneAttachments(t, bs) })
 }

@@ -97,8 +97,8 @@ func settingsError(err error) error {
 
 // settingsHint says what to give when err comes from settings that no
 // retry can cure: plain HTTP where TLS is verified, a certificate that no
-// trusted CA vouches for, credentials missing or refused, a limit on
-// request bodies smaller than a file. It is "" for any other error.
+// trusted CA vouches for, credentials missing or refused, access or room
+// denied, a limit on request bodies smaller than a file. It is "" for any other error.
 func settingsHint(err error) string {
 	var unknownCA x509.UnknownAuthorityError
 	var hostname x509.HostnameError
@@ -118,7 +118,8 @@ func settingsHint(err error) string {
 	case errors.As(err, &creds), isCode(err, errcode.ErrorCodeUnauthorized):
 		return "the registry wants credentials and got none it accepts: give --authfile FILE (or $REGISTRY_AUTH_FILE) with an entry for its host, e.g. the .dockerconfigjson of a docker-registry Secret"
 	case isCode(err, errcode.ErrorCodeDenied):
-		return "the registry denies these credentials the repository: give credentials that may push to and pull from it"
+		// Quay and Harbor deny a push past a full quota with the same code.
+		return "the registry denies the request for the reason it gives: when that is a full quota, prune old backups (the registry frees their room once it collects them) or have the quota raised; otherwise give credentials that may push to and pull from the repository"
 	case pageStatus(err) == http.StatusRequestEntityTooLarge:
 		return `the registry, or a proxy in front of it, refuses request bodies this large (HTTP 413): raise its limit (nginx: client_max_body_size 0; ingress-nginx: the annotation nginx.ingress.kubernetes.io/proxy-body-size: "0")`
 	}

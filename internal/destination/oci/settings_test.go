@@ -37,7 +37,7 @@ func TestSettingsError(t *testing.T) {
 		{"expired", ping(&tls.CertificateVerificationError{Err: x509.CertificateInvalidError{Reason: x509.Expired}}), "expired"},
 		{"no credentials", fmt.Errorf("fetching tags list: %w", errcode.Error{Code: errcode.ErrorCodeUnauthorized}), "--authfile"},
 		{"wrong password", docker.ErrUnauthorizedForCredentials{Err: errors.New("401")}, "--authfile"},
-		{"denied", fmt.Errorf("writing manifest: %w", errcode.Error{Code: errcode.ErrorCodeDenied}), "may push to and pull from it"},
+		{"denied", fmt.Errorf("writing manifest: %w", errcode.Error{Code: errcode.ErrorCodeDenied}), "may push to and pull from the repository"},
 		{"unavailable", fmt.Errorf("fetching blob: %w", errcode.Error{Code: errcode.ErrorCodeUnavailable}), ""},
 		{"bad gateway", fmt.Errorf("fetching blob: %w", docker.UnexpectedHTTPStatusError{StatusCode: http.StatusBadGateway}), ""},
 		{"reset", ping(io.ErrUnexpectedEOF), ""},
