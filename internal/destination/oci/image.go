@@ -2,6 +2,8 @@ package oci
 
 import (
 	"archive/tar"
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,9 +12,12 @@ import (
 	"path"
 	"time"
 
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
+	cimanifest "go.podman.io/image/v5/manifest"
 	"go.podman.io/image/v5/types"
 
 	"github.com/etcd-backup/etcd-backup/internal/destination"
@@ -130,26 +135,135 @@ func (u *upload) commitImage(ctx context.Context, b *manifest.Backup, data []byt
 	return u.pushManifest(ctx, b, m)
 }
 
-// isImage says whether m is a backup in the image form.
+// isImage says whether m may be a backup in the image form: as upload
+// pushed it, or as a copy converted on the way to a mirror (skopeo copy
+// --format v2s2), which keeps the tar in the layer, compressed, and drops
+// the annotations. inspect reads backup.json out of the layer to know.
 func isImage(m *imgspecv1.Manifest) bool {
-	return m.MediaType == imgspecv1.MediaTypeImageManifest && m.ArtifactType == "" &&
-		m.Annotations[AnnotationFormat] == destination.FormatImage && len(m.Layers) == 1
+	if len(m.Layers) != 1 || m.ArtifactType != "" {
+		return false
+	}
+	switch m.MediaType {
+	case imgspecv1.MediaTypeImageManifest:
+		return m.Annotations[AnnotationFormat] == destination.FormatImage || len(m.Annotations) == 0
+	case cimanifest.DockerV2Schema2MediaType:
+		return true
+	}
+	return false
 }
+
+// layerStream streams the image form's layer as a tar, decompressed when a
+// copy compressed it.
+func (d *Dest) layerStream(ctx context.Context, src types.ImageSource, desc imgspecv1.Descriptor) (*layerReader, error) {
+	rc, err := d.stream(ctx, src, layerTitle, desc.Digest, desc.Size)
+	if err != nil {
+		return nil, err
+	}
+	l := &layerReader{r: rc}
+	if err := l.decompress(rc.Close); err != nil {
+		rc.Close()
+		return nil, l.blame(err)
+	}
+	return l, nil
+}
+
+// decompress sets l up to read the tar in the layer: as it is, or through
+// gzip (what a conversion to a Docker image writes) or zstd.
+func (l *layerReader) decompress(closeStream func() error) error {
+	buf := bufio.NewReader(readerFunc(l.read))
+	magic, err := buf.Peek(4)
+	if err != nil && err != io.EOF {
+		return err
+	}
+	switch {
+	case bytes.HasPrefix(magic, []byte{0x1f, 0x8b}):
+		z, err := gzip.NewReader(buf)
+		if err != nil {
+			return err
+		}
+		l.plain, l.close = z, func() error { z.Close(); return closeStream() }
+	case bytes.Equal(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
+		z, err := zstd.NewReader(buf, zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return err
+		}
+		l.plain, l.close = z, func() error { z.Close(); return closeStream() }
+	default:
+		l.plain, l.close = buf, closeStream
+	}
+	return nil
+}
+
+// layerReader reads a layer and keeps the first error, but io.EOF, that
+// the stream under it returned: any other failure to read the layer is
+// bytes that are not a tar, or not a compressed one, a damaged layer.
+type layerReader struct {
+	r     io.Reader
+	err   error
+	plain io.Reader
+	close func() error
+}
+
+func (l *layerReader) read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	if err != nil && err != io.EOF && l.err == nil {
+		l.err = err
+	}
+	return n, err
+}
+
+func (l *layerReader) Read(p []byte) (int, error) { return l.plain.Read(p) }
+
+func (l *layerReader) Close() error { return l.close() }
+
+// blame returns err as it is when the stream failed, and as a damaged
+// layer (exit 4) otherwise.
+func (l *layerReader) blame(err error) error {
+	if l.err != nil || exitcode.Of(err) == exitcode.Verify {
+		return err
+	}
+	return exitcode.With(exitcode.Verify, fmt.Errorf("the layer %s is damaged: %w", layerTitle, err))
+}
+
+// file returns a reader of the file name in the layer, whose failures are
+// blamed as the layer's.
+func (l *layerReader) file(name string) (io.Reader, error) {
+	r, err := entry(l, name)
+	if err == io.EOF {
+		return nil, exitcode.With(exitcode.Verify, fmt.Errorf("the layer holds no %s", path.Join(imageDir, name)))
+	}
+	if err != nil {
+		return nil, l.blame(err)
+	}
+	return readerFunc(func(p []byte) (int, error) {
+		n, err := r.Read(p)
+		if err != nil && err != io.EOF {
+			err = l.blame(err)
+		}
+		return n, err
+	}), nil
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 
 // layerManifest reads backup.json from the start of the image form's layer.
 func (d *Dest) layerManifest(ctx context.Context, src types.ImageSource, desc imgspecv1.Descriptor) ([]byte, error) {
 	var data []byte
 	err := retry(ctx, d.opts.RetryBase, d.opts.Log, "read "+manifest.FileName, func() error {
-		rc, err := d.stream(ctx, src, layerTitle, desc.Digest, desc.Size)
+		l, err := d.layerStream(ctx, src, desc)
 		if err != nil {
 			return err
 		}
-		defer rc.Close()
-		r, err := entry(rc, manifest.FileName)
-		if err != nil {
-			return permanent{exitcode.With(exitcode.Verify, fmt.Errorf("the layer holds no %s: %w", path.Join(imageDir, manifest.FileName), err))}
+		defer l.Close()
+		r, err := l.file(manifest.FileName)
+		if err == nil {
+			data, err = io.ReadAll(io.LimitReader(r, maxManifestBytes+1))
 		}
-		data, err = io.ReadAll(io.LimitReader(r, maxManifestBytes+1))
+		if exitcode.Of(err) == exitcode.Verify {
+			return permanent{err}
+		}
 		return err
 	})
 	var p permanent
@@ -161,14 +275,14 @@ func (d *Dest) layerManifest(ctx context.Context, src types.ImageSource, desc im
 
 // openEntry streams file f out of the image form's layer.
 func (d *Dest) openEntry(ctx context.Context, src types.ImageSource, desc imgspecv1.Descriptor, f manifest.File) (io.ReadCloser, error) {
-	rc, err := d.stream(ctx, src, layerTitle, desc.Digest, desc.Size)
+	l, err := d.layerStream(ctx, src, desc)
 	if err != nil {
 		return nil, err
 	}
-	r, err := entry(rc, f.Name)
+	r, err := l.file(f.Name)
 	if err != nil {
-		rc.Close()
+		l.Close()
 		return nil, fmt.Errorf("read %s from the layer of %s: %w", f.Name, d.URL(), err)
 	}
-	return readCloser{Reader: r, close: rc.Close}, nil
+	return readCloser{Reader: r, close: l.Close}, nil
 }

@@ -8,9 +8,13 @@ package oci_test
 import (
 	"encoding/json"
 	"errors"
+	"maps"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -18,13 +22,17 @@ import (
 	"go.podman.io/image/v5/copy"
 	"go.podman.io/image/v5/directory"
 	"go.podman.io/image/v5/docker"
+	cimanifest "go.podman.io/image/v5/manifest"
+	"go.podman.io/image/v5/pkg/compression"
 	"go.podman.io/image/v5/signature"
 	"go.podman.io/image/v5/types"
 
 	"github.com/etcd-backup/etcd-backup/internal/destination"
 	"github.com/etcd-backup/etcd-backup/internal/destination/desttest"
 	"github.com/etcd-backup/etcd-backup/internal/destination/oci/ocitest"
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
+	"github.com/etcd-backup/etcd-backup/internal/verify"
 )
 
 // TestCopyImageInterop reads back, with stock tools, what upload pushed in
@@ -90,6 +98,112 @@ func testCopyImage(t *testing.T, bs []desttest.Backup, format string) {
 			t.Errorf("the copied blob of %s differs from the local file (%v)", f.Name, err)
 		}
 	}
+}
+
+// TestConvertedImage: a backup in the image form that a mirroring copy
+// converted keeps its tar, compressed, and loses its annotations: a Docker
+// schema 2 image (skopeo copy --format v2s2, for a mirror that takes only
+// those) has it gzipped, a copy recompressed with zstd has that. Each is
+// listed complete, downloads and verifies, where it was called corrupt and
+// download --latest passed it over; and the layer's bytes changed on the
+// mirror are a damaged backup (exit 4), not a failed read.
+func TestConvertedImage(t *testing.T) {
+	bs := desttest.Save(t)
+	reg := ocitest.Start(t, ocitest.Options{})
+	d := openDest(t, reg.URL("backups/image"), destination.RegistryOptions{InsecureSkipTLSVerify: true, Format: destination.FormatImage})
+	res, err := destination.UploadDir(t.Context(), d, bs[1].Dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name, repo, manifestType string
+		compress                 *compression.Algorithm
+		layerType                string
+	}{
+		{"Docker image", "backups/v2s2", cimanifest.DockerV2Schema2MediaType, nil, cimanifest.DockerV2Schema2LayerMediaType},
+		{"zstd", "backups/zstd", "", &compression.Zstd, imgspecv1.MediaTypeImageLayerZstd},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			mirror := copyTo(t, reg, "backups/image:"+res.Name, c.repo+":"+res.Name, c.manifestType, c.compress)
+			var m imgspecv1.Manifest
+			if err := json.Unmarshal(mirror, &m); err != nil || len(m.Layers) != 1 || m.Layers[0].MediaType != c.layerType || (c.manifestType != "" && len(m.Annotations) != 0) {
+				t.Fatalf("the copy is not a converted, compressed image (%v): %s", err, mirror)
+			}
+			md := openDest(t, reg.URL(c.repo), destination.RegistryOptions{InsecureSkipTLSVerify: true})
+			entries, err := md.List(t.Context())
+			if err != nil || len(entries) != 1 || entries[0].State != destination.Complete || !entries[0].Ours || entries[0].ClusterID != bs[1].Manifest.ClusterKey() {
+				t.Fatalf("list of the mirror = %+v, %v; want the one backup, complete and written by etcd-backup", entries, err)
+			}
+			dir := filepath.Join(t.TempDir(), "restore")
+			if _, err := destination.Download(t.Context(), md, res.Name, dir, nil); err != nil {
+				t.Fatalf("download of the converted backup: %v", err)
+			}
+			for _, f := range append(bs[1].Manifest.Files, manifest.File{Name: manifest.FileName}) {
+				want, _ := os.ReadFile(filepath.Join(bs[1].Dir, f.Name))
+				got, err := os.ReadFile(filepath.Join(dir, f.Name))
+				if err != nil || string(got) != string(want) {
+					t.Errorf("downloaded %s differs from the one saved (%v)", f.Name, err)
+				}
+			}
+			if _, err := destination.Verify(t.Context(), md, res.Name, verify.Options{Log: desttest.Log(t)}, nil); err != nil {
+				t.Errorf("verify of the converted backup: %v", err)
+			}
+
+			// The layer's bytes changed on the mirror, as they are served.
+			p := reg.NewProxy(t)
+			p.Fault = func(w http.ResponseWriter, r *http.Request) bool {
+				if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+m.Layers[0].Digest.String()) {
+					return false
+				}
+				rec := httptest.NewRecorder()
+				reg.Handler.ServeHTTP(rec, r)
+				body := rec.Body.Bytes()
+				body[len(body)/2] ^= 0xff
+				maps.Copy(w.Header(), rec.Header())
+				w.WriteHeader(rec.Code)
+				w.Write(body)
+				return true
+			}
+			pd := openDest(t, "docker://"+p.Host+"/"+c.repo, destination.RegistryOptions{InsecureSkipTLSVerify: true})
+			dir = filepath.Join(t.TempDir(), "restore")
+			_, err = destination.Download(t.Context(), pd, res.Name, dir, nil)
+			if exitcode.Of(err) != exitcode.Verify {
+				t.Errorf("download of a converted backup whose layer changed = %v (exit %d), want exit %d", err, exitcode.Of(err), exitcode.Verify)
+			}
+			if _, serr := os.Stat(dir); !errors.Is(serr, os.ErrNotExist) {
+				t.Errorf("the failed download left %s (%v)", dir, serr)
+			}
+		})
+	}
+}
+
+// copyTo copies the image from, in reg, to to with containers/image's own
+// copy.Image, converting its manifest to manifestType and its layer to
+// compress when given, and returns the manifest it wrote.
+func copyTo(t *testing.T, reg *ocitest.Registry, from, to, manifestType string, compress *compression.Algorithm) []byte {
+	t.Helper()
+	src, err := docker.ParseReference("//" + reg.Host + "/" + from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, err := docker.ParseReference("//" + reg.Host + "/" + to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy, err := signature.NewPolicyContext(&signature.Policy{Default: signature.PolicyRequirements{signature.NewPRInsecureAcceptAnything()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer policy.Destroy()
+	sys := &types.SystemContext{DockerInsecureSkipTLSVerify: types.OptionalBoolTrue, BlobInfoCacheDir: t.TempDir()}
+	dsys := *sys
+	dsys.CompressionFormat = compress
+	m, err := copy.Image(t.Context(), policy, dst, src, &copy.Options{SourceCtx: sys, DestinationCtx: &dsys, ForceManifestMIMEType: manifestType, ForceCompressionFormat: compress != nil})
+	if err != nil {
+		t.Fatalf("copy.Image %s to %s: %v", from, to, err)
+	}
+	return m
 }
 
 // untarLayer unpacks, with GNU tar, the one layer of the image that
