@@ -108,6 +108,35 @@ func (l layoutDir) placed() error {
 	return nil
 }
 
+// nothingStored is what a destination that holds no backup, and can say no
+// more, holds.
+const nothingStored = "nothing is stored there"
+
+// nearby says what the directory holds where it holds no backup: carried
+// media that is not mounted leaves an empty directory, or none, and a
+// path one level too high holds the layout below it.
+func (l layoutDir) nearby() string {
+	entries, err := os.ReadDir(string(l))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "the directory does not exist: is the media mounted?"
+	case err != nil:
+		return nothingStored
+	case len(entries) == 0:
+		return "the directory is empty: is the media mounted?"
+	}
+	var below []string
+	for _, e := range entries {
+		if _, err := os.Stat(filepath.Join(string(l), e.Name(), "index.json")); err == nil && e.IsDir() {
+			below = append(below, "oci:"+filepath.Join(string(l), e.Name()))
+		}
+	}
+	if len(below) > 0 {
+		return "it is not a layout; the layouts below it are " + strings.Join(below, ", ")
+	}
+	return nothingStored
+}
+
 var errNotIndex = errors.New("is not an OCI index")
 
 // readIndex reads the layout's index.json; a layout without one is new.

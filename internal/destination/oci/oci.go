@@ -42,6 +42,7 @@ type Dest struct {
 var (
 	_ destination.Dest   = (*Dest)(nil)
 	_ destination.Pinner = (*Dest)(nil)
+	_ destination.Hinter = (*Dest)(nil)
 )
 
 func open(t transport, opts destination.Options) (*Dest, error) {
@@ -88,6 +89,9 @@ func (d *Dest) URL() string {
 	u := d.t.url("")
 	return u[:len(u)-1]
 }
+
+// Nearby says what the destination holds where it holds no backup.
+func (d *Dest) Nearby(context.Context) (string, error) { return d.t.nearby(), nil }
 
 // Close removes the scratch directory.
 func (d *Dest) Close() error { return os.RemoveAll(d.scratch) }

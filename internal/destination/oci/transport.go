@@ -50,6 +50,8 @@ type transport interface {
 	// destination, where that is how the destination takes it. The caller
 	// holds the lock.
 	commit(ctx context.Context, sys *types.SystemContext, dst types.ImageDestination, tag string, m []byte) error
+	// nearby says what the destination holds where it holds no backup.
+	nearby() string
 }
 
 // Registry is the docker:// kind: a repository in a registry.
@@ -109,6 +111,7 @@ func (r registry) url(tag string) string       { return "docker://" + r.imageURL
 func (r registry) imageURL(tag string) string  { return r.repo.Name() + ":" + tag }
 func (r registry) prepare(string, int64) error { return nil }
 func (r registry) seal() error                 { return nil }
+func (r registry) nearby() string              { return nothingStored }
 
 // lock is not needed: a registry takes each manifest on its own.
 func (r registry) lock(context.Context, time.Duration) (io.Closer, error) { return unlocked{}, nil }

@@ -1,10 +1,13 @@
 package oci_test
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/etcd-backup/etcd-backup/internal/destination"
+	"github.com/etcd-backup/etcd-backup/internal/destination/desttest"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 )
 
@@ -84,5 +87,45 @@ func checkOpen(t *testing.T, url, want string) {
 		t.Errorf("Open(%q) opened, want %q", url, want)
 	case exitcode.Of(err) != exitcode.Usage || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n"):
 		t.Errorf("Open(%q) = %v (exit %d), want exit %d, %q, in one line", url, err, exitcode.Of(err), exitcode.Usage, want)
+	}
+}
+
+// TestLayoutNearby: a layout path that holds no backup says why it may
+// not, where it said only that nothing was stored there: media not
+// mounted leaves the directory missing or empty, and a path one level too
+// high names the layouts below it.
+func TestLayoutNearby(t *testing.T) {
+	root := t.TempDir()
+	for _, dir := range []string{"empty", "media/backups", "layout"} {
+		if err := os.MkdirAll(filepath.Join(root, dir), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, layout := range []string{"media/backups", "layout"} {
+		if err := os.WriteFile(filepath.Join(root, layout, "index.json"), []byte(`{"schemaVersion":2,"manifests":[]}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		dir, says string
+	}{
+		{"missing", "the directory does not exist: is the media mounted?"},
+		{"empty", "the directory is empty: is the media mounted?"},
+		{"media", "it is not a layout; the layouts below it are oci:" + filepath.Join(root, "media/backups")},
+		{"layout", "nothing is stored there"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.dir, func(t *testing.T) {
+			url := "oci:" + filepath.Join(root, tt.dir)
+			d, err := kinds().Open(t.Context(), url, options(t, destination.RegistryOptions{}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			_, err = destination.Newest(t.Context(), d, "", desttest.Log(t))
+			if want := "no complete backup at " + url + ": " + tt.says; err == nil || err.Error() != want {
+				t.Errorf("newest backup at %s = %v, want %q", url, err, want)
+			}
+		})
 	}
 }
