@@ -25,6 +25,7 @@ import (
 	cimanifest "go.podman.io/image/v5/manifest"
 	"go.podman.io/image/v5/pkg/compression"
 	"go.podman.io/image/v5/signature"
+	"go.podman.io/image/v5/transports"
 	"go.podman.io/image/v5/types"
 
 	"github.com/etcd-backup/etcd-backup/internal/destination"
@@ -55,24 +56,12 @@ func testCopyImage(t *testing.T, bs []desttest.Backup, format string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src, err := docker.ParseReference("//" + reg.Host + "/backups/interop:" + res.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := t.TempDir()
 	dst, err := directory.NewReference(out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	policy, err := signature.NewPolicyContext(&signature.Policy{Default: signature.PolicyRequirements{signature.NewPRInsecureAcceptAnything()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer policy.Destroy()
-	sys := &types.SystemContext{DockerInsecureSkipTLSVerify: types.OptionalBoolTrue, BlobInfoCacheDir: t.TempDir()}
-	if _, err := copy.Image(t.Context(), policy, dst, src, &copy.Options{SourceCtx: sys, DestinationCtx: sys}); err != nil {
-		t.Fatalf("copy.Image %s: %v", res.URL, err)
-	}
+	copyImage(t, dockerRef(t, reg, "backups/interop:"+res.Name), dst, "", nil)
 	if format == destination.FormatImage {
 		untarred := untarLayer(t, out)
 		for _, f := range append(bs[1].Manifest.Files, manifest.File{Name: manifest.FileName}) {
@@ -125,7 +114,7 @@ func TestConvertedImage(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			mirror := copyTo(t, reg, "backups/image:"+res.Name, c.repo+":"+res.Name, c.manifestType, c.compress)
+			mirror := copyImage(t, dockerRef(t, reg, "backups/image:"+res.Name), dockerRef(t, reg, c.repo+":"+res.Name), c.manifestType, c.compress)
 			var m imgspecv1.Manifest
 			if err := json.Unmarshal(mirror, &m); err != nil || len(m.Layers) != 1 || m.Layers[0].MediaType != c.layerType || (c.manifestType != "" && len(m.Annotations) != 0) {
 				t.Fatalf("the copy is not a converted, compressed image (%v): %s", err, mirror)
@@ -178,19 +167,21 @@ func TestConvertedImage(t *testing.T) {
 	}
 }
 
-// copyTo copies the image from, in reg, to to with containers/image's own
-// copy.Image, converting its manifest to manifestType and its layer to
-// compress when given, and returns the manifest it wrote.
-func copyTo(t *testing.T, reg *ocitest.Registry, from, to, manifestType string, compress *compression.Algorithm) []byte {
+// dockerRef is the reference of name (REPO:TAG) in reg.
+func dockerRef(t *testing.T, reg *ocitest.Registry, name string) types.ImageReference {
 	t.Helper()
-	src, err := docker.ParseReference("//" + reg.Host + "/" + from)
+	ref, err := docker.ParseReference("//" + reg.Host + "/" + name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dst, err := docker.ParseReference("//" + reg.Host + "/" + to)
-	if err != nil {
-		t.Fatal(err)
-	}
+	return ref
+}
+
+// copyImage copies src to dst with containers/image's own copy.Image, as
+// skopeo does, converting the manifest to manifestType and the layers to
+// compress where given, and returns the manifest it wrote.
+func copyImage(t *testing.T, src, dst types.ImageReference, manifestType string, compress *compression.Algorithm) []byte {
+	t.Helper()
 	policy, err := signature.NewPolicyContext(&signature.Policy{Default: signature.PolicyRequirements{signature.NewPRInsecureAcceptAnything()}})
 	if err != nil {
 		t.Fatal(err)
@@ -201,7 +192,7 @@ func copyTo(t *testing.T, reg *ocitest.Registry, from, to, manifestType string, 
 	dsys.CompressionFormat = compress
 	m, err := copy.Image(t.Context(), policy, dst, src, &copy.Options{SourceCtx: sys, DestinationCtx: &dsys, ForceManifestMIMEType: manifestType, ForceCompressionFormat: compress != nil})
 	if err != nil {
-		t.Fatalf("copy.Image %s to %s: %v", from, to, err)
+		t.Fatalf("copy.Image %s to %s: %v", transports.ImageName(src), transports.ImageName(dst), err)
 	}
 	return m
 }
