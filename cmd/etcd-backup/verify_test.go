@@ -79,7 +79,7 @@ func TestVerifyCatchesDamage(t *testing.T) {
 		}, "does not list"},
 		{"manifest missing", func(t *testing.T, dir string) {
 			os.Remove(filepath.Join(dir, manifest.FileName))
-		}, "not a complete backup"},
+		}, "not a complete backup; it holds " + snap + " with no record to check it against: a save cut short before its last step, or a backup taken by cluster-backup.sh"},
 		{"manifest garbage", func(t *testing.T, dir string) {
 			os.WriteFile(filepath.Join(dir, manifest.FileName), []byte("{"), 0o600)
 		}, manifest.FileName},

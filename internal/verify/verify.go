@@ -48,7 +48,7 @@ func failed(format string, a ...any) error {
 func Manifest(dir string) (*manifest.Backup, error) {
 	f, err := os.Open(filepath.Join(dir, manifest.FileName))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, failed("%s has no %s: not a complete backup", dir, manifest.FileName)
+		return nil, failed("%s has no %s: not a complete backup%s", dir, manifest.FileName, unrecorded(dir))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", manifest.FileName, err)
@@ -102,6 +102,16 @@ func Snapshot(ctx context.Context, path string, b *manifest.Backup) error {
 		return err
 	}
 	return sameContent(b, st, "snapshot")
+}
+
+// unrecorded says, of a directory without backup.json that holds a
+// snapshot, what it may be: the record is what every check compares with.
+func unrecorded(dir string) string {
+	snaps, _ := filepath.Glob(filepath.Join(dir, "snapshot_*.db"))
+	if len(snaps) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; it holds %s with no record to check it against: a save cut short before its last step, or a backup taken by cluster-backup.sh; take a backup with etcd-backup save", filepath.Base(snaps[0]))
 }
 
 // onlyThisBackup refuses a directory where restore globs would match more
