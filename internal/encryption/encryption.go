@@ -86,6 +86,27 @@ func (rs *Recipients) addFile(path string) error {
 	return nil
 }
 
+// plugin returns the name of the age plugin whose recipient key is, or "".
+// Such keys are Bech32 with the human-readable part "age1" and the name
+// (age1yubikey1...), where an X25519 key's is "age"; Bech32's data part
+// holds no "1".
+func plugin(key string) string {
+	hrp := strings.ToLower(key[:max(strings.LastIndexByte(key, '1'), 0)])
+	if !strings.HasPrefix(hrp, "age1") {
+		return ""
+	}
+	return strings.TrimPrefix(hrp, "age1")
+}
+
+// pluginOf names what holds the private key of a plugin's recipient.
+func pluginOf(name string) string {
+	if name == "tag" || name == "tagpq" {
+		// age's own tagged recipients, for keys on hardware tokens.
+		return "a key on a hardware token"
+	}
+	return "age-plugin-" + name
+}
+
 // add parses one public key. Its errors never quote the key: a private key
 // given by mistake must not reach a log.
 func (rs *Recipients) add(key string) error {
@@ -99,6 +120,8 @@ func (rs *Recipients) add(key string) error {
 		return errors.New("that is a private key; give its public key (age-keygen -y FILE, or the .pub of an SSH key), and keep the private key off the cluster")
 	case strings.HasPrefix(key, "age1pq1"):
 		r, err = age.ParseHybridRecipient(key)
+	case plugin(key) != "":
+		return fmt.Errorf("%.20s... is a recipient whose private key only an age plugin can use (%s), and this tool runs none, so it could not decrypt the backup: give an age public key from age-keygen, or an SSH public key, and keep its private key off the cluster", key, pluginOf(plugin(key)))
 	case strings.HasPrefix(key, "age1"):
 		r, err = age.ParseX25519Recipient(key)
 	case strings.HasPrefix(key, "ssh-ed25519 "), strings.HasPrefix(key, "ssh-rsa "):
@@ -193,6 +216,9 @@ func ReadIdentity(path string, ask Passphrase) (*Identity, error) {
 		ids = []age.Identity{id}
 	} else {
 		ids, err = age.ParseIdentities(bytes.NewReader(data))
+		if err != nil && bytes.Contains(data, []byte("AGE-PLUGIN-")) {
+			return nil, usage(fmt.Errorf("identity %s is an age plugin's (a key on a hardware token), and this tool runs no plugin: give an age identity file (age-keygen) or an SSH private key", path))
+		}
 		if err != nil {
 			return nil, usage(fmt.Errorf("identity %s: %v (want an age identity file, as age-keygen writes, or an SSH private key)", path, err))
 		}

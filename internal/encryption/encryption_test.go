@@ -233,6 +233,8 @@ func TestParseRecipientsErrors(t *testing.T) {
 		{"only comments", nil, []string{write("empty", "# nothing\n\n")}, "holds no recipient"},
 		{"missing file", nil, []string{filepath.Join(dir, "absent")}, "no such file"},
 		{"malformed age key", []string{"age1qqqq"}, nil, "malformed public key"},
+		{"plugin recipient", []string{"age1yubikey1qwt50d05nh5vutpdzmlg5wn80xq5negm4uj9ghv0snvdd3yysf5yw3rhl3t"}, nil, "age1yubikey1qwt50d05... is a recipient whose private key only an age plugin can use (age-plugin-yubikey)"},
+		{"tagged recipient", []string{"age1tag1qwt50d05nh5vutpdzmlg5wn80xq5negm4uj9ghv0snvdd3yysf5yw3rhl3t"}, nil, "only an age plugin can use (a key on a hardware token)"},
 		{"private key as recipient", []string{secret}, nil, "that is a private key"},
 		{"private key line in file", nil, []string{write("priv", secret+"\n")}, "priv, line 1: that is a private key"},
 		{"unknown type", []string{"ecdsa-sha2-nistp256 AAAA"}, nil, "not an age public key"},
@@ -324,6 +326,8 @@ func TestReadIdentityErrors(t *testing.T) {
 	locked, _ := sshKey(t, "hunter2")
 	garbage := filepath.Join(t.TempDir(), "garbage")
 	os.WriteFile(garbage, []byte("AGE-SECRET-KEY-1NOTVALID\n"), 0o600)
+	hardware := filepath.Join(t.TempDir(), "yubikey")
+	os.WriteFile(hardware, []byte("#    Recipient: age1yubikey1qwt50d05nh5vutpdzmlg5wn80xq5negm4uj9ghv0snvdd3yysf5yw3rhl3t\nAGE-PLUGIN-YUBIKEY-1NOTVALID\n"), 0o600)
 	keyPath, _ := ageKey(t)
 	protected := protectedKey(t, keyPath, "correct horse", true)
 	answer := func(pass string, err error) Passphrase {
@@ -336,6 +340,7 @@ func TestReadIdentityErrors(t *testing.T) {
 	}{
 		{"passphrase", locked, nil, "passphrase-protected"},
 		{"garbage", garbage, nil, "want an age identity file"},
+		{"plugin", hardware, nil, "is an age plugin's (a key on a hardware token), and this tool runs no plugin"},
 		{"missing", garbage + ".absent", nil, "no such file"},
 		{"protected, no way to ask", protected, nil, "protected by a passphrase, which cannot be asked for here"},
 		{"protected, no terminal", protected, answer("", errors.New("open /dev/tty: no such device or address")), "could not be asked for (open /dev/tty"},
