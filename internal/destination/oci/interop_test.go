@@ -167,6 +167,35 @@ func TestConvertedImage(t *testing.T) {
 	}
 }
 
+// TestRegistryNearby: a repository that holds no backup says whether the
+// registry knows it (a mistyped name) or it holds only other images, where
+// it said only that nothing was stored there.
+func TestRegistryNearby(t *testing.T) {
+	bs := desttest.Save(t)
+	reg := ocitest.Start(t, ocitest.Options{})
+	d := openDest(t, reg.URL("backups/cluster"), destination.RegistryOptions{InsecureSkipTLSVerify: true})
+	res, err := destination.UploadDir(t.Context(), d, bs[0].Dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyImage(t, dockerRef(t, reg, "backups/cluster:"+res.Name), dockerRef(t, reg, "backups/other:v1"), "", nil)
+	tests := []struct {
+		repo, says string
+	}{
+		{"backups/clustr", "the registry has no repository backups/clustr: is its name mistyped?"},
+		{"backups/other", "none of the repository's tags (1) names a backup of this tool"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.repo, func(t *testing.T) {
+			url := reg.URL(tt.repo)
+			_, err := destination.Newest(t.Context(), openDest(t, url, destination.RegistryOptions{InsecureSkipTLSVerify: true}), "", desttest.Log(t))
+			if want := "no complete backup at " + url + ": " + tt.says; err == nil || err.Error() != want {
+				t.Errorf("newest backup at %s = %v, want %q", url, err, want)
+			}
+		})
+	}
+}
+
 // dockerRef is the reference of name (REPO:TAG) in reg.
 func dockerRef(t *testing.T, reg *ocitest.Registry, name string) types.ImageReference {
 	t.Helper()

@@ -115,7 +115,7 @@ const nothingStored = "nothing is stored there"
 // nearby says what the directory holds where it holds no backup: carried
 // media that is not mounted leaves an empty directory, or none, and a
 // path one level too high holds the layout below it.
-func (l layoutDir) nearby() string {
+func (l layoutDir) nearby(context.Context, *types.SystemContext) string {
 	entries, err := os.ReadDir(string(l))
 	switch {
 	case errors.Is(err, fs.ErrNotExist):

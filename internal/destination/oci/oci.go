@@ -91,7 +91,11 @@ func (d *Dest) URL() string {
 }
 
 // Nearby says what the destination holds where it holds no backup.
-func (d *Dest) Nearby(context.Context) (string, error) { return d.t.nearby(), nil }
+func (d *Dest) Nearby(ctx context.Context) (string, error) {
+	rctx, cancel := d.request(ctx)
+	defer cancel()
+	return d.t.nearby(rctx, d.sys), nil
+}
 
 // Close removes the scratch directory.
 func (d *Dest) Close() error { return os.RemoveAll(d.scratch) }

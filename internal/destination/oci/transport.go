@@ -51,7 +51,7 @@ type transport interface {
 	// holds the lock.
 	commit(ctx context.Context, sys *types.SystemContext, dst types.ImageDestination, tag string, m []byte) error
 	// nearby says what the destination holds where it holds no backup.
-	nearby() string
+	nearby(ctx context.Context, sys *types.SystemContext) string
 }
 
 // Registry is the docker:// kind: a repository in a registry.
@@ -111,7 +111,6 @@ func (r registry) url(tag string) string       { return "docker://" + r.imageURL
 func (r registry) imageURL(tag string) string  { return r.repo.Name() + ":" + tag }
 func (r registry) prepare(string, int64) error { return nil }
 func (r registry) seal() error                 { return nil }
-func (r registry) nearby() string              { return nothingStored }
 
 // lock is not needed: a registry takes each manifest on its own.
 func (r registry) lock(context.Context, time.Duration) (io.Closer, error) { return unlocked{}, nil }
@@ -148,6 +147,23 @@ func (r registry) tags(ctx context.Context, sys *types.SystemContext) ([]string,
 		return nil, fmt.Errorf("list tags of %s: %w", r.repo.Name(), settingsError(err))
 	}
 	return tags, nil
+}
+
+// nearby tells a repository the registry does not know, a mistyped name
+// most often, from one that holds only other images.
+func (r registry) nearby(ctx context.Context, sys *types.SystemContext) string {
+	ref, err := r.ref("latest")
+	if err != nil {
+		return nothingStored
+	}
+	tags, err := docker.GetRepositoryTags(ctx, sys, ref)
+	switch {
+	case isCode(err, v2.ErrorCodeNameUnknown):
+		return "the registry has no repository " + reference.Path(r.repo) + ": is its name mistyped?"
+	case err == nil && len(tags) > 0:
+		return fmt.Sprintf("none of the repository's tags (%d) names a backup of this tool", len(tags))
+	}
+	return nothingStored
 }
 
 func (r registry) commit(ctx context.Context, _ *types.SystemContext, dst types.ImageDestination, tag string, m []byte) error {
