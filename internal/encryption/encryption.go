@@ -86,8 +86,8 @@ func (rs *Recipients) addFile(path string) error {
 	return nil
 }
 
-// plugin returns the name of the age plugin whose recipient key is, or "".
-// Such keys are Bech32 with the human-readable part "age1" and the name
+// plugin returns the name of the age plugin that key is a recipient of, or
+// "". Such keys are Bech32 whose human-readable part is "age1" and the name
 // (age1yubikey1...), where an X25519 key's is "age"; Bech32's data part
 // holds no "1".
 func plugin(key string) string {

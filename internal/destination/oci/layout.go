@@ -127,8 +127,9 @@ func (l layoutDir) nearby(context.Context, *types.SystemContext) string {
 	}
 	var below []string
 	for _, e := range entries {
-		if _, err := os.Stat(filepath.Join(string(l), e.Name(), "index.json")); err == nil && e.IsDir() {
-			below = append(below, "oci:"+filepath.Join(string(l), e.Name()))
+		dir := filepath.Join(string(l), e.Name())
+		if _, err := os.Stat(filepath.Join(dir, "index.json")); e.IsDir() && err == nil {
+			below = append(below, "oci:"+dir)
 		}
 	}
 	if len(below) > 0 {

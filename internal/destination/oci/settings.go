@@ -98,7 +98,8 @@ func settingsError(err error) error {
 // settingsHint says what to give when err comes from settings that no
 // retry can cure: plain HTTP where TLS is verified, a certificate that no
 // trusted CA vouches for, credentials missing or refused, access or room
-// denied, a limit on request bodies smaller than a file. It is "" for any other error.
+// denied, a limit on request bodies smaller than a file. It is "" for any
+// other error.
 func settingsHint(err error) string {
 	var unknownCA x509.UnknownAuthorityError
 	var hostname x509.HostnameError
