@@ -321,50 +321,28 @@ func (id *Identity) Unseal(stored io.Reader, f manifest.File) (io.Reader, error)
 	if f.Stored == nil {
 		return nil, fmt.Errorf("%s is not stored encrypted", f.Name)
 	}
-	src := &sourceErr{r: CheckStored(stored, f)}
+	// A failed decryption is told apart from a failed read; an identity
+	// that does not match keeps its exit 2.
+	src := exitcode.NewSource(CheckStored(stored, f))
 	plain, err := id.Decrypt(src, f.Stored.Recipients)
 	if err != nil {
-		return nil, src.classify(fmt.Errorf("%s: %w", f.Name, err))
+		return nil, src.Blame(fmt.Errorf("%s: %w", f.Name, err))
 	}
 	return &plainReader{r: plain, src: src, name: f.Name}, nil
-}
-
-// sourceErr keeps the error of the stored bytes' reader, so that a failed
-// decryption is told apart from a failed read.
-type sourceErr struct {
-	r   io.Reader
-	err error
-}
-
-func (s *sourceErr) Read(p []byte) (int, error) {
-	n, err := s.r.Read(p)
-	if err != nil && err != io.EOF {
-		s.err = err
-	}
-	return n, err
-}
-
-// classify marks err as a verification failure (exit 4) unless it came
-// from reading, or from an identity that does not match (exit 2).
-func (s *sourceErr) classify(err error) error {
-	if s.err != nil || exitcode.Of(err) != exitcode.Failure {
-		return err
-	}
-	return exitcode.With(exitcode.Verify, err)
 }
 
 // plainReader is the decrypted stream: age authenticates each chunk, so
 // changed or cut stored bytes fail the read that reaches them.
 type plainReader struct {
 	r    io.Reader
-	src  *sourceErr
+	src  *exitcode.Source
 	name string
 }
 
 func (p *plainReader) Read(b []byte) (int, error) {
 	n, err := p.r.Read(b)
 	if err != nil && err != io.EOF {
-		err = p.src.classify(fmt.Errorf("decrypt %s: %w", p.name, err))
+		err = p.src.Blame(fmt.Errorf("decrypt %s: %w", p.name, err))
 	}
 	return n, err
 }

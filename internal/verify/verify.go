@@ -240,14 +240,14 @@ func snapshotVerdict(want manifest.File, d snapshot.Digest, err error) error {
 }
 
 func archiveStream(r io.Reader, b *manifest.Backup, want manifest.File) error {
-	src := &sourceErr{r: r}
+	src := exitcode.NewSource(r)
 	digest := manifest.NewDigest()
 	tee := io.TeeReader(src, digest)
 	if _, err := archive.Check(tee, revisionDirs(b)); err != nil {
-		if src.err != nil {
+		if src.Err() != nil {
 			// The stream failed, not the archive (a connection reset);
 			// its error says which, and what it is worth.
-			return fmt.Errorf("read %s: %w", want.Name, src.err)
+			return fmt.Errorf("read %s: %w", want.Name, src.Err())
 		}
 		return failed("%s: %w", want.Name, err)
 	}
@@ -260,21 +260,6 @@ func archiveStream(r io.Reader, b *manifest.Backup, want manifest.File) error {
 		return exitcode.With(exitcode.Verify, err)
 	}
 	return nil
-}
-
-// sourceErr keeps the error of the reader under a check, so that a stream
-// that failed is told apart from content that fails the check.
-type sourceErr struct {
-	r   io.Reader
-	err error
-}
-
-func (s *sourceErr) Read(p []byte) (int, error) {
-	n, err := s.r.Read(p)
-	if err != nil && err != io.EOF {
-		s.err = err
-	}
-	return n, err
 }
 
 // revisionDirs returns the top-level directories the archive of b holds: the

@@ -159,7 +159,7 @@ func (d *Dest) layerStream(ctx context.Context, src types.ImageSource, desc imgs
 	if err != nil {
 		return nil, err
 	}
-	l := &layerReader{r: rc}
+	l := &layerReader{src: exitcode.NewSource(rc)}
 	if err := l.decompress(rc.Close); err != nil {
 		rc.Close()
 		return nil, l.blame(err)
@@ -170,7 +170,7 @@ func (d *Dest) layerStream(ctx context.Context, src types.ImageSource, desc imgs
 // decompress sets l up to read the tar in the layer: as it is, or through
 // gzip (what a conversion to a Docker image writes) or zstd.
 func (l *layerReader) decompress(closeStream func() error) error {
-	buf := bufio.NewReader(readerFunc(l.read))
+	buf := bufio.NewReader(l.src)
 	magic, err := buf.Peek(4)
 	if err != nil && err != io.EOF {
 		return err
@@ -194,32 +194,23 @@ func (l *layerReader) decompress(closeStream func() error) error {
 	return nil
 }
 
-// layerReader reads a layer and keeps the first error, but io.EOF, that
-// the stream under it returned: any other failure to read the layer is
-// bytes that are not a tar, or not a compressed one, a damaged layer.
+// layerReader reads a layer: a failure to read it while the stream under
+// it did not fail is bytes that are not a tar, or not a compressed one, a
+// damaged layer.
 type layerReader struct {
-	r     io.Reader
-	err   error
+	src   *exitcode.Source
 	plain io.Reader
 	close func() error
-}
-
-func (l *layerReader) read(p []byte) (int, error) {
-	n, err := l.r.Read(p)
-	if err != nil && err != io.EOF && l.err == nil {
-		l.err = err
-	}
-	return n, err
 }
 
 func (l *layerReader) Read(p []byte) (int, error) { return l.plain.Read(p) }
 
 func (l *layerReader) Close() error { return l.close() }
 
-// blame returns err as it is when the stream failed, and as a damaged
-// layer (exit 4) otherwise.
+// blame returns err as it is when the stream failed or err carries its
+// own code, and as a damaged layer (exit 4) otherwise.
 func (l *layerReader) blame(err error) error {
-	if l.err != nil || exitcode.Of(err) == exitcode.Verify {
+	if l.src.Err() != nil || exitcode.Of(err) != exitcode.Failure {
 		return err
 	}
 	return exitcode.With(exitcode.Verify, fmt.Errorf("the layer %s is damaged: %w", layerTitle, err))
