@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -138,6 +139,81 @@ func testFaults(t *testing.T, bs []desttest.Backup) {
 			if err == nil || len(entries) != 0 {
 				t.Errorf("upload to a stalled registry = %v, list %v; want an error and nothing listed", err, entries)
 			}
+		})
+	}
+}
+
+// testMetadataFaults: one request that moves no file (a manifest read, the
+// tag list, a delete) answered with a 503 or not at all is retried, each
+// attempt with a stall timeout of its own, and the command succeeds; a
+// delete whose answer is lost, the registry having deleted the manifest,
+// is done. Before, a stalled attempt left the retries no time, and the tag
+// list and deletes were not retried: one 503 failed list, --latest and prune.
+func testMetadataFaults(t *testing.T, bs []desttest.Backup) {
+	reg := ocitest.Start(t, ocitest.Options{Deletes: true})
+	stall := func(_ http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-t.Context().Done():
+		}
+	}
+	lostAnswer := func(w http.ResponseWriter, r *http.Request) {
+		reg.Handler.ServeHTTP(httptest.NewRecorder(), r)
+		unavailable(w, r)
+	}
+	manifestRead := func(r *http.Request) bool {
+		return r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/manifests/")
+	}
+	tagList := func(r *http.Request) bool { return strings.HasSuffix(r.URL.Path, "/tags/list") }
+	deletion := func(r *http.Request) bool { return r.Method == http.MethodDelete }
+	list := func(t *testing.T, d destination.Dest, _ string) {
+		entries, err := d.List(t.Context())
+		if err != nil || len(entries) != 1 || entries[0].State != destination.Complete {
+			t.Errorf("list = %v, %v; want the one complete backup", entries, err)
+		}
+	}
+	del := func(t *testing.T, d destination.Dest, name string) {
+		if err := d.Delete(t.Context(), name); err != nil {
+			t.Fatalf("delete: %v", err)
+		}
+		if entries, err := d.List(t.Context()); err != nil || len(entries) != 0 {
+			t.Errorf("after the delete, list = %v, %v; want nothing", entries, err)
+		}
+	}
+	cases := []struct {
+		name  string
+		fault func(http.ResponseWriter, *http.Request) bool
+		run   func(t *testing.T, d destination.Dest, name string)
+	}{
+		{"manifest read stalls", first(1, manifestRead, stall), list},
+		{"tag list 503", first(1, tagList, unavailable), list},
+		{"tag list stalls", first(1, tagList, stall), list},
+		{"delete 503", first(1, deletion, unavailable), del},
+		{"delete stalls", first(1, deletion, stall), del},
+		{"delete's answer lost", first(1, deletion, lostAnswer), del},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			url := "docker://" + reg.Host + "/backups/meta" + strconv.Itoa(i)
+			d, err := kinds().Open(t.Context(), url, options(t, destination.RegistryOptions{InsecureSkipTLSVerify: true}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := destination.UploadDir(t.Context(), d, bs[0].Dir, nil)
+			d.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := reg.NewProxy(t)
+			p.Fault = c.fault
+			o := options(t, destination.RegistryOptions{InsecureSkipTLSVerify: true})
+			o.StallTimeout = 300 * time.Millisecond
+			d, err = kinds().Open(t.Context(), strings.Replace(url, reg.Host, p.Host, 1), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			c.run(t, d, res.Name)
 		})
 	}
 }

@@ -280,7 +280,8 @@ func (l layoutDir) tags(ctx context.Context, sys *types.SystemContext) ([]string
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read OCI layout %s: %w", string(l), err)
+		// A file that fails to read now fails on a retry too.
+		return nil, permanent{fmt.Errorf("read OCI layout %s: %w", string(l), err)}
 	}
 	var tags []string
 	for _, e := range list {
@@ -406,7 +407,9 @@ func (l layoutDir) commit(ctx context.Context, sys *types.SystemContext, _ types
 func (l layoutDir) delete(ctx context.Context, sys *types.SystemContext, tag string, d digest.Digest) (err error) {
 	defer func() {
 		if err != nil {
-			err = fmt.Errorf("delete %s: %w", l.url(tag), err)
+			// Not retried: an attempt cut short leaves the index or the
+			// blobs changed, and the next would start from neither.
+			err = permanent{fmt.Errorf("delete %s: %w", l.url(tag), err)}
 		}
 	}()
 	blobs, err := l.unshared(tag, d)

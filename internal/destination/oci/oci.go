@@ -100,9 +100,21 @@ func (d *Dest) Nearby(ctx context.Context) (string, error) {
 // Close removes the scratch directory.
 func (d *Dest) Close() error { return os.RemoveAll(d.scratch) }
 
-// request bounds one request that moves no bulk data.
+// request bounds one request that moves no bulk data. net/http names the
+// cause where the deadline cuts a request off, in place of "context
+// deadline exceeded".
 func (d *Dest) request(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, d.opts.StallTimeout)
+	return context.WithTimeoutCause(ctx, d.opts.StallTimeout, fmt.Errorf("%w (%s)", errNoAnswer, d.opts.StallTimeout))
+}
+
+// try runs op as retry does, each attempt under a request deadline of its
+// own: an attempt that stalls must not leave the next ones no time at all.
+func (d *Dest) try(ctx context.Context, what string, op func(rctx context.Context) error) error {
+	return retry(ctx, d.opts.RetryBase, d.opts.Log, what, func() error {
+		rctx, cancel := d.request(ctx)
+		defer cancel()
+		return op(rctx)
+	})
 }
 
 // Begin checks that the backup's tag is free, or already names this very
@@ -306,9 +318,7 @@ func (u *upload) sendUnknown(ctx context.Context, name, media string, open desti
 // put sends one blob unless the destination has it already.
 func (u *upload) put(ctx context.Context, name string, info types.BlobInfo, open destination.Opener, isConfig bool) (bool, error) {
 	var reused bool
-	err := retry(ctx, u.d.opts.RetryBase, u.d.opts.Log, "check for "+name, func() error {
-		rctx, cancel := u.d.request(ctx)
-		defer cancel()
+	err := u.d.try(ctx, "check for "+name, func(rctx context.Context) error {
 		var err error
 		reused, _, err = u.dst.TryReusingBlob(rctx, info, none.NoCache, false)
 		return err
@@ -456,9 +466,7 @@ func (u *upload) pushManifest(ctx context.Context, b *manifest.Backup, m []byte)
 // A registry that refuses an artifact's manifest, as mirrors that take
 // only images do, is a usage error that names the form they take.
 func (u *upload) push(ctx context.Context, m []byte) error {
-	err := retry(ctx, u.d.opts.RetryBase, u.d.opts.Log, "push manifest of "+u.tag, func() error {
-		rctx, cancel := u.d.request(ctx)
-		defer cancel()
+	err := u.d.try(ctx, "push manifest of "+u.tag, func(rctx context.Context) error {
 		if err := u.d.t.commit(rctx, u.d.sys, u.dst, u.tag, m); err != nil {
 			return err
 		}

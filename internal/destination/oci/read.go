@@ -52,32 +52,29 @@ func (l *loaded) close() { l.src.Close() }
 // when the tag does not exist, and an error only when the destination
 // cannot answer; what is wrong with the content is l.problem.
 func (d *Dest) load(ctx context.Context, tag string) (*loaded, error) {
-	rctx, cancel := d.request(ctx)
-	defer cancel()
-	src, mb, err := d.manifestOf(ctx, rctx, tag)
+	src, mb, err := d.manifestOf(ctx, tag)
 	if err != nil || src == nil {
 		return nil, err
 	}
 	l := &loaded{src: src, tag: tag, digest: digest.FromBytes(mb)}
-	if l.problem, err = d.inspect(rctx, l, mb); err != nil {
+	if l.problem, err = d.inspect(ctx, l, mb); err != nil {
 		src.Close()
 		return nil, err
 	}
 	return l, nil
 }
 
-// manifestOf reads the manifest tag names, retrying under ctx with each
-// request bounded by rctx, and remembers its digest. It returns the source
-// it read from, which the caller closes, or a nil source when the tag
-// names nothing.
-func (d *Dest) manifestOf(ctx, rctx context.Context, tag string) (types.ImageSource, []byte, error) {
+// manifestOf reads the manifest tag names and remembers its digest. It
+// returns the source it read from, which the caller closes, or a nil
+// source when the tag names nothing.
+func (d *Dest) manifestOf(ctx context.Context, tag string) (types.ImageSource, []byte, error) {
 	ref, err := d.t.ref(tag)
 	if err != nil {
 		return nil, nil, exitcode.With(exitcode.Usage, fmt.Errorf("%q is not a valid tag: %w", tag, err))
 	}
 	var src types.ImageSource
 	var mb []byte
-	err = retry(ctx, d.opts.RetryBase, d.opts.Log, "read manifest "+tag, func() error {
+	err = d.try(ctx, "read manifest "+tag, func(rctx context.Context) error {
 		var err error
 		if src == nil {
 			s, err := ref.NewImageSource(rctx, d.sys)
@@ -216,6 +213,17 @@ func (d *Dest) blob(ctx context.Context, src types.ImageSource, desc imgspecv1.D
 	return data, nil
 }
 
+// tags lists the destination's tags.
+func (d *Dest) tags(ctx context.Context) ([]string, error) {
+	var tags []string
+	err := d.try(ctx, "list tags", func(rctx context.Context) error {
+		var err error
+		tags, err = d.t.tags(rctx, d.sys)
+		return err
+	})
+	return tags, err
+}
+
 // manifestReaders bounds the tags List reads at once. Each tag is a few
 // round trips; one after the other, they would add up over a WAN link for
 // every list, `--latest` and retention, as backups accumulate.
@@ -224,9 +232,7 @@ const manifestReaders = 8
 // List reads one manifest and one backup.json per tag this tool would
 // write; other tags are not backups and are not listed.
 func (d *Dest) List(ctx context.Context) ([]destination.Entry, error) {
-	rctx, cancel := d.request(ctx)
-	tags, err := d.t.tags(rctx, d.sys)
-	cancel()
+	tags, err := d.tags(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -306,9 +312,7 @@ func (d *Dest) absent(ctx context.Context, tag string) error {
 	if !isOurTag(tag) {
 		return exitcode.With(exitcode.Usage, fmt.Errorf("%w %s: its tags are <cluster-id>_<ts>-<snapshot sha256, 12 hex> (see 'etcd-backup list %s')", destination.ErrNoSuchBackup, url, d.URL()))
 	}
-	rctx, cancel := d.request(ctx)
-	tags, err := d.t.tags(rctx, d.sys)
-	cancel()
+	tags, err := d.tags(ctx)
 	if err != nil {
 		return err
 	}
@@ -382,9 +386,7 @@ func (d *Dest) PinnedBy(ctx context.Context, tag string) ([]string, error) {
 	if err != nil || dg == "" {
 		return nil, err
 	}
-	rctx, cancel := d.request(ctx)
-	tags, err := d.t.tags(rctx, d.sys)
-	cancel()
+	tags, err := d.tags(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -418,9 +420,7 @@ func (d *Dest) digestOf(ctx context.Context, tag string) (digest.Digest, error) 
 	if ok {
 		return dg, nil
 	}
-	rctx, cancel := d.request(ctx)
-	defer cancel()
-	src, mb, err := d.manifestOf(ctx, rctx, tag)
+	src, mb, err := d.manifestOf(ctx, tag)
 	if err != nil || src == nil {
 		return "", err
 	}
@@ -450,9 +450,10 @@ func (d *Dest) Delete(ctx context.Context, tag string) error {
 	if !l.ours {
 		return fmt.Errorf("%s was not written by etcd-backup (%s): not deleting it", d.t.url(tag), l.problem)
 	}
-	rctx, cancel := d.request(ctx)
-	defer cancel()
-	if err := errors.Join(d.t.delete(rctx, d.sys, tag, l.digest), d.t.seal()); err != nil {
+	err = d.try(ctx, "delete "+tag, func(rctx context.Context) error {
+		return d.t.delete(rctx, d.sys, tag, l.digest)
+	})
+	if err := errors.Join(err, d.t.seal()); err != nil {
 		return err
 	}
 	d.dropAttachments(ctx, l.digest)
@@ -473,9 +474,10 @@ func (d *Dest) dropAttachments(ctx context.Context, dg digest.Digest) {
 		tag := dg.Algorithm().String() + "-" + dg.Encoded() + suffix
 		ad, err := d.digestOf(ctx, tag)
 		if err == nil && ad != "" {
-			rctx, cancel := d.request(ctx)
-			err = errors.Join(d.t.delete(rctx, d.sys, tag, ad), d.t.seal())
-			cancel()
+			err = d.try(ctx, "delete "+tag, func(rctx context.Context) error {
+				return d.t.delete(rctx, d.sys, tag, ad)
+			})
+			err = errors.Join(err, d.t.seal())
 			if err == nil {
 				d.opts.Log.Info("deleted " + d.t.url(tag) + ", an attachment (signature, attestation or SBOM) of the deleted backup")
 			}

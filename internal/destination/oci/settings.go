@@ -89,6 +89,10 @@ func checkCertDir(dir string) error {
 // settingsError returns err as a usage error (exit 2) that says what to
 // give, when the settings cause it (settingsHint); any other error as it is.
 func settingsError(err error) error {
+	if exitcode.Of(err) == exitcode.Usage {
+		// Classified already, with its own hint.
+		return err
+	}
 	if hint := settingsHint(err); hint != "" {
 		return exitcode.With(exitcode.Usage, fmt.Errorf("%w; %s", err, hint))
 	}

@@ -144,7 +144,7 @@ func (r registry) tags(ctx context.Context, sys *types.SystemContext) ([]string,
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("list tags of %s: %w", r.repo.Name(), settingsError(err))
+		return nil, fmt.Errorf("list tags of %s: %w", r.repo.Name(), err)
 	}
 	return tags, nil
 }
@@ -183,6 +183,11 @@ func (r registry) delete(ctx context.Context, sys *types.SystemContext, tag stri
 		return err
 	}
 	err = ref.DeleteImage(ctx, sys)
+	if err != nil && gone(ctx, sys, ref) {
+		// Deleted by an attempt whose answer was lost, or by another
+		// run: what was asked is done.
+		return nil
+	}
 	if isCode(err, errcode.ErrorCodeUnsupported) {
 		return fmt.Errorf("registry %s refuses to delete %s: enable deletes in the registry (distribution: REGISTRY_STORAGE_DELETE_ENABLED=true, or storage.delete.enabled in its config)", reference.Domain(r.repo), tag)
 	}
@@ -195,6 +200,16 @@ func (r registry) delete(ctx context.Context, sys *types.SystemContext, tag stri
 		return fmt.Errorf("delete %s: %w", r.url(tag), settingsError(err))
 	}
 	return nil
+}
+
+// gone reports whether the registry answers that ref names no manifest.
+func gone(ctx context.Context, sys *types.SystemContext, ref types.ImageReference) bool {
+	src, err := ref.NewImageSource(ctx, sys)
+	if err == nil {
+		_, _, err = src.GetManifest(ctx, nil)
+		src.Close()
+	}
+	return notFound(err)
 }
 
 // shown is a URL as an error message shows it: quoted when it holds a

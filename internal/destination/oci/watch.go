@@ -20,6 +20,9 @@ import (
 // errStalled is the cause of a transfer cut for moving no data.
 var errStalled = errors.New("no data moved within the stall timeout")
 
+// errNoAnswer is the cause of a request cut for getting no answer.
+var errNoAnswer = errors.New("no answer within the stall timeout")
+
 // watchdog cancels its context when no data moves for a while.
 type watchdog struct {
 	timer *time.Timer
