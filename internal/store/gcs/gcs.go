@@ -510,6 +510,9 @@ func (b *Bucket) wrap(op string, err, failed error) error {
 // mapErr wraps the store error callers branch on, keeping the original text;
 // a failed precondition means failed.
 func (b *Bucket) mapErr(err, failed error) error {
+	if terr := tokenRefused(err); terr != nil {
+		return terr
+	}
 	switch {
 	case errors.Is(err, storage.ErrObjectNotExist):
 		return fmt.Errorf("%w: %w", store.ErrNotExist, err)

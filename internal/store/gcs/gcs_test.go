@@ -3,15 +3,24 @@ package gcs_test
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +28,7 @@ import (
 	"cloud.google.com/go/storage"
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/store"
 	"github.com/etcd-backup/etcd-backup/internal/store/gcs"
 	"github.com/etcd-backup/etcd-backup/internal/store/gcs/gcstest"
@@ -476,6 +486,59 @@ func TestGCSNoCredentials(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "\n") {
 		t.Errorf("error spans lines: %q", err)
+	}
+}
+
+// TestGCSTokenRefused: a service account key that the token endpoint
+// refuses (deleted or disabled: 400 invalid_grant) is one line naming the
+// endpoint and its reason, and a usage error (exit 2), not a failure to
+// retry later; a token endpoint that fails for now stays exit 1. The token
+// endpoint is a fake: Google's cannot be reached, nor made to refuse.
+func TestGCSTokenRefused(t *testing.T) {
+	key, err := rsa.GenerateKey(crand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemKey := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
+	cases := []struct {
+		status int
+		body   string
+		code   int
+		says   string
+	}{
+		{http.StatusBadRequest, `{"error":"invalid_grant","error_description":"Invalid JWT Signature."}`, exitcode.Usage, "HTTP 400 (invalid_grant: Invalid JWT Signature.): the credentials are not valid"},
+		{http.StatusUnauthorized, "<html>\n<body>no</body>\n</html>", exitcode.Usage, "HTTP 401 (<html> <body>no</body> </html>): the credentials are not valid"},
+		{http.StatusServiceUnavailable, `{"error":"unavailable"}`, exitcode.Failure, "HTTP 503 (unavailable)"},
+		{http.StatusBadGateway, "bad gateway", exitcode.Failure, "HTTP 502 (bad gateway)"},
+	}
+	for _, c := range cases {
+		t.Run(strconv.Itoa(c.status), func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(c.status)
+				io.WriteString(w, c.body)
+			}))
+			defer srv.Close()
+			sa, err := json.Marshal(map[string]string{
+				"type": "service_account", "project_id": "p", "private_key_id": "k", "private_key": string(pemKey),
+				"client_email": "backup@p.iam.gserviceaccount.com", "client_id": "1", "token_uri": srv.URL + "/token",
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			file := filepath.Join(t.TempDir(), "key.json")
+			if err := os.WriteFile(file, sa, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", file)
+			b := open(t, fast(""))
+			_, err = b.Attrs(t.Context(), "x")
+			want := "stat gs://" + bucket + "/x: the token endpoint " + srv.URL + "/token answered " + c.says
+			if err == nil || !strings.HasPrefix(err.Error(), want) || exitcode.Of(err) != c.code || strings.Contains(err.Error(), "\n") {
+				t.Errorf("stat with the token refused: %q (exit %d), want one line starting %q, exit %d", err, exitcode.Of(err), want, c.code)
+			}
+		})
 	}
 }
 

@@ -1,0 +1,50 @@
+package gcs
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"cloud.google.com/go/auth"
+
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
+)
+
+// tokenError is the token endpoint's refusal of the credentials, said on
+// one line: the library's own text takes two, and the request it failed
+// is a storage URL that says nothing about the cause.
+type tokenError struct{ err *auth.Error }
+
+func (e tokenError) Error() string {
+	var body struct {
+		Code        string `json:"error"`
+		Description string `json:"error_description"`
+	}
+	reason := strings.Join(strings.Fields(string(e.err.Body)), " ")
+	if json.Unmarshal(e.err.Body, &body) == nil && body.Code != "" {
+		reason = strings.TrimSuffix(body.Code+": "+body.Description, ": ")
+	}
+	endpoint := "the token endpoint"
+	if req := e.err.Response.Request; req != nil && req.URL != nil {
+		endpoint += " " + req.URL.Scheme + "://" + req.URL.Host + req.URL.Path
+	}
+	return fmt.Sprintf("%s answered HTTP %d (%s)", endpoint, e.err.Response.StatusCode, reason)
+}
+
+func (e tokenError) Unwrap() error { return e.err }
+
+// tokenRefused returns err said as a tokenError when the token endpoint
+// answered it, and nil otherwise. A refusal (4xx, but for a timeout or too
+// many requests) is a usage error: no retry makes a deleted key or a
+// wrongly bound Workload Identity valid.
+func tokenRefused(err error) error {
+	var aerr *auth.Error
+	if !errors.As(err, &aerr) || aerr.Response == nil {
+		return nil
+	}
+	if sc := aerr.Response.StatusCode; sc < 400 || sc >= 500 || aerr.Temporary() {
+		return tokenError{aerr}
+	}
+	return exitcode.With(exitcode.Usage, fmt.Errorf("%w: the credentials are not valid (a service account key deleted or disabled, or Workload Identity bound to another account or audience); give valid ones in GOOGLE_APPLICATION_CREDENTIALS, or fix the pod's Workload Identity", tokenError{aerr}))
+}
