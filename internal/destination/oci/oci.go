@@ -125,6 +125,9 @@ func (d *Dest) Begin(ctx context.Context, b *manifest.Backup) (destination.Uploa
 	if up.image && b.Encrypted() {
 		return nil, exitcode.With(exitcode.Usage, errors.New("--oci-format image stores the files as one tar layer, which this version does not encrypt: use --oci-format artifact with --encrypt-to"))
 	}
+	if r, ok := d.t.(registry); ok && r.inCluster() {
+		d.opts.Log.Warn(d.URL() + " is in the cluster's own image registry, which is down when the cluster is: a backup there cannot be fetched to restore it; give a registry outside the cluster")
+	}
 	done, err := d.alreadyStored(ctx, tag, b)
 	if err != nil {
 		return nil, err

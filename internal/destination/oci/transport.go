@@ -106,6 +106,15 @@ func newRegistry(rest string) (registry, error) {
 	return registry{repo: named}, nil
 }
 
+// inCluster reports whether r is in OpenShift's integrated image registry,
+// by its service or its default route.
+func (r registry) inCluster() bool {
+	host, _, _ := strings.Cut(reference.Domain(r.repo), ":")
+	return host == "image-registry.openshift-image-registry.svc" ||
+		host == "image-registry.openshift-image-registry.svc.cluster.local" ||
+		strings.HasPrefix(host, "default-route-openshift-image-registry.")
+}
+
 func (r registry) kind() string                { return "registry" }
 func (r registry) url(tag string) string       { return "docker://" + r.imageURL(tag) }
 func (r registry) imageURL(tag string) string  { return r.repo.Name() + ":" + tag }

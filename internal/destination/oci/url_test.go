@@ -1,6 +1,9 @@
 package oci_test
 
 import (
+	"bytes"
+	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +12,7 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/destination"
 	"github.com/etcd-backup/etcd-backup/internal/destination/desttest"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
+	"github.com/etcd-backup/etcd-backup/internal/manifest"
 )
 
 // TestRegistryURL: a docker:// URL that names no repository of a registry
@@ -31,6 +35,41 @@ func TestRegistryURL(t *testing.T) {
 	}
 	for _, tt := range tests {
 		checkOpen(t, tt.url, tt.want)
+	}
+}
+
+// TestInClusterRegistry: an upload to OpenShift's integrated registry, by
+// its service or its default route, warns that the backup goes down with
+// the cluster; one to any other registry does not. The warning comes before
+// the first request, which here is cut short.
+func TestInClusterRegistry(t *testing.T) {
+	tests := []struct {
+		url  string
+		warn bool
+	}{
+		{"docker://image-registry.openshift-image-registry.svc:5000/etcd/backups", true},
+		{"docker://image-registry.openshift-image-registry.svc.cluster.local:5000/etcd/backups", true},
+		{"docker://default-route-openshift-image-registry.apps.ocp.example.com/etcd/backups", true},
+		{"docker://registry.example.com/openshift-image-registry.svc/backups", false},
+		{"docker://mirror.example.com:8443/etcd/backups", false},
+	}
+	for _, tt := range tests {
+		var logged bytes.Buffer
+		o := options(t, destination.RegistryOptions{})
+		o.Log = slog.New(slog.NewTextHandler(&logged, nil))
+		d, err := kinds().Open(t.Context(), tt.url, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		if _, err := d.Begin(ctx, &manifest.Backup{Cluster: manifest.Cluster{ID: "c"}, Timestamp: "2026-12-03_090000"}); err == nil {
+			t.Errorf("%s: Begin succeeded without a registry", tt.url)
+		}
+		d.Close()
+		if warned := strings.Contains(logged.String(), "the cluster's own image registry"); warned != tt.warn {
+			t.Errorf("%s: warned %v, want %v; logged:\n%s", tt.url, warned, tt.warn, logged.String())
+		}
 	}
 }
 
