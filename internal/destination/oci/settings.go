@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -109,9 +110,13 @@ func settingsHint(err error) string {
 	var hostname x509.HostnameError
 	var invalid x509.CertificateInvalidError
 	var creds docker.ErrUnauthorizedForCredentials
+	var dns *net.DNSError
 	switch {
 	case err == nil:
 		return ""
+	case errors.As(err, &dns) && dns.IsNotFound:
+		// The name server's answer, not a failure to get one.
+		return "no DNS name " + dns.Name + " exists: is the registry's host name mistyped? (a pod resolves it through the cluster's DNS)"
 	case errors.Is(err, http.ErrSchemeMismatch):
 		return "the registry speaks plain HTTP: give --tls-verify=false to reach it without TLS"
 	case errors.As(err, &unknownCA):

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -41,6 +42,8 @@ func TestSettingsError(t *testing.T) {
 		{"unavailable", fmt.Errorf("fetching blob: %w", errcode.Error{Code: errcode.ErrorCodeUnavailable}), ""},
 		{"bad gateway", fmt.Errorf("fetching blob: %w", docker.UnexpectedHTTPStatusError{StatusCode: http.StatusBadGateway}), ""},
 		{"reset", ping(io.ErrUnexpectedEOF), ""},
+		{"no such host", ping(&net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "no such host", Name: "mirror.exampel.com", IsNotFound: true}}), "no DNS name mirror.exampel.com exists"},
+		{"DNS down", ping(&net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "server misbehaving", Name: "mirror.example.com", IsTemporary: true}}), ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -53,6 +56,10 @@ func TestSettingsError(t *testing.T) {
 			}
 			if !strings.Contains(got.Error(), c.want) || exitcode.Of(got) != exitcode.Usage || !errors.Is(got, c.err) {
 				t.Errorf("settingsError(%v) = %v (exit %d), want exit %d, %q, wrapping the error", c.err, got, exitcode.Of(got), exitcode.Usage, c.want)
+			}
+			// A retry loop applies it again to what it returns.
+			if again := settingsError(got); again != got {
+				t.Errorf("settingsError applied twice = %v, want the hint once", again)
 			}
 		})
 	}
