@@ -65,6 +65,7 @@ func (f *destFlags) options(env *env) (destination.Options, error) {
 	}
 	o.Registry.InsecureSkipTLSVerify = !f.tlsVerify
 	o.GCS.EmulatorHost, _ = env.lookup("STORAGE_EMULATOR_HOST")
+	o.GCS.CredentialsFile, _ = env.lookup("GOOGLE_APPLICATION_CREDENTIALS")
 	return o, nil
 }
 

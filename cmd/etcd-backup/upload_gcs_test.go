@@ -331,11 +331,12 @@ func TestGCSSkipWithoutDest(t *testing.T) {
 	}
 }
 
-func TestGCSNoCredentials(t *testing.T) {
-	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", filepath.Join(t.TempDir(), "missing.json"))
-	code, _, stderr := cli(t, nil, "list", "gs://backups/etcd")
-	if code != exitcode.Usage || !strings.Contains(stderr, "Workload Identity") || strings.Count(stderr, "\n") != 1 {
-		t.Errorf("exit %d, want %d and one line on how to give credentials:\n%s", code, exitcode.Usage, stderr)
+func TestGCSCredentialsFile(t *testing.T) {
+	for _, file := range []string{filepath.Join(t.TempDir(), "missing.json"), t.TempDir()} {
+		code, _, stderr := cli(t, map[string]string{"GOOGLE_APPLICATION_CREDENTIALS": file}, "list", "gs://backups/etcd")
+		if code != exitcode.Usage || !strings.Contains(stderr, "GOOGLE_APPLICATION_CREDENTIALS names no credentials file") || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("GOOGLE_APPLICATION_CREDENTIALS=%s: exit %d, want %d and one line saying it names no credentials file:\n%s", file, code, exitcode.Usage, stderr)
+		}
 	}
 }
 

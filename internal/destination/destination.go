@@ -181,6 +181,8 @@ type GCSOptions struct {
 	ResourcesTo string
 	// EmulatorHost is $STORAGE_EMULATOR_HOST.
 	EmulatorHost string
+	// CredentialsFile is $GOOGLE_APPLICATION_CREDENTIALS.
+	CredentialsFile string
 }
 
 // RegistryOptions are the podman and skopeo settings for OCI destinations.

@@ -42,8 +42,8 @@ func open(ctx context.Context, rest string, opts destination.Options) (destinati
 		}
 		o.ResourcesTo = &to
 	}
-	c, err := gcs.New(ctx, gcs.Options{EmulatorHost: opts.GCS.EmulatorHost, StallTimeout: opts.StallTimeout})
-	if errors.Is(err, gcs.ErrNoCredentials) {
+	c, err := gcs.New(ctx, gcs.Options{EmulatorHost: opts.GCS.EmulatorHost, CredentialsFile: opts.GCS.CredentialsFile, StallTimeout: opts.StallTimeout})
+	if errors.Is(err, gcs.ErrNoCredentials) || errors.Is(err, gcs.ErrCredentialsFile) {
 		return nil, usage(err)
 	}
 	if err != nil {

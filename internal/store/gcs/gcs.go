@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"iter"
 	"net/http"
 	"net/url"
@@ -58,6 +59,9 @@ type Options struct {
 	// emulator, reached without credentials. Empty means Google Cloud
 	// Storage with Application Default Credentials.
 	EmulatorHost string
+	// CredentialsFile is $GOOGLE_APPLICATION_CREDENTIALS: the key file
+	// Application Default Credentials take before any other.
+	CredentialsFile string
 	// RetryDeadline bounds how long a request is retried after transient
 	// errors; for an upload, from its first failure since it last sent data.
 	RetryDeadline time.Duration
@@ -96,6 +100,22 @@ type Client struct {
 // ErrNoCredentials is returned by New when no credentials can be found.
 var ErrNoCredentials = errors.New("no Google Cloud credentials found: run the pod with Workload Identity (a Kubernetes service account bound to a Google service account), or set GOOGLE_APPLICATION_CREDENTIALS to a service account key file")
 
+// ErrCredentialsFile is returned by New when GOOGLE_APPLICATION_CREDENTIALS
+// is set and names no credentials file it can use.
+var ErrCredentialsFile = errors.New("GOOGLE_APPLICATION_CREDENTIALS names no credentials file")
+
+// credentialsFileError says what is wrong with the file: not missing
+// credentials, which is what the library's error reads as, but most often
+// a Secret mounted other than as meant (the variable naming the mount's
+// directory, or another of its keys).
+func credentialsFileError(file string, err error) error {
+	var pe *fs.PathError
+	if !errors.As(err, &pe) {
+		err = fmt.Errorf("%s: %w", file, err)
+	}
+	return fmt.Errorf("%w: %w; give the path of the service account key's JSON file (with a Secret, its key below the mount path)", ErrCredentialsFile, err)
+}
+
 // New connects to Cloud Storage. Without an emulator it finds Application
 // Default Credentials first, so that their absence is one clear error rather
 // than a 401 on the first request.
@@ -111,7 +131,10 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 		// public host name.
 		copts = []option.ClientOption{option.WithEndpoint(endpoint), option.WithoutAuthentication(), storage.WithJSONReads()}
 	} else {
-		creds, err := credentials.DetectDefault(&credentials.DetectOptions{Scopes: []string{storage.ScopeReadWrite}})
+		creds, err := credentials.DetectDefault(&credentials.DetectOptions{Scopes: []string{storage.ScopeReadWrite}, CredentialsFile: opts.CredentialsFile})
+		if err != nil && opts.CredentialsFile != "" {
+			return nil, credentialsFileError(opts.CredentialsFile, err)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%w (%v)", ErrNoCredentials, err)
 		}

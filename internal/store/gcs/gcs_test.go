@@ -478,14 +478,22 @@ func TestGCSProtection(t *testing.T) {
 	}
 }
 
-func TestGCSNoCredentials(t *testing.T) {
-	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", t.TempDir()+"/missing.json")
-	_, err := gcs.New(t.Context(), gcs.Options{})
-	if !errors.Is(err, gcs.ErrNoCredentials) {
-		t.Fatalf("New: %v, want ErrNoCredentials", err)
+// TestGCSCredentialsFile: GOOGLE_APPLICATION_CREDENTIALS set to what is
+// no credentials file (a Secret mounted other than as meant: the variable
+// naming the mount's directory, another of its keys, a path mistyped) is
+// said as that, in one line naming the file once, not as credentials
+// missing, which would tell the user to set the variable they set.
+func TestGCSCredentialsFile(t *testing.T) {
+	dir := t.TempDir()
+	pemKey := filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(pemKey, []byte("-----BEGIN PRIVATE KEY-----\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
-	if strings.Contains(err.Error(), "\n") {
-		t.Errorf("error spans lines: %q", err)
+	for _, file := range []string{filepath.Join(dir, "missing.json"), dir, pemKey} {
+		_, err := gcs.New(t.Context(), gcs.Options{CredentialsFile: file})
+		if !errors.Is(err, gcs.ErrCredentialsFile) || errors.Is(err, gcs.ErrNoCredentials) || strings.Contains(err.Error(), "\n") || strings.Count(err.Error(), file) != 1 {
+			t.Errorf("New with credentials file %s: %v, want ErrCredentialsFile in one line naming the file once", file, err)
+		}
 	}
 }
 
@@ -531,8 +539,9 @@ func TestGCSTokenRefused(t *testing.T) {
 			if err := os.WriteFile(file, sa, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", file)
-			b := open(t, fast(""))
+			o := fast("")
+			o.CredentialsFile = file
+			b := open(t, o)
 			_, err = b.Attrs(t.Context(), "x")
 			want := "stat gs://" + bucket + "/x: the token endpoint " + srv.URL + "/token answered " + c.says
 			if err == nil || !strings.HasPrefix(err.Error(), want) || exitcode.Of(err) != c.code || strings.Contains(err.Error(), "\n") {
