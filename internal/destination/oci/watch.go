@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/docker/distribution/registry/api/errcode"
@@ -20,6 +21,10 @@ import (
 // errStalled is the cause of a transfer cut for moving no data.
 var errStalled = errors.New("no data moved within the stall timeout")
 
+// errHeld is the cause of a send cut for getting no answer once its source
+// was read to the end.
+var errHeld = errors.New("no answer within the stall timeout after the whole file was sent")
+
 // errNoAnswer is the cause of a request cut for getting no answer.
 var errNoAnswer = errors.New("no answer within the stall timeout")
 
@@ -27,11 +32,22 @@ var errNoAnswer = errors.New("no answer within the stall timeout")
 type watchdog struct {
 	timer *time.Timer
 	after time.Duration
+	// drained is set once the source has been read to its end.
+	drained atomic.Bool
 }
 
 func newWatchdog(ctx context.Context, after time.Duration) (context.Context, *watchdog, func()) {
 	ctx, cancel := context.WithCancelCause(ctx)
-	w := &watchdog{after: after, timer: time.AfterFunc(after, func() { cancel(fmt.Errorf("%w (%s)", errStalled, after)) })}
+	w := &watchdog{after: after}
+	w.timer = time.AfterFunc(after, func() {
+		if w.drained.Load() {
+			// Most often a proxy that reads a request body whole before it
+			// passes it on, and so answers only once it has.
+			cancel(fmt.Errorf("%w (%s): a proxy that buffers request bodies (nginx's proxy_request_buffering) answers only once it has passed the file on; turn that off, or raise --stall-timeout", errHeld, after))
+			return
+		}
+		cancel(fmt.Errorf("%w (%s)", errStalled, after))
+	})
 	return ctx, w, func() {
 		w.timer.Stop()
 		cancel(nil)
@@ -59,6 +75,9 @@ func (m *meter) Read(p []byte) (int, error) {
 	m.n += int64(n)
 	if n > 0 {
 		m.dog.moved()
+	}
+	if err == io.EOF {
+		m.dog.drained.Store(true)
 	}
 	if err != nil && err != io.EOF {
 		m.err = err
