@@ -518,6 +518,7 @@ func TestGCSTokenRefused(t *testing.T) {
 		{http.StatusUnauthorized, "<html>\n<body>no</body>\n</html>", exitcode.Usage, "HTTP 401 (<html> <body>no</body> </html>): the credentials are not valid"},
 		{http.StatusServiceUnavailable, `{"error":"unavailable"}`, exitcode.Failure, "HTTP 503 (unavailable)"},
 		{http.StatusBadGateway, "bad gateway", exitcode.Failure, "HTTP 502 (bad gateway)"},
+		{http.StatusForbidden, strings.Repeat("<p>denied</p> ", 500), exitcode.Usage, "HTTP 403 (" + strings.Repeat("<p>denied</p> ", 500)[:200] + "…): the credentials are not valid"},
 	}
 	for _, c := range cases {
 		t.Run(strconv.Itoa(c.status), func(t *testing.T) {

@@ -11,10 +11,14 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 )
 
-// tokenError is the token endpoint's refusal of the credentials, said on
-// one line: the library's own text takes two, and the request it failed
+// tokenError is the token endpoint's answer when it gave no token, said
+// on one line: the library's own text takes two, and the request it failed
 // is a storage URL that says nothing about the cause.
 type tokenError struct{ err *auth.Error }
+
+// maxReason bounds how much of an answer's body a tokenError quotes: a
+// proxy's error page can run to kilobytes.
+const maxReason = 200
 
 func (e tokenError) Error() string {
 	var body struct {
@@ -24,6 +28,9 @@ func (e tokenError) Error() string {
 	reason := strings.Join(strings.Fields(string(e.err.Body)), " ")
 	if json.Unmarshal(e.err.Body, &body) == nil && body.Code != "" {
 		reason = strings.TrimSuffix(body.Code+": "+body.Description, ": ")
+	}
+	if r := []rune(reason); len(r) > maxReason {
+		reason = string(r[:maxReason]) + "…"
 	}
 	endpoint := "the token endpoint"
 	if req := e.err.Response.Request; req != nil && req.URL != nil {
