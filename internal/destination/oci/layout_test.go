@@ -1,9 +1,11 @@
 package oci_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -111,10 +113,11 @@ func testLayoutDeleteWhenFull(t *testing.T, bs []desttest.Backup) {
 
 // testLayoutDeleteBadEntry: a delete that meets an index entry whose digest
 // is malformed (another tool's, or damage) cannot tell which blobs that
-// entry uses: it fails naming the digest, and changes nothing.
+// entry uses: it fails naming the digest, at the first attempt, and changes
+// nothing.
 func testLayoutDeleteBadEntry(t *testing.T, bs []desttest.Backup) {
 	dir := filepath.Join(t.TempDir(), "layout")
-	d := openDest(t, "oci:"+dir, destination.RegistryOptions{})
+	d, logged := openLogged(t, "oci:"+dir)
 	for _, b := range bs[:2] {
 		if _, err := destination.UploadDir(t.Context(), d, b.Dir, nil); err != nil {
 			t.Fatal(err)
@@ -141,6 +144,44 @@ func testLayoutDeleteBadEntry(t *testing.T, bs []desttest.Backup) {
 	if got := blobFiles(t, dir); !slices.Equal(got, before) {
 		t.Errorf("blobs after the refused delete: %v, want %v", got, before)
 	}
+	if strings.Contains(logged.String(), "retrying") {
+		t.Errorf("a layout's delete was retried:\n%s", logged)
+	}
+}
+
+// testLayoutListFailsOnce: a layout whose index cannot be read (here a
+// directory in its place) fails list at the first attempt: a local file
+// that fails to read fails again, and five tries would only cost 15 s.
+func testLayoutListFailsOnce(t *testing.T, bs []desttest.Backup) {
+	dir := filepath.Join(t.TempDir(), "layout")
+	d, logged := openLogged(t, "oci:"+dir)
+	if _, err := destination.UploadDir(t.Context(), d, bs[0].Dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	index := filepath.Join(dir, "index.json")
+	if err := os.Remove(index); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(index, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.List(t.Context()); err == nil || strings.Contains(logged.String(), "retrying") {
+		t.Errorf("list of a layout whose index.json is a directory = %v; want it to fail at the first attempt, logged:\n%s", err, logged)
+	}
+}
+
+// openLogged opens url with a log kept for the test to read.
+func openLogged(t *testing.T, url string) (destination.Dest, *bytes.Buffer) {
+	t.Helper()
+	var logged bytes.Buffer
+	o := options(t, destination.RegistryOptions{})
+	o.Log = slog.New(slog.NewTextHandler(&logged, nil))
+	d, err := kinds().Open(t.Context(), url, o)
+	if err != nil {
+		t.Fatalf("open %s: %v", url, err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d, &logged
 }
 
 // leftOnly checks a layout after a delete: its index names b alone, which

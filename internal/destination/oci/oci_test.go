@@ -99,6 +99,7 @@ func TestOCI(t *testing.T) {
 	t.Run("LayoutRecovery", func(t *testing.T) { testLayoutRecovery(t, bs) })
 	t.Run("LayoutDeleteWhenFull", func(t *testing.T) { testLayoutDeleteWhenFull(t, bs) })
 	t.Run("LayoutDeleteBadEntry", func(t *testing.T) { testLayoutDeleteBadEntry(t, bs) })
+	t.Run("LayoutListFailsOnce", func(t *testing.T) { testLayoutListFailsOnce(t, bs) })
 	t.Run("TagTakenMidway", func(t *testing.T) { testTagTakenMidway(t, bs) })
 	t.Run("BodyTooLarge", func(t *testing.T) { testBodyTooLarge(t, bs) })
 	t.Run("QuotaFull", func(t *testing.T) { testQuotaFull(t, bs) })

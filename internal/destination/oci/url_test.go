@@ -1,9 +1,7 @@
 package oci_test
 
 import (
-	"bytes"
 	"context"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,19 +52,12 @@ func TestInClusterRegistry(t *testing.T) {
 		{"docker://mirror.example.com:8443/etcd/backups", false},
 	}
 	for _, tt := range tests {
-		var logged bytes.Buffer
-		o := options(t, destination.RegistryOptions{})
-		o.Log = slog.New(slog.NewTextHandler(&logged, nil))
-		d, err := kinds().Open(t.Context(), tt.url, o)
-		if err != nil {
-			t.Fatal(err)
-		}
+		d, logged := openLogged(t, tt.url)
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
 		if _, err := d.Begin(ctx, &manifest.Backup{Cluster: manifest.Cluster{ID: "c"}, Timestamp: "2026-12-03_090000"}); err == nil {
 			t.Errorf("%s: Begin succeeded without a registry", tt.url)
 		}
-		d.Close()
 		if warned := strings.Contains(logged.String(), "the cluster's own image registry"); warned != tt.warn {
 			t.Errorf("%s: warned %v, want %v; logged:\n%s", tt.url, warned, tt.warn, logged.String())
 		}
