@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/etcd-backup/etcd-backup/internal/destination/oci"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/logging"
 	"github.com/etcd-backup/etcd-backup/internal/metrics"
@@ -180,6 +181,8 @@ func run(ctx context.Context, argv []string, lookup func(string) (string, bool),
 	if err != nil {
 		return usageErr(err)
 	}
+	// containers/image's lines follow --log-format too.
+	oci.CaptureLibraryLog(log)
 	sinks, err := g.metrics.sinks()
 	if err != nil {
 		return usageErr(err)

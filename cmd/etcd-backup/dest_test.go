@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -523,5 +525,46 @@ func TestPruneGuards(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestLibraryLog: what containers/image logs, here a registry's Warning
+// header, is a line in the format --log-format asks for, in the command's
+// log, once however many clients list opens; it was a logrus line on the
+// process's stderr, one per tag, in a JSON log too.
+func TestLibraryLog(t *testing.T) {
+	b := desttest.Save(t)[0]
+	reg := ocitest.Start(t, ocitest.Options{})
+	dest := reg.URL("backups/warned")
+	if code, _, stderr := cli(t, nil, "upload", "--tls-verify=false", b.Dir, dest); code != 0 {
+		t.Fatalf("upload: exit %d\n%s", code, stderr)
+	}
+	p := reg.NewProxy(t)
+	p.Fault = func(w http.ResponseWriter, _ *http.Request) bool {
+		w.Header().Set("Warning", `299 - "this mirror turns read-only on Friday"`)
+		return false
+	}
+	warned := strings.Replace(dest, reg.Host, p.Host, 1)
+	tests := []struct {
+		format string
+		line   func(string) bool
+	}{
+		{"text", func(l string) bool {
+			return strings.Contains(l, " WARN Warning from registry") && strings.HasSuffix(l, `"this mirror turns read-only on Friday" from=containers/image`)
+		}},
+		{"json", func(l string) bool {
+			var rec map[string]string
+			return json.Unmarshal([]byte(l), &rec) == nil && rec["level"] == "WARN" && rec["from"] == "containers/image" &&
+				strings.HasSuffix(rec["msg"], `"this mirror turns read-only on Friday"`)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.format, func(t *testing.T) {
+			code, _, stderr := cli(t, nil, "list", "--log-format", tt.format, "--tls-verify=false", warned)
+			lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+			if code != 0 || strings.Count(stderr, "Warning from registry") != 1 || !slices.ContainsFunc(lines, tt.line) {
+				t.Errorf("list: exit %d; want 0 and the registry's warning once, as a %s line:\n%s", code, tt.format, stderr)
+			}
+		})
 	}
 }

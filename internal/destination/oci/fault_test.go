@@ -220,6 +220,68 @@ func testMetadataFaults(t *testing.T, bs []desttest.Backup) {
 	}
 }
 
+// testRateLimited: a registry that answers 429 Too Many Requests is asked
+// again by containers/image, which waits as the Retry-After says, up to
+// five times in all; then the command fails at once, saying the registry
+// rate limits this client and how long it asks to wait. A wait longer than
+// the stall timeout ends the attempt, and the command, with the same line.
+// Before, each of five attempts asked five times more, and a long wait
+// read "context deadline exceeded".
+func testRateLimited(t *testing.T, bs []desttest.Backup) {
+	reg := ocitest.Start(t, ocitest.Options{})
+	url := "docker://" + reg.Host + "/backups/limited"
+	d, err := kinds().Open(t.Context(), url, options(t, destination.RegistryOptions{InsecureSkipTLSVerify: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := destination.UploadDir(t.Context(), d, bs[0].Dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	cases := []struct {
+		name       string
+		times      int32
+		retryAfter string
+		requests   int32
+		says       string // "" for a list that succeeds
+	}{
+		{"once", 1, "0", 2, ""},
+		{"always", 1000, "0", 5, "is rate limiting this client (429 Too Many Requests); run again later"},
+		{"for an hour", 1000, "3600", 1, "is rate limiting this client (429 Too Many Requests) and asks to wait 1h0m0s; run again later"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var requests atomic.Int32
+			p := reg.NewProxy(t)
+			p.Fault = func(w http.ResponseWriter, r *http.Request) bool {
+				if !strings.HasSuffix(r.URL.Path, "/tags/list") || requests.Add(1) > c.times {
+					return false
+				}
+				w.Header().Set("Retry-After", c.retryAfter)
+				http.Error(w, `{"errors":[{"code":"TOOMANYREQUESTS","message":"rate limit exceeded"}]}`, http.StatusTooManyRequests)
+				return true
+			}
+			o := options(t, destination.RegistryOptions{InsecureSkipTLSVerify: true})
+			o.StallTimeout = 300 * time.Millisecond
+			d, err := kinds().Open(t.Context(), strings.Replace(url, reg.Host, p.Host, 1), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			entries, err := d.List(t.Context())
+			switch {
+			case c.says == "" && (err != nil || len(entries) != 1):
+				t.Errorf("list = %v, %v; want the one backup", entries, err)
+			case c.says != "" && (err == nil || !strings.Contains(err.Error(), p.Host+" "+c.says) || exitcode.Of(err) != exitcode.Failure):
+				t.Errorf("list: %v (exit %d); want exit 1 saying %q", err, exitcode.Of(err), c.says)
+			}
+			if got := min(requests.Load(), c.times+1); got != c.requests {
+				t.Errorf("the registry was asked for the tag list %d times, want %d", got, c.requests)
+			}
+		})
+	}
+}
+
 // cutOff drops the connection of every download of a blob after its
 // first n bytes. containers/image resumes a download that made progress,
 // where the registry takes a range.

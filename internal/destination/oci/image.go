@@ -242,7 +242,7 @@ func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 // layerManifest reads backup.json from the start of the image form's layer.
 func (d *Dest) layerManifest(ctx context.Context, src types.ImageSource, desc imgspecv1.Descriptor) ([]byte, error) {
 	var data []byte
-	err := retry(ctx, d.opts.RetryBase, d.opts.Log, "read "+manifest.FileName, func() error {
+	err := d.retry(ctx, "read "+manifest.FileName, func() error {
 		l, err := d.layerStream(ctx, src, desc)
 		if err != nil {
 			return err

@@ -90,6 +90,14 @@ func (d *Dest) URL() string {
 	return u[:len(u)-1]
 }
 
+// host is the registry's host; a layout has none.
+func (d *Dest) host() string {
+	if r, ok := d.t.(registry); ok {
+		return r.host()
+	}
+	return ""
+}
+
 // Nearby says what the destination holds where it holds no backup.
 func (d *Dest) Nearby(ctx context.Context) (string, error) {
 	rctx, cancel := d.request(ctx)
@@ -110,7 +118,7 @@ func (d *Dest) request(ctx context.Context) (context.Context, context.CancelFunc
 // try runs op as retry does, each attempt under a request deadline of its
 // own: an attempt that stalls must not leave the next ones no time at all.
 func (d *Dest) try(ctx context.Context, what string, op func(rctx context.Context) error) error {
-	return retry(ctx, d.opts.RetryBase, d.opts.Log, what, func() error {
+	return d.retry(ctx, what, func() error {
 		rctx, cancel := d.request(ctx)
 		defer cancel()
 		return op(rctx)
@@ -295,7 +303,7 @@ func (u *upload) sendUnknown(ctx context.Context, name, media string, open desti
 	var sent *manifest.Digest
 	var got types.BlobInfo
 	info := types.BlobInfo{Size: -1, MediaType: media}
-	err := retry(ctx, u.d.opts.RetryBase, u.d.opts.Log, "send "+name, func() error {
+	err := u.d.retry(ctx, "send "+name, func() error {
 		sent = manifest.NewChecksum()
 		digested := func() (io.ReadCloser, error) {
 			r, err := open()
@@ -333,7 +341,7 @@ func (u *upload) put(ctx context.Context, name string, info types.BlobInfo, open
 		u.d.opts.Log.Info("already stored "+name, "digest", info.Digest)
 		return true, nil
 	}
-	err = retry(ctx, u.d.opts.RetryBase, u.d.opts.Log, "send "+name, func() error {
+	err = u.d.retry(ctx, "send "+name, func() error {
 		_, err := u.send(ctx, name, info, open, isConfig)
 		return err
 	})

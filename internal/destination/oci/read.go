@@ -195,7 +195,7 @@ func (d *Dest) blob(ctx context.Context, src types.ImageSource, desc imgspecv1.D
 		return nil, exitcode.With(exitcode.Verify, fmt.Errorf("%s is %d bytes, too large", desc.Annotations[annotationTitle], desc.Size))
 	}
 	var data []byte
-	err := retry(ctx, d.opts.RetryBase, d.opts.Log, "read "+desc.Annotations[annotationTitle], func() error {
+	err := d.retry(ctx, "read "+desc.Annotations[annotationTitle], func() error {
 		rc, err := d.stream(ctx, src, desc.Annotations[annotationTitle], desc.Digest, desc.Size)
 		if err != nil {
 			return err

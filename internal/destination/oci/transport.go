@@ -115,6 +115,14 @@ func (r registry) inCluster() bool {
 		strings.HasPrefix(host, "default-route-openshift-image-registry.")
 }
 
+// host is the registry's host as containers/image's requests name it.
+func (r registry) host() string {
+	if h := reference.Domain(r.repo); h != "docker.io" {
+		return h
+	}
+	return "registry-1.docker.io"
+}
+
 func (r registry) kind() string                { return "registry" }
 func (r registry) url(tag string) string       { return "docker://" + r.imageURL(tag) }
 func (r registry) imageURL(tag string) string  { return r.repo.Name() + ":" + tag }

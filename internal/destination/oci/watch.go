@@ -100,15 +100,21 @@ func (r readCloser) Close() error { return r.close() }
 const attempts = 5
 
 // retry runs op until it succeeds, fails for good, or has failed attempts
-// times, waiting base, 2*base, ... between attempts.
-func retry(ctx context.Context, base time.Duration, log *slog.Logger, what string, op func() error) error {
-	wait := base
+// times, waiting RetryBase, 2*RetryBase, ... between attempts. An attempt
+// during which the registry answered 429 Too Many Requests is the last:
+// containers/image has waited and asked again already.
+func (d *Dest) retry(ctx context.Context, what string, op func() error) error {
+	wait := d.opts.RetryBase
 	for i := 1; ; i++ {
+		start := time.Now()
 		err := op()
+		if w, ok := rateLimited(d.host(), start); ok && err != nil {
+			return rateLimitError(err, d.host(), w)
+		}
 		if err == nil || i == attempts || !transient(ctx, err) {
 			return settingsError(layoutError(err))
 		}
-		log.Warn(what+" failed; retrying", "attempt", i, "in", wait, "error", err)
+		d.opts.Log.Warn(what+" failed; retrying", "attempt", i, "in", wait, "error", err)
 		select {
 		case <-ctx.Done():
 			return err

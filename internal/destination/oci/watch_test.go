@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/etcd-backup/etcd-backup/internal/destination"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 )
 
@@ -40,7 +41,8 @@ func TestRetryFileSystem(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			tries := 0
-			err := retry(t.Context(), time.Microsecond, slog.New(slog.DiscardHandler), "send x", func() error {
+			d := &Dest{t: layoutDir(t.TempDir()), opts: destination.Options{RetryBase: time.Microsecond, Log: slog.New(slog.DiscardHandler)}}
+			err := d.retry(t.Context(), "send x", func() error {
 				tries++
 				return c.err
 			})
@@ -73,5 +75,26 @@ func TestLockError(t *testing.T) {
 				t.Errorf("%v (exit %d), want exit %d saying %q", err, exitcode.Of(err), tt.code, tt.says)
 			}
 		})
+	}
+}
+
+// TestRateLimitError: the wait a 429's Retry-After asks for is said in
+// seconds or as a time; none, zero or one that does not parse is left out.
+func TestRateLimitError(t *testing.T) {
+	tests := []struct {
+		retryAfter string
+		says       string
+	}{
+		{"30", "(429 Too Many Requests) and asks to wait 30s; run again later"},
+		{"0", "(429 Too Many Requests); run again later"},
+		{"", "(429 Too Many Requests); run again later"},
+		{"Fri, 04 Dec 2026 23:00:00 GMT", "(429 Too Many Requests) and asks to wait until 2026-12-04T23:00:00Z; run again later"},
+		{"soon", "(429 Too Many Requests); run again later"},
+	}
+	for _, tt := range tests {
+		err := rateLimitError(io.ErrUnexpectedEOF, "mirror.example:5000", rateWait{retryAfter: tt.retryAfter})
+		if !errors.Is(err, io.ErrUnexpectedEOF) || !strings.Contains(err.Error(), "mirror.example:5000 is rate limiting this client "+tt.says) {
+			t.Errorf("Retry-After %q: %v; want it to say %q", tt.retryAfter, err, tt.says)
+		}
 	}
 }
