@@ -225,8 +225,10 @@ func testMetadataFaults(t *testing.T, bs []desttest.Backup) {
 // five times in all; then the command fails at once, saying the registry
 // rate limits this client and how long it asks to wait. A wait longer than
 // the stall timeout ends the attempt, and the command, with the same line.
-// Before, each of five attempts asked five times more, and a long wait
-// read "context deadline exceeded".
+// A blob's bytes, which containers/image does not send again, are sent
+// again by the retries, and a 429 at the last says the same. Before, each
+// of five attempts asked five times more, a long wait read "context
+// deadline exceeded", and a refused blob only "toomanyrequests".
 func testRateLimited(t *testing.T, bs []desttest.Backup) {
 	reg := ocitest.Start(t, ocitest.Options{})
 	url := "docker://" + reg.Host + "/backups/limited"
@@ -238,25 +240,41 @@ func testRateLimited(t *testing.T, bs []desttest.Backup) {
 		t.Fatal(err)
 	}
 	d.Close()
+	tagList := func(r *http.Request) bool { return strings.HasSuffix(r.URL.Path, "/tags/list") }
+	list := func(ctx context.Context, d destination.Dest) error {
+		entries, err := d.List(ctx)
+		if err == nil && len(entries) != 1 {
+			t.Errorf("list = %v; want the one backup", entries)
+		}
+		return err
+	}
+	upload := func(ctx context.Context, d destination.Dest) error {
+		_, err := destination.UploadDir(ctx, d, bs[1].Dir, nil)
+		return err
+	}
 	cases := []struct {
 		name       string
+		match      func(*http.Request) bool
+		run        func(context.Context, destination.Dest) error
 		times      int32
 		retryAfter string
 		requests   int32
-		says       string // "" for a list that succeeds
+		says       string // "" for success
 	}{
-		{"once", 1, "0", 2, ""},
-		{"always", 1000, "0", 5, "is rate limiting this client (429 Too Many Requests); run again later"},
-		{"for an hour", 1000, "3600", 1, "is rate limiting this client (429 Too Many Requests) and asks to wait 1h0m0s; run again later"},
+		{"once", tagList, list, 1, "0", 2, ""},
+		{"always", tagList, list, 1000, "0", 5, "is rate limiting this client (429 Too Many Requests); run again later"},
+		{"for an hour", tagList, list, 1000, "3600", 1, "is rate limiting this client (429 Too Many Requests) and asks to wait 1h0m0s; run again later"},
+		{"a blob's bytes", blobData, upload, 1000, "0", 0, "is rate limiting this client (429 Too Many Requests); run again later"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			var requests atomic.Int32
 			p := reg.NewProxy(t)
 			p.Fault = func(w http.ResponseWriter, r *http.Request) bool {
-				if !strings.HasSuffix(r.URL.Path, "/tags/list") || requests.Add(1) > c.times {
+				if !c.match(r) || requests.Add(1) > c.times {
 					return false
 				}
+				io.Copy(io.Discard, r.Body)
 				w.Header().Set("Retry-After", c.retryAfter)
 				http.Error(w, `{"errors":[{"code":"TOOMANYREQUESTS","message":"rate limit exceeded"}]}`, http.StatusTooManyRequests)
 				return true
@@ -268,15 +286,15 @@ func testRateLimited(t *testing.T, bs []desttest.Backup) {
 				t.Fatal(err)
 			}
 			defer d.Close()
-			entries, err := d.List(t.Context())
+			err = c.run(t.Context(), d)
 			switch {
-			case c.says == "" && (err != nil || len(entries) != 1):
-				t.Errorf("list = %v, %v; want the one backup", entries, err)
+			case c.says == "" && err != nil:
+				t.Errorf("%v; want success", err)
 			case c.says != "" && (err == nil || !strings.Contains(err.Error(), p.Host+" "+c.says) || exitcode.Of(err) != exitcode.Failure):
-				t.Errorf("list: %v (exit %d); want exit 1 saying %q", err, exitcode.Of(err), c.says)
+				t.Errorf("%v (exit %d); want exit 1 saying %q", err, exitcode.Of(err), c.says)
 			}
-			if got := min(requests.Load(), c.times+1); got != c.requests {
-				t.Errorf("the registry was asked for the tag list %d times, want %d", got, c.requests)
+			if got := min(requests.Load(), c.times+1); c.requests != 0 && got != c.requests {
+				t.Errorf("the registry was asked %d times, want %d", got, c.requests)
 			}
 		})
 	}

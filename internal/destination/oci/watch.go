@@ -112,6 +112,11 @@ func (d *Dest) retry(ctx context.Context, what string, op func() error) error {
 			return rateLimitError(err, d.host(), w)
 		}
 		if err == nil || i == attempts || !transient(ctx, err) {
+			if isCode(err, errcode.ErrorCodeTooManyRequests) {
+				// Answered to a request with a body, which containers/
+				// image does not ask again.
+				return rateLimitError(err, d.host(), rateWait{})
+			}
 			return settingsError(layoutError(err))
 		}
 		d.opts.Log.Warn(what+" failed; retrying", "attempt", i, "in", wait, "error", err)
