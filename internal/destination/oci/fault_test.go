@@ -236,11 +236,19 @@ func testRateLimited(t *testing.T, bs []desttest.Backup) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := destination.UploadDir(t.Context(), d, bs[0].Dir, nil); err != nil {
+	res, err := destination.UploadDir(t.Context(), d, bs[0].Dir, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
 	d.Close()
 	tagList := func(r *http.Request) bool { return strings.HasSuffix(r.URL.Path, "/tags/list") }
+	snapshotRead := func(r *http.Request) bool {
+		return r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/blobs/sha256:"+bs[0].Manifest.File(manifest.KindSnapshot).SHA256)
+	}
+	download := func(ctx context.Context, d destination.Dest) error {
+		_, err := destination.Download(ctx, d, res.Name, filepath.Join(t.TempDir(), "down"), nil)
+		return err
+	}
 	list := func(ctx context.Context, d destination.Dest) error {
 		entries, err := d.List(ctx)
 		if err == nil && len(entries) != 1 {
@@ -265,6 +273,7 @@ func testRateLimited(t *testing.T, bs []desttest.Backup) {
 		{"always", tagList, list, 1000, "0", 5, "is rate limiting this client (429 Too Many Requests); run again later"},
 		{"for an hour", tagList, list, 1000, "3600", 1, "is rate limiting this client (429 Too Many Requests) and asks to wait 1h0m0s; run again later"},
 		{"a blob's bytes", blobData, upload, 1000, "0", 0, "is rate limiting this client (429 Too Many Requests); run again later"},
+		{"a download for an hour", snapshotRead, download, 1000, "3600", 1, "is rate limiting this client (429 Too Many Requests) and asks to wait 1h0m0s; run again later"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -363,7 +363,11 @@ func (s *stored) Open(ctx context.Context, f manifest.File) (io.ReadCloser, erro
 
 func (d *Dest) stream(ctx context.Context, src types.ImageSource, name string, dg digest.Digest, size int64) (io.ReadCloser, error) {
 	wctx, dog, stop := newWatchdog(ctx, d.opts.StallTimeout)
+	start := time.Now()
 	rc, _, err := src.GetBlob(wctx, types.BlobInfo{Digest: dg, Size: size}, none.NoCache)
+	if w, ok := rateLimited(d.host(), start); ok && err != nil {
+		err = rateLimitError(err, d.host(), w)
+	}
 	if notFound(err) || isCode(err, v2.ErrorCodeBlobUnknown) {
 		// The manifest names it: the backup is incomplete, not the
 		// destination unreachable.
