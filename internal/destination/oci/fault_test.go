@@ -3,10 +3,13 @@ package oci_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -245,6 +248,14 @@ func testRateLimited(t *testing.T, bs []desttest.Backup) {
 	snapshotRead := func(r *http.Request) bool {
 		return r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/blobs/sha256:"+bs[0].Manifest.File(manifest.KindSnapshot).SHA256)
 	}
+	// Unencrypted, backup.json is stored as it is on disk.
+	bj, err := os.ReadFile(filepath.Join(bs[0].Dir, manifest.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifestRead := func(r *http.Request) bool {
+		return r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/blobs/sha256:"+fmt.Sprintf("%x", sha256.Sum256(bj)))
+	}
 	download := func(ctx context.Context, d destination.Dest) error {
 		_, err := destination.Download(ctx, d, res.Name, filepath.Join(t.TempDir(), "down"), nil)
 		return err
@@ -274,6 +285,7 @@ func testRateLimited(t *testing.T, bs []desttest.Backup) {
 		{"for an hour", tagList, list, 1000, "3600", 1, "is rate limiting this client (429 Too Many Requests) and asks to wait 1h0m0s; run again later"},
 		{"a blob's bytes", blobData, upload, 1000, "0", 0, "is rate limiting this client (429 Too Many Requests); run again later"},
 		{"a download for an hour", snapshotRead, download, 1000, "3600", 1, "is rate limiting this client (429 Too Many Requests) and asks to wait 1h0m0s; run again later"},
+		{"backup.json for an hour", manifestRead, list, 1000, "3600", 1, "is rate limiting this client (429 Too Many Requests) and asks to wait 1h0m0s; run again later"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -299,8 +311,8 @@ func testRateLimited(t *testing.T, bs []desttest.Backup) {
 			switch {
 			case c.says == "" && err != nil:
 				t.Errorf("%v; want success", err)
-			case c.says != "" && (err == nil || !strings.Contains(err.Error(), p.Host+" "+c.says) || exitcode.Of(err) != exitcode.Failure):
-				t.Errorf("%v (exit %d); want exit 1 saying %q", err, exitcode.Of(err), c.says)
+			case c.says != "" && (err == nil || !strings.Contains(err.Error(), p.Host+" "+c.says) || strings.Count(err.Error(), "rate limiting") != 1 || exitcode.Of(err) != exitcode.Failure):
+				t.Errorf("%v (exit %d); want exit 1 saying %q once", err, exitcode.Of(err), c.says)
 			}
 			if got := min(requests.Load(), c.times+1); c.requests != 0 && got != c.requests {
 				t.Errorf("the registry was asked %d times, want %d", got, c.requests)

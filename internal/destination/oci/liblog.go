@@ -1,6 +1,7 @@
 package oci
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -139,16 +140,30 @@ func rateLimited(host string, t time.Time) (rateWait, bool) {
 	return w, ok && !w.at.Before(t)
 }
 
-// rateLimitError says that the registry at host rate limits this client.
-// containers/image has by then waited and asked again, up to five times,
-// or was cut off waiting by the stall timeout: asking again at once only
-// adds to the load that made the registry refuse.
+// rateLimitError says that the registry at host rate limits this client,
+// unless err says so already. containers/image has by then waited and
+// asked again, up to five times, or was cut off waiting by the stall
+// timeout: asking again at once only adds to the load that made the
+// registry refuse.
 func rateLimitError(err error, host string, w rateWait) error {
+	if errors.As(err, new(*rateLimitedError)) {
+		return err
+	}
 	wait := ""
 	if s, err := strconv.ParseUint(w.retryAfter, 10, 32); err == nil && s > 0 {
 		wait = fmt.Sprintf(" and asks to wait %s", time.Duration(s)*time.Second)
 	} else if t, err := http.ParseTime(w.retryAfter); err == nil {
 		wait = " and asks to wait until " + t.UTC().Format(time.RFC3339)
 	}
-	return fmt.Errorf("%w: %s is rate limiting this client (429 Too Many Requests)%s; run again later, or ask the registry's administrators to raise this account's limit", err, host, wait)
+	return &rateLimitedError{err, fmt.Sprintf("%s is rate limiting this client (429 Too Many Requests)%s; run again later, or ask the registry's administrators to raise this account's limit", host, wait)}
 }
+
+// rateLimitedError is err, which a registry's rate limit caused, and what
+// to do about it.
+type rateLimitedError struct {
+	err  error
+	hint string
+}
+
+func (e *rateLimitedError) Error() string { return e.err.Error() + ": " + e.hint }
+func (e *rateLimitedError) Unwrap() error { return e.err }

@@ -2,6 +2,7 @@ package oci
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -79,7 +80,8 @@ func TestLockError(t *testing.T) {
 }
 
 // TestRateLimitError: the wait a 429's Retry-After asks for is said in
-// seconds or as a time; none, zero or one that does not parse is left out.
+// seconds or as a time; none, zero or one that does not parse is left out;
+// an error that says it already is not told again.
 func TestRateLimitError(t *testing.T) {
 	tests := []struct {
 		retryAfter string
@@ -96,5 +98,9 @@ func TestRateLimitError(t *testing.T) {
 		if !errors.Is(err, io.ErrUnexpectedEOF) || !strings.Contains(err.Error(), "mirror.example:5000 is rate limiting this client "+tt.says) {
 			t.Errorf("Retry-After %q: %v; want it to say %q", tt.retryAfter, err, tt.says)
 		}
+	}
+	said := rateLimitError(io.ErrUnexpectedEOF, "mirror.example:5000", rateWait{})
+	if again := rateLimitError(fmt.Errorf("read x: %w", said), "mirror.example:5000", rateWait{}); strings.Count(again.Error(), "rate limiting") != 1 {
+		t.Errorf("said twice: %v", again)
 	}
 }
