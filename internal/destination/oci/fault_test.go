@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -318,6 +319,49 @@ func testRateLimited(t *testing.T, bs []desttest.Backup) {
 				t.Errorf("the registry was asked %d times, want %d", got, c.requests)
 			}
 		})
+	}
+}
+
+// testNarrowAccept: a proxy that narrows what a client accepts to Docker's
+// own manifest makes the registry answer "manifest unknown" for every
+// backup it lists. list says so for each tag, with the registry's answer,
+// and does not call the repository one without backups.
+func testNarrowAccept(t *testing.T, bs []desttest.Backup) {
+	reg := ocitest.Start(t, ocitest.Options{})
+	url := "docker://" + reg.Host + "/backups/narrowed"
+	d, err := kinds().Open(t.Context(), url, options(t, destination.RegistryOptions{InsecureSkipTLSVerify: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := destination.UploadDir(t.Context(), d, bs[0].Dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	p := reg.NewProxy(t)
+	p.Fault = func(_ http.ResponseWriter, r *http.Request) bool {
+		if strings.Contains(r.URL.Path, "/manifests/") {
+			r.Header.Set("Accept", "application/vnd.docker.distribution.manifest.v2+json")
+		}
+		return false
+	}
+	var log bytes.Buffer
+	o := options(t, destination.RegistryOptions{InsecureSkipTLSVerify: true})
+	o.Log = slog.New(slog.NewTextHandler(&log, nil))
+	d, err = kinds().Open(t.Context(), strings.Replace(url, reg.Host, p.Host, 1), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	entries, err := d.List(t.Context())
+	if err != nil || len(entries) != 0 {
+		t.Fatalf("list = %v, %v; want nothing it can read", entries, err)
+	}
+	if want := p.Host + "/backups/narrowed:" + res.Name + " is listed, but reading it found no manifest"; !strings.Contains(log.String(), want) || !strings.Contains(log.String(), "accept header does not support OCI manifests") {
+		t.Errorf("list logged:\n%s\nwant %q with the registry's answer", log.String(), want)
+	}
+	if got, _ := d.(destination.Hinter).Nearby(t.Context()); !strings.Contains(got, "tags that name backups of this tool are there, and none could be read") {
+		t.Errorf("nearby = %q", got)
 	}
 }
 

@@ -37,6 +37,8 @@ type Dest struct {
 	// digests holds the manifest digest of each tag read so far: a tag of
 	// this tool's never moves, and PinnedBy reads each other tag once.
 	digests map[string]digest.Digest
+	// gone holds why each tag read so far named no manifest.
+	gone map[string]error
 }
 
 var (
@@ -78,7 +80,7 @@ func open(t transport, opts destination.Options) (*Dest, error) {
 		sys.DockerInsecureSkipTLSVerify = types.OptionalBoolTrue
 		sys.OCIInsecureSkipTLSVerify = true
 	}
-	return &Dest{t: t, sys: sys, opts: opts, scratch: scratch, digests: map[string]digest.Digest{}}, nil
+	return &Dest{t: t, sys: sys, opts: opts, scratch: scratch, digests: map[string]digest.Digest{}, gone: map[string]error{}}, nil
 }
 
 // Kind names the destination in errors.

@@ -94,6 +94,9 @@ func (d *Dest) manifestOf(ctx context.Context, tag string) (types.ImageSource, [
 		return nil, nil, nil
 	}
 	if notFound(err) {
+		d.mu.Lock()
+		d.gone[tag] = err
+		d.mu.Unlock()
 		return nil, nil, nil
 	}
 	if err != nil {
@@ -244,6 +247,7 @@ func (d *Dest) List(ctx context.Context) ([]destination.Entry, error) {
 		g.Go(func() error {
 			l, err := d.load(gctx, tag)
 			if err != nil || l == nil {
+				d.unlisted(tag)
 				return err
 			}
 			defer l.close()
@@ -263,6 +267,18 @@ func (d *Dest) List(ctx context.Context) ([]destination.Entry, error) {
 	}
 	slices.SortFunc(out, destination.Compare)
 	return out, nil
+}
+
+// unlisted warns of a tag that was listed and named no manifest when
+// read: deleted since, most often by a prune, or refused in the form this
+// client asks for, which the registry's answer says.
+func (d *Dest) unlisted(tag string) {
+	d.mu.Lock()
+	err := d.gone[tag]
+	d.mu.Unlock()
+	if err != nil {
+		d.opts.Log.Warn(d.t.url(tag)+" is listed, but reading it found no manifest; not listed", "error", err)
+	}
 }
 
 func (d *Dest) entry(l *loaded) destination.Entry {

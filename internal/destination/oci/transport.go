@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -177,6 +178,8 @@ func (r registry) nearby(ctx context.Context, sys *types.SystemContext) string {
 	switch {
 	case isCode(err, v2.ErrorCodeNameUnknown):
 		return "the registry has no repository " + reference.Path(r.repo) + ": is its name mistyped?"
+	case err == nil && slices.ContainsFunc(tags, isOurTag):
+		return "tags that name backups of this tool are there, and none could be read as one (see the warnings above)"
 	case err == nil && len(tags) > 0:
 		return fmt.Sprintf("none of the repository's tags (%d) names a backup of this tool", len(tags))
 	}
