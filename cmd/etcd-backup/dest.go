@@ -129,7 +129,7 @@ func gcsOnly(dest string, flags map[string]string) error {
 // addIdentityFlag adds --identity, which only download and verify take:
 // the private key never goes where backups are made.
 func addIdentityFlag(fs *pflag.FlagSet) *string {
-	return fs.String("identity", "", "age identity file (age-keygen; one protected with age -p asks for its passphrase) or unencrypted SSH private key that decrypts an encrypted backup; keep it off the cluster")
+	return fs.String("identity", "", "age identity file (age-keygen; one protected with age -p asks for its passphrase) or SSH private key (one with a passphrase asks for it) that decrypts an encrypted backup; keep it off the cluster")
 }
 
 // readIdentity reads the identity file at path; none when path is empty.
@@ -141,8 +141,9 @@ func readIdentity(path string) (*encryption.Identity, error) {
 }
 
 // askPassphrase asks on the terminal, as age does, for the passphrase of
-// an identity file that age -p protected: download and verify of an
-// encrypted backup run at an administrator's desk, where the key is.
+// an identity file that age -p protected, or of an SSH key: download and
+// verify of an encrypted backup run at an administrator's desk, where the
+// key is.
 func askPassphrase(path string) ([]byte, error) {
 	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
 	if err != nil {

@@ -7,6 +7,9 @@ package encryption
 import (
 	"bufio"
 	"bytes"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -191,8 +194,8 @@ type Passphrase func(path string) ([]byte, error)
 
 // ReadIdentity reads an age identity file (AGE-SECRET-KEY-1... lines, as
 // age-keygen writes), one protected by a passphrase (age -p, armored or
-// not), which it asks for with ask, or an unencrypted SSH private key
-// (ed25519 or RSA). Its errors never quote the file's content.
+// not), or an SSH private key (ed25519 or RSA); a passphrase it asks for
+// with ask. Its errors never quote the file's content.
 func ReadIdentity(path string, ask Passphrase) (*Identity, error) {
 	data, err := readKeyFile(path)
 	if err != nil {
@@ -207,10 +210,13 @@ func ReadIdentity(path string, ask Passphrase) (*Identity, error) {
 	if bytes.Contains(data, []byte("-----BEGIN")) {
 		id, err := agessh.ParseIdentity(data)
 		var missing *ssh.PassphraseMissingError
-		switch {
-		case errors.As(err, &missing):
-			return nil, usage(fmt.Errorf("identity %s is a passphrase-protected SSH key, which cannot be asked for here: use an age identity (age-keygen), or a copy of the key without a passphrase kept off the cluster", path))
-		case err != nil:
+		if errors.As(err, &missing) {
+			id, err = unlockSSH(path, data, ask)
+			if err != nil {
+				return nil, usage(err)
+			}
+		}
+		if err != nil {
 			return nil, usage(fmt.Errorf("identity %s is not a usable SSH private key (ed25519 or RSA): %v", path, err))
 		}
 		ids = []age.Identity{id}
@@ -224,6 +230,32 @@ func ReadIdentity(path string, ask Passphrase) (*Identity, error) {
 		}
 	}
 	return &Identity{path: path, ids: ids}, nil
+}
+
+// unlockSSH reads an SSH private key protected by a passphrase, as age -d
+// -i does, asking for its passphrase with ask.
+func unlockSSH(path string, data []byte, ask Passphrase) (age.Identity, error) {
+	if ask == nil {
+		return nil, fmt.Errorf("identity %s is a passphrase-protected SSH key, whose passphrase cannot be asked for here: use an age identity (age-keygen), or a copy of the key without a passphrase kept off the cluster", path)
+	}
+	pass, err := ask(path)
+	if err != nil {
+		return nil, fmt.Errorf("identity %s is a passphrase-protected SSH key, whose passphrase could not be asked for (%v): run where there is a terminal", path, err)
+	}
+	key, err := ssh.ParseRawPrivateKeyWithPassphrase(data, pass)
+	if errors.Is(err, x509.IncorrectPasswordError) {
+		return nil, fmt.Errorf("identity %s: wrong passphrase", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("identity %s is not a usable SSH private key (ed25519 or RSA): %v", path, err)
+	}
+	switch k := key.(type) {
+	case *ed25519.PrivateKey:
+		return agessh.NewEd25519Identity(*k)
+	case *rsa.PrivateKey:
+		return agessh.NewRSAIdentity(k)
+	}
+	return nil, fmt.Errorf("identity %s is a %T SSH key: use an ed25519 or RSA one", path, key)
 }
 
 // ageHeader opens every age file that is not armored.

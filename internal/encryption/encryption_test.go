@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/pem"
 	"errors"
 	"io"
@@ -322,6 +323,53 @@ func TestProtectedIdentity(t *testing.T) {
 	}
 }
 
+// TestProtectedSSHIdentity: an SSH private key under a passphrase, ed25519
+// or RSA, decrypts once its passphrase is given, as age -d -i asks for it.
+// It was refused, which sent an administrator to strip the passphrase
+// from a copy of the key at the worst moment.
+func TestProtectedSSHIdentity(t *testing.T) {
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edPath, edPub := sshKey(t, "hunter2")
+	rsaPath := filepath.Join(t.TempDir(), "id_rsa")
+	block, err := ssh.MarshalPrivateKeyWithPassphrase(rsaKey, "test", []byte("hunter2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(rsaPath, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rsaSSH, err := ssh.NewPublicKey(&rsaKey.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := []byte("etcd snapshot bytes")
+	for _, k := range []struct{ name, path, pub string }{
+		{"ed25519", edPath, edPub},
+		{"rsa", rsaPath, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(rsaSSH)))},
+	} {
+		t.Run(k.name, func(t *testing.T) {
+			rs, err := ParseRecipients([]string{k.pub}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			asked := 0
+			id, err := ReadIdentity(k.path, func(p string) ([]byte, error) {
+				asked++
+				return []byte("hunter2"), nil
+			})
+			if err != nil || asked != 1 {
+				t.Fatalf("read: %v, asked %d times; want the identity, asked once", err, asked)
+			}
+			if got, err := decrypt(id, encrypt(t, rs, plain)); err != nil || !bytes.Equal(got, plain) {
+				t.Errorf("decrypt = %q, %v", got, err)
+			}
+		})
+	}
+}
+
 func TestReadIdentityErrors(t *testing.T) {
 	locked, _ := sshKey(t, "hunter2")
 	garbage := filepath.Join(t.TempDir(), "garbage")
@@ -338,7 +386,9 @@ func TestReadIdentityErrors(t *testing.T) {
 		ask        Passphrase
 		want       string
 	}{
-		{"passphrase", locked, nil, "passphrase-protected"},
+		{"passphrase", locked, nil, "passphrase-protected SSH key, whose passphrase cannot be asked for here"},
+		{"passphrase, no terminal", locked, answer("", errors.New("open /dev/tty: no such device or address")), "whose passphrase could not be asked for (open /dev/tty"},
+		{"passphrase, wrong one", locked, answer("hunter3", nil), "wrong passphrase"},
 		{"garbage", garbage, nil, "want an age identity file"},
 		{"plugin", hardware, nil, "is an age plugin's (a key on a hardware token), and this tool runs no plugin"},
 		{"missing", garbage + ".absent", nil, "no such file"},
