@@ -365,6 +365,37 @@ func testNarrowAccept(t *testing.T, bs []desttest.Backup) {
 	}
 }
 
+// testNoWrites: a registry in read-only maintenance (a 405 page) and a
+// pull-through cache (distribution's UNSUPPORTED, which a proxy in front
+// of a real registry answers here) take no push. upload says so at once,
+// exit 2, naming both; it retried the first for 15 s and reported the
+// second as "unsupported".
+func testNoWrites(t *testing.T, bs []desttest.Backup) {
+	readOnly := ocitest.Start(t, ocitest.Options{ReadOnly: true})
+	cache := ocitest.Start(t, ocitest.Options{}).NewProxy(t)
+	cache.Fault = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodPost && r.Method != http.MethodPut {
+			return false
+		}
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusMethodNotAllowed)
+		io.WriteString(w, `{"errors":[{"code":"UNSUPPORTED","message":"The operation is unsupported."}]}`)
+		return true
+	}
+	for _, host := range []string{readOnly.Host, cache.Host} {
+		d, err := kinds().Open(t.Context(), "docker://"+host+"/backups/nowrites", options(t, destination.RegistryOptions{InsecureSkipTLSVerify: true}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		_, err = destination.UploadDir(t.Context(), d, bs[0].Dir, nil)
+		if want := "the registry takes no writes to this repository: it is a pull-through cache, or read-only for maintenance"; err == nil || !strings.Contains(err.Error(), want) || exitcode.Of(err) != exitcode.Usage {
+			t.Errorf("upload to %s: %v (exit %d); want exit 2 saying %q", host, err, exitcode.Of(err), want)
+		}
+	}
+}
+
 // cutOff drops the connection of every download of a blob after its
 // first n bytes. containers/image resumes a download that made progress,
 // where the registry takes a range.

@@ -89,6 +89,7 @@ func TestOCI(t *testing.T) {
 	t.Run("MetadataFaults", func(t *testing.T) { testMetadataFaults(t, bs) })
 	t.Run("RateLimited", func(t *testing.T) { testRateLimited(t, bs) })
 	t.Run("NarrowAccept", func(t *testing.T) { testNarrowAccept(t, bs) })
+	t.Run("NoWrites", func(t *testing.T) { testNoWrites(t, bs) })
 	t.Run("DeletesRefused", func(t *testing.T) { testDeletesRefused(t, bs) })
 	t.Run("FilesTogether", func(t *testing.T) { testFilesTogether(t, bs) })
 	t.Run("ListTogether", func(t *testing.T) { testListTogether(t, bs) })

@@ -103,8 +103,8 @@ func settingsError(err error) error {
 // settingsHint says what to give when err comes from settings that no
 // retry can cure: plain HTTP where TLS is verified, a certificate that no
 // trusted CA vouches for, credentials missing or refused, access or room
-// denied, a limit on request bodies smaller than a file. It is "" for any
-// other error.
+// denied, a repository that takes no writes, a limit on request bodies
+// smaller than a file. It is "" for any other error.
 func settingsHint(err error) string {
 	var unknownCA x509.UnknownAuthorityError
 	var hostname x509.HostnameError
@@ -130,6 +130,11 @@ func settingsHint(err error) string {
 	case isCode(err, errcode.ErrorCodeDenied):
 		// Quay and Harbor deny a push past a full quota with the same code.
 		return "the registry denies the request for the reason it gives: when that is a full quota, prune old backups (the registry frees their room once it collects them) or have the quota raised; otherwise give credentials that may push to and pull from the repository"
+	case isCode(err, errcode.ErrorCodeUnsupported), pageStatus(err) == http.StatusMethodNotAllowed:
+		// distribution as a pull-through cache answers the first, in
+		// read-only maintenance the second; a refused delete says more
+		// before it gets here.
+		return "the registry takes no writes to this repository: it is a pull-through cache, or read-only for maintenance; give a repository that takes pushes"
 	case pageStatus(err) == http.StatusRequestEntityTooLarge:
 		return `the registry, or a proxy in front of it, refuses request bodies this large (HTTP 413): raise its limit (nginx: client_max_body_size 0; ingress-nginx: the annotation nginx.ingress.kubernetes.io/proxy-body-size: "0")`
 	}

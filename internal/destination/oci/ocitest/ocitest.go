@@ -42,6 +42,8 @@ type Options struct {
 	TLS bool
 	// Deletes enables manifest deletes (distribution's default is off).
 	Deletes bool
+	// ReadOnly puts the registry in read-only maintenance.
+	ReadOnly bool
 }
 
 // Registry is a running registry.
@@ -84,7 +86,7 @@ func Start(t testing.TB, opts Options) *Registry {
 		writeFile(t, htpasswd, fmt.Appendf(nil, "%s:%s\n", user, hash))
 		auth = configuration.Auth{"htpasswd": configuration.Parameters{"realm": "test", "path": htpasswd}}
 	}
-	r.srv = r.server(opts.Deletes, auth)
+	r.srv = r.server(opts, auth)
 	if opts.TLS {
 		r.CertDir = filepath.Join(dir, "certs")
 		r.srv.TLS = serverTLS(t, r.CertDir)
@@ -104,7 +106,7 @@ func Start(t testing.TB, opts Options) *Registry {
 // outside tests (make demo); Close stops it.
 func Serve(dir string) *Registry {
 	r := &Registry{root: filepath.Join(dir, "storage")}
-	r.srv = r.server(true, nil)
+	r.srv = r.server(Options{Deletes: true}, nil)
 	r.srv.Start()
 	r.Host = r.srv.Listener.Addr().String()
 	return r
@@ -114,15 +116,18 @@ func Serve(dir string) *Registry {
 func (r *Registry) Close() { r.srv.Close() }
 
 // server is an unstarted server of the registry, storing below r.root.
-func (r *Registry) server(deletes bool, auth configuration.Auth) *httptest.Server {
+func (r *Registry) server(opts Options, auth configuration.Auth) *httptest.Server {
 	cfg := &configuration.Configuration{
 		Auth: auth,
 		Storage: configuration.Storage{
 			// On disk, so that a test can change a stored blob.
 			"filesystem": configuration.Parameters{"rootdirectory": r.root},
-			"delete":     configuration.Parameters{"enabled": deletes},
-			// No purger goroutine outliving the test.
-			"maintenance": configuration.Parameters{"uploadpurging": map[any]any{"enabled": false}},
+			"delete":     configuration.Parameters{"enabled": opts.Deletes},
+			"maintenance": configuration.Parameters{
+				// No purger goroutine outliving the test.
+				"uploadpurging": map[any]any{"enabled": false},
+				"readonly":      map[any]any{"enabled": opts.ReadOnly},
+			},
 		},
 	}
 	// The registry logs every request, and the 404s of tag checks as
