@@ -493,8 +493,8 @@ func testReadFaults(t *testing.T, bs []desttest.Backup) {
 // default) costs prune one line that says how to enable them, exit 1;
 // credentials that may read and push but not delete (a robot account's
 // usual rights; the refusal injected at a proxy, as a registry with rights
-// per action answers) one line saying that prune needs others, exit 2. The
-// backups stay.
+// per action answers) one line saying that prune needs others, exit 2.
+// Neither is asked again. The backups stay.
 func testDeletesRefused(t *testing.T, bs []desttest.Backup) {
 	denied := func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Method != http.MethodDelete {
@@ -518,7 +518,13 @@ func testDeletesRefused(t *testing.T, bs []desttest.Backup) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			p := ocitest.Start(t, ocitest.Options{Deletes: c.deletes}).NewProxy(t)
-			p.Fault = c.fault
+			var deletes atomic.Int32
+			p.Fault = func(w http.ResponseWriter, r *http.Request) bool {
+				if r.Method == http.MethodDelete {
+					deletes.Add(1)
+				}
+				return c.fault != nil && c.fault(w, r)
+			}
 			d := openDest(t, "docker://"+p.Host+"/backups/nodelete", destination.RegistryOptions{InsecureSkipTLSVerify: true})
 			for _, b := range bs[:2] {
 				if _, err := destination.UploadDir(t.Context(), d, b.Dir, nil); err != nil {
@@ -528,6 +534,9 @@ func testDeletesRefused(t *testing.T, bs []desttest.Backup) {
 			_, err := destination.Prune(t.Context(), d, destination.Policy{KeepLast: 1}, "", time.Now(), false)
 			if exitcode.Of(err) != c.code || !strings.Contains(err.Error(), c.says) || strings.Contains(err.Error(), "\n") {
 				t.Errorf("prune = %v (exit %d), want one line saying %q, exit %d", err, exitcode.Of(err), c.says, c.code)
+			}
+			if n := deletes.Load(); n != 1 {
+				t.Errorf("the registry was asked to delete %d times, want once: a refusal is not retried", n)
 			}
 			if entries, _ := d.List(t.Context()); len(entries) != 2 {
 				t.Errorf("after a refused prune %d backups are listed, want 2", len(entries))

@@ -209,7 +209,7 @@ func (r registry) delete(ctx context.Context, sys *types.SystemContext, tag stri
 		return nil
 	}
 	if isCode(err, errcode.ErrorCodeUnsupported) {
-		return fmt.Errorf("registry %s refuses to delete %s: enable deletes in the registry (distribution: REGISTRY_STORAGE_DELETE_ENABLED=true, or storage.delete.enabled in its config)", reference.Domain(r.repo), tag)
+		return permanent{fmt.Errorf("registry %s refuses to delete %s: enable deletes in the registry (distribution: REGISTRY_STORAGE_DELETE_ENABLED=true, or storage.delete.enabled in its config)", reference.Domain(r.repo), tag)}
 	}
 	if isCode(err, errcode.ErrorCodeDenied) {
 		// Rights to read and push often stop short of deletes (a robot
