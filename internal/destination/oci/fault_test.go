@@ -365,34 +365,47 @@ func testNarrowAccept(t *testing.T, bs []desttest.Backup) {
 	}
 }
 
-// testNoWrites: a registry in read-only maintenance (a 405 page) and a
-// pull-through cache (distribution's UNSUPPORTED, which a proxy in front
-// of a real registry answers here) take no push. upload says so at once,
-// exit 2, naming both; it retried the first for 15 s and reported the
-// second as "unsupported".
+// testNoWrites: a registry in read-only maintenance (a 405 page), a
+// pull-through cache (distribution's UNSUPPORTED) and a registry that
+// creates no repository on a push (Harbor's NAME_UNKNOWN for a project
+// that does not exist) take no push; the last two are answered by a proxy
+// in front of a real registry. upload says why at once, exit 2. It
+// retried the first for 15 s and reported the second as "unsupported",
+// both exit 1, and the third exit 1.
 func testNoWrites(t *testing.T, bs []desttest.Backup) {
-	readOnly := ocitest.Start(t, ocitest.Options{ReadOnly: true})
-	cache := ocitest.Start(t, ocitest.Options{}).NewProxy(t)
-	cache.Fault = func(w http.ResponseWriter, r *http.Request) bool {
-		if r.Method != http.MethodPost && r.Method != http.MethodPut {
-			return false
+	refuse := func(status int, body string) func(http.ResponseWriter, *http.Request) bool {
+		return func(w http.ResponseWriter, r *http.Request) bool {
+			if r.Method != http.MethodPost && r.Method != http.MethodPut {
+				return false
+			}
+			io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			io.WriteString(w, body)
+			return true
 		}
-		io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusMethodNotAllowed)
-		io.WriteString(w, `{"errors":[{"code":"UNSUPPORTED","message":"The operation is unsupported."}]}`)
-		return true
 	}
-	for _, host := range []string{readOnly.Host, cache.Host} {
-		d, err := kinds().Open(t.Context(), "docker://"+host+"/backups/nowrites", options(t, destination.RegistryOptions{InsecureSkipTLSVerify: true}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer d.Close()
-		_, err = destination.UploadDir(t.Context(), d, bs[0].Dir, nil)
-		if want := "the registry takes no writes to this repository: it is a pull-through cache, or read-only for maintenance"; err == nil || !strings.Contains(err.Error(), want) || exitcode.Of(err) != exitcode.Usage {
-			t.Errorf("upload to %s: %v (exit %d); want exit 2 saying %q", host, err, exitcode.Of(err), want)
-		}
+	const noWrites = "the registry takes no writes to this repository: it is a pull-through cache, or read-only for maintenance"
+	cases := []struct {
+		name     string
+		readOnly bool
+		fault    func(http.ResponseWriter, *http.Request) bool
+		says     string
+	}{
+		{"read-only", true, nil, noWrites},
+		{"pull-through cache", false, refuse(http.StatusMethodNotAllowed, `{"errors":[{"code":"UNSUPPORTED","message":"The operation is unsupported."}]}`), noWrites},
+		{"no such project", false, refuse(http.StatusNotFound, `{"errors":[{"code":"NAME_UNKNOWN","message":"project backups not found: project backups not found"}]}`), "/backups/nowrites on a push: create it first"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := ocitest.Start(t, ocitest.Options{ReadOnly: c.readOnly}).NewProxy(t)
+			p.Fault = c.fault
+			d := openDest(t, "docker://"+p.Host+"/backups/nowrites", destination.RegistryOptions{InsecureSkipTLSVerify: true})
+			_, err := destination.UploadDir(t.Context(), d, bs[0].Dir, nil)
+			if err == nil || !strings.Contains(err.Error(), c.says) || exitcode.Of(err) != exitcode.Usage {
+				t.Errorf("upload: %v (exit %d); want exit 2 saying %q", err, exitcode.Of(err), c.says)
+			}
+		})
 	}
 }
 

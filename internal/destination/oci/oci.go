@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	v2 "github.com/docker/distribution/registry/api/v2"
 	"github.com/opencontainers/go-digest"
 	"go.podman.io/image/v5/pkg/blobinfocache/none"
 	"go.podman.io/image/v5/types"
@@ -372,7 +373,7 @@ func (u *upload) send(ctx context.Context, name string, info types.BlobInfo, ope
 	case err != nil && context.Cause(wctx) != nil && ctx.Err() == nil:
 		return got, context.Cause(wctx)
 	}
-	return got, err
+	return got, u.d.noRepository(err)
 }
 
 // Commit sends backup.json and the config, then the manifest: the commit
@@ -490,7 +491,17 @@ func (u *upload) push(ctx context.Context, m []byte) error {
 	if !u.image && errors.As(err, &rejected) {
 		return exitcode.With(exitcode.Usage, fmt.Errorf("%w; the registry takes no OCI artifact, as mirrors that take only images do: upload with --oci-format image", err))
 	}
-	return err
+	return u.d.noRepository(err)
+}
+
+// noRepository says what to do when a push is refused because the
+// repository, or the project above it (Harbor), does not exist and the
+// registry creates none on a push.
+func (d *Dest) noRepository(err error) error {
+	if !isCode(err, v2.ErrorCodeNameUnknown) || exitcode.Of(err) == exitcode.Usage {
+		return err
+	}
+	return exitcode.With(exitcode.Usage, fmt.Errorf("%w; the registry will not create %s on a push: create it first (Harbor: its project; Quay: the repository, or give the account the right to create repositories), or give another", err, d.URL()))
 }
 
 func (u *upload) Close() error {
