@@ -224,6 +224,20 @@ func testMetadataFaults(t *testing.T, bs []desttest.Backup) {
 	}
 }
 
+// uploaded starts a registry holding the backup in dir in repository repo,
+// and returns it with the repository's URL and what the upload returned.
+func uploaded(t *testing.T, dir, repo string) (*ocitest.Registry, string, destination.Result) {
+	t.Helper()
+	reg := ocitest.Start(t, ocitest.Options{})
+	url := "docker://" + reg.Host + "/" + repo
+	d := openDest(t, url, destination.RegistryOptions{InsecureSkipTLSVerify: true})
+	res, err := destination.UploadDir(t.Context(), d, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reg, url, res
+}
+
 // testRateLimited: a registry that answers 429 Too Many Requests is asked
 // again by containers/image, which waits as the Retry-After says, up to
 // five times in all; then the command fails at once, saying the registry
@@ -234,17 +248,7 @@ func testMetadataFaults(t *testing.T, bs []desttest.Backup) {
 // of five attempts asked five times more, a long wait read "context
 // deadline exceeded", and a refused blob only "toomanyrequests".
 func testRateLimited(t *testing.T, bs []desttest.Backup) {
-	reg := ocitest.Start(t, ocitest.Options{})
-	url := "docker://" + reg.Host + "/backups/limited"
-	d, err := kinds().Open(t.Context(), url, options(t, destination.RegistryOptions{InsecureSkipTLSVerify: true}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := destination.UploadDir(t.Context(), d, bs[0].Dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.Close()
+	reg, url, res := uploaded(t, bs[0].Dir, "backups/limited")
 	tagList := func(r *http.Request) bool { return strings.HasSuffix(r.URL.Path, "/tags/list") }
 	snapshotRead := func(r *http.Request) bool {
 		return r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/blobs/sha256:"+bs[0].Manifest.File(manifest.KindSnapshot).SHA256)
@@ -327,17 +331,7 @@ func testRateLimited(t *testing.T, bs []desttest.Backup) {
 // backup it lists. list says so for each tag, with the registry's answer,
 // and does not call the repository one without backups.
 func testNarrowAccept(t *testing.T, bs []desttest.Backup) {
-	reg := ocitest.Start(t, ocitest.Options{})
-	url := "docker://" + reg.Host + "/backups/narrowed"
-	d, err := kinds().Open(t.Context(), url, options(t, destination.RegistryOptions{InsecureSkipTLSVerify: true}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := destination.UploadDir(t.Context(), d, bs[0].Dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.Close()
+	reg, url, res := uploaded(t, bs[0].Dir, "backups/narrowed")
 	p := reg.NewProxy(t)
 	p.Fault = func(_ http.ResponseWriter, r *http.Request) bool {
 		if strings.Contains(r.URL.Path, "/manifests/") {
@@ -348,7 +342,7 @@ func testNarrowAccept(t *testing.T, bs []desttest.Backup) {
 	var log bytes.Buffer
 	o := options(t, destination.RegistryOptions{InsecureSkipTLSVerify: true})
 	o.Log = slog.New(slog.NewTextHandler(&log, nil))
-	d, err = kinds().Open(t.Context(), strings.Replace(url, reg.Host, p.Host, 1), o)
+	d, err := kinds().Open(t.Context(), strings.Replace(url, reg.Host, p.Host, 1), o)
 	if err != nil {
 		t.Fatal(err)
 	}
