@@ -515,6 +515,8 @@ func TestGCSTokenRefused(t *testing.T) {
 		says   string
 	}{
 		{http.StatusBadRequest, `{"error":"invalid_grant","error_description":"Invalid JWT Signature."}`, exitcode.Usage, "HTTP 400 (invalid_grant: Invalid JWT Signature.): the credentials are not valid"},
+		{http.StatusBadRequest, `{"error":"invalid_grant","error_description":"Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim."}`, exitcode.Usage, "HTTP 400 (invalid_grant: Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim.): this machine's clock is off"},
+		{http.StatusBadRequest, `{"error":"invalid_grant","error_description":"Invalid JWT: Token must be a short-lived token and in a reasonable timeframe"}`, exitcode.Usage, "HTTP 400 (invalid_grant: Invalid JWT: Token must be a short-lived token and in a reasonable timeframe): this machine's clock is off"},
 		{http.StatusUnauthorized, "<html>\n<body>no</body>\n</html>", exitcode.Usage, "HTTP 401 (<html> <body>no</body> </html>): the credentials are not valid"},
 		{http.StatusServiceUnavailable, `{"error":"unavailable"}`, exitcode.Failure, "HTTP 503 (unavailable)"},
 		{http.StatusBadGateway, "bad gateway", exitcode.Failure, "HTTP 502 (bad gateway)"},

@@ -1,6 +1,7 @@
 package gcs
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,7 +45,7 @@ func (e tokenError) Unwrap() error { return e.err }
 // tokenRefused returns err said as a tokenError when the token endpoint
 // answered it, and nil otherwise. A refusal (4xx, but for a timeout or too
 // many requests) is a usage error: no retry makes a deleted key or a
-// wrongly bound Workload Identity valid.
+// wrongly bound Workload Identity valid, or sets a wrong clock right.
 func tokenRefused(err error) error {
 	var aerr *auth.Error
 	if !errors.As(err, &aerr) || aerr.Response == nil {
@@ -52,6 +53,14 @@ func tokenRefused(err error) error {
 	}
 	if sc := aerr.Response.StatusCode; sc < 400 || sc >= 500 || aerr.Temporary() {
 		return tokenError{aerr}
+	}
+	if bytes.Contains(aerr.Body, []byte("reasonable timeframe")) {
+		// Google's answer to a signed request dated outside the hour
+		// it accepts ("Invalid JWT: Token must be a short-lived token
+		// (60 minutes) and in a reasonable timeframe. Check your iat
+		// and exp values ..."): the key is good, the clock that dated
+		// it is not.
+		return exitcode.With(exitcode.Usage, fmt.Errorf("%w: this machine's clock is off by more than the token endpoint allows, and the key's token requests are dated by it; set the clock right (chronyc makestep, or NTP) and run again", tokenError{aerr}))
 	}
 	return exitcode.With(exitcode.Usage, fmt.Errorf("%w: the credentials are not valid (a service account key deleted or disabled, or Workload Identity bound to another account or audience); give valid ones in GOOGLE_APPLICATION_CREDENTIALS, or fix the pod's Workload Identity", tokenError{aerr}))
 }
