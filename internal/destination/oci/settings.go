@@ -121,6 +121,8 @@ func settingsHint(err error) string {
 		return "the registry speaks plain HTTP: give --tls-verify=false to reach it without TLS"
 	case errors.As(err, &unknownCA):
 		return "no CA trusted here vouches for the registry's certificate: give --cert-dir DIR with its CA as DIR/ca.crt (as in /etc/containers/certs.d/HOST), or --tls-verify=false for a mirror you trust as it is"
+	case errors.As(err, &hostname) && legacyName(hostname.Certificate):
+		return "the registry's certificate names its host only as its Common Name, which Go (and so podman and skopeo) no longer accepts: reissue it with the host in subjectAltName (openssl: -addext subjectAltName=DNS:HOST), or --tls-verify=false for a mirror you trust as it is"
 	case errors.As(err, &hostname):
 		return "the registry's certificate is not for the host in the URL: name the registry as its certificate does"
 	case errors.As(err, &invalid):
@@ -139,6 +141,13 @@ func settingsHint(err error) string {
 		return `the registry, or a proxy in front of it, refuses request bodies this large (HTTP 413): raise its limit (nginx: client_max_body_size 0; ingress-nginx: the annotation nginx.ingress.kubernetes.io/proxy-body-size: "0")`
 	}
 	return ""
+}
+
+// legacyName reports whether c names its host only as its Common Name, as
+// certificates made with openssl req alone do: no subjectAltName at all.
+func legacyName(c *x509.Certificate) bool {
+	return c != nil && c.Subject.CommonName != "" &&
+		len(c.DNSNames) == 0 && len(c.IPAddresses) == 0 && len(c.EmailAddresses) == 0 && len(c.URIs) == 0
 }
 
 // pageStatus returns the HTTP status of a refusal whose body is not a

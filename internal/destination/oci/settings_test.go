@@ -3,6 +3,7 @@ package oci
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
@@ -34,7 +35,8 @@ func TestSettingsError(t *testing.T) {
 	}{
 		{"plain HTTP", ping(http.ErrSchemeMismatch), "--tls-verify=false"},
 		{"unknown CA", ping(&tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}), "--cert-dir"},
-		{"another name", ping(&tls.CertificateVerificationError{Err: x509.HostnameError{Host: "r"}}), "as its certificate does"},
+		{"another name", ping(&tls.CertificateVerificationError{Err: x509.HostnameError{Host: "r", Certificate: &x509.Certificate{Subject: pkix.Name{CommonName: "s"}, DNSNames: []string{"s"}}}}), "as its certificate does"},
+		{"name only as Common Name", ping(&tls.CertificateVerificationError{Err: x509.HostnameError{Host: "r", Certificate: &x509.Certificate{Subject: pkix.Name{CommonName: "r"}}}}), "reissue it with the host in subjectAltName"},
 		{"expired", ping(&tls.CertificateVerificationError{Err: x509.CertificateInvalidError{Reason: x509.Expired}}), "expired"},
 		{"no credentials", fmt.Errorf("fetching tags list: %w", errcode.Error{Code: errcode.ErrorCodeUnauthorized}), "--authfile"},
 		{"wrong password", docker.ErrUnauthorizedForCredentials{Err: errors.New("401")}, "--authfile"},
