@@ -90,6 +90,12 @@ func newRegistry(rest string) (registry, error) {
 	if repo == "" {
 		return registry{}, fmt.Errorf("%s names no repository: use docker://HOST[:PORT]/REPO", shown("docker:"+rest))
 	}
+	if host == "http:" || host == "https:" {
+		return registry{}, fmt.Errorf("%s: a registry is named without a scheme: use docker://HOST[:PORT]/REPO (TLS unless --tls-verify=false)", shown("docker:"+rest))
+	}
+	if strings.HasSuffix(repo, "/") {
+		return registry{}, fmt.Errorf("%s ends with a slash: use docker://HOST[:PORT]/REPO, without one", shown("docker:"+rest))
+	}
 	if strings.HasPrefix(host, "[") {
 		// containers/image's references have no form for one.
 		return registry{}, fmt.Errorf("%s: an IPv6 address cannot name a registry; give its host name", shown("docker:"+rest))

@@ -30,6 +30,9 @@ func TestRegistryURL(t *testing.T) {
 		{"docker://127.0.0.1:5000/etcd:latest", "names a tag or digest"},
 		{"docker://library/etcd", "names no registry host"},
 		{"docker://[::1]:5000/etcd", "an IPv6 address cannot name a registry; give its host name"},
+		{"docker://https://registry.example/etcd", "a registry is named without a scheme"},
+		{"docker://http://registry.example:5000/etcd", "a registry is named without a scheme"},
+		{"docker://registry.example/etcd/backups/", "ends with a slash"},
 	}
 	for _, tt := range tests {
 		checkOpen(t, tt.url, tt.want)
