@@ -138,6 +138,9 @@ func TestRegistrySettings(t *testing.T) {
 	plain := ocitest.Start(t, ocitest.Options{})
 	secure := ocitest.Start(t, ocitest.Options{TLS: true})
 	wrong := ocitest.WriteAuthFile(t, secure.Host, "backup", "not-the-password")
+	// The same registry by a name its certificate does not hold.
+	byName := strings.Replace(secure.Host, "127.0.0.1", "localhost", 1)
+	byNameAuth := ocitest.WriteAuthFile(t, byName, "backup", secure.Password)
 	missing := filepath.Join(t.TempDir(), "missing")
 	ca, err := os.ReadFile(filepath.Join(secure.CertDir, "ca.crt"))
 	if err != nil {
@@ -164,7 +167,7 @@ func TestRegistrySettings(t *testing.T) {
 		{"plain HTTP, TLS verified", []string{"list", plain.URL("backups/etcd")}, "", "--tls-verify=false"},
 		{"plain HTTP, upload", []string{"upload", dir, plain.URL("backups/etcd")}, "", "--tls-verify=false"},
 		{"no CA for the certificate", []string{"list", "--authfile", secure.AuthFile, secure.URL("backups/etcd")}, "", "--cert-dir"},
-		{"a certificate for another name", []string{"list", "--cert-dir", secure.CertDir, "--authfile", secure.AuthFile, "docker://" + strings.Replace(secure.Host, "127.0.0.1", "localhost", 1) + "/backups/etcd"}, "", "as its certificate does"},
+		{"a certificate for another name", []string{"list", "--cert-dir", secure.CertDir, "--authfile", byNameAuth, "docker://" + byName + "/backups/etcd"}, "", "as its certificate does"},
 		{"no credentials", []string{"list", "--cert-dir", secure.CertDir, secure.URL("backups/etcd")}, "", "--authfile"},
 		{"no credentials, upload", []string{"upload", "--cert-dir", secure.CertDir, dir, secure.URL("backups/etcd")}, "", "--authfile"},
 		{"wrong credentials", []string{"list", "--cert-dir", secure.CertDir, "--authfile", wrong, secure.URL("backups/etcd")}, "", "--authfile"},

@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,9 +58,15 @@ func open(t transport, opts destination.Options) (*Dest, error) {
 	if authFile == "" {
 		authFile, given = os.Getenv("REGISTRY_AUTH_FILE"), "$REGISTRY_AUTH_FILE"
 	}
-	legacy, err := checkAuthFile(authFile, given)
+	keys, legacy, err := checkAuthFile(authFile, given)
 	if err := cmp.Or(err, checkCertDir(opts.Registry.CertDir)); err != nil {
 		return nil, exitcode.With(exitcode.Usage, err)
+	}
+	if r, ok := t.(registry); ok && authFile != "" && r.uncovered(keys) {
+		// A near miss (another port, a typo) would only show as the
+		// registry's refusal, blamed on the credentials.
+		slices.Sort(keys)
+		opts.Log.Warn(fmt.Sprintf("%s %s has no entry for %s (its entries: %s): requests to it go without credentials; an entry names the registry exactly, with its port", given, authFile, r.host(), cmp.Or(strings.Join(keys, ", "), "none")))
 	}
 	// containers/image keeps a blob cache and may consult lookaside
 	// signature storage; both go to a scratch directory, not $HOME or

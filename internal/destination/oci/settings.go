@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/docker/distribution/registry/api/errcode"
@@ -23,34 +25,58 @@ import (
 // is missing or unreadable (a Secret mounted elsewhere, a mistyped path),
 // or not a JSON object. containers/image would read the first as no
 // credentials, and the registry's refusal would then hide the cause. given
-// names where the path came from. It also says whether the file is in the
-// legacy form of a kubernetes.io/dockercfg Secret's .dockercfg (the type
-// OpenShift makes for each service account): entries by host, with no
-// "auths" around them, which containers/image reads only when told.
-func checkAuthFile(path, given string) (legacy bool, err error) {
+// names where the path came from. It returns the keys of the file's
+// entries (registries, with or without a port, a namespace or a scheme),
+// and whether the file is in the legacy form of a kubernetes.io/dockercfg
+// Secret's .dockercfg (the type OpenShift makes for each service account):
+// entries by host, with no "auths" around them, which containers/image
+// reads only when told.
+func checkAuthFile(path, given string) (keys []string, legacy bool, err error) {
 	if path == "" {
-		return false, nil
+		return nil, false, nil
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return false, fmt.Errorf("%s: %w", given, err)
+		return nil, false, fmt.Errorf("%s: %w", given, err)
 	}
 	var entries map[string]json.RawMessage
 	if err := json.Unmarshal(data, &entries); err != nil {
-		return false, fmt.Errorf("%s: %s is not a JSON object: give a containers-auth.json, or the .dockerconfigjson of a docker-registry Secret", given, path)
+		return nil, false, fmt.Errorf("%s: %s is not a JSON object: give a containers-auth.json, or the .dockerconfigjson of a docker-registry Secret", given, path)
 	}
-	if _, ok := entries["auths"]; ok || len(entries) == 0 {
-		return false, nil
+	_, auths := entries["auths"]
+	_, helpers := entries["credHelpers"]
+	if auths || helpers || len(entries) == 0 {
+		var file struct {
+			Auths       map[string]json.RawMessage `json:"auths"`
+			CredHelpers map[string]string          `json:"credHelpers"`
+		}
+		json.Unmarshal(data, &file)
+		return slices.Concat(slices.Collect(maps.Keys(file.Auths)), slices.Collect(maps.Keys(file.CredHelpers))), false, nil
 	}
 	for _, raw := range entries {
 		var entry struct {
 			Auth *string `json:"auth"`
 		}
 		if json.Unmarshal(raw, &entry) != nil || entry.Auth == nil {
-			return false, nil
+			return nil, false, nil
 		}
 	}
-	return true, nil
+	return slices.Collect(maps.Keys(entries)), true, nil
+}
+
+// covers reports whether one of an auth file's keys applies to host, as
+// containers/image looks them up: the host itself (with its port, if it
+// has one) or a namespace below it; a key with a scheme (the legacy
+// "https://host/v1/") counts by its host alone.
+func covers(keys []string, host string) bool {
+	return slices.ContainsFunc(keys, func(k string) bool {
+		if rest, ok := strings.CutPrefix(k, "https://"); ok {
+			k, _, _ = strings.Cut(rest, "/")
+		} else if rest, ok := strings.CutPrefix(k, "http://"); ok {
+			k, _, _ = strings.Cut(rest, "/")
+		}
+		return k == host || strings.HasPrefix(k, host+"/")
+	})
 }
 
 // checkCertDir refuses a --cert-dir that containers/image would pass over

@@ -1,21 +1,26 @@
 package oci
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/docker/distribution/registry/api/errcode"
 	"go.podman.io/image/v5/docker"
 
+	"github.com/etcd-backup/etcd-backup/internal/destination"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 )
 
@@ -62,6 +67,52 @@ func TestSettingsError(t *testing.T) {
 			// A retry loop applies it again to what it returns.
 			if again := settingsError(got); again != got {
 				t.Errorf("settingsError applied twice = %v, want the hint once", again)
+			}
+		})
+	}
+}
+
+// TestAuthFileNearMiss: an auth file with no entry that containers/image
+// would use for the registry (another port, another host) is warned of
+// when the destination opens, naming the entries it has; one whose entry
+// applies, by host, namespace or legacy URL, is not. The registry's
+// refusal would otherwise blame the credentials.
+func TestAuthFileNearMiss(t *testing.T) {
+	tests := []struct {
+		name, file string
+		warned     bool
+	}{
+		{"same host and port", `{"auths":{"mirror.example:5000":{"auth":"dTpw"}}}`, false},
+		{"a namespace", `{"auths":{"mirror.example:5000/ocp":{"auth":"dTpw"}}}`, false},
+		{"legacy URL", `{"auths":{"https://mirror.example:5000/v1/":{"auth":"dTpw"}}}`, false},
+		{"a credential helper", `{"credHelpers":{"mirror.example:5000":"ecr-login"}}`, false},
+		{"dockercfg", `{"mirror.example:5000":{"auth":"dTpw"}}`, false},
+		{"another port", `{"auths":{"mirror.example:8443":{"auth":"dTpw"}}}`, true},
+		{"no port", `{"auths":{"mirror.example":{"auth":"dTpw"},"quay.io":{"auth":"dTpw"}}}`, true},
+		{"empty", `{}`, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "auth.json")
+			if err := os.WriteFile(path, []byte(tt.file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			r, err := newRegistry("//mirror.example:5000/ocp/etcd")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var log bytes.Buffer
+			d, err := open(r, destination.Options{Log: slog.New(slog.NewTextHandler(&log, nil)), ScratchDir: t.TempDir(), Registry: destination.RegistryOptions{AuthFile: path, Format: destination.FormatArtifact}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d.Close()
+			warned := strings.Contains(log.String(), "has no entry for mirror.example:5000")
+			if warned != tt.warned {
+				t.Errorf("%s: warned %v, want %v:\n%s", tt.file, warned, tt.warned, log.String())
+			}
+			if strings.Contains(log.String(), "dTpw") {
+				t.Errorf("the warning quotes a credential:\n%s", log.String())
 			}
 		})
 	}

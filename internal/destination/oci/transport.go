@@ -122,6 +122,13 @@ func (r registry) inCluster() bool {
 		strings.HasPrefix(host, "default-route-openshift-image-registry.")
 }
 
+// uncovered reports whether none of an auth file's keys applies to r.
+// docker.io, whose keys take several forms, never is.
+func (r registry) uncovered(keys []string) bool {
+	host := reference.Domain(r.repo)
+	return host != "docker.io" && !covers(keys, host)
+}
+
 // host is the registry's host as containers/image's requests name it.
 func (r registry) host() string {
 	if h := reference.Domain(r.repo); h != "docker.io" {
