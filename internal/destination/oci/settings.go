@@ -46,9 +46,11 @@ func checkAuthFile(path, given string) (keys []string, legacy bool, err error) {
 	_, auths := entries["auths"]
 	_, helpers := entries["credHelpers"]
 	if auths || helpers || len(entries) == 0 {
+		// Entries that are not objects fail containers/image's own read,
+		// which says so; here they only leave keys out.
 		var file struct {
 			Auths       map[string]json.RawMessage `json:"auths"`
-			CredHelpers map[string]string          `json:"credHelpers"`
+			CredHelpers map[string]json.RawMessage `json:"credHelpers"`
 		}
 		json.Unmarshal(data, &file)
 		return slices.Concat(slices.Collect(maps.Keys(file.Auths)), slices.Collect(maps.Keys(file.CredHelpers))), false, nil
