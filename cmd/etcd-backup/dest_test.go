@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -569,5 +570,44 @@ func TestLibraryLog(t *testing.T) {
 				t.Errorf("list: exit %d; want 0 and the registry's warning once, as a %s line:\n%s", code, tt.format, stderr)
 			}
 		})
+	}
+}
+
+// TestSignedURLNotLogged: a registry that keeps blobs in object storage
+// sends each download to a presigned URL, whose query lets anyone read the
+// blob until it expires. When that download fails, net/http quotes the URL
+// in its error; the command's log, in either format, leaves its query out.
+func TestSignedURLNotLogged(t *testing.T) {
+	b := desttest.Save(t)[0]
+	reg := ocitest.Start(t, ocitest.Options{})
+	dest := reg.URL("backups/signed")
+	if code, _, stderr := cli(t, nil, "upload", "--tls-verify=false", b.Dir, dest); code != 0 {
+		t.Fatalf("upload: exit %d\n%s", code, stderr)
+	}
+	// Object storage that is gone: nothing listens where the URL points.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := ln.Addr().String()
+	ln.Close()
+	snapshot := b.Manifest.File(manifest.KindSnapshot).SHA256
+	p := reg.NewProxy(t)
+	p.Fault = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/sha256:"+snapshot) {
+			return false
+		}
+		http.Redirect(w, r, "http://"+gone+"/blob?X-Amz-Credential=AKIAEXAMPLE&X-Amz-Signature=SECRETSIG", http.StatusTemporaryRedirect)
+		return true
+	}
+	backup := strings.Replace(dest, reg.Host, p.Host, 1) + ":" + oci.Tag(b.Manifest)
+	for _, format := range []string{"text", "json"} {
+		code, _, stderr := cli(t, nil, "download", "--log-format", format, "--tls-verify=false", backup, filepath.Join(t.TempDir(), "down"))
+		if code == 0 || !strings.Contains(stderr, gone+"/blob?…") {
+			t.Errorf("%s: download through a dead presigned URL: exit %d, want a failure naming the URL without its query:\n%s", format, code, stderr)
+		}
+		if strings.Contains(stderr, "SECRETSIG") || strings.Contains(stderr, "AKIAEXAMPLE") {
+			t.Errorf("%s: the presigned URL's query is logged:\n%s", format, stderr)
+		}
 	}
 }

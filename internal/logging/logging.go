@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -18,15 +19,38 @@ const (
 	JSON = "json"
 )
 
-// New returns a logger writing to w in format.
+// New returns a logger writing to w in format. Either format leaves out
+// the query of every URL in a line (see hideQueries).
 func New(w io.Writer, format string) (*slog.Logger, error) {
 	switch format {
 	case Text:
 		return slog.New(&lineHandler{w: w, mu: &sync.Mutex{}}), nil
 	case JSON:
-		return slog.New(slog.NewJSONHandler(w, nil)), nil
+		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{ReplaceAttr: hideQueriesAttr})), nil
 	}
 	return nil, fmt.Errorf("log format %q: want %s or %s", format, Text, JSON)
+}
+
+// urlQuery is the query of an http(s) URL within a line.
+var urlQuery = regexp.MustCompile(`(https?://[^\s"'?#]+)\?[^\s"']*`)
+
+// hideQueries replaces the query of each http(s) URL in s with "?…". A
+// registry that keeps its blobs in object storage sends each download to
+// a presigned URL, whose query (X-Amz-Signature, X-Goog-Signature) lets
+// whoever holds it read that blob, a snapshot with every Secret, until it
+// expires; net/http quotes the URL whole in its errors.
+func hideQueries(s string) string { return urlQuery.ReplaceAllString(s, "$1?…") }
+
+// hideQueriesAttr is hideQueries for the JSON handler: the message and
+// every value that prints as text.
+func hideQueriesAttr(_ []string, a slog.Attr) slog.Attr {
+	if k := a.Value.Kind(); k != slog.KindString && k != slog.KindAny {
+		return a
+	}
+	if s := a.Value.String(); hideQueries(s) != s {
+		a.Value = slog.StringValue(hideQueries(s))
+	}
+	return a
 }
 
 // lineHandler writes "TIME [LEVEL ]message key=value ...": the message first,
@@ -47,9 +71,9 @@ func (h *lineHandler) Handle(_ context.Context, r slog.Record) error {
 		b.WriteString(r.Level.String())
 		b.WriteByte(' ')
 	}
-	b.WriteString(r.Message)
+	b.WriteString(hideQueries(r.Message))
 	write := func(a slog.Attr) bool {
-		fmt.Fprintf(&b, " %s=%s", a.Key, quote(a.Value.String()))
+		fmt.Fprintf(&b, " %s=%s", a.Key, quote(hideQueries(a.Value.String())))
 		return true
 	}
 	for _, a := range h.attrs {
