@@ -532,17 +532,25 @@ func TestPruneGuards(t *testing.T) {
 	}
 }
 
+// uploadedToRegistry uploads a backup to repo in a new registry over plain
+// HTTP, and returns the backup, the registry and the repository's URL.
+func uploadedToRegistry(t *testing.T, repo string) (desttest.Backup, *ocitest.Registry, string) {
+	t.Helper()
+	b := desttest.Save(t)[0]
+	reg := ocitest.Start(t, ocitest.Options{})
+	dest := reg.URL(repo)
+	if code, _, stderr := cli(t, nil, "upload", "--tls-verify=false", b.Dir, dest); code != 0 {
+		t.Fatalf("upload: exit %d\n%s", code, stderr)
+	}
+	return b, reg, dest
+}
+
 // TestLibraryLog: what containers/image logs, here a registry's Warning
 // header, is a line in the format --log-format asks for, in the command's
 // log, once however many clients list opens; it was a logrus line on the
 // process's stderr, one per tag, in a JSON log too.
 func TestLibraryLog(t *testing.T) {
-	b := desttest.Save(t)[0]
-	reg := ocitest.Start(t, ocitest.Options{})
-	dest := reg.URL("backups/warned")
-	if code, _, stderr := cli(t, nil, "upload", "--tls-verify=false", b.Dir, dest); code != 0 {
-		t.Fatalf("upload: exit %d\n%s", code, stderr)
-	}
+	_, reg, dest := uploadedToRegistry(t, "backups/warned")
 	p := reg.NewProxy(t)
 	p.Fault = func(w http.ResponseWriter, _ *http.Request) bool {
 		w.Header().Set("Warning", `299 - "this mirror turns read-only on Friday"`)
@@ -578,12 +586,7 @@ func TestLibraryLog(t *testing.T) {
 // blob until it expires. When that download fails, net/http quotes the URL
 // in its error; the command's log, in either format, leaves its query out.
 func TestSignedURLNotLogged(t *testing.T) {
-	b := desttest.Save(t)[0]
-	reg := ocitest.Start(t, ocitest.Options{})
-	dest := reg.URL("backups/signed")
-	if code, _, stderr := cli(t, nil, "upload", "--tls-verify=false", b.Dir, dest); code != 0 {
-		t.Fatalf("upload: exit %d\n%s", code, stderr)
-	}
+	b, reg, dest := uploadedToRegistry(t, "backups/signed")
 	// Object storage that is gone: nothing listens where the URL points.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
