@@ -47,8 +47,9 @@ func hideQueriesAttr(_ []string, a slog.Attr) slog.Attr {
 	if k := a.Value.Kind(); k != slog.KindString && k != slog.KindAny {
 		return a
 	}
-	if s := a.Value.String(); hideQueries(s) != s {
-		a.Value = slog.StringValue(hideQueries(s))
+	s := a.Value.String()
+	if hidden := hideQueries(s); hidden != s {
+		a.Value = slog.StringValue(hidden)
 	}
 	return a
 }

@@ -149,13 +149,19 @@ func rateLimitError(err error, host string, w rateWait) error {
 	if errors.As(err, new(*rateLimitedError)) {
 		return err
 	}
-	wait := ""
+	return &rateLimitedError{err, fmt.Sprintf("%s is rate limiting this client (429 Too Many Requests)%s; run again later, or ask the registry's administrators to raise this account's limit", host, w.asked())}
+}
+
+// asked says how long the Retry-After asked to wait, in seconds or as a
+// time; "" for none, zero, or one that does not parse.
+func (w rateWait) asked() string {
 	if s, err := strconv.ParseUint(w.retryAfter, 10, 32); err == nil && s > 0 {
-		wait = fmt.Sprintf(" and asks to wait %s", time.Duration(s)*time.Second)
-	} else if t, err := http.ParseTime(w.retryAfter); err == nil {
-		wait = " and asks to wait until " + t.UTC().Format(time.RFC3339)
+		return fmt.Sprintf(" and asks to wait %s", time.Duration(s)*time.Second)
 	}
-	return &rateLimitedError{err, fmt.Sprintf("%s is rate limiting this client (429 Too Many Requests)%s; run again later, or ask the registry's administrators to raise this account's limit", host, wait)}
+	if t, err := http.ParseTime(w.retryAfter); err == nil {
+		return " and asks to wait until " + t.UTC().Format(time.RFC3339)
+	}
+	return ""
 }
 
 // rateLimitedError is err, which a registry's rate limit caused, and what
