@@ -749,3 +749,120 @@ func testQuotaFull(t *testing.T, bs []desttest.Backup) {
 		t.Errorf("after a refused upload %d backups are listed, want none", len(entries))
 	}
 }
+
+// testTokenService: a registry whose token service (the realm of its
+// WWW-Authenticate challenge) does not answer, or refuses connections,
+// fails list, download and upload with an error that names that host and
+// what the registry sends clients there for, not the registry. A request
+// that gets no answer at all is asked twice, not five times: list asks the
+// silent service twice, upload sends each file at most twice. Before, each
+// was asked five times (5 min 15 s at the default stall timeout), and the
+// error named only the token URL.
+func testTokenService(t *testing.T, bs []desttest.Backup) {
+	reg, url, res := uploaded(t, bs[0].Dir, "backups/token")
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var asked atomic.Int32
+	go func() {
+		var held []net.Conn // accepted, never answered
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			asked.Add(1)
+			held = append(held, c)
+		}
+	}()
+	t.Cleanup(func() { silent.Close() })
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refusing := closed.Addr().String()
+	closed.Close()
+	download := func(ctx context.Context, d destination.Dest) error {
+		_, err := destination.Download(ctx, d, res.Name, filepath.Join(t.TempDir(), "down"), nil)
+		return err
+	}
+	list := func(ctx context.Context, d destination.Dest) error {
+		_, err := d.List(ctx)
+		return err
+	}
+	cases := []struct {
+		name  string
+		realm string
+		run   func(context.Context, destination.Dest) error
+		asks  int32 // of the silent service; 0 to leave uncounted
+	}{
+		{"silent, list", silent.Addr().String(), list, 2},
+		{"silent, download", silent.Addr().String(), download, 2},
+		{"refusing, list", refusing, list, 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := reg.NewProxy(t)
+			p.Fault = func(w http.ResponseWriter, r *http.Request) bool {
+				if r.Header.Get("Authorization") != "" {
+					return false
+				}
+				w.Header().Set("WWW-Authenticate", `Bearer realm="http://`+c.realm+`/token",service="registry"`)
+				http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
+				return true
+			}
+			o := options(t, destination.RegistryOptions{InsecureSkipTLSVerify: true})
+			o.StallTimeout = 300 * time.Millisecond
+			d, err := kinds().Open(t.Context(), strings.Replace(url, reg.Host, p.Host, 1), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			before := asked.Load()
+			err = c.run(t.Context(), d)
+			want := c.realm + ", where the registry sends this client for a token (its token service), is the host that fails"
+			if err == nil || !strings.Contains(err.Error(), want) || strings.Count(err.Error(), want) != 1 || exitcode.Of(err) != exitcode.Failure {
+				t.Errorf("%v (exit %d); want exit 1 saying %q once", err, exitcode.Of(err), want)
+			}
+			if got := asked.Load() - before; c.asks != 0 && got != c.asks {
+				t.Errorf("the silent token service was asked %d times, want %d", got, c.asks)
+			}
+		})
+	}
+	t.Run("silent registry, upload", func(t *testing.T) {
+		var posts atomic.Int32
+		p := reg.NewProxy(t)
+		p.Fault = func(_ http.ResponseWriter, r *http.Request) bool {
+			if r.Method != http.MethodPost {
+				return false
+			}
+			posts.Add(1)
+			select {
+			case <-r.Context().Done():
+			case <-t.Context().Done():
+			}
+			return true
+		}
+		o := options(t, destination.RegistryOptions{InsecureSkipTLSVerify: true})
+		o.StallTimeout = 300 * time.Millisecond
+		d, err := kinds().Open(t.Context(), "docker://"+p.Host+"/backups/unanswered", o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		_, err = destination.UploadDir(t.Context(), d, bs[0].Dir, nil)
+		if err == nil || !strings.Contains(err.Error(), "no answer within the stall timeout") {
+			t.Errorf("upload to a registry that never answers a new upload = %v; want no answer within the stall timeout", err)
+		}
+		// Each file, backup.json and the config: at most two attempts each.
+		if most := 2 * int32(len(bs[0].Manifest.Files)+2); posts.Load() > most {
+			t.Errorf("the registry was asked to start %d uploads, want at most %d", posts.Load(), most)
+		}
+	})
+}

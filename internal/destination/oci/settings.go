@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -116,16 +117,75 @@ func checkCertDir(dir string) error {
 }
 
 // settingsError returns err as a usage error (exit 2) that says what to
-// give, when the settings cause it (settingsHint); any other error as it is.
-func settingsError(err error) error {
-	if exitcode.Of(err) == exitcode.Usage {
+// give, when the settings cause it (settingsHint); any other error as it
+// is. Either way, when err's request went not to the registry, whose host
+// is registry, but to a host it sends clients to, it says which.
+func settingsError(err error, registry string) error {
+	var away detoured
+	if exitcode.Of(err) == exitcode.Usage || errors.As(err, &away) {
 		// Classified already, with its own hint.
 		return err
 	}
-	if hint := settingsHint(err); hint != "" {
-		return exitcode.With(exitcode.Usage, fmt.Errorf("%w; %s", err, hint))
+	hint := settingsHint(err)
+	if host, purpose := detour(err, registry); host != "" {
+		err = detoured{fmt.Errorf("%w; %s", err, detourHint(err, host, purpose, hint))}
+	} else if hint != "" {
+		err = fmt.Errorf("%w; %s", err, hint)
+	}
+	if hint != "" {
+		return exitcode.With(exitcode.Usage, err)
 	}
 	return err
+}
+
+// detoured is an error that says which host, other than the registry,
+// failed it.
+type detoured struct{ error }
+
+func (e detoured) Unwrap() error { return e.error }
+
+// detour returns the host, other than the registry's, that the request
+// failing with err went to, and what the registry sends clients there for:
+// a token (the realm of its WWW-Authenticate challenge, asked for a scope)
+// or, redirected, a blob's bytes. host is "" for the registry's own
+// requests, and where registry is "" (a layout).
+func detour(err error, registry string) (host, purpose string) {
+	var ue *url.Error
+	if registry == "" || !errors.As(err, &ue) {
+		return "", ""
+	}
+	u, perr := url.Parse(ue.URL)
+	if perr != nil || u.Host == "" || strings.EqualFold(u.Host, registry) {
+		return "", ""
+	}
+	if q := u.Query(); ue.Op == "Post" || q.Has("scope") || q.Has("service") {
+		return u.Host, "for a token (its token service)"
+	}
+	return u.Host, "for a blob's bytes (the storage it serves them from)"
+}
+
+// detourHint says what to do about err, which the request to host failed
+// with, host being where the registry sends clients purpose. hint is what
+// settingsHint says of err, as if the registry had failed it.
+func detourHint(err error, host, purpose, hint string) string {
+	where := host + ", where the registry sends this client " + purpose
+	var dns *net.DNSError
+	var unknownCA x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	switch {
+	case errors.As(err, &dns) && dns.IsNotFound:
+		return "no DNS name " + dns.Name + " exists here, and the registry sends this client there " + purpose + ": have the registry's administrators name that service by a host name the cluster resolves (Harbor: its external URL), or add the name to the cluster's DNS"
+	case errors.As(err, &unknownCA):
+		return "no CA trusted here vouches for the certificate of " + where + ": give --cert-dir DIR with that CA in DIR too (every DIR/*.crt is trusted), or --tls-verify=false for a mirror you trust as it is"
+	case errors.As(err, &hostname):
+		return "the certificate of " + where + ", is not for that host: have the registry's administrators reissue it, or give --tls-verify=false for a mirror you trust as it is"
+	case errors.As(err, &invalid):
+		return "the certificate of " + where + ", is expired or not yet valid, or this machine's clock is wrong"
+	case hint != "":
+		return hint
+	}
+	return where + ", is the host that fails: let this pod reach it as well as the registry (a firewall, egress policy or proxy may let only the registry through), or have the registry's administrators check that service"
 }
 
 // settingsHint says what to give when err comes from settings that no

@@ -54,7 +54,7 @@ func TestSettingsError(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got := settingsError(c.err)
+			got := settingsError(c.err, "r")
 			if c.want == "" {
 				if got != c.err || settingsHint(c.err) != "" {
 					t.Errorf("settingsError(%v) = %v, want it unchanged", c.err, got)
@@ -65,7 +65,57 @@ func TestSettingsError(t *testing.T) {
 				t.Errorf("settingsError(%v) = %v (exit %d), want exit %d, %q, wrapping the error", c.err, got, exitcode.Of(got), exitcode.Usage, c.want)
 			}
 			// A retry loop applies it again to what it returns.
-			if again := settingsError(got); again != got {
+			if again := settingsError(got, "r"); again != got {
+				t.Errorf("settingsError applied twice = %v, want the hint once", again)
+			}
+		})
+	}
+}
+
+// TestDetour: an error of a request that went not to the registry but to a
+// host it sends clients to (its token service, or the storage a blob
+// download is redirected to) names that host and what it is for; settings
+// that cannot work there are a usage error (exit 2) saying what to do
+// about that host, anything else is left to be retried and says which host
+// fails. Before, an unresolvable token service was "is the registry's host
+// name mistyped?", and a silent one only its URL.
+func TestDetour(t *testing.T) {
+	const registry = "mirror.example.com:5000"
+	at := func(op, u string, err error) error {
+		return fmt.Errorf("fetching manifest t in %s/t/a: %w", registry, &url.Error{Op: op, URL: u, Err: err})
+	}
+	const token = "https://auth.example.com/token?scope=repository%3At%2Fa%3Apull&service=mirror"
+	const storage = "https://bucket.s3.example.com/blobs/x?X-Amz-Signature=s"
+	dns := &net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "no such host", Name: "auth.example.com", IsNotFound: true}}
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")}
+	cases := []struct {
+		name string
+		err  error
+		exit int
+		want string // "" for the error unchanged
+	}{
+		{"token service unresolvable", at("Get", token, dns), exitcode.Usage, "no DNS name auth.example.com exists here, and the registry sends this client there for a token (its token service): have the registry's administrators name that service"},
+		{"token service's CA", at("Get", token, &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}), exitcode.Usage, "the certificate of auth.example.com, where the registry sends this client for a token (its token service): give --cert-dir DIR with that CA in DIR too"},
+		{"OAuth2 token service refuses", at("Post", "https://auth.example.com/token", refused), exitcode.Failure, "auth.example.com, where the registry sends this client for a token (its token service), is the host that fails: let this pod reach it as well as the registry"},
+		{"storage's certificate for another host", at("Get", storage, &tls.CertificateVerificationError{Err: x509.HostnameError{Host: "bucket.s3.example.com", Certificate: &x509.Certificate{DNSNames: []string{"s3.example.com"}}}}), exitcode.Usage, "the certificate of bucket.s3.example.com, where the registry sends this client for a blob's bytes (the storage it serves them from), is not for that host"},
+		{"storage expired", at("Get", storage, &tls.CertificateVerificationError{Err: x509.CertificateInvalidError{Reason: x509.Expired}}), exitcode.Usage, "is expired or not yet valid, or this machine's clock is wrong"},
+		{"storage silent", at("Get", storage, errors.New("no answer within the stall timeout (1m0s)")), exitcode.Failure, "bucket.s3.example.com, where the registry sends this client for a blob's bytes (the storage it serves them from), is the host that fails"},
+		{"credentials refused by the token service", at("Get", token, docker.ErrUnauthorizedForCredentials{Err: errors.New("401")}), exitcode.Usage, "--authfile"},
+		{"the registry itself", at("Get", "https://"+registry+"/v2/t/a/manifests/t", refused), exitcode.Failure, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := settingsError(c.err, registry)
+			if c.want == "" {
+				if got != c.err {
+					t.Errorf("settingsError(%v) = %v, want it unchanged", c.err, got)
+				}
+				return
+			}
+			if !strings.Contains(got.Error(), c.want) || exitcode.Of(got) != c.exit || !errors.Is(got, c.err) {
+				t.Errorf("settingsError(%v) = %v (exit %d), want exit %d, %q, wrapping the error", c.err, got, exitcode.Of(got), c.exit, c.want)
+			}
+			if again := settingsError(got, registry); again != got {
 				t.Errorf("settingsError applied twice = %v, want the hint once", again)
 			}
 		})

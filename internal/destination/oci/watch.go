@@ -32,6 +32,9 @@ var errNoAnswer = errors.New("no answer within the stall timeout")
 type watchdog struct {
 	timer *time.Timer
 	after time.Duration
+	// moving is set once data has moved: until then, the request has had
+	// no answer (a send reads its source only once the registry took it).
+	moving atomic.Bool
 	// drained is set once the source has been read to its end.
 	drained atomic.Bool
 }
@@ -46,6 +49,10 @@ func newWatchdog(ctx context.Context, after time.Duration) (context.Context, *wa
 			cancel(fmt.Errorf("%w (%s): a proxy that buffers request bodies (nginx's proxy_request_buffering) answers only once it has passed the file on; turn that off, or raise --stall-timeout", errHeld, after))
 			return
 		}
+		if !w.moving.Load() {
+			cancel(fmt.Errorf("%w (%s)", errNoAnswer, after))
+			return
+		}
 		cancel(fmt.Errorf("%w (%s)", errStalled, after))
 	})
 	return ctx, w, func() {
@@ -54,7 +61,10 @@ func newWatchdog(ctx context.Context, after time.Duration) (context.Context, *wa
 	}
 }
 
-func (w *watchdog) moved() { w.timer.Reset(w.after) }
+func (w *watchdog) moved() {
+	w.moving.Store(true)
+	w.timer.Reset(w.after)
+}
 
 // meter passes a transfer through, feeding the watchdog, logging progress
 // and remembering the error of the source itself, which is never retried.
@@ -99,25 +109,37 @@ func (r readCloser) Close() error { return r.close() }
 
 const attempts = 5
 
-// retry runs op until it succeeds, fails for good, or has failed attempts
-// times, waiting RetryBase, 2*RetryBase, ... between attempts. An attempt
-// during which the registry answered 429 Too Many Requests is the last:
-// containers/image has waited and asked again already.
+// unanswered is how many attempts in a row may get no answer at all before
+// retry gives up: a host silent twice over is down or out of reach, and
+// three more stall timeouts would only keep the user waiting.
+const unanswered = 2
+
+// retry runs op until it succeeds, fails for good, has failed attempts
+// times or has had no answer unanswered times in a row, waiting RetryBase,
+// 2*RetryBase, ... between attempts. An attempt during which the registry
+// answered 429 Too Many Requests is the last: containers/image has waited
+// and asked again already.
 func (d *Dest) retry(ctx context.Context, what string, op func() error) error {
 	wait := d.opts.RetryBase
+	silent := 0
 	for i := 1; ; i++ {
 		start := time.Now()
 		err := op()
 		if w, ok := rateLimited(d.host(), start); ok && err != nil {
 			return rateLimitError(err, d.host(), w)
 		}
-		if err == nil || i == attempts || !transient(ctx, err) {
+		if errors.Is(err, errNoAnswer) {
+			silent++
+		} else {
+			silent = 0
+		}
+		if err == nil || i == attempts || silent == unanswered || !transient(ctx, err) {
 			if isCode(err, errcode.ErrorCodeTooManyRequests) {
 				// Answered to a request with a body, which containers/
 				// image does not ask again.
 				return rateLimitError(err, d.host(), rateWait{})
 			}
-			return settingsError(layoutError(err))
+			return settingsError(layoutError(err), d.host())
 		}
 		d.opts.Log.Warn(what+" failed; retrying", "attempt", i, "in", wait, "error", err)
 		select {
