@@ -109,6 +109,16 @@ func (d *Dest) host() string {
 	return ""
 }
 
+// endpoint is where the registry's requests go; its host is "" for a
+// layout.
+func (d *Dest) endpoint() endpoint {
+	host := d.host()
+	if host == "" {
+		return endpoint{}
+	}
+	return endpoint{host: host, plain: d.sys.DockerInsecureSkipTLSVerify == types.OptionalBoolTrue}
+}
+
 // Nearby says what the destination holds where it holds no backup.
 func (d *Dest) Nearby(ctx context.Context) (string, error) {
 	rctx, cancel := d.request(ctx)

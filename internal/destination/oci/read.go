@@ -391,7 +391,7 @@ func (d *Dest) stream(ctx context.Context, src types.ImageSource, name string, d
 	}
 	if err != nil {
 		stop()
-		return nil, fmt.Errorf("read %s from %s: %w", name, d.URL(), settingsError(err, d.host()))
+		return nil, fmt.Errorf("read %s from %s: %w", name, d.URL(), settingsError(err, d.endpoint()))
 	}
 	m := &meter{r: rc, dog: dog, log: d.opts.Log, what: "receiving " + name, size: size, every: d.opts.ProgressInterval, last: time.Now()}
 	return readCloser{Reader: m, close: func() error { stop(); return rc.Close() }}, nil

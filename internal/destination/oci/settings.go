@@ -20,6 +20,7 @@ import (
 	"go.podman.io/image/v5/docker"
 
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
+	"github.com/etcd-backup/etcd-backup/internal/proxy"
 )
 
 // checkAuthFile refuses an auth file that cannot hold credentials: one that
@@ -116,33 +117,60 @@ func checkCertDir(dir string) error {
 	return nil
 }
 
+// endpoint is where a registry's requests go: its host, "" for a layout,
+// and whether they may go in plain HTTP (--tls-verify=false).
+type endpoint struct {
+	host  string
+	plain bool
+}
+
 // settingsError returns err as a usage error (exit 2) that says what to
 // give, when the settings cause it (settingsHint); any other error as it
-// is. Either way, when err's request went not to the registry, whose host
-// is registry, but to a host it sends clients to, it says which.
-func settingsError(err error, registry string) error {
-	var away detoured
-	if exitcode.Of(err) == exitcode.Usage || errors.As(err, &away) {
+// is. Either way, when err's request failed not at the registry at at but
+// at the proxy in its way or at a host the registry sends clients to, it
+// says which.
+func settingsError(err error, at endpoint) error {
+	var said placed
+	if exitcode.Of(err) == exitcode.Usage || errors.As(err, &said) {
 		// Classified already, with its own hint.
 		return err
 	}
-	hint := settingsHint(err)
-	if host, purpose := detour(err, registry); host != "" {
-		err = detoured{fmt.Errorf("%w; %s", err, detourHint(err, host, purpose, hint))}
-	} else if hint != "" {
-		err = fmt.Errorf("%w; %s", err, hint)
+	hint := settingsHint(err, at)
+	where := "" // which host failed, when not the registry
+	if via, _ := proxyHint(err, at); via != "" {
+		where = via
+	} else if host, purpose := detour(err, at.host); host != "" {
+		where = detourHint(err, host, purpose, hint)
 	}
-	if hint != "" {
-		return exitcode.With(exitcode.Usage, err)
+	switch {
+	case where != "" && hint != "":
+		return exitcode.With(exitcode.Usage, placed{fmt.Errorf("%w; %s", err, where)})
+	case where != "":
+		return placed{fmt.Errorf("%w; %s", err, where)}
+	case hint != "":
+		return exitcode.With(exitcode.Usage, fmt.Errorf("%w; %s", err, hint))
 	}
 	return err
 }
 
-// detoured is an error that says which host, other than the registry,
-// failed it.
-type detoured struct{ error }
+// placed is an error that says which host on the way, other than the
+// registry, failed it.
+type placed struct{ error }
 
-func (e detoured) Unwrap() error { return e.error }
+func (e placed) Unwrap() error { return e.error }
+
+// proxyHint is proxy.Hint of a request to the registry at at, or to a host
+// it sent this client on to.
+func proxyHint(err error, at endpoint) (string, bool) {
+	if at.host == "" {
+		return "", false
+	}
+	asked := &url.URL{Scheme: "https", Host: at.host}
+	if at.plain {
+		asked.Scheme = "http"
+	}
+	return proxy.Hint(err, asked, pageStatus(err))
+}
 
 // detour returns the host, other than the registry's, that the request
 // failing with err went to, and what the registry sends clients there for:
@@ -188,20 +216,25 @@ func detourHint(err error, host, purpose, hint string) string {
 	return where + ", is the host that fails: let this pod reach it as well as the registry (a firewall, egress policy or proxy may let only the registry through), or have the registry's administrators check that service"
 }
 
-// settingsHint says what to give when err comes from settings that no
-// retry can cure: plain HTTP where TLS is verified, a certificate that no
-// trusted CA vouches for, credentials missing or refused, access or room
-// denied, a repository that takes no writes, a limit on request bodies
-// smaller than a file. It is "" for any other error.
-func settingsHint(err error) string {
+// settingsHint says what to give when err, of a request to the registry at
+// at, comes from settings that no retry can cure: a proxy that refuses the
+// request, plain HTTP where TLS is verified, a certificate that no trusted
+// CA vouches for, credentials missing or refused, access or room denied, a
+// repository that takes no writes, a limit on request bodies smaller than
+// a file. It is "" for any other error.
+func settingsHint(err error, at endpoint) string {
 	var unknownCA x509.UnknownAuthorityError
 	var hostname x509.HostnameError
 	var invalid x509.CertificateInvalidError
 	var creds docker.ErrUnauthorizedForCredentials
 	var dns *net.DNSError
-	switch {
-	case err == nil:
+	if err == nil {
 		return ""
+	}
+	if hint, refused := proxyHint(err, at); refused {
+		return hint
+	}
+	switch {
 	case errors.As(err, &dns) && dns.IsNotFound:
 		// The name server's answer, not a failure to get one.
 		return "no DNS name " + dns.Name + " exists: is the registry's host name mistyped? (a pod resolves it through the cluster's DNS)"

@@ -54,9 +54,9 @@ func TestSettingsError(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got := settingsError(c.err, "r")
+			got := settingsError(c.err, endpoint{host: "r"})
 			if c.want == "" {
-				if got != c.err || settingsHint(c.err) != "" {
+				if got != c.err || settingsHint(c.err, endpoint{host: "r"}) != "" {
 					t.Errorf("settingsError(%v) = %v, want it unchanged", c.err, got)
 				}
 				return
@@ -65,7 +65,7 @@ func TestSettingsError(t *testing.T) {
 				t.Errorf("settingsError(%v) = %v (exit %d), want exit %d, %q, wrapping the error", c.err, got, exitcode.Of(got), exitcode.Usage, c.want)
 			}
 			// A retry loop applies it again to what it returns.
-			if again := settingsError(got, "r"); again != got {
+			if again := settingsError(got, endpoint{host: "r"}); again != got {
 				t.Errorf("settingsError applied twice = %v, want the hint once", again)
 			}
 		})
@@ -105,7 +105,7 @@ func TestDetour(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got := settingsError(c.err, registry)
+			got := settingsError(c.err, endpoint{host: registry})
 			if c.want == "" {
 				if got != c.err {
 					t.Errorf("settingsError(%v) = %v, want it unchanged", c.err, got)
@@ -115,8 +115,58 @@ func TestDetour(t *testing.T) {
 			if !strings.Contains(got.Error(), c.want) || exitcode.Of(got) != c.exit || !errors.Is(got, c.err) {
 				t.Errorf("settingsError(%v) = %v (exit %d), want exit %d, %q, wrapping the error", c.err, got, exitcode.Of(got), c.exit, c.want)
 			}
-			if again := settingsError(got, registry); again != got {
+			if again := settingsError(got, endpoint{host: registry}); again != got {
 				t.Errorf("settingsError applied twice = %v, want the hint once", again)
+			}
+		})
+	}
+}
+
+// TestProxied: where this process's environment sends the registry's
+// requests through a proxy, the proxy's refusal (its answer to the tunnel,
+// or its page for plain HTTP) is a usage error (exit 2) naming the proxy
+// and NO_PROXY, and a proxy that cannot be reached says so and is left to
+// be retried; a token service's request through it names that host. The
+// errors are as net/http and containers/image return them (internal/proxy
+// tests the first against a real proxy). Before, a Squid that denied the
+// mirror was reported as the registry's "Forbidden", asked five times.
+func TestProxied(t *testing.T) {
+	for _, k := range []string{"https_proxy", "http_proxy", "no_proxy"} {
+		t.Setenv(k, "")
+	}
+	t.Setenv("HTTPS_PROXY", "http://proxy.example.com:3128")
+	t.Setenv("HTTP_PROXY", "http://proxy.example.com:3128")
+	t.Setenv("NO_PROXY", "")
+	tlsAt := endpoint{host: "mirror.example.com:5000"}
+	plainAt := endpoint{host: "mirror.example.com:5000", plain: true}
+	ping := func(scheme string, err error) error {
+		return fmt.Errorf("pinging container registry mirror.example.com:5000: %w", &url.Error{Op: "Get", URL: scheme + "://mirror.example.com:5000/v2/", Err: err})
+	}
+	unreachable := &net.OpError{Op: "proxyconnect", Net: "tcp", Err: errors.New("dial tcp 10.0.0.1:3128: connect: connection refused")}
+	token := fmt.Errorf("fetching tags: %w", &url.Error{Op: "Get", URL: "https://auth.example.com/token?scope=repository%3At%3Apull", Err: errors.New("Forbidden")})
+	cases := []struct {
+		name string
+		err  error
+		at   endpoint
+		exit int
+		want string
+	}{
+		{"tunnel refused", ping("https", errors.New("Forbidden")), tlsAt, exitcode.Usage, "requests to mirror.example.com:5000 go through the proxy proxy.example.com:3128 (HTTPS_PROXY in this process's environment), which refuses them (403 Forbidden): add mirror.example.com to NO_PROXY"},
+		{"plain HTTP refused with a page", fmt.Errorf("pinging container registry mirror.example.com:5000: %w", docker.UnexpectedHTTPStatusError{StatusCode: http.StatusForbidden}), plainAt, exitcode.Usage, "(HTTP_PROXY in this process's environment), which refuses them (403 Forbidden)"},
+		{"proxy unreachable", ping("https", unreachable), tlsAt, exitcode.Failure, "go through the proxy proxy.example.com:3128 (HTTPS_PROXY in this process's environment), which cannot be reached"},
+		{"token service refused", token, tlsAt, exitcode.Usage, "requests to auth.example.com go through the proxy proxy.example.com:3128"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := settingsError(c.err, c.at)
+			if !strings.Contains(got.Error(), c.want) || exitcode.Of(got) != c.exit || !errors.Is(got, c.err) || strings.Count(got.Error(), "NO_PROXY") != 1 {
+				t.Errorf("settingsError(%v) = %v (exit %d), want exit %d, %q once, wrapping the error", c.err, got, exitcode.Of(got), c.exit, c.want)
+			}
+			if again := settingsError(got, c.at); again != got {
+				t.Errorf("settingsError applied twice = %v, want the hint once", again)
+			}
+			if got, want := transient(t.Context(), c.err, c.at), c.exit == exitcode.Failure; got != want {
+				t.Errorf("transient(%v) = %t, want %t", c.err, got, want)
 			}
 		})
 	}

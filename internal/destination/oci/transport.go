@@ -230,7 +230,7 @@ func (r registry) delete(ctx context.Context, sys *types.SystemContext, tag stri
 		return exitcode.With(exitcode.Usage, fmt.Errorf("delete %s: %w; the registry lets these credentials read but not delete: give credentials that may delete from the repository", r.url(tag), err))
 	}
 	if err != nil {
-		return fmt.Errorf("delete %s: %w", r.url(tag), settingsError(err, r.host()))
+		return fmt.Errorf("delete %s: %w", r.url(tag), settingsError(err, endpoint{r.host(), sys.DockerInsecureSkipTLSVerify == types.OptionalBoolTrue}))
 	}
 	return nil
 }

@@ -133,13 +133,13 @@ func (d *Dest) retry(ctx context.Context, what string, op func() error) error {
 		} else {
 			silent = 0
 		}
-		if err == nil || i == attempts || silent == unanswered || !transient(ctx, err) {
+		if err == nil || i == attempts || silent == unanswered || !transient(ctx, err, d.endpoint()) {
 			if isCode(err, errcode.ErrorCodeTooManyRequests) {
 				// Answered to a request with a body, which containers/
 				// image does not ask again.
 				return rateLimitError(err, d.host(), rateWait{})
 			}
-			return settingsError(layoutError(err), d.host())
+			return settingsError(layoutError(err), d.endpoint())
 		}
 		d.opts.Log.Warn(what+" failed; retrying", "attempt", i, "in", wait, "error", err)
 		select {
@@ -156,15 +156,16 @@ type permanent struct{ error }
 
 func (p permanent) Unwrap() error { return p.error }
 
-// transient reports whether err may pass on a retry: anything but the
-// caller's own cancellation, settings that cannot work (settingsHint), a
-// refused request or manifest, a source that failed its check, or a file
-// system that is full, takes no writes or no file this large.
-func transient(ctx context.Context, err error) bool {
+// transient reports whether err, of a request to the registry at at, may
+// pass on a retry: anything but the caller's own cancellation, settings
+// that cannot work (settingsHint), a refused request or manifest, a source
+// that failed its check, or a file system that is full, takes no writes or
+// no file this large.
+func transient(ctx context.Context, err error, at endpoint) bool {
 	var p permanent
 	var rejected types.ManifestTypeRejectedError
 	switch {
-	case ctx.Err() != nil, errors.As(err, &p), notFound(err), settingsHint(err) != "",
+	case ctx.Err() != nil, errors.As(err, &p), notFound(err), settingsHint(err, at) != "",
 		isCode(err, errcode.ErrorCodeUnsupported), errors.As(err, &rejected), atomicfile.NoRoom(err), unwritable(err), errors.Is(err, unix.EFBIG):
 		return false
 	}

@@ -33,6 +33,7 @@ import (
 
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/progress"
+	"github.com/etcd-backup/etcd-backup/internal/proxy"
 	"github.com/etcd-backup/etcd-backup/internal/store"
 )
 
@@ -531,8 +532,15 @@ func (b *Bucket) wrap(op string, err, failed error) error {
 }
 
 // mapErr wraps the store error callers branch on, keeping the original text;
-// a failed precondition means failed.
+// a failed precondition means failed. A proxy's failure is said to be one.
 func (b *Bucket) mapErr(err, failed error) error {
+	if hint, refused := proxy.Hint(err, nil, 0); hint != "" {
+		err = fmt.Errorf("%w; %s", err, hint)
+		if refused {
+			return exitcode.With(exitcode.Usage, err)
+		}
+		return err
+	}
 	if terr := tokenRefused(err); terr != nil {
 		return terr
 	}
