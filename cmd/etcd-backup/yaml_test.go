@@ -64,8 +64,9 @@ var (
 	refAllowed = regexp.MustCompile(`(\.image|\.args\[\d+\]|\.env\[\d+\]\.value|\.workingDir|\.params\[\d+\]\.value|\.results\[\d+\]\.value|\.parameters\[\d+\]\.value)$`)
 )
 
-// Environment variables steps may set that are not flags of the binary.
-var foreignEnv = []string{"GOOGLE_APPLICATION_CREDENTIALS"}
+// Environment variables steps may set that are not flags of the binary:
+// Google's credentials, and Go's directories of CA certificates to trust.
+var foreignEnv = []string{"GOOGLE_APPLICATION_CREDENTIALS", "SSL_CERT_DIR"}
 
 // masterTaints must all be tolerated by pods that run save.
 var masterTaints = []string{"node-role.kubernetes.io/master", "node-role.kubernetes.io/control-plane"}
@@ -515,6 +516,11 @@ func (s *yamlSuite) checkTask(t *testing.T, d *yamlDoc) {
 			continue
 		}
 		inv := checkInvocation(t, where, step)
+		var mounts []string
+		for _, w := range ylist(spec, "workspaces") {
+			mounts = append(mounts, ystr(w, "mountPath"))
+		}
+		checkCertDirs(t, where, step, mounts)
 		if inv.resultsDir == "" {
 			continue
 		}
@@ -804,6 +810,26 @@ func (s *yamlSuite) checkArgoCall(t *testing.T, where string, local map[string]a
 	checkArguments(t, where, ylist(step, "arguments", "parameters"), ylist(callee, "inputs", "parameters"), "value")
 }
 
+// checkCertDirs wants each directory that SSL_CERT_DIR names in container
+// c to be mounted there: a workspace's mountPath among mounts, or one of
+// c's volumeMounts. Go skips a missing directory without a word, so a
+// mistyped path would leave the CA bundle untrusted and say nothing.
+func checkCertDirs(t *testing.T, where string, c any, mounts []string) {
+	for _, m := range ylist(c, "volumeMounts") {
+		mounts = append(mounts, ystr(m, "mountPath"))
+	}
+	for _, e := range ylist(c, "env") {
+		if ystr(e, "name") != "SSL_CERT_DIR" {
+			continue
+		}
+		for dir := range strings.SplitSeq(ystr(e, "value"), ":") {
+			if !slices.Contains(mounts, dir) {
+				t.Errorf("%s: SSL_CERT_DIR names %s, where nothing is mounted", where, dir)
+			}
+		}
+	}
+}
+
 // checkArgoPod checks the containers of a template, its outputs against
 // the result files, and, for one that runs save, its placement.
 func (s *yamlSuite) checkArgoPod(t *testing.T, where string, spec map[string]any, tmpl any) {
@@ -820,6 +846,7 @@ func (s *yamlSuite) checkArgoPod(t *testing.T, where string, spec map[string]any
 			continue
 		}
 		inv := checkInvocation(t, cw, c)
+		checkCertDirs(t, cw, c, nil)
 		save = save || inv.command == "save"
 		if inv.resultsDir != "" {
 			resultsDirs[inv.resultsDir] = true

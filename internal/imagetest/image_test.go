@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/etcd-backup/etcd-backup/internal/destination/oci/ocitest"
 	"github.com/etcd-backup/etcd-backup/internal/snapshot"
 	"github.com/etcd-backup/etcd-backup/internal/store/gcs/gcstest"
 	"github.com/etcd-backup/etcd-backup/internal/testcluster"
@@ -175,6 +176,30 @@ func TestImage(t *testing.T) {
 		objs, _, err := ca.emulator.ListObjects(bucket, "", "", false)
 		if err != nil || len(objs) != 3 {
 			t.Errorf("the bucket holds %d objects (%v), want the 3 files of the backup", len(objs), err)
+		}
+	})
+	t.Run("upload trusting the Task's ca-bundle", func(t *testing.T) {
+		// A registry whose CA is in no bundle of the image, as behind a
+		// proxy that inspects TLS: the Task mounts its ca-bundle workspace
+		// where SSL_CERT_DIR points, and Go trusts it besides the image's.
+		reg := ocitest.Start(t, ocitest.Options{TLS: true})
+		const caDir = "/var/run/secrets/etcd-backup/ca-bundle"
+		bundle := t.TempDir()
+		ca, err := os.ReadFile(filepath.Join(reg.CertDir, "ca.crt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(bundle, "ca-bundle.crt"), ca, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		flags := append(root, "-v", backups+":/backup:ro", "-v", bundle+":"+caDir+":ro", "-v", reg.AuthFile+":/auth.json:ro")
+		upload := []string{"upload", "--authfile", "/auth.json", "--stall-timeout", "5s", "/backup/b", "docker://" + reg.Host + "/backups"}
+		if out, err := b.exec(c, flags, upload...); err == nil || !strings.Contains(out, "certificate") {
+			t.Fatalf("upload with the CA mounted but not named: %v, want a certificate error\n%s", err, out)
+		}
+		trusting := append(slices.Clone(flags), "--env", "SSL_CERT_DIR="+caDir)
+		if out, err := b.exec(c, trusting, upload...); err != nil {
+			t.Fatalf("upload in the image with SSL_CERT_DIR=%s: %v\n%s", caDir, err, out)
 		}
 	})
 }

@@ -6,6 +6,7 @@
 package proxy
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -17,12 +18,13 @@ import (
 
 // Hint says what to do when err, the error of a request, comes from the
 // proxy in its way: the proxy could not be reached, refused to open a
-// tunnel to the host (net/http reports that by the status text alone), or,
+// tunnel to the host (net/http reports that by the status text alone),
+// presented a certificate of its own that nothing here vouches for, or,
 // for plain HTTP, answered with a page of its own. page is the status of
 // a page that err reports instead of the host's own answer, 0 if none,
 // and asked the URL of that request, which such an error does not name.
-// refused is set when the proxy turned the request down (403, 407): no
-// retry can cure that. hint is "" when no proxy is in the way, or it did
+// refused is set when the proxy turned the request down (403, 407), or its
+// certificate is not trusted: no retry can cure that. hint is "" when no proxy is in the way, or it did
 // not fail the request.
 //
 // The environment is read here, not once: net/http caches it per process.
@@ -54,7 +56,10 @@ func Hint(err error, asked *url.URL, page int) (hint string, refused bool) {
 	route := fmt.Sprintf("requests to %s go through the proxy %s (%s in this process's environment)", asked.Host, via.Host, env)
 	bypass := fmt.Sprintf("add %s to NO_PROXY (on OpenShift, to the cluster proxy's spec.noProxy, when the pod's proxy settings come from it)", asked.Hostname())
 	var op *net.OpError
+	var unknownCA x509.UnknownAuthorityError
 	switch {
+	case errors.As(err, &unknownCA) && asked.Scheme == "https":
+		return route + ", and no CA trusted here vouches for the certificate presented, as when the proxy inspects TLS and presents its own: trust the proxy's CA (in the Tasks and templates, OpenShift's trusted CA bundle as the ca-bundle; by hand, a directory of PEM files in SSL_CERT_DIR), or " + bypass, true
 	case errors.As(err, &op) && op.Op == "proxyconnect":
 		return route + ", which cannot be reached: check the proxy, or " + bypass + " if it is to be reached directly", false
 	case code == http.StatusForbidden || code == http.StatusProxyAuthRequired:

@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -39,14 +41,31 @@ func through(t *testing.T, proxyURL, u string) error {
 
 // TestHint: a real proxy in front of a host the environment does not
 // exempt turns down the tunnel (403, 407: refused, no retry), answers a
-// tunnel with 502, or cannot be reached at all; each is said to be the
+// tunnel with 502, presents a certificate of its own (as one that inspects
+// TLS does: refused), or cannot be reached at all; each is said to be the
 // proxy's doing, naming the host, the proxy (never its password) and
 // NO_PROXY. A host in NO_PROXY, or an error that is not the proxy's, gets
 // no hint.
 func TestHint(t *testing.T) {
 	status := 0
+	// A certificate nothing here trusts, as a proxy that inspects TLS
+	// presents for every host.
+	own := httptest.NewUnstartedServer(nil)
+	own.StartTLS()
+	own.Close()
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, "<html>Access Denied</html>", status)
+		if status != http.StatusOK {
+			http.Error(w, "<html>Access Denied</html>", status)
+			return
+		}
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n")
+		tls.Server(conn, &tls.Config{Certificates: own.TLS.Certificates}).Handshake()
 	}))
 	defer proxy.Close()
 	closed, err := net.Listen("tcp", "127.0.0.1:0")
@@ -69,6 +88,7 @@ func TestHint(t *testing.T) {
 		{"wants credentials", http.StatusProxyAuthRequired, proxy.URL, "", true, "which refuses them (407 Proxy Authentication Required)"},
 		{"bad gateway", http.StatusBadGateway, proxy.URL, "", false, "which answers 502 Bad Gateway: add mirror.example.com to NO_PROXY"},
 		{"unreachable", 0, gone, "", false, "which cannot be reached: check the proxy, or add mirror.example.com to NO_PROXY"},
+		{"inspecting TLS", http.StatusOK, proxy.URL, "", true, "and no CA trusted here vouches for the certificate presented, as when the proxy inspects TLS and presents its own: trust the proxy's CA"},
 		{"exempt", http.StatusForbidden, proxy.URL, "mirror.example.com", false, ""},
 		{"exempt by domain", http.StatusForbidden, proxy.URL, ".example.com", false, ""},
 	}
