@@ -23,9 +23,9 @@ import (
 // for plain HTTP, answered with a page of its own. page is the status of
 // a page that err reports instead of the host's own answer, 0 if none,
 // and asked the URL of that request, which such an error does not name.
-// refused is set when the proxy turned the request down (403, 407), or its
-// certificate is not trusted: no retry can cure that. hint is "" when no proxy is in the way, or it did
-// not fail the request.
+// refused is set when the proxy turned the request down (403, 407), or the
+// certificate is not trusted: no retry can cure that. hint is "" when no
+// proxy is in the way, or it did not fail the request.
 //
 // The environment is read here, not once: net/http caches it per process.
 func Hint(err error, asked *url.URL, page int) (hint string, refused bool) {
@@ -59,7 +59,7 @@ func Hint(err error, asked *url.URL, page int) (hint string, refused bool) {
 	var unknownCA x509.UnknownAuthorityError
 	switch {
 	case errors.As(err, &unknownCA) && asked.Scheme == "https":
-		return route + ", and no CA trusted here vouches for the certificate presented, as when the proxy inspects TLS and presents its own: trust the proxy's CA (in the Tasks and templates, OpenShift's trusted CA bundle as the ca-bundle; by hand, a directory of PEM files in SSL_CERT_DIR), or " + bypass, true
+		return route + ", and no CA trusted here vouches for the certificate presented, which is the proxy's own when it inspects TLS: trust the CA that signed it (in the Tasks and templates, OpenShift's trusted CA bundle as the ca-bundle; by hand, a directory of PEM files in SSL_CERT_DIR), or " + bypass, true
 	case errors.As(err, &op) && op.Op == "proxyconnect":
 		return route + ", which cannot be reached: check the proxy, or " + bypass + " if it is to be reached directly", false
 	case code == http.StatusForbidden || code == http.StatusProxyAuthRequired:

@@ -88,7 +88,7 @@ func TestHint(t *testing.T) {
 		{"wants credentials", http.StatusProxyAuthRequired, proxy.URL, "", true, "which refuses them (407 Proxy Authentication Required)"},
 		{"bad gateway", http.StatusBadGateway, proxy.URL, "", false, "which answers 502 Bad Gateway: add mirror.example.com to NO_PROXY"},
 		{"unreachable", 0, gone, "", false, "which cannot be reached: check the proxy, or add mirror.example.com to NO_PROXY"},
-		{"inspecting TLS", http.StatusOK, proxy.URL, "", true, "and no CA trusted here vouches for the certificate presented, as when the proxy inspects TLS and presents its own: trust the proxy's CA"},
+		{"inspecting TLS", http.StatusOK, proxy.URL, "", true, "and no CA trusted here vouches for the certificate presented, which is the proxy's own when it inspects TLS: trust the CA that signed it"},
 		{"exempt", http.StatusForbidden, proxy.URL, "mirror.example.com", false, ""},
 		{"exempt by domain", http.StatusForbidden, proxy.URL, ".example.com", false, ""},
 	}

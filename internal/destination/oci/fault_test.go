@@ -212,16 +212,23 @@ func testMetadataFaults(t *testing.T, bs []desttest.Backup) {
 			}
 			p := reg.NewProxy(t)
 			p.Fault = c.fault
-			o := options(t, destination.RegistryOptions{InsecureSkipTLSVerify: true})
-			o.StallTimeout = 300 * time.Millisecond
-			d, err = kinds().Open(t.Context(), strings.Replace(url, reg.Host, p.Host, 1), o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer d.Close()
-			c.run(t, d, res.Name)
+			c.run(t, throughProxy(t, url, reg, p), res.Name)
 		})
 	}
+}
+
+// throughProxy opens url, a repository of reg, through p, with a stall
+// timeout short enough for faults that stall.
+func throughProxy(t *testing.T, url string, reg *ocitest.Registry, p *ocitest.Proxy) destination.Dest {
+	t.Helper()
+	o := options(t, destination.RegistryOptions{InsecureSkipTLSVerify: true})
+	o.StallTimeout = 300 * time.Millisecond
+	d, err := kinds().Open(t.Context(), strings.Replace(url, reg.Host, p.Host, 1), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
 }
 
 // uploaded starts a registry holding the backup in dir in repository repo,
@@ -305,14 +312,7 @@ func testRateLimited(t *testing.T, bs []desttest.Backup) {
 				http.Error(w, `{"errors":[{"code":"TOOMANYREQUESTS","message":"rate limit exceeded"}]}`, http.StatusTooManyRequests)
 				return true
 			}
-			o := options(t, destination.RegistryOptions{InsecureSkipTLSVerify: true})
-			o.StallTimeout = 300 * time.Millisecond
-			d, err := kinds().Open(t.Context(), strings.Replace(url, reg.Host, p.Host, 1), o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer d.Close()
-			err = c.run(t.Context(), d)
+			err := c.run(t.Context(), throughProxy(t, url, reg, p))
 			switch {
 			case c.says == "" && err != nil:
 				t.Errorf("%v; want success", err)
@@ -817,15 +817,9 @@ func testTokenService(t *testing.T, bs []desttest.Backup) {
 				http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
 				return true
 			}
-			o := options(t, destination.RegistryOptions{InsecureSkipTLSVerify: true})
-			o.StallTimeout = 300 * time.Millisecond
-			d, err := kinds().Open(t.Context(), strings.Replace(url, reg.Host, p.Host, 1), o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer d.Close()
+			d := throughProxy(t, url, reg, p)
 			before := asked.Load()
-			err = c.run(t.Context(), d)
+			err := c.run(t.Context(), d)
 			want := c.realm + ", where the registry sends this client for a token (its token service), is the host that fails"
 			if err == nil || !strings.Contains(err.Error(), want) || strings.Count(err.Error(), want) != 1 || exitcode.Of(err) != exitcode.Failure {
 				t.Errorf("%v (exit %d); want exit 1 saying %q once", err, exitcode.Of(err), want)

@@ -112,11 +112,10 @@ func (d *Dest) host() string {
 // endpoint is where the registry's requests go; its host is "" for a
 // layout.
 func (d *Dest) endpoint() endpoint {
-	host := d.host()
-	if host == "" {
-		return endpoint{}
+	if r, ok := d.t.(registry); ok {
+		return r.endpoint(d.sys)
 	}
-	return endpoint{host: host, plain: d.sys.DockerInsecureSkipTLSVerify == types.OptionalBoolTrue}
+	return endpoint{}
 }
 
 // Nearby says what the destination holds where it holds no backup.

@@ -155,7 +155,7 @@ func TestProxied(t *testing.T) {
 		{"plain HTTP refused with a page", fmt.Errorf("pinging container registry mirror.example.com:5000: %w", docker.UnexpectedHTTPStatusError{StatusCode: http.StatusForbidden}), plainAt, exitcode.Usage, "(HTTP_PROXY in this process's environment), which refuses them (403 Forbidden)"},
 		{"proxy unreachable", ping("https", unreachable), tlsAt, exitcode.Failure, "go through the proxy proxy.example.com:3128 (HTTPS_PROXY in this process's environment), which cannot be reached"},
 		{"token service refused", token, tlsAt, exitcode.Usage, "requests to auth.example.com go through the proxy proxy.example.com:3128"},
-		{"TLS inspected", ping("https", &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}), tlsAt, exitcode.Usage, "as when the proxy inspects TLS and presents its own: trust the proxy's CA"},
+		{"TLS inspected", ping("https", &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}), tlsAt, exitcode.Usage, "which is the proxy's own when it inspects TLS: trust the CA that signed it"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

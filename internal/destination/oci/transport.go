@@ -137,6 +137,11 @@ func (r registry) host() string {
 	return "registry-1.docker.io"
 }
 
+// endpoint is where r's requests go under sys.
+func (r registry) endpoint(sys *types.SystemContext) endpoint {
+	return endpoint{host: r.host(), plain: sys.DockerInsecureSkipTLSVerify == types.OptionalBoolTrue}
+}
+
 func (r registry) kind() string                { return "registry" }
 func (r registry) url(tag string) string       { return "docker://" + r.imageURL(tag) }
 func (r registry) imageURL(tag string) string  { return r.repo.Name() + ":" + tag }
@@ -230,7 +235,7 @@ func (r registry) delete(ctx context.Context, sys *types.SystemContext, tag stri
 		return exitcode.With(exitcode.Usage, fmt.Errorf("delete %s: %w; the registry lets these credentials read but not delete: give credentials that may delete from the repository", r.url(tag), err))
 	}
 	if err != nil {
-		return fmt.Errorf("delete %s: %w", r.url(tag), settingsError(err, endpoint{r.host(), sys.DockerInsecureSkipTLSVerify == types.OptionalBoolTrue}))
+		return fmt.Errorf("delete %s: %w", r.url(tag), settingsError(err, r.endpoint(sys)))
 	}
 	return nil
 }
