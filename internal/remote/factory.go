@@ -43,7 +43,7 @@ func open(ctx context.Context, rest string, opts destination.Options) (destinati
 		o.ResourcesTo = &to
 	}
 	c, err := gcs.New(ctx, gcs.Options{EmulatorHost: opts.GCS.EmulatorHost, CredentialsFile: opts.GCS.CredentialsFile, StallTimeout: opts.StallTimeout})
-	if errors.Is(err, gcs.ErrNoCredentials) || errors.Is(err, gcs.ErrCredentialsFile) {
+	if errors.Is(err, gcs.ErrNoCredentials) || errors.Is(err, gcs.ErrCredentialsFile) || errors.Is(err, gcs.ErrTokenFile) {
 		return nil, usage(err)
 	}
 	if err != nil {

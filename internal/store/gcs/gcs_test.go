@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -495,6 +496,43 @@ func TestGCSCredentialsFile(t *testing.T) {
 			t.Errorf("New with credentials file %s: %v, want ErrCredentialsFile in one line naming the file once", file, err)
 		}
 	}
+}
+
+// TestGCSTokenFile: credentials of an external account (Workload Identity
+// Federation) whose token file the pod does not have fail at New, one line
+// naming both files and what to mount, ErrTokenFile; with the token file
+// there, New succeeds (the token is read at the first request). Before,
+// the first request failed with the library's "failed to open credential
+// file", as a failed request, exit 1.
+func TestGCSTokenFile(t *testing.T) {
+	dir := t.TempDir()
+	token := filepath.Join(dir, "token")
+	cfg, err := json.Marshal(map[string]any{
+		"type":               "external_account",
+		"audience":           "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/pool/providers/openshift",
+		"subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+		"token_url":          "https://sts.googleapis.com/v1/token",
+		"credential_source":  map[string]any{"file": token, "format": map[string]string{"type": "text"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "credential-configuration.json")
+	if err := os.WriteFile(file, cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = gcs.New(t.Context(), gcs.Options{CredentialsFile: file})
+	if !errors.Is(err, gcs.ErrTokenFile) || !errors.Is(err, fs.ErrNotExist) || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), file) || !strings.Contains(err.Error(), token) || !strings.Contains(err.Error(), "mount a projected service account token there") {
+		t.Errorf("New without the token file: %v, want ErrTokenFile in one line naming %s and %s", err, file, token)
+	}
+	if err := os.WriteFile(token, []byte("eyJhbGciOiJSUzI1NiJ9.e30.c2ln"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := gcs.New(t.Context(), gcs.Options{CredentialsFile: file})
+	if err != nil {
+		t.Fatalf("New with the token file there: %v", err)
+	}
+	c.Close()
 }
 
 // TestGCSTokenRefused: a service account key that the token endpoint
