@@ -520,7 +520,7 @@ func (s *yamlSuite) checkTask(t *testing.T, d *yamlDoc) {
 		for _, w := range ylist(spec, "workspaces") {
 			mounts = append(mounts, ystr(w, "mountPath"))
 		}
-		checkCertDirs(t, where, step, mounts)
+		checkCertDirs(t, where, step, mounts, true)
 		if inv.resultsDir == "" {
 			continue
 		}
@@ -810,11 +810,17 @@ func (s *yamlSuite) checkArgoCall(t *testing.T, where string, local map[string]a
 	checkArguments(t, where, ylist(step, "arguments", "parameters"), ylist(callee, "inputs", "parameters"), "value")
 }
 
+// openShiftPipelinesCerts is where OpenShift Pipelines' webhook mounts the
+// cluster's trusted CA bundle into a TaskRun's containers: the first
+// directory their SSL_CERT_DIR names.
+const openShiftPipelinesCerts = "/tekton-custom-certs"
+
 // checkCertDirs wants each directory that SSL_CERT_DIR names in container
-// c to be mounted there: a workspace's mountPath among mounts, or one of
-// c's volumeMounts. Go skips a missing directory without a word, so a
-// mistyped path would leave the CA bundle untrusted and say nothing.
-func checkCertDirs(t *testing.T, where string, c any, mounts []string) {
+// c to be mounted there: a workspace's mountPath among mounts, one of c's
+// volumeMounts, or, first in a Task, OpenShift Pipelines' own. Go skips a
+// missing directory without a word, so a mistyped path would leave the CA
+// bundle untrusted and say nothing.
+func checkCertDirs(t *testing.T, where string, c any, mounts []string, task bool) {
 	for _, m := range ylist(c, "volumeMounts") {
 		mounts = append(mounts, ystr(m, "mountPath"))
 	}
@@ -822,8 +828,14 @@ func checkCertDirs(t *testing.T, where string, c any, mounts []string) {
 		if ystr(e, "name") != "SSL_CERT_DIR" {
 			continue
 		}
-		for dir := range strings.SplitSeq(ystr(e, "value"), ":") {
-			if !slices.Contains(mounts, dir) {
+		dirs := strings.Split(ystr(e, "value"), ":")
+		if task && dirs[0] != openShiftPipelinesCerts {
+			// The webhook would mount the bundle in the first directory,
+			// inside a workspace's read-only volume, and fail the pod.
+			t.Errorf("%s: SSL_CERT_DIR starts with %s, want %s first", where, dirs[0], openShiftPipelinesCerts)
+		}
+		for i, dir := range dirs {
+			if !slices.Contains(mounts, dir) && (!task || i > 0) {
 				t.Errorf("%s: SSL_CERT_DIR names %s, where nothing is mounted", where, dir)
 			}
 		}
@@ -846,7 +858,7 @@ func (s *yamlSuite) checkArgoPod(t *testing.T, where string, spec map[string]any
 			continue
 		}
 		inv := checkInvocation(t, cw, c)
-		checkCertDirs(t, cw, c, nil)
+		checkCertDirs(t, cw, c, nil, false)
 		save = save || inv.command == "save"
 		if inv.resultsDir != "" {
 			resultsDirs[inv.resultsDir] = true

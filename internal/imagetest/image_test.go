@@ -23,6 +23,8 @@ import (
 	"syscall"
 	"testing"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/etcd-backup/etcd-backup/internal/destination/oci/ocitest"
 	"github.com/etcd-backup/etcd-backup/internal/snapshot"
 	"github.com/etcd-backup/etcd-backup/internal/store/gcs/gcstest"
@@ -181,9 +183,12 @@ func TestImage(t *testing.T) {
 	t.Run("upload trusting the Task's ca-bundle", func(t *testing.T) {
 		// A registry whose CA is in no bundle of the image, as behind a
 		// proxy that inspects TLS: the Task mounts its ca-bundle workspace
-		// where SSL_CERT_DIR points, and Go trusts it besides the image's.
+		// in the last directory its SSL_CERT_DIR names (the first is
+		// OpenShift Pipelines', missing here), and Go trusts it besides the
+		// image's bundle.
 		reg := ocitest.Start(t, ocitest.Options{TLS: true})
-		const caDir = "/var/run/secrets/etcd-backup/ca-bundle"
+		certDirs := taskEnv(t, "upload", "SSL_CERT_DIR")
+		caDir := certDirs[strings.LastIndex(certDirs, ":")+1:]
 		bundle := t.TempDir()
 		ca, err := os.ReadFile(filepath.Join(reg.CertDir, "ca.crt"))
 		if err != nil {
@@ -197,11 +202,40 @@ func TestImage(t *testing.T) {
 		if out, err := b.exec(c, flags, upload...); err == nil || !strings.Contains(out, "certificate") {
 			t.Fatalf("upload with the CA mounted but not named: %v, want a certificate error\n%s", err, out)
 		}
-		trusting := append(slices.Clone(flags), "--env", "SSL_CERT_DIR="+caDir)
+		trusting := append(slices.Clone(flags), "--env", "SSL_CERT_DIR="+certDirs)
 		if out, err := b.exec(c, trusting, upload...); err != nil {
-			t.Fatalf("upload in the image with SSL_CERT_DIR=%s: %v\n%s", caDir, err, out)
+			t.Fatalf("upload in the image with SSL_CERT_DIR=%s: %v\n%s", certDirs, err, out)
 		}
 	})
+}
+
+// taskEnv returns the value the etcd-backup Task's step sets name to.
+func taskEnv(t *testing.T, step, name string) string {
+	t.Helper()
+	data, err := os.ReadFile("../../task/etcd-backup/0.1/etcd-backup.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var task struct {
+		Spec struct {
+			Steps []struct {
+				Name string
+				Env  []struct{ Name, Value string }
+			}
+		}
+	}
+	if err := yaml.Unmarshal(data, &task); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range task.Spec.Steps {
+		for _, e := range s.Env {
+			if s.Name == step && e.Name == name {
+				return e.Value
+			}
+		}
+	}
+	t.Fatalf("the Task's %s step sets no %s", step, name)
+	return ""
 }
 
 // build runs `make image` with the test's storage and CA bundle.

@@ -59,7 +59,7 @@ func Hint(err error, asked *url.URL, page int) (hint string, refused bool) {
 	var unknownCA x509.UnknownAuthorityError
 	switch {
 	case errors.As(err, &unknownCA) && asked.Scheme == "https":
-		return route + ", and no CA trusted here vouches for the certificate presented, which is the proxy's own when it inspects TLS: trust the CA that signed it (in the Tasks and templates, OpenShift's trusted CA bundle as the ca-bundle; by hand, a directory of PEM files in SSL_CERT_DIR), or " + bypass, true
+		return route + ", and no CA trusted here vouches for the certificate presented, which is the proxy's own when it inspects TLS: trust the CA that signed it (the cluster's trusted CA bundle, which OpenShift Pipelines gives the Tasks, or the ca-bundle workspace or ConfigMap; by hand, a directory of PEM files in SSL_CERT_DIR), or " + bypass, true
 	case errors.As(err, &op) && op.Op == "proxyconnect":
 		return route + ", which cannot be reached: check the proxy, or " + bypass + " if it is to be reached directly", false
 	case code == http.StatusForbidden || code == http.StatusProxyAuthRequired:
