@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -171,6 +174,33 @@ func TestPushUnreachable(t *testing.T) {
 				t.Errorf("want one warning:\n%s", logs)
 			}
 		})
+	}
+}
+
+// TestPushThroughRefusingProxy: a push through a proxy that turns the
+// tunnel down says so, naming the proxy and NO_PROXY, and never the
+// password. The proxy is real; the client is sent to it as the environment
+// would send it (net/http reads the environment once per process, and
+// never proxies loopback, so the test names the proxy itself).
+func TestPushThroughRefusingProxy(t *testing.T) {
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "denied", http.StatusForbidden)
+	}))
+	defer proxy.Close()
+	for _, k := range []string{"https_proxy", "http_proxy", "no_proxy", "HTTP_PROXY", "NO_PROXY"} {
+		t.Setenv(k, "")
+	}
+	t.Setenv("HTTPS_PROXY", proxy.URL)
+	proxyURL, err := url.Parse(proxy.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const password = "s3cret-push"
+	client := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL)}, Timeout: 5 * time.Second}
+	err = mustParse(t, "https://robot:"+password+"@pushgateway.example.com:443").push(t.Context(), client, savedRun("c1"), at(time.Minute, 0))
+	want := "requests to pushgateway.example.com:443 go through the proxy " + proxyURL.Host + " (HTTPS_PROXY in this process's environment), which refuses them (403 Forbidden): add pushgateway.example.com to NO_PROXY"
+	if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), password) {
+		t.Errorf("push through a refusing proxy: %v; want %q, and no password", err, want)
 	}
 }
 

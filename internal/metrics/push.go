@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/push"
+
+	"github.com/etcd-backup/etcd-backup/internal/proxy"
 )
 
 // PushURL is a Pushgateway's address with its credentials held apart, so
@@ -73,6 +75,10 @@ func (p PushURL) pusher(client *http.Client, grouping prometheus.Labels) *push.P
 func (p PushURL) push(ctx context.Context, client *http.Client, r *Run, o Outcome) error {
 	grouping := r.labels()
 	if err := p.pusher(client, grouping).Gatherer(r.registry(o, nil)).AddContext(ctx); err != nil {
+		if hint, _ := proxy.Hint(err, nil, 0); hint != "" {
+			// A Pushgateway reached by its route, outside NO_PROXY.
+			return fmt.Errorf("push to %s: %w; %s", p, err, hint)
+		}
 		return fmt.Errorf("push to %s: %w", p, err)
 	}
 	if o.ExitCode != 0 || grouping[LabelCluster] == UnknownCluster || r.AllClusters {
