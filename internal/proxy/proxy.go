@@ -62,7 +62,9 @@ func Hint(err error, asked *url.URL, page int) (hint string, refused bool) {
 		return route + ", and no CA trusted here vouches for the certificate presented, which is the proxy's own when it inspects TLS: trust the CA that signed it (the cluster's trusted CA bundle, which OpenShift Pipelines gives the Tasks, or the ca-bundle workspace or ConfigMap; by hand, a directory of PEM files in SSL_CERT_DIR), or " + bypass, true
 	case errors.As(err, &op) && op.Op == "proxyconnect":
 		return route + ", which cannot be reached: check the proxy, or " + bypass + " if it is to be reached directly", false
-	case code == http.StatusForbidden || code == http.StatusProxyAuthRequired:
+	case code == http.StatusProxyAuthRequired:
+		return fmt.Sprintf("%s, which wants credentials (%d %s): give them in %s as http://USER:PASSWORD@%s, or %s", route, code, http.StatusText(code), env, via.Host, bypass), true
+	case code == http.StatusForbidden:
 		return fmt.Sprintf("%s, which refuses them (%d %s): %s, or have the proxy let them through", route, code, http.StatusText(code), bypass), true
 	case code != 0:
 		return fmt.Sprintf("%s, which answers %d %s: %s, or have the proxy's administrators check its way there", route, code, http.StatusText(code), bypass), false

@@ -85,7 +85,8 @@ func TestHint(t *testing.T) {
 		want    string // "" for no hint
 	}{
 		{"forbidden", http.StatusForbidden, withPassword, "", true, "requests to mirror.example.com:5000 go through the proxy " + strings.TrimPrefix(proxy.URL, "http://") + " (HTTPS_PROXY in this process's environment), which refuses them (403 Forbidden): add mirror.example.com to NO_PROXY"},
-		{"wants credentials", http.StatusProxyAuthRequired, proxy.URL, "", true, "which refuses them (407 Proxy Authentication Required)"},
+		{"wants credentials", http.StatusProxyAuthRequired, proxy.URL, "", true, "which wants credentials (407 Proxy Authentication Required): give them in HTTPS_PROXY as http://USER:PASSWORD@" + strings.TrimPrefix(proxy.URL, "http://") + ", or add mirror.example.com to NO_PROXY"},
+		{"credentials refused", http.StatusProxyAuthRequired, withPassword, "", true, "which wants credentials (407 Proxy Authentication Required)"},
 		{"bad gateway", http.StatusBadGateway, proxy.URL, "", false, "which answers 502 Bad Gateway: add mirror.example.com to NO_PROXY"},
 		{"unreachable", 0, gone, "", false, "which cannot be reached: check the proxy, or add mirror.example.com to NO_PROXY"},
 		{"inspecting TLS", http.StatusOK, proxy.URL, "", true, "and no CA trusted here vouches for the certificate presented, which is the proxy's own when it inspects TLS: trust the CA that signed it"},
