@@ -750,15 +750,16 @@ func testQuotaFull(t *testing.T, bs []desttest.Backup) {
 	}
 }
 
-// testTokenService: a registry whose token service (the realm of its
+// testDetours: a registry whose token service (the realm of its
 // WWW-Authenticate challenge) does not answer, or refuses connections,
 // fails list, download and upload with an error that names that host and
-// what the registry sends clients there for, not the registry. A request
+// what the registry sends clients there for, not the registry; so does a
+// download redirected to blob storage that refuses it. A request
 // that gets no answer at all is asked twice, not five times: list asks the
 // silent service twice, upload sends each file at most twice. Before, each
 // was asked five times (5 min 15 s at the default stall timeout), and the
 // error named only the token URL.
-func testTokenService(t *testing.T, bs []desttest.Backup) {
+func testDetours(t *testing.T, bs []desttest.Backup) {
 	reg, url, res := uploaded(t, bs[0].Dir, "backups/token")
 	silent, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -829,6 +830,22 @@ func testTokenService(t *testing.T, bs []desttest.Backup) {
 			}
 		})
 	}
+	t.Run("refusing blob storage, download", func(t *testing.T) {
+		snapshot := bs[0].Manifest.File(manifest.KindSnapshot).SHA256
+		p := reg.NewProxy(t)
+		p.Fault = func(w http.ResponseWriter, r *http.Request) bool {
+			if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/sha256:"+snapshot) {
+				return false
+			}
+			http.Redirect(w, r, "http://"+refusing+"/blob?X-Amz-Signature=s", http.StatusTemporaryRedirect)
+			return true
+		}
+		err := download(t.Context(), throughProxy(t, url, reg, p))
+		want := refusing + ", where the registry sends this client for a blob's bytes (the storage it serves them from), is the host that fails"
+		if err == nil || !strings.Contains(err.Error(), want) || exitcode.Of(err) != exitcode.Failure {
+			t.Errorf("%v (exit %d); want exit 1 saying %q", err, exitcode.Of(err), want)
+		}
+	})
 	t.Run("silent registry, upload", func(t *testing.T) {
 		var posts atomic.Int32
 		p := reg.NewProxy(t)

@@ -108,7 +108,7 @@ func TestOCI(t *testing.T) {
 	t.Run("QuotaFull", func(t *testing.T) { testQuotaFull(t, bs) })
 	t.Run("PrunePinned", func(t *testing.T) { testPrunePinned(t, bs) })
 	t.Run("PruneAttachments", func(t *testing.T) { testPruneAttachments(t, bs) })
-	t.Run("TokenService", func(t *testing.T) { testTokenService(t, bs) })
+	t.Run("Detours", func(t *testing.T) { testDetours(t, bs) })
 }
 
 // testPrunePinned: a backup that another tag also names (an operator's pin,
