@@ -596,13 +596,7 @@ func TestSignedURLNotLogged(t *testing.T) {
 	ln.Close()
 	snapshot := b.Manifest.File(manifest.KindSnapshot).SHA256
 	p := reg.NewProxy(t)
-	p.Fault = func(w http.ResponseWriter, r *http.Request) bool {
-		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/sha256:"+snapshot) {
-			return false
-		}
-		http.Redirect(w, r, "http://"+gone+"/blob?X-Amz-Credential=AKIAEXAMPLE&X-Amz-Signature=SECRETSIG", http.StatusTemporaryRedirect)
-		return true
-	}
+	p.Fault = ocitest.RedirectBlob(snapshot, "http://"+gone+"/blob?X-Amz-Credential=AKIAEXAMPLE&X-Amz-Signature=SECRETSIG")
 	backup := strings.Replace(dest, reg.Host, p.Host, 1) + ":" + oci.Tag(b.Manifest)
 	for _, format := range []string{"text", "json"} {
 		code, _, stderr := cli(t, nil, "download", "--log-format", format, "--tls-verify=false", backup, filepath.Join(t.TempDir(), "down"))

@@ -833,13 +833,7 @@ func testDetours(t *testing.T, bs []desttest.Backup) {
 	t.Run("refusing blob storage, download", func(t *testing.T) {
 		snapshot := bs[0].Manifest.File(manifest.KindSnapshot).SHA256
 		p := reg.NewProxy(t)
-		p.Fault = func(w http.ResponseWriter, r *http.Request) bool {
-			if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/sha256:"+snapshot) {
-				return false
-			}
-			http.Redirect(w, r, "http://"+refusing+"/blob?X-Amz-Signature=s", http.StatusTemporaryRedirect)
-			return true
-		}
+		p.Fault = ocitest.RedirectBlob(snapshot, "http://"+refusing+"/blob?X-Amz-Signature=s")
 		err := download(t.Context(), throughProxy(t, url, reg, p))
 		want := refusing + ", where the registry sends this client for a blob's bytes (the storage it serves them from), is the host that fails"
 		if err == nil || !strings.Contains(err.Error(), want) || exitcode.Of(err) != exitcode.Failure {

@@ -23,6 +23,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -227,6 +228,19 @@ type Proxy struct {
 	Host string
 	// Fault, when set, may answer a request itself (returning true).
 	Fault func(w http.ResponseWriter, req *http.Request) bool
+}
+
+// RedirectBlob is a Fault that sends each read of the blob whose SHA-256
+// is hex to location, as a registry that keeps its blobs in object storage
+// does.
+func RedirectBlob(hex, location string) func(http.ResponseWriter, *http.Request) bool {
+	return func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/sha256:"+hex) {
+			return false
+		}
+		http.Redirect(w, r, location, http.StatusTemporaryRedirect)
+		return true
+	}
 }
 
 // NewProxy serves r's handler behind p.Fault over plain HTTP.
