@@ -125,17 +125,59 @@ func (l layoutDir) nearby(context.Context, *types.SystemContext) string {
 	case len(entries) == 0:
 		return "the directory is empty: is the media mounted?"
 	}
-	var below []string
-	for _, e := range entries {
-		dir := filepath.Join(string(l), e.Name())
-		if _, err := os.Stat(filepath.Join(dir, "index.json")); e.IsDir() && err == nil {
-			below = append(below, "oci:"+dir)
-		}
-	}
-	if len(below) > 0 {
+	if below := l.below(); len(below) > 0 {
 		return "it is not a layout; the layouts below it are " + strings.Join(below, ", ")
 	}
 	return nothingStored
+}
+
+// below names the layouts in the directory's subdirectories: each holds
+// the oci-layout file that every layout writer leaves.
+func (l layoutDir) below() []string {
+	entries, _ := os.ReadDir(string(l))
+	var below []string
+	for _, e := range entries {
+		dir := filepath.Join(string(l), e.Name())
+		if e.IsDir() && isLayout(dir) {
+			below = append(below, "oci:"+dir)
+		}
+	}
+	return below
+}
+
+// within names the layout the directory is inside of, if any.
+func (l layoutDir) within() string {
+	for dir := filepath.Dir(string(l)); ; dir = filepath.Dir(dir) {
+		if isLayout(dir) {
+			return dir
+		}
+		if dir == filepath.Dir(dir) {
+			return ""
+		}
+	}
+}
+
+func isLayout(dir string) bool {
+	fi, err := os.Stat(filepath.Join(dir, imgspecv1.ImageLayoutFile))
+	return err == nil && fi.Mode().IsRegular()
+}
+
+// fresh refuses to begin a new layout beside the backups of another: one
+// level above a layout, a mistyped path would split a site's backups
+// across two layouts, and list, prune and download --latest would each
+// see only one of them; inside a layout, its blobs would hold another
+// layout's files.
+func (l layoutDir) fresh() error {
+	if _, err := os.Stat(filepath.Join(string(l), imgspecv1.ImageIndexFile)); !errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if outer := l.within(); outer != "" {
+		return exitcode.With(exitcode.Usage, fmt.Errorf("oci:%s is inside the layout oci:%s: give that layout, or a directory outside it for a new one", string(l), outer))
+	}
+	if below := l.below(); len(below) > 0 {
+		return exitcode.With(exitcode.Usage, fmt.Errorf("oci:%s is not a layout, and the layouts below it are %s: give one of them, or a directory of its own for a new layout", string(l), strings.Join(below, ", ")))
+	}
+	return nil
 }
 
 var errNotIndex = errors.New("is not an OCI index")
@@ -161,10 +203,14 @@ func (l layoutDir) readIndex() error {
 	return nil
 }
 
-// prepare creates the layout's directories for the owner only, before
-// containers/image, which makes them 0755 when they do not exist, and
-// checks that its file system can hold the largest blob, name.
+// prepare refuses a new layout where fresh does, creates the layout's
+// directories for the owner only, before containers/image, which makes
+// them 0755 when they do not exist, and checks that its file system can
+// hold the largest blob, name.
 func (l layoutDir) prepare(name string, size int64) error {
+	if err := l.fresh(); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(filepath.Join(string(l), "blobs", digest.SHA256.String()), 0o700); err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -20,6 +21,7 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/destination"
 	"github.com/etcd-backup/etcd-backup/internal/destination/desttest"
 	"github.com/etcd-backup/etcd-backup/internal/destination/oci"
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
 	"github.com/etcd-backup/etcd-backup/internal/verify"
 )
@@ -392,4 +394,68 @@ func shell(t *testing.T, dir, script string) string {
 		t.Fatalf("sh -c %q: %v", script, err)
 	}
 	return string(out)
+}
+
+// testLayoutBeside: an upload does not begin a new layout one level above
+// a layout, where a mistyped path would split a site's backups across two
+// layouts, nor inside one; it does begin one in a directory that holds
+// other files, as the root of a USB stick does.
+func testLayoutBeside(t *testing.T, bs []desttest.Backup) {
+	root := t.TempDir()
+	layout := filepath.Join(root, "media", "backups")
+	if err := os.Mkdir(filepath.Dir(layout), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := destination.UploadDir(t.Context(), openDest(t, "oci:"+layout, destination.RegistryOptions{}), bs[0].Dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	usb := filepath.Join(root, "usb")
+	if err := os.MkdirAll(filepath.Join(usb, "site"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"notes.txt", "site/index.json"} {
+		if err := os.WriteFile(filepath.Join(usb, f), []byte("{}"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name, dir, refusal string
+	}{
+		{"above a layout", filepath.Join(root, "media"), "oci:" + filepath.Join(root, "media") + " is not a layout, and the layouts below it are oci:" + layout + ": give one of them, or a directory of its own for a new layout"},
+		{"in its blobs", filepath.Join(layout, "blobs"), "oci:" + filepath.Join(layout, "blobs") + " is inside the layout oci:" + layout + ": give that layout"},
+		{"deeper in it", filepath.Join(layout, "blobs", "sha256", "new"), "is inside the layout oci:" + layout + ":"},
+		{"beside other files", usb, ""},
+		{"the layout", layout, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := tree(t, root)
+			_, err := destination.UploadDir(t.Context(), openDest(t, "oci:"+tt.dir, destination.RegistryOptions{}), bs[1].Dir, nil)
+			switch {
+			case tt.refusal == "" && err != nil:
+				t.Fatalf("upload to oci:%s: %v", tt.dir, err)
+			case tt.refusal == "":
+				return
+			case err == nil || !strings.Contains(err.Error(), tt.refusal) || exitcode.Of(err) != exitcode.Usage:
+				t.Fatalf("upload to oci:%s = %v (exit %d), want exit %d, %q", tt.dir, err, exitcode.Of(err), exitcode.Usage, tt.refusal)
+			}
+			if after := tree(t, root); !slices.Equal(after, before) {
+				t.Errorf("a refused upload changed what is there: %v, then %v", before, after)
+			}
+		})
+	}
+}
+
+// tree lists every path below root.
+func tree(t *testing.T, root string) []string {
+	t.Helper()
+	var paths []string
+	err := filepath.WalkDir(root, func(path string, _ fs.DirEntry, err error) error {
+		paths = append(paths, path)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return paths
 }

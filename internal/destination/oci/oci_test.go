@@ -99,6 +99,7 @@ func TestOCI(t *testing.T) {
 	t.Run("ArtifactRefused", func(t *testing.T) { testArtifactRefused(t, bs) })
 	t.Run("LayoutCommitsOneAtATime", func(t *testing.T) { testLayoutCommitsOneAtATime(t, bs) })
 	t.Run("LayoutIndexReplaced", func(t *testing.T) { testLayoutIndexReplaced(t, bs) })
+	t.Run("LayoutBeside", func(t *testing.T) { testLayoutBeside(t, bs) })
 	t.Run("LayoutRecovery", func(t *testing.T) { testLayoutRecovery(t, bs) })
 	t.Run("LayoutDeleteWhenFull", func(t *testing.T) { testLayoutDeleteWhenFull(t, bs) })
 	t.Run("LayoutDeleteBadEntry", func(t *testing.T) { testLayoutDeleteBadEntry(t, bs) })

@@ -138,6 +138,9 @@ func TestLayoutNearby(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(root, layout, "index.json"), []byte(`{"schemaVersion":2,"manifests":[]}`), 0o600); err != nil {
 			t.Fatal(err)
 		}
+		if err := os.WriteFile(filepath.Join(root, layout, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	tests := []struct {
 		dir, says string
