@@ -133,6 +133,76 @@ func TestYAML(t *testing.T) {
 	}
 	t.Run("kustomize installs every file", s.checkCoverage)
 	t.Run("Tekton and Argo give the same results", s.checkSameResults)
+	t.Run("one federation configuration serves Tekton and Argo", s.checkFederationToken)
+}
+
+// federationSample is the PipelineRun that binds a credential configuration
+// of Workload Identity Federation, and says how to make it.
+const federationSample = "pipelines/tekton/samples/pipelinerun-workload-identity-federation.yaml"
+
+// checkFederationToken: the credential configuration names the path of the
+// ServiceAccount token in the pod, which the sample's gcloud command fixes.
+// Each engine must project the token there: a configuration that reads no
+// token fails every upload.
+func (s *yamlSuite) checkFederationToken(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(repoRoot, federationSample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`--credential-source-file=(\S+)`).FindSubmatch(data)
+	if m == nil {
+		t.Fatalf("%s makes no configuration with --credential-source-file", federationSample)
+	}
+	want := string(m[1])
+	tokenPath := func(v any) string {
+		for _, src := range ylist(v, "projected", "sources") {
+			if p := ystr(src, "serviceAccountToken", "path"); p != "" {
+				return p
+			}
+		}
+		return ""
+	}
+	check := func(where, mount, token string) {
+		if token == "" {
+			t.Errorf("%s: gcs-credentials projects no ServiceAccount token", where)
+		} else if got := path.Join(mount, token); got != want {
+			t.Errorf("%s: the token is at %s, the configuration reads %s", where, got, want)
+		}
+	}
+	for _, d := range s.docs {
+		if d.file != federationSample {
+			continue
+		}
+		task := s.byKind["Task"]["etcd-backup"]
+		i := slices.IndexFunc(ylist(task.obj, "spec", "workspaces"), func(w any) bool { return ystr(w, "name") == "gcs-credentials" })
+		if i < 0 {
+			t.Fatal("Task etcd-backup has no gcs-credentials workspace")
+		}
+		mount := ystr(task.obj, "spec", "workspaces", fmt.Sprint(i), "mountPath")
+		for _, w := range ylist(d.obj, "spec", "workspaces") {
+			if ystr(w, "name") == "gcs-credentials" {
+				check(d.String(), mount, tokenPath(w))
+			}
+		}
+	}
+	for _, d := range s.byKind["WorkflowTemplate"] {
+		for _, tmpl := range ylist(d.obj, "spec", "templates") {
+			where := d.String() + " template " + ystr(tmpl, "name")
+			containers := append(ylist(tmpl, "containerSet", "containers"), ymap(tmpl, "container"))
+			for _, v := range ylist(tmpl, "volumes") {
+				if ystr(v, "name") != "gcs-credentials" {
+					continue
+				}
+				for _, c := range containers {
+					for _, vm := range ylist(c, "volumeMounts") {
+						if ystr(vm, "name") == "gcs-credentials" {
+							check(where, ystr(vm, "mountPath"), tokenPath(v))
+						}
+					}
+				}
+			}
+		}
+	}
 }
 
 // checkSameResults: a pipeline built on either engine gets the same results
