@@ -113,9 +113,13 @@ func (l layoutDir) placed() error {
 const nothingStored = "nothing is stored there"
 
 // nearby says what the directory holds where it holds no backup: carried
-// media that is not mounted leaves an empty directory, or none, and a
-// path one level too high holds the layout below it.
+// media that is not mounted leaves an empty directory, or none, a path
+// one level too high holds the layout below it, and one too deep is inside
+// it.
 func (l layoutDir) nearby(context.Context, *types.SystemContext) string {
+	if outer := l.within(); outer != "" {
+		return "it is inside the layout oci:" + outer
+	}
 	entries, err := os.ReadDir(string(l))
 	switch {
 	case errors.Is(err, fs.ErrNotExist):

@@ -125,8 +125,8 @@ func checkOpen(t *testing.T, url, want string) {
 
 // TestLayoutNearby: a layout path that holds no backup says why it may
 // not, where it said only that nothing was stored there: media not
-// mounted leaves the directory missing or empty, and a path one level too
-// high names the layouts below it.
+// mounted leaves the directory missing or empty, a path one level too high
+// names the layouts below it, and one too deep the layout it is in.
 func TestLayoutNearby(t *testing.T) {
 	root := t.TempDir()
 	for _, dir := range []string{"empty", "media/backups", "layout"} {
@@ -149,6 +149,7 @@ func TestLayoutNearby(t *testing.T) {
 		{"empty", "the directory is empty: is the media mounted?"},
 		{"media", "it is not a layout; the layouts below it are oci:" + filepath.Join(root, "media/backups")},
 		{"layout", "nothing is stored there"},
+		{"layout/blobs", "it is inside the layout oci:" + filepath.Join(root, "layout")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.dir, func(t *testing.T) {
