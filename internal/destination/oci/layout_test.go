@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
 
@@ -458,4 +459,110 @@ func tree(t *testing.T, root string) []string {
 		t.Fatal(err)
 	}
 	return paths
+}
+
+// testLayoutMalformedDigests: a layout entry whose index digest, or whose
+// manifest's layer digest, is malformed (damaged media, another tool) is
+// told, at the first attempt, and the layout's other backups stay within
+// reach: list lists them and download --latest takes the newest of them.
+// Before, a layer digest without an algorithm panicked list, and an index
+// digest failed it after five attempts.
+func testLayoutMalformedDigests(t *testing.T, bs []desttest.Backup) {
+	tests := []struct {
+		name   string
+		damage func(t *testing.T, dir, tag string, good imgspecv1.Descriptor) imgspecv1.Descriptor
+		listed bool // as corrupt; else only warned of
+		says   string
+	}{
+		{"index entry", func(t *testing.T, dir, tag string, good imgspecv1.Descriptor) imgspecv1.Descriptor {
+			good.Digest = "bogus"
+			return good
+		}, false, "cannot be read: its index entry names its manifest by a malformed digest"},
+		{"snapshot layer", func(t *testing.T, dir, tag string, good imgspecv1.Descriptor) imgspecv1.Descriptor {
+			return damagedManifest(t, dir, good, func(m *imgspecv1.Manifest) { m.Layers[0].Digest = "bogus" })
+		}, true, `manifest names a malformed digest "bogus"`},
+		{"config outside the layout", func(t *testing.T, dir, tag string, good imgspecv1.Descriptor) imgspecv1.Descriptor {
+			return damagedManifest(t, dir, good, func(m *imgspecv1.Manifest) { m.Config.Digest = "sha256:../../../etc/passwd" })
+		}, true, `manifest names a malformed digest "sha256:../../../etc/passwd"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "layout")
+			d, logged := openLogged(t, "oci:"+dir)
+			res, err := destination.UploadDir(t.Context(), d, bs[0].Dir, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			index := readIndex(t, dir)
+			tag := oci.Tag(bs[1].Manifest)
+			bad := tt.damage(t, dir, tag, index.Manifests[0])
+			bad.Annotations = map[string]string{imgspecv1.AnnotationRefName: tag}
+			index.Manifests = append(index.Manifests, bad)
+			data, err := json.Marshal(index)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "index.json"), data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			logged.Reset()
+
+			entries, err := d.List(t.Context())
+			if err != nil {
+				t.Fatalf("list: %v", err)
+			}
+			want := []string{res.Name + " complete"}
+			if tt.listed {
+				want = append(want, tag+" corrupt")
+			}
+			var got []string
+			for _, e := range entries {
+				got = append(got, e.Name+" "+string(e.State))
+				if e.Name == tag && !strings.Contains(e.Problem, tt.says) {
+					t.Errorf("%s is corrupt for %q, want %q", tag, e.Problem, tt.says)
+				}
+			}
+			slices.Sort(got)
+			slices.Sort(want)
+			if !slices.Equal(got, want) {
+				t.Errorf("list = %v, want %v", got, want)
+			}
+			if !tt.listed && !strings.Contains(logged.String(), tt.says) {
+				t.Errorf("list did not warn %q:\n%s", tt.says, logged)
+			}
+			if strings.Contains(logged.String(), "retrying") {
+				t.Errorf("the damaged entry was read again:\n%s", logged)
+			}
+			found, err := destination.Newest(t.Context(), d, "", desttest.Log(t))
+			if err != nil || found.Complete[0].Name != res.Name {
+				t.Errorf("newest = %v, %v; want %s", found, err, res.Name)
+			}
+			if _, err := d.Open(t.Context(), tag); err == nil || exitcode.Of(err) != exitcode.Verify || !strings.Contains(err.Error(), tt.says) {
+				t.Errorf("open %s = %v (exit %d), want exit %d, %q", tag, err, exitcode.Of(err), exitcode.Verify, tt.says)
+			}
+		})
+	}
+}
+
+// damagedManifest stores a copy of the manifest good describes, changed by
+// change, and returns its descriptor.
+func damagedManifest(t *testing.T, dir string, good imgspecv1.Descriptor, change func(*imgspecv1.Manifest)) imgspecv1.Descriptor {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, "blobs", "sha256", good.Digest.Encoded()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m imgspecv1.Manifest
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	change(&m)
+	if data, err = json.Marshal(m); err != nil {
+		t.Fatal(err)
+	}
+	d := digest.FromBytes(data)
+	if err := os.WriteFile(filepath.Join(dir, "blobs", "sha256", d.Encoded()), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return imgspecv1.Descriptor{MediaType: imgspecv1.MediaTypeImageManifest, Digest: d, Size: int64(len(data))}
 }

@@ -42,6 +42,9 @@ type Dest struct {
 	digests map[string]digest.Digest
 	// gone holds why each tag read so far named no manifest.
 	gone map[string]error
+	// unreadable holds why each tag read so far that a layout's index
+	// names has a manifest that cannot be read.
+	unreadable map[string]string
 }
 
 var (
@@ -89,7 +92,7 @@ func open(t transport, opts destination.Options) (*Dest, error) {
 		sys.DockerInsecureSkipTLSVerify = types.OptionalBoolTrue
 		sys.OCIInsecureSkipTLSVerify = true
 	}
-	return &Dest{t: t, sys: sys, opts: opts, scratch: scratch, digests: map[string]digest.Digest{}, gone: map[string]error{}}, nil
+	return &Dest{t: t, sys: sys, opts: opts, scratch: scratch, digests: map[string]digest.Digest{}, gone: map[string]error{}, unreadable: map[string]string{}}, nil
 }
 
 // Kind names the destination in errors.
@@ -339,7 +342,7 @@ func (u *upload) sendUnknown(ctx context.Context, name, media string, open desti
 	if err != nil {
 		return got, 0, fmt.Errorf("send %s to %s: %w", name, u.d.URL(), err)
 	}
-	if got.Digest.Algorithm() != digest.SHA256 || got.Digest.Validate() != nil || got.Size != sent.Size() {
+	if got.Digest.Validate() != nil || got.Digest.Algorithm() != digest.SHA256 || got.Size != sent.Size() {
 		return got, 0, exitcode.With(exitcode.Verify, fmt.Errorf("send %s to %s: stored as %s (%d bytes), %d bytes were sent", name, u.d.URL(), got.Digest, got.Size, sent.Size()))
 	}
 	u.d.opts.Log.Info("sent "+name, "digest", got.Digest, "bytes", got.Size)

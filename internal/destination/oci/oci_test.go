@@ -100,6 +100,7 @@ func TestOCI(t *testing.T) {
 	t.Run("LayoutCommitsOneAtATime", func(t *testing.T) { testLayoutCommitsOneAtATime(t, bs) })
 	t.Run("LayoutIndexReplaced", func(t *testing.T) { testLayoutIndexReplaced(t, bs) })
 	t.Run("LayoutBeside", func(t *testing.T) { testLayoutBeside(t, bs) })
+	t.Run("LayoutMalformedDigests", func(t *testing.T) { testLayoutMalformedDigests(t, bs) })
 	t.Run("LayoutRecovery", func(t *testing.T) { testLayoutRecovery(t, bs) })
 	t.Run("LayoutDeleteWhenFull", func(t *testing.T) { testLayoutDeleteWhenFull(t, bs) })
 	t.Run("LayoutDeleteBadEntry", func(t *testing.T) { testLayoutDeleteBadEntry(t, bs) })
@@ -490,6 +491,9 @@ func testLayoutLostManifest(t *testing.T, bs []desttest.Backup) {
 	}
 	if !strings.Contains(logs.String(), lost.URL+" cannot be read") || !strings.Contains(logs.String(), "is missing") {
 		t.Errorf("list said nothing of %s, whose manifest is gone:\n%s", lost.URL, logs.String())
+	}
+	if _, err := d.Open(t.Context(), lost.Name); err == nil || exitcode.Of(err) != exitcode.Verify || !strings.Contains(err.Error(), lost.URL+" cannot be read: its manifest") {
+		t.Errorf("open %s, whose manifest is gone = %v (exit %d), want exit %d saying it cannot be read", lost.URL, err, exitcode.Of(err), exitcode.Verify)
 	}
 }
 

@@ -89,8 +89,17 @@ func (d *Dest) manifestOf(ctx context.Context, tag string) (types.ImageSource, [
 	if err != nil && src != nil {
 		src.Close()
 	}
+	why := ""
 	if path := lostManifest(err); path != "" {
-		d.opts.Log.Warn(d.t.url(tag) + " cannot be read: its manifest, " + path + ", is missing (a layout copied in part, or a file removed)")
+		why = "its manifest, " + path + ", is missing (a layout copied in part, or a file removed)"
+	} else if malformedDigest(err) {
+		why = "its index entry names its manifest by a malformed digest (damaged media, or another tool's entry): " + err.Error()
+	}
+	if why != "" {
+		// Skipped, so that the layout's other backups stay within reach.
+		d.mu.Lock()
+		d.unreadable[tag] = why
+		d.mu.Unlock()
 		return nil, nil, nil
 	}
 	if notFound(err) {
@@ -135,6 +144,9 @@ func (d *Dest) inspect(ctx context.Context, l *loaded, mb []byte) (string, error
 	if err := json.Unmarshal(mb, &l.m); err != nil {
 		return "manifest is not JSON: " + err.Error(), nil
 	}
+	if problem := malformed(&l.m); problem != "" {
+		return problem, nil
+	}
 	var raw []byte
 	var err error
 	switch {
@@ -176,6 +188,18 @@ func (d *Dest) inspect(ctx context.Context, l *loaded, mb []byte) (string, error
 		return "", nil
 	}
 	return filesMatch(&l.m, b), nil
+}
+
+// malformed names a digest of m that is not one: damaged media, or another
+// tool's manifest. Such a digest is no path to a blob, and go-digest
+// panics on one without an algorithm.
+func malformed(m *imgspecv1.Manifest) string {
+	for _, desc := range append([]imgspecv1.Descriptor{m.Config}, m.Layers...) {
+		if err := desc.Digest.Validate(); err != nil {
+			return fmt.Sprintf("manifest names a malformed digest %q: %v", desc.Digest, err)
+		}
+	}
+	return ""
 }
 
 // filesMatch says how the layers differ from what backup.json records.
@@ -271,12 +295,16 @@ func (d *Dest) List(ctx context.Context) ([]destination.Entry, error) {
 
 // unlisted warns of a tag that was listed and named no manifest when
 // read: deleted since, most often by a prune, or refused in the form this
-// client asks for, which the registry's answer says.
+// client asks for, which the registry's answer says; or whose manifest
+// cannot be read.
 func (d *Dest) unlisted(tag string) {
 	d.mu.Lock()
-	err := d.gone[tag]
+	err, why := d.gone[tag], d.unreadable[tag]
 	d.mu.Unlock()
-	if err != nil {
+	switch {
+	case why != "":
+		d.opts.Log.Warn(d.t.url(tag) + " cannot be read: " + why)
+	case err != nil:
 		d.opts.Log.Warn(d.t.url(tag)+" is listed, but reading it found no manifest; not listed", "error", err)
 	}
 }
@@ -299,14 +327,20 @@ func (d *Dest) entry(l *loaded) destination.Entry {
 }
 
 // Open returns the backup tag names, refusing a tag that names nothing
-// (exit 2: a mistyped URL, see absent) and one that is not a complete
-// backup written by this tool (exit 4).
+// (exit 2: a mistyped URL, see absent) and one that cannot be read or is
+// not a complete backup written by this tool (exit 4).
 func (d *Dest) Open(ctx context.Context, tag string) (destination.Stored, error) {
 	l, err := d.load(ctx, tag)
 	if err != nil {
 		return nil, err
 	}
 	if l == nil {
+		d.mu.Lock()
+		why := d.unreadable[tag]
+		d.mu.Unlock()
+		if why != "" {
+			return nil, exitcode.With(exitcode.Verify, fmt.Errorf("%s cannot be read: %s", d.t.url(tag), why))
+		}
 		return nil, d.absent(ctx, tag)
 	}
 	if l.problem != "" {

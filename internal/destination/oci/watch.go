@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/docker/distribution/registry/api/errcode"
+	"github.com/opencontainers/go-digest"
 	"go.podman.io/image/v5/types"
 	"golang.org/x/sys/unix"
 
@@ -166,10 +167,17 @@ func transient(ctx context.Context, err error, at endpoint) bool {
 	var rejected types.ManifestTypeRejectedError
 	switch {
 	case ctx.Err() != nil, errors.As(err, &p), notFound(err), settingsHint(err, at) != "",
-		isCode(err, errcode.ErrorCodeUnsupported), errors.As(err, &rejected), atomicfile.NoRoom(err), unwritable(err), errors.Is(err, unix.EFBIG):
+		isCode(err, errcode.ErrorCodeUnsupported), errors.As(err, &rejected), atomicfile.NoRoom(err), unwritable(err), errors.Is(err, unix.EFBIG),
+		malformedDigest(err):
 		return false
 	}
 	return true
+}
+
+// malformedDigest reports whether err is about a digest that is not one:
+// in a layout, an index entry damaged, or written so by another tool.
+func malformedDigest(err error) bool {
+	return errors.Is(err, digest.ErrDigestInvalidFormat) || errors.Is(err, digest.ErrDigestInvalidLength) || errors.Is(err, digest.ErrDigestUnsupported)
 }
 
 // unwritable reports whether err is a file system that takes no writes
