@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/specs-go"
 	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
 
@@ -565,4 +567,69 @@ func damagedManifest(t *testing.T, dir string, good imgspecv1.Descriptor, change
 		t.Fatal(err)
 	}
 	return imgspecv1.Descriptor{MediaType: imgspecv1.MediaTypeImageManifest, Digest: d, Size: int64(len(data))}
+}
+
+// FuzzLayoutManifest: whatever a layout's manifest and backup.json hold
+// (damaged media, another tool's files), list neither panics nor fails:
+// the entry is listed, corrupt, or skipped with a warning, and opening it
+// fails, if it does, with an error rather than a panic. In the manifest,
+// {bj} stands for backup.json's SHA-256 and {bjsize} for its size.
+func FuzzLayoutManifest(f *testing.F) {
+	artifact := `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/vnd.etcd-backup.backup.v1",` +
+		`"config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},` +
+		`"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:a30e32158cb5435226323eae640e05ce9fcda34c74de0a26920bbf03418f59cd","size":6938656,"annotations":{"org.opencontainers.image.title":"snapshot_2026-12-04_123011.db"}},` +
+		`{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{bj}","size":{bjsize},"annotations":{"org.opencontainers.image.title":"backup.json"}}],` +
+		`"annotations":{"io.etcd-backup.cluster-id":"59eeeb94-c2d4-431e-9a9e-86c28748efbe","io.etcd-backup.timestamp":"2026-12-04_123011"}}`
+	image := `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",` +
+		`"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{bj}","size":{bjsize}},` +
+		`"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{bj}","size":{bjsize}}],` +
+		`"annotations":{"io.etcd-backup.format":"image"}}`
+	bj := `{"tool":{"name":"etcd-backup"},"timestamp":"2026-12-04_123011","files":[{"name":"snapshot_2026-12-04_123011.db","kind":"snapshot","size":6938656,"sha256":"a30e32158cb5435226323eae640e05ce9fcda34c74de0a26920bbf03418f59cd"}]}`
+	f.Add(artifact, []byte(bj))
+	f.Add(image, []byte(bj))
+	f.Add(strings.Replace(artifact, "sha256:a30e", "a30e", 1), []byte(bj))
+	f.Add(strings.Replace(artifact, `"sha256:{bj}"`, `"sha256:../../index.json"`, 1), []byte(bj))
+	f.Add(`{"layers":[{}]}`, []byte("{}"))
+	f.Add(`[]`, []byte{})
+	tag := "59eeeb94-c2d4-431e-9a9e-86c28748efbe_2026-12-04_123011-a30e32158cb5"
+	f.Fuzz(func(t *testing.T, m string, bj []byte) {
+		dir := t.TempDir()
+		blob := func(data []byte) digest.Digest {
+			d := digest.FromBytes(data)
+			if err := os.MkdirAll(filepath.Join(dir, "blobs", "sha256"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "blobs", "sha256", d.Encoded()), data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return d
+		}
+		bd := blob(bj)
+		m = strings.NewReplacer("{bj}", bd.Encoded(), "{bjsize}", fmt.Sprint(len(bj))).Replace(m)
+		md := blob([]byte(m))
+		index := imgspecv1.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: imgspecv1.MediaTypeImageIndex, Manifests: []imgspecv1.Descriptor{{
+			MediaType: imgspecv1.MediaTypeImageManifest, Digest: md, Size: int64(len(m)),
+			Annotations: map[string]string{imgspecv1.AnnotationRefName: tag},
+		}}}
+		data, err := json.Marshal(index)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "index.json"), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		o := options(t, destination.RegistryOptions{})
+		o.Log = slog.New(slog.DiscardHandler)
+		d, err := kinds().Open(t.Context(), "oci:"+dir, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		if _, err := d.List(t.Context()); err != nil {
+			t.Fatalf("list of a layout whose manifest is %q: %v", m, err)
+		}
+		if s, err := d.Open(t.Context(), tag); err == nil {
+			s.Close()
+		}
+	})
 }
