@@ -633,3 +633,40 @@ func FuzzLayoutManifest(f *testing.F) {
 		}
 	})
 }
+
+// FuzzLayoutIndex: whatever a layout's index.json holds, opening the
+// layout, listing it and opening a backup in it end in a result or an
+// error, never a panic.
+func FuzzLayoutIndex(f *testing.F) {
+	tag := "59eeeb94-c2d4-431e-9a9e-86c28748efbe_2026-12-04_123011-a30e32158cb5"
+	f.Add(`{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2,"annotations":{"org.opencontainers.image.ref.name":"` + tag + `"}}]}`)
+	f.Add(`{"manifests":[{"digest":"bogus","annotations":{"org.opencontainers.image.ref.name":"` + tag + `"}}]}`)
+	f.Add(`{"manifests":[{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2}]}`)
+	f.Add(`{"manifests":null}`)
+	f.Add(`{`)
+	f.Fuzz(func(t *testing.T, index string) {
+		dir := t.TempDir()
+		if err := os.MkdirAll(filepath.Join(dir, "blobs", "sha256"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		// The empty config, a blob that parses as JSON, for the index to name.
+		if err := os.WriteFile(filepath.Join(dir, "blobs", "sha256", "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"), []byte("{}"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "index.json"), []byte(index), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		o := options(t, destination.RegistryOptions{})
+		o.Log = slog.New(slog.DiscardHandler)
+		o.StallTimeout = 0
+		d, err := kinds().Open(t.Context(), "oci:"+dir, o)
+		if err != nil {
+			return
+		}
+		defer d.Close()
+		d.List(t.Context())
+		if s, err := d.Open(t.Context(), tag); err == nil {
+			s.Close()
+		}
+	})
+}
