@@ -19,6 +19,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
 	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
+	"go.podman.io/image/v5/oci/layout"
 	"golang.org/x/sys/unix"
 
 	"github.com/etcd-backup/etcd-backup/internal/destination"
@@ -669,4 +670,39 @@ func FuzzLayoutIndex(f *testing.F) {
 			s.Close()
 		}
 	})
+}
+
+// testLayoutRerunDamaged: a re-run of an upload whose stored blob was
+// since cut short says that the layout holds this backup, damaged, and how
+// to remove it; not that the tag names other content.
+func testLayoutRerunDamaged(t *testing.T, bs []desttest.Backup) {
+	dir := filepath.Join(t.TempDir(), "layout")
+	d := openDest(t, "oci:"+dir, destination.RegistryOptions{})
+	res, err := destination.UploadDir(t.Context(), d, bs[0].Dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := bs[0].Manifest.File(manifest.KindSnapshot)
+	if err := os.Truncate(filepath.Join(dir, "blobs", "sha256", snap.SHA256), snap.Size/2); err != nil {
+		t.Fatal(err)
+	}
+	_, err = destination.UploadDir(t.Context(), d, bs[0].Dir, nil)
+	want := res.URL + " already holds this backup, damaged (layer " + snap.Name + ": its blob sha256:" + snap.SHA256
+	if err == nil || exitcode.Of(err) != exitcode.Usage || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "skopeo delete "+res.URL+"), then upload again") {
+		t.Errorf("re-run over a damaged backup = %v (exit %d), want exit %d, %q and how to remove it", err, exitcode.Of(err), exitcode.Usage, want)
+	}
+	// Deleted, as skopeo delete does it, the backup is stored whole again.
+	ref, err := layout.NewReference(dir, res.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ref.DeleteImage(t.Context(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := destination.UploadDir(t.Context(), d, bs[0].Dir, nil); err != nil {
+		t.Fatalf("upload once the damaged backup is deleted: %v", err)
+	}
+	if entries, err := d.List(t.Context()); err != nil || len(entries) != 1 || entries[0].State != destination.Complete {
+		t.Errorf("list after the upload again = %v, %v; want the backup, complete", entries, err)
+	}
 }

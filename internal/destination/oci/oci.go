@@ -249,8 +249,15 @@ func (d *Dest) alreadyStored(ctx context.Context, tag string, b *manifest.Backup
 		return nil, nil
 	}
 	l.close()
-	if l.problem == "" && manifest.SameBackup(l.b, b) {
+	same := l.ours && manifest.SameBackup(l.b, b)
+	switch {
+	case same && l.problem == "":
 		return l, nil
+	case same:
+		// A re-run to mend a backup whose blob was cut short or removed:
+		// it is not other content, and the stored entry is not this
+		// upload's to replace.
+		return nil, exitcode.With(exitcode.Usage, fmt.Errorf("%s already holds this backup, damaged (%s); a tag is never overwritten: remove it (skopeo delete %s), then upload again", d.t.url(tag), l.problem, d.t.url(tag)))
 	}
 	// As for an object of Cloud Storage: no retry can cure it (exit 2).
 	return nil, exitcode.With(exitcode.Usage, fmt.Errorf("%s already names other content (manifest %s); a tag is never overwritten: remove it or upload elsewhere", d.t.url(tag), l.digest))

@@ -101,6 +101,7 @@ func TestOCI(t *testing.T) {
 	t.Run("LayoutIndexReplaced", func(t *testing.T) { testLayoutIndexReplaced(t, bs) })
 	t.Run("LayoutBeside", func(t *testing.T) { testLayoutBeside(t, bs) })
 	t.Run("LayoutMalformedDigests", func(t *testing.T) { testLayoutMalformedDigests(t, bs) })
+	t.Run("LayoutRerunDamaged", func(t *testing.T) { testLayoutRerunDamaged(t, bs) })
 	t.Run("LayoutRecovery", func(t *testing.T) { testLayoutRecovery(t, bs) })
 	t.Run("LayoutDeleteWhenFull", func(t *testing.T) { testLayoutDeleteWhenFull(t, bs) })
 	t.Run("LayoutDeleteBadEntry", func(t *testing.T) { testLayoutDeleteBadEntry(t, bs) })
