@@ -469,7 +469,8 @@ func tree(t *testing.T, root string) []string {
 // told, at the first attempt, and the layout's other backups stay within
 // reach: list lists them and download --latest takes the newest of them.
 // Before, a layer digest without an algorithm panicked list, and an index
-// digest failed it after five attempts.
+// digest failed it after five attempts. An image index, which has no
+// config, is still told as no backup of this tool.
 func testLayoutMalformedDigests(t *testing.T, bs []desttest.Backup) {
 	tests := []struct {
 		name   string
@@ -487,6 +488,11 @@ func testLayoutMalformedDigests(t *testing.T, bs []desttest.Backup) {
 		{"config outside the layout", func(t *testing.T, dir, tag string, good imgspecv1.Descriptor) imgspecv1.Descriptor {
 			return damagedManifest(t, dir, good, func(m *imgspecv1.Manifest) { m.Config.Digest = "sha256:../../../etc/passwd" })
 		}, true, `manifest names a malformed digest "sha256:../../../etc/passwd"`},
+		{"an index, which has no config to be malformed", func(t *testing.T, dir, tag string, good imgspecv1.Descriptor) imgspecv1.Descriptor {
+			return damagedManifest(t, dir, good, func(m *imgspecv1.Manifest) {
+				*m = imgspecv1.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: imgspecv1.MediaTypeImageIndex}
+			})
+		}, true, `not a backup written by etcd-backup (artifactType "")`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -592,6 +598,7 @@ func FuzzLayoutManifest(f *testing.F) {
 	f.Add(strings.Replace(artifact, `"sha256:{bj}"`, `"sha256:../../index.json"`, 1), []byte(bj))
 	f.Add(`{"layers":[{}]}`, []byte("{}"))
 	f.Add(`[]`, []byte{})
+	f.Add(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}`, []byte{})
 	tag := "59eeeb94-c2d4-431e-9a9e-86c28748efbe_2026-12-04_123011-a30e32158cb5"
 	f.Fuzz(func(t *testing.T, m string, bj []byte) {
 		dir := t.TempDir()

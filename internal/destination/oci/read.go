@@ -192,9 +192,14 @@ func (d *Dest) inspect(ctx context.Context, l *loaded, mb []byte) (string, error
 
 // malformed names a digest of m that is not one: damaged media, or another
 // tool's manifest. Such a digest is no path to a blob, and go-digest
-// panics on one without an algorithm.
+// panics on one without an algorithm. A config absent altogether is left
+// to the checks that follow: an index read as a manifest has none.
 func malformed(m *imgspecv1.Manifest) string {
-	for _, desc := range append([]imgspecv1.Descriptor{m.Config}, m.Layers...) {
+	descs := m.Layers
+	if m.Config.Digest != "" {
+		descs = append([]imgspecv1.Descriptor{m.Config}, descs...)
+	}
+	for _, desc := range descs {
 		if err := desc.Digest.Validate(); err != nil {
 			return fmt.Sprintf("manifest names a malformed digest %q: %v", desc.Digest, err)
 		}
