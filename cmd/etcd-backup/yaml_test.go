@@ -169,16 +169,16 @@ func (s *yamlSuite) checkFederationToken(t *testing.T) {
 			t.Errorf("%s: the token is at %s, the configuration reads %s", where, got, want)
 		}
 	}
+	task := s.byKind["Task"]["etcd-backup"]
+	i := slices.IndexFunc(ylist(task.obj, "spec", "workspaces"), func(w any) bool { return ystr(w, "name") == "gcs-credentials" })
+	if i < 0 {
+		t.Fatal("Task etcd-backup has no gcs-credentials workspace")
+	}
+	mount := ystr(task.obj, "spec", "workspaces", fmt.Sprint(i), "mountPath")
 	for _, d := range s.docs {
 		if d.file != federationSample {
 			continue
 		}
-		task := s.byKind["Task"]["etcd-backup"]
-		i := slices.IndexFunc(ylist(task.obj, "spec", "workspaces"), func(w any) bool { return ystr(w, "name") == "gcs-credentials" })
-		if i < 0 {
-			t.Fatal("Task etcd-backup has no gcs-credentials workspace")
-		}
-		mount := ystr(task.obj, "spec", "workspaces", fmt.Sprint(i), "mountPath")
 		for _, w := range ylist(d.obj, "spec", "workspaces") {
 			if ystr(w, "name") == "gcs-credentials" {
 				check(d.String(), mount, tokenPath(w))
@@ -188,7 +188,8 @@ func (s *yamlSuite) checkFederationToken(t *testing.T) {
 	for _, d := range s.byKind["WorkflowTemplate"] {
 		for _, tmpl := range ylist(d.obj, "spec", "templates") {
 			where := d.String() + " template " + ystr(tmpl, "name")
-			containers := append(ylist(tmpl, "containerSet", "containers"), ymap(tmpl, "container"))
+			// A copy: the parsed documents are every check's to read.
+			containers := slices.Concat(ylist(tmpl, "containerSet", "containers"), []any{ymap(tmpl, "container")})
 			for _, v := range ylist(tmpl, "volumes") {
 				if ystr(v, "name") != "gcs-credentials" {
 					continue
