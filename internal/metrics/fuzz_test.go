@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -66,6 +67,20 @@ func FuzzMetricsFile(f *testing.F) {
 		parser := expfmt.NewTextParser(model.UTF8Validation)
 		if _, err := parser.TextToMetricFamilies(bytes.NewReader(data)); err != nil {
 			t.Errorf("the file written does not parse: %v\n%s", err, data)
+		}
+	})
+}
+
+// FuzzGist: whatever page refuses a push, its gist fits in one line of a
+// log, bounded.
+func FuzzGist(f *testing.F) {
+	for _, s := range []string{"", "\n\n  pushed metrics are invalid\nsecond line", "<html><TITLE lang=en>\nAccess &amp; denied\n</TITLE>", "<title>", strings.Repeat("é", 600)} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, page []byte) {
+		g := gist(page)
+		if strings.ContainsAny(g, "\r\n") || utf8.RuneCountInString(g) > maxGist+1 {
+			t.Errorf("gist(%q) = %q: not one bounded line", page, g)
 		}
 	})
 }

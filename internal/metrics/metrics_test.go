@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"bytes"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -201,6 +202,75 @@ func TestPushThroughRefusingProxy(t *testing.T) {
 	want := "requests to pushgateway.example.com:443 go through the proxy " + proxyURL.Host + " (HTTPS_PROXY in this process's environment), which refuses them (403 Forbidden): add pushgateway.example.com to NO_PROXY"
 	if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), password) {
 		t.Errorf("push through a refusing proxy: %v; want %q, and no password", err, want)
+	}
+}
+
+// TestPushPlainHTTPThroughProxy: a plain-HTTP push goes to the proxy as a
+// request the proxy answers itself, so a refusal is a page of the proxy's,
+// not a failed tunnel. The answers a Pushgateway never gives are said to be
+// the proxy's, naming it and NO_PROXY; one a Pushgateway gives, passed on
+// by the proxy, gets no hint, nor does any answer to a host in NO_PROXY.
+// Either way the error is one line: the page's title, or its first line,
+// not the page.
+func TestPushPlainHTTPThroughProxy(t *testing.T) {
+	const (
+		password = "s3cret-push"
+		title    = "ERROR: The proxy's policy denies this request"
+		own      = `pushed metrics are invalid or inconsistent with existing metrics: collected metric "x" was collected before`
+	)
+	code := 0
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if code == http.StatusBadRequest {
+			http.Error(w, own, code)
+			return
+		}
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(code)
+		io.WriteString(w, "<!DOCTYPE html>\n<html><head>\n<title>\n"+strings.ReplaceAll(title, "'", "&#39;")+"\n</title>\n</head>\n<body>\n<p>Access denied.</p>\n"+strings.Repeat("<p>filler</p>\n", 10000)+"</body></html>\n")
+	}))
+	defer proxy.Close()
+	proxyURL, err := url.Parse(proxy.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	route := "requests to pushgateway.example.com:9091 go through the proxy " + proxyURL.Host + " (HTTP_PROXY in this process's environment), which "
+	bypass := "add pushgateway.example.com to NO_PROXY"
+	for _, tc := range []struct {
+		name    string
+		code    int
+		noProxy string
+		want    string
+		hint    string // "" for none
+	}{
+		{"refused", http.StatusForbidden, "", "answered 403 Forbidden: " + title, route + "refuses them (403 Forbidden): " + bypass},
+		{"credentials", http.StatusProxyAuthRequired, "", "answered 407 Proxy Authentication Required: " + title, route + "wants credentials (407 Proxy Authentication Required)"},
+		{"no way through", http.StatusBadGateway, "", "answered 502 Bad Gateway: " + title, route + "answers 502 Bad Gateway: " + bypass},
+		{"the Pushgateway's own answer", http.StatusBadRequest, "", "answered 400 Bad Request: " + own, ""},
+		{"host in NO_PROXY", http.StatusForbidden, "pushgateway.example.com", "answered 403 Forbidden: " + title, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, k := range []string{"https_proxy", "http_proxy", "no_proxy", "HTTPS_PROXY"} {
+				t.Setenv(k, "")
+			}
+			t.Setenv("HTTP_PROXY", proxy.URL)
+			t.Setenv("NO_PROXY", tc.noProxy)
+			code = tc.code
+			client := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL)}, Timeout: 5 * time.Second}
+			err := mustParse(t, "http://robot:"+password+"@pushgateway.example.com:9091").push(t.Context(), client, savedRun("c1"), at(time.Minute, 0))
+			if err == nil {
+				t.Fatal("push succeeded")
+			}
+			msg := err.Error()
+			if strings.Contains(msg, password) || strings.ContainsAny(msg, "\n<") {
+				t.Errorf("error holds the password, or more than one line of the page: %q", msg)
+			}
+			if !strings.Contains(msg, tc.want) {
+				t.Errorf("push answered %d: %v; want %q", tc.code, err, tc.want)
+			}
+			if got := strings.Contains(msg, "NO_PROXY"); got != (tc.hint != "") || !strings.Contains(msg, tc.hint) {
+				t.Errorf("push answered %d: %v; want the hint %q", tc.code, err, tc.hint)
+			}
+		})
 	}
 }
 
