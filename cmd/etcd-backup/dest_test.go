@@ -60,6 +60,13 @@ func TestDestinationCommands(t *testing.T) {
 			}
 			if digest := readResult(t, results, "IMAGE_DIGEST"); c.imageURL != "" && !strings.HasPrefix(digest, "sha256:") {
 				t.Errorf("IMAGE_DIGEST = %q", digest)
+			} else if c.imageURL != "" {
+				// As Tekton Chains records the backup: by digest, with
+				// its tag or without.
+				if _, stderr := run("verify", c.dest+"@"+digest); !strings.Contains(stderr, " is "+c.dest+":"+tag) {
+					t.Errorf("verify by digest does not name the backup it found:\n%s", stderr)
+				}
+				run("verify", "docker://"+c.imageURL+"@"+digest)
 			}
 			if _, stderr := run("upload", dir, c.dest); !strings.Contains(stderr, "already stored") {
 				t.Errorf("a second upload did not find the backup stored:\n%s", stderr)

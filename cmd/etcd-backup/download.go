@@ -13,7 +13,7 @@ func downloadCommand() *command {
 	return &command{
 		name:    "download",
 		args:    []string{"BACKUP", "DIR"},
-		summary: "fetch one backup (as list prints it: gs://bucket/prefix/<cluster-id>/<ts>-<sha>, docker://HOST/REPO:TAG, oci:PATH:TAG; or --latest of a destination) into a new or empty DIR, checked, laid out for cluster-restore.sh",
+		summary: "fetch one backup (as list prints it: gs://bucket/prefix/<cluster-id>/<ts>-<sha>, docker://HOST/REPO:TAG, oci:PATH:TAG, or by manifest digest docker://HOST/REPO@sha256:...; or --latest of a destination) into a new or empty DIR, checked, laid out for cluster-restore.sh",
 		setup: func(fs *pflag.FlagSet) runFunc {
 			var (
 				latest    bool

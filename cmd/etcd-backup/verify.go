@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -62,6 +64,8 @@ func verifyCommand() *command {
 							return destination.Verify(ctx, d, name, o, id)
 						})
 					}
+				} else if guess := destinations().Guess(args[0]); guess != "" && notExist(args[0]) {
+					return usage("%s is no directory here; for a backup in a registry, give %s", args[0], guess)
 				} else if latest || clusterID != "" {
 					return usage("--latest and --cluster-id apply to a destination TARGET (gs://, docker://, oci:), not to a local directory")
 				}
@@ -96,4 +100,10 @@ func checkAge(b *manifest.Backup, maxAge time.Duration, now time.Time) error {
 		return exitcode.With(exitcode.Stale, fmt.Errorf("backup %s of cluster %s is good but was taken %s ago, more than --max-age %s: take a backup, and find out why none was taken since", b.Timestamp, b.ClusterKey(), age.Round(time.Second), maxAge))
 	}
 	return nil
+}
+
+// notExist reports whether nothing is at path.
+func notExist(path string) bool {
+	_, err := os.Lstat(path)
+	return errors.Is(err, fs.ErrNotExist)
 }

@@ -136,9 +136,27 @@ func TestVerifyModes(t *testing.T) {
 	}
 }
 
+// TestVerifyNotADirectory: a TARGET that is neither a directory nor a
+// destination URL is a usage error; one that reads as an image reference
+// without docker://, as upload's IMAGE_URL gives it, says what to give
+// instead, for download, list and upload too.
 func TestVerifyNotADirectory(t *testing.T) {
-	if code, _, stderr := cli(t, nil, "verify", filepath.Join(t.TempDir(), "none")); code != exitcode.Usage {
-		t.Fatalf("exit %d, want %d:\n%s", code, exitcode.Usage, stderr)
+	dir := t.TempDir()
+	const ref = "mirror.example.com:8443/etcd/backups:c1_2026-12-03_090000-0123456789ab"
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"verify", filepath.Join(dir, "none")}, "is not a backup directory"},
+		{[]string{"verify", ref}, ref + " is no directory here; for a backup in a registry, give docker://" + ref},
+		{[]string{"verify", "--latest", "mirror.example.com/etcd/backups"}, "for a backup in a registry, give docker://mirror.example.com/etcd/backups"},
+		{[]string{"download", ref, filepath.Join(dir, "down")}, "; for a registry, docker://" + ref},
+		{[]string{"list", "mirror.example.com/etcd/backups"}, "; for a registry, docker://mirror.example.com/etcd/backups"},
+	}
+	for _, tt := range tests {
+		if code, _, stderr := cli(t, nil, tt.args...); code != exitcode.Usage || !strings.Contains(stderr, tt.want) {
+			t.Errorf("etcd-backup %s: exit %d, want %d saying %q:\n%s", strings.Join(tt.args, " "), code, exitcode.Usage, tt.want, stderr)
+		}
 	}
 }
 

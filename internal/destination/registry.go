@@ -3,6 +3,7 @@ package destination
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -20,6 +21,10 @@ type Factory struct {
 	// Split cuts a BACKUP argument (after "scheme:") into the destination
 	// part and the backup's name.
 	Split func(rest string) (dest, name string, err error)
+	// Guess, where set, returns the URL of this kind that s, given without
+	// a scheme, most likely means (a registry's image reference, copied
+	// from upload's IMAGE_URL or from podman), or "".
+	Guess func(s string) string
 }
 
 // Registry holds the kinds of destination the program knows.
@@ -82,7 +87,24 @@ func (r *Registry) lookup(url string) (Factory, string, error) {
 	if f, known := r.kinds[scheme]; ok && known {
 		return f, rest, nil
 	}
-	return Factory{}, "", exitcode.With(exitcode.Usage, fmt.Errorf("%q is not a destination this program knows: use one of %s", url, r.forms()))
+	err := fmt.Errorf("%q is not a destination this program knows: use one of %s", url, r.forms())
+	if guess := r.Guess(url); guess != "" {
+		err = fmt.Errorf("%w; for a registry, %s", err, guess)
+	}
+	return Factory{}, "", exitcode.With(exitcode.Usage, err)
+}
+
+// Guess returns the destination URL that s, given without a scheme, most
+// likely means, or "".
+func (r *Registry) Guess(s string) string {
+	for _, scheme := range slices.Sorted(maps.Keys(r.kinds)) {
+		if f := r.kinds[scheme]; f.Guess != nil {
+			if url := f.Guess(s); url != "" {
+				return url
+			}
+		}
+	}
+	return ""
 }
 
 func (r *Registry) forms() string {

@@ -30,7 +30,14 @@ func fake(scheme string, opened *string) destination.Factory {
 
 func TestRegistryOpen(t *testing.T) {
 	var opened string
-	r := destination.NewRegistry(fake("oci", &opened), fake("docker", &opened))
+	docker := fake("docker", &opened)
+	docker.Guess = func(s string) string {
+		if strings.HasPrefix(s, "registry.example/") {
+			return "docker://" + s
+		}
+		return ""
+	}
+	r := destination.NewRegistry(fake("oci", &opened), docker)
 	tests := []struct {
 		url, opened string
 		code        int
@@ -39,12 +46,13 @@ func TestRegistryOpen(t *testing.T) {
 		{"oci:/media/backups", "oci /media/backups", exitcode.Failure, "opened"},
 		{"docker://HOST/repo", "docker //HOST/repo", exitcode.Failure, "opened"},
 		{"s3://bucket", "", exitcode.Usage, "use one of docker:PATH, oci:PATH"},
-		{"/plain/dir", "", exitcode.Usage, "is not a destination"},
+		{"/plain/dir", "", exitcode.Usage, "is not a destination this program knows: use one of docker:PATH, oci:PATH"},
+		{"registry.example/etcd:tag", "", exitcode.Usage, "is not a destination this program knows: use one of docker:PATH, oci:PATH; for a registry, docker://registry.example/etcd:tag"},
 	}
 	for _, tt := range tests {
 		opened = ""
 		_, err := r.Open(t.Context(), tt.url, destination.Options{})
-		if exitcode.Of(err) != tt.code || !strings.Contains(err.Error(), tt.msg) || opened != tt.opened {
+		if exitcode.Of(err) != tt.code || !strings.HasSuffix(err.Error(), tt.msg) || opened != tt.opened {
 			t.Errorf("Open(%q) = %v (exit %d), opened %q; want exit %d, %q, opened %q", tt.url, err, exitcode.Of(err), opened, tt.code, tt.msg, tt.opened)
 		}
 	}

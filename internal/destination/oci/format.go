@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
@@ -161,6 +163,44 @@ func layerNamed(m *imgspecv1.Manifest, name string) (imgspecv1.Descriptor, bool)
 		}
 	}
 	return imgspecv1.Descriptor{}, false
+}
+
+// errNoName is a BACKUP argument that names no backup in its destination.
+var errNoName = errors.New("names no backup")
+
+// splitBackup cuts a BACKUP argument, after its scheme, into where the
+// backup is and its name there: X:TAG; X@DIGEST, the backup whose manifest
+// has that digest, as Tekton Chains records an upload (IMAGE_DIGEST) and
+// OpenShift's mirrors name images; or X:TAG@DIGEST, the backup under TAG,
+// whose manifest must have that digest. A name that pins a digest holds
+// "@DIGEST". Only an @ followed by a digest algorithm's name pins: a
+// layout's path may hold an @.
+func splitBackup(s string) (string, string, error) {
+	if at := strings.LastIndex(s, "@"); at > strings.LastIndex(s, "/") && pinLike(s[at+1:]) {
+		pin := digest.Digest(s[at+1:])
+		if err := pin.Validate(); err != nil {
+			return "", "", fmt.Errorf("names a malformed digest %q: %w", pin, err)
+		}
+		if where, tag, ok := splitTag(s[:at]); ok {
+			return where, tag + "@" + pin.String(), nil
+		}
+		if at == 0 {
+			return "", "", errNoName
+		}
+		return s[:at], "@" + pin.String(), nil
+	}
+	where, tag, ok := splitTag(s)
+	if !ok {
+		return "", "", errNoName
+	}
+	return where, tag, nil
+}
+
+// pinLike says whether s begins as a digest does: an algorithm's name
+// (sha256, sha384, sha512), then a colon.
+func pinLike(s string) bool {
+	alg, _, ok := strings.Cut(s, ":")
+	return ok && digest.Algorithm(alg).Available()
 }
 
 // splitTag cuts "X:TAG" at its last colon, which must come after the last

@@ -52,11 +52,14 @@ func Layout() destination.Factory {
 			return open(layoutDir(dir), opts)
 		},
 		Split: func(rest string) (string, string, error) {
-			dir, tag, ok := splitTag(rest)
-			if !ok {
-				return "", "", fmt.Errorf("%s names no backup: use oci:PATH:TAG", shown("oci:"+rest))
+			dir, name, err := splitBackup(rest)
+			if errors.Is(err, errNoName) {
+				return "", "", fmt.Errorf("%s %w: use oci:PATH:TAG or oci:PATH@DIGEST", shown("oci:"+rest), err)
 			}
-			return dir, tag, nil
+			if err != nil {
+				return "", "", fmt.Errorf("%s %w", shown("oci:"+rest), err)
+			}
+			return dir, name, nil
 		},
 	}
 }

@@ -110,8 +110,61 @@ func TestOCI(t *testing.T) {
 	t.Run("BodyTooLarge", func(t *testing.T) { testBodyTooLarge(t, bs) })
 	t.Run("QuotaFull", func(t *testing.T) { testQuotaFull(t, bs) })
 	t.Run("PrunePinned", func(t *testing.T) { testPrunePinned(t, bs) })
+	t.Run("ByDigest", func(t *testing.T) { testByDigest(t, bs) })
 	t.Run("PruneAttachments", func(t *testing.T) { testPruneAttachments(t, bs) })
 	t.Run("Detours", func(t *testing.T) { testDetours(t, bs) })
+}
+
+// testByDigest: in a registry and in a layout, a backup is opened by its
+// manifest's digest, as upload's IMAGE_DIGEST gives it, or by its tag
+// pinned to that digest. A tag pinned to another backup's manifest, the
+// digest of one of a backup's files, a digest no backup has, and one of
+// another algorithm are each a usage error that says which.
+func testByDigest(t *testing.T, bs []desttest.Backup) {
+	reg := ocitest.Start(t, ocitest.Options{})
+	for _, c := range []struct {
+		name string
+		url  string
+		ro   destination.RegistryOptions
+	}{
+		{"registry", reg.URL("backups/digests"), destination.RegistryOptions{InsecureSkipTLSVerify: true}},
+		{"layout", "oci:" + filepath.Join(t.TempDir(), "layout"), destination.RegistryOptions{}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := openDest(t, c.url, c.ro)
+			var digests []string
+			for _, b := range bs[:2] {
+				res, err := destination.UploadDir(t.Context(), d, b.Dir, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				digests = append(digests, res.Digest)
+			}
+			tag0 := oci.Tag(bs[0].Manifest)
+			for _, pin := range []string{"@" + digests[1], oci.Tag(bs[1].Manifest) + "@" + digests[1]} {
+				s, err := d.Open(t.Context(), pin)
+				if err != nil {
+					t.Fatalf("Open(%s): %v", pin, err)
+				}
+				if got := s.Manifest().Timestamp; got != bs[1].Manifest.Timestamp {
+					t.Errorf("Open(%s) opened the backup of %s, want %s", pin, got, bs[1].Manifest.Timestamp)
+				}
+				s.Close()
+			}
+			snapshot := "sha256:" + bs[0].Manifest.File(manifest.KindSnapshot).SHA256
+			for _, tc := range []struct{ name, want string }{
+				{tag0 + "@" + digests[1], c.url + ":" + tag0 + " names the manifest " + digests[0] + ", not " + digests[1]},
+				{"@" + snapshot, snapshot + " is one of the files of " + c.url + ":" + tag0 + ", not a backup's manifest"},
+				{"@sha256:" + strings.Repeat("0", 64), "no backup in " + c.url + " has a manifest of that digest"},
+				{"@sha512:" + strings.Repeat("0", 128), "backups are named by the sha256 digest of their manifest"},
+			} {
+				_, err := d.Open(t.Context(), tc.name)
+				if exitcode.Of(err) != exitcode.Usage || !strings.Contains(fmt.Sprint(err), tc.want) {
+					t.Errorf("Open(%s) = %v (exit %d), want exit %d, %q", tc.name, err, exitcode.Of(err), exitcode.Usage, tc.want)
+				}
+			}
+		})
+	}
 }
 
 // testPrunePinned: a backup that another tag also names (an operator's pin,

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	v2 "github.com/docker/distribution/registry/api/v2"
@@ -331,13 +332,23 @@ func (d *Dest) entry(l *loaded) destination.Entry {
 	return e
 }
 
-// Open returns the backup tag names, refusing a tag that names nothing
-// (exit 2: a mistyped URL, see absent) and one that cannot be read or is
-// not a complete backup written by this tool (exit 4).
-func (d *Dest) Open(ctx context.Context, tag string) (destination.Stored, error) {
+// Open returns the backup name names: a tag, a tag pinned to its
+// manifest's digest, or that digest alone (see splitBackup). It refuses a
+// name that names nothing (exit 2: a mistyped URL, see absent), a tag
+// pinned to another manifest (exit 2), and a backup that cannot be read
+// or is not a complete backup written by this tool (exit 4).
+func (d *Dest) Open(ctx context.Context, name string) (destination.Stored, error) {
+	tag, pin, err := d.pinned(ctx, name)
+	if err != nil {
+		return nil, err
+	}
 	l, err := d.load(ctx, tag)
 	if err != nil {
 		return nil, err
+	}
+	if l != nil && pin != "" && l.digest != pin {
+		l.close()
+		return nil, exitcode.With(exitcode.Usage, fmt.Errorf("%s names the manifest %s, not %s: give the tag alone, or the digest alone (%s), to choose between them", d.t.url(tag), l.digest, pin, d.pinURL(pin)))
 	}
 	if l == nil {
 		d.mu.Lock()
@@ -353,6 +364,80 @@ func (d *Dest) Open(ctx context.Context, tag string) (destination.Stored, error)
 		return nil, exitcode.With(exitcode.Verify, fmt.Errorf("%s: %s", d.t.url(tag), l.problem))
 	}
 	return &stored{d: d, l: l}, nil
+}
+
+// pinned cuts a backup's name into its tag and the manifest digest it
+// pins, if any (see splitBackup); a digest alone is looked up among the
+// backups' tags.
+func (d *Dest) pinned(ctx context.Context, name string) (string, digest.Digest, error) {
+	tag, at, ok := strings.Cut(name, "@")
+	if !ok {
+		return name, "", nil
+	}
+	pin := digest.Digest(at)
+	if pin.Algorithm() != digest.Canonical {
+		return "", "", exitcode.With(exitcode.Usage, fmt.Errorf("%s: backups are named by the %s digest of their manifest, not %s", d.pinURL(pin), digest.Canonical, pin.Algorithm()))
+	}
+	if tag != "" {
+		return tag, pin, nil
+	}
+	tag, err := d.tagOf(ctx, pin)
+	if err != nil {
+		return "", "", err
+	}
+	d.opts.Log.Info(d.pinURL(pin) + " is " + d.t.url(tag))
+	return tag, pin, nil
+}
+
+// pinURL is the URL that names a backup by its manifest's digest.
+func (d *Dest) pinURL(pin digest.Digest) string { return d.URL() + "@" + pin.String() }
+
+// tagOf returns the tag of the backup whose manifest has the digest pin.
+// A digest that is one of a backup's files, not its manifest, as upload's
+// snapshot-uri gives it, is told as such.
+func (d *Dest) tagOf(ctx context.Context, pin digest.Digest) (string, error) {
+	tags, err := d.tags(ctx)
+	if err != nil {
+		return "", err
+	}
+	tags = slices.DeleteFunc(tags, func(tag string) bool { return !isOurTag(tag) })
+	ctx, found := context.WithCancel(ctx)
+	defer found()
+	var mu sync.Mutex
+	var named, holds string
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(manifestReaders)
+	for _, tag := range tags {
+		g.Go(func() error {
+			src, mb, err := d.manifestOf(gctx, tag)
+			if err != nil || src == nil {
+				return err
+			}
+			src.Close()
+			var m imgspecv1.Manifest
+			json.Unmarshal(mb, &m) // a manifest that is not JSON holds no layer
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case digest.FromBytes(mb) == pin:
+				named = tag
+				found()
+			case slices.ContainsFunc(m.Layers, func(l imgspecv1.Descriptor) bool { return l.Digest == pin }):
+				holds = tag
+			}
+			return nil
+		})
+	}
+	err = g.Wait()
+	switch {
+	case named != "":
+		return named, nil
+	case err != nil:
+		return "", err
+	case holds != "":
+		return "", exitcode.With(exitcode.Usage, fmt.Errorf("%s is one of the files of %s, not a backup's manifest: give %s", pin, d.t.url(holds), d.t.url(holds)))
+	}
+	return "", exitcode.With(exitcode.Usage, fmt.Errorf("%w %s: no backup in %s has a manifest of that digest (see 'etcd-backup list %s')", destination.ErrNoSuchBackup, d.pinURL(pin), d.URL(), d.URL()))
 }
 
 // nearest bounds how many backups absent names.

@@ -67,14 +67,29 @@ func Registry() destination.Factory {
 			}
 			return open(t, opts)
 		},
+		Guess: guessRegistry,
 		Split: func(rest string) (string, string, error) {
-			repo, tag, ok := splitTag(rest)
-			if !ok {
-				return "", "", fmt.Errorf("%s names no backup: use docker://HOST[:PORT]/REPO:TAG", shown("docker:"+rest))
+			repo, name, err := splitBackup(rest)
+			if errors.Is(err, errNoName) {
+				return "", "", fmt.Errorf("%s %w: use docker://HOST[:PORT]/REPO:TAG or docker://HOST[:PORT]/REPO@DIGEST", shown("docker:"+rest), err)
 			}
-			return repo, tag, nil
+			if err != nil {
+				return "", "", fmt.Errorf("%s %w", shown("docker:"+rest), err)
+			}
+			return repo, name, nil
 		},
 	}
+}
+
+// guessRegistry returns docker://s when s reads as an image reference
+// with its registry's host: HOST[:PORT]/REPO..., the host a name with a
+// dot or a port, or localhost. A relative path (./x, ../x) never does.
+func guessRegistry(s string) string {
+	host, repo, ok := strings.Cut(s, "/")
+	if !ok || repo == "" || strings.HasPrefix(host, ".") || !strings.ContainsAny(host, ".:") && host != "localhost" {
+		return ""
+	}
+	return "docker://" + s
 }
 
 type registry struct {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/etcd-backup/etcd-backup/internal/destination"
 	"github.com/etcd-backup/etcd-backup/internal/destination/desttest"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
@@ -36,6 +38,30 @@ func TestRegistryURL(t *testing.T) {
 	}
 	for _, tt := range tests {
 		checkOpen(t, tt.url, tt.want)
+	}
+}
+
+// TestGuessRegistry: an image reference given without docker://, as
+// upload's IMAGE_URL and podman write one, is taken for a registry's; a
+// path, or a name with no registry host, is not.
+func TestGuessRegistry(t *testing.T) {
+	tests := []struct{ s, want string }{
+		{"mirror.example.com:8443/etcd/backups:TAG", "docker://mirror.example.com:8443/etcd/backups:TAG"},
+		{"127.0.0.1:5000/etcd@sha256:00", "docker://127.0.0.1:5000/etcd@sha256:00"},
+		{"quay.example.com/etcd/backups", "docker://quay.example.com/etcd/backups"},
+		{"localhost/etcd", "docker://localhost/etcd"},
+		{"backups/etcd", ""},
+		{"./backup.d/x", ""},
+		{"../site.b/x", ""},
+		{"/var/backups/etcd", ""},
+		{"mirror.example.com", ""},
+		{"mirror.example.com/", ""},
+	}
+	r := kinds()
+	for _, tt := range tests {
+		if got := r.Guess(tt.s); got != tt.want {
+			t.Errorf("Guess(%q) = %q, want %q", tt.s, got, tt.want)
+		}
 	}
 }
 
@@ -165,4 +191,72 @@ func TestLayoutNearby(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBackupURL: a BACKUP argument names a backup by its tag, by its
+// manifest's digest, or by both; a malformed digest, or no name at all, is
+// a usage error in one line that says so. An @ in a layout's path is part
+// of the path.
+func TestBackupURL(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "usb@site"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	pin := "@sha256:" + strings.Repeat("ab", 32)
+	tests := []struct {
+		url, dest, name string
+		want            string // "" opens
+	}{
+		{"docker://h.example:5000/etcd/backups:TAG", "docker://h.example:5000/etcd/backups", "TAG", ""},
+		{"docker://h.example:5000/etcd/backups" + pin, "docker://h.example:5000/etcd/backups", pin, ""},
+		{"docker://h.example:5000/etcd/backups:TAG" + pin, "docker://h.example:5000/etcd/backups", "TAG" + pin, ""},
+		{"oci:" + dir + "/layout" + pin, "oci:" + dir + "/layout", pin, ""},
+		{"oci:" + dir + "/usb@site:TAG", "oci:" + dir + "/usb@site", "TAG", ""},
+		{"oci:" + dir + "/usb@site" + pin, "oci:" + dir + "/usb@site", pin, ""},
+		{"docker://h.example:5000/etcd/backups@sha256:abc", "", "", `names a malformed digest "sha256:abc"`},
+		{"docker://h.example:5000/etcd/backups@sha256:", "", "", "names a malformed digest"},
+		{"docker://h.example:5000/etcd/backups", "", "", "names no backup: use docker://HOST[:PORT]/REPO:TAG or docker://HOST[:PORT]/REPO@DIGEST"},
+		{"oci:" + dir + "/layout", "", "", "names no backup: use oci:PATH:TAG or oci:PATH@DIGEST"},
+		{"oci:" + pin, "", "", "names no backup"},
+	}
+	for _, tt := range tests {
+		d, name, err := kinds().OpenBackup(t.Context(), tt.url, options(t, destination.RegistryOptions{}))
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("OpenBackup(%q) = %v, want %s in %s", tt.url, err, tt.name, tt.dest)
+		case tt.want == "":
+			if d.URL() != tt.dest || name != tt.name {
+				t.Errorf("OpenBackup(%q) = %s in %s, want %s in %s", tt.url, name, d.URL(), tt.name, tt.dest)
+			}
+			d.Close()
+		case err == nil:
+			d.Close()
+			t.Errorf("OpenBackup(%q) opened %s in %s, want %q", tt.url, name, d.URL(), tt.want)
+		case exitcode.Of(err) != exitcode.Usage || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n"):
+			t.Errorf("OpenBackup(%q) = %v (exit %d), want exit %d, %q, in one line", tt.url, err, exitcode.Of(err), exitcode.Usage, tt.want)
+		}
+	}
+}
+
+// FuzzBackupURL: whatever BACKUP argument follows docker:, OpenBackup
+// either names a backup in a repository or refuses with a usage error in
+// one line; a name that pins a digest pins a well-formed one.
+func FuzzBackupURL(f *testing.F) {
+	for _, s := range []string{"//h:5000/r:t", "//h/r@sha256:" + strings.Repeat("0", 64), "//h/r:t@sha256:" + strings.Repeat("0", 64), "//h/r@sha256:00", "//h/r@", "//h/r@x:y", "//h@sha256:/r:t", "//h/r:@sha512:1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, rest string) {
+		d, name, err := kinds().OpenBackup(t.Context(), "docker:"+rest, options(t, destination.RegistryOptions{}))
+		if err != nil {
+			if exitcode.Of(err) != exitcode.Usage || strings.Contains(err.Error(), "\n") {
+				t.Errorf("OpenBackup(docker:%q) = %v (exit %d), want a usage error in one line", rest, err, exitcode.Of(err))
+			}
+			return
+		}
+		defer d.Close()
+		tag, pin, pinned := strings.Cut(name, "@")
+		if pinned && digest.Digest(pin).Validate() != nil || !pinned && tag == "" {
+			t.Errorf("OpenBackup(docker:%q) named %q", rest, name)
+		}
+	})
 }
