@@ -169,6 +169,12 @@ func ParseRef(s string) (Ref, error) {
 	id := segs[len(segs)-2]
 	ts, sha, _, err := parseDir(segs[len(segs)-1])
 	if err != nil {
+		if _, _, _, derr := parseDir(id); derr == nil && len(segs) >= 3 {
+			// One of the backup's objects, as upload's snapshot-uri,
+			// resources-uri and manifest-uri name them.
+			u.Path = strings.Join(segs[:len(segs)-1], "/")
+			return Ref{}, usage(fmt.Errorf("%s is one of the objects of the backup %s: give the backup", s, u))
+		}
 		return Ref{}, bad(err)
 	}
 	if err := checkClusterID(id); err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
@@ -37,6 +38,7 @@ func TestGCSParseRef(t *testing.T) {
 		in   string
 		want remote.Ref
 		err  bool
+		msg  string // what the usage error says, when err
 	}{
 		{in: "gs://b-1/etcd/abc-123/2026-01-02_030405", want: remote.Ref{Dest: store.URL{Bucket: "b-1", Path: "etcd"}, ClusterID: "abc-123", Timestamp: "2026-01-02_030405"}},
 		{in: "gs://b-1/abc/2026-01-02_030405/", want: remote.Ref{Dest: store.URL{Bucket: "b-1"}, ClusterID: "abc", Timestamp: "2026-01-02_030405"}},
@@ -54,12 +56,15 @@ func TestGCSParseRef(t *testing.T) {
 		{in: "gs://B/etcd/abc/2026-01-02_030405", err: true},
 		{in: "s3://b-1/etcd/abc/2026-01-02_030405", err: true},
 		{in: "/tmp/backup", err: true},
+		// upload's snapshot-uri and manifest-uri, given for the backup.
+		{in: "gs://b-1/etcd/abc/2026-01-02_030405-0123456789ab/backup.json", err: true, msg: "gs://b-1/etcd/abc/2026-01-02_030405-0123456789ab/backup.json is one of the objects of the backup gs://b-1/etcd/abc/2026-01-02_030405-0123456789ab: give the backup"},
+		{in: "gs://b-1/abc/2026-01-02_030405/snapshot_2026-01-02_030405.db", err: true, msg: "of the backup gs://b-1/abc/2026-01-02_030405: give the backup"},
 	}
 	for _, tt := range tests {
 		got, err := remote.ParseRef(tt.in)
 		if tt.err {
-			if exitcode.Of(err) != exitcode.Usage {
-				t.Errorf("ParseRef(%q) = %+v, %v; want a usage error", tt.in, got, err)
+			if exitcode.Of(err) != exitcode.Usage || !strings.Contains(fmt.Sprint(err), tt.msg) {
+				t.Errorf("ParseRef(%q) = %+v, %v; want a usage error saying %q", tt.in, got, err, tt.msg)
 			}
 			continue
 		}
