@@ -75,6 +75,16 @@ func TestDestinationCommands(t *testing.T) {
 			if !strings.Contains(stdout, tag) || !strings.Contains(stdout, "complete") {
 				t.Errorf("list does not show %s complete:\n%s", tag, stdout)
 			}
+			// The manifest's digest, listed, names the backup too.
+			stdout, _ = run("list", "--output", "json", c.dest)
+			var rows []listed
+			if err := json.Unmarshal([]byte(stdout), &rows); err != nil || len(rows) != 1 || !strings.HasPrefix(rows[0].Digest, "sha256:") {
+				t.Fatalf("list --output json: %v, want one backup with its digest:\n%s", err, stdout)
+			}
+			if digest := readResult(t, results, "IMAGE_DIGEST"); c.imageURL != "" && rows[0].Digest != digest {
+				t.Errorf("list gives the digest %s, upload gave IMAGE_DIGEST %s", rows[0].Digest, digest)
+			}
+			run("verify", c.dest+"@"+rows[0].Digest)
 			down := filepath.Join(t.TempDir(), "down")
 			run("download", "--latest", c.dest, down)
 			for _, f := range append(b.Files, manifest.File{Name: manifest.FileName}) {

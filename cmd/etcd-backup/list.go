@@ -83,12 +83,15 @@ type listed struct {
 	State    string `json:"state"`
 	Complete bool   `json:"complete"`
 	Problem  string `json:"problem,omitempty"`
+	// Digest is an OCI backup's manifest digest, which names it too.
+	Digest string `json:"digest,omitempty"`
 }
 
 func listedOf(e destination.Entry) listed {
 	t, _ := time.Parse(manifest.TimestampLayout, e.Timestamp)
 	l := listed{
 		Backup:    e.URL,
+		Digest:    e.Digest,
 		ClusterID: e.ClusterID,
 		Timestamp: e.Timestamp,
 		Time:      t,

@@ -106,7 +106,7 @@ func TestGCSCommands(t *testing.T) {
 		if err := json.Unmarshal([]byte(stdout), &rows); code != 0 || err != nil || len(rows) != 2 {
 			t.Fatalf("list --output json: exit %d, %v:\n%s", code, err, stdout)
 		}
-		if r := rows[1]; !r.Complete || r.State != "complete" || r.EtcdRevision != b.Etcd.Revision || r.Size != b.Size() || r.Backup != backupURL {
+		if r := rows[1]; !r.Complete || r.State != "complete" || r.EtcdRevision != b.Etcd.Revision || r.Size != b.Size() || r.Backup != backupURL || r.Digest != "" {
 			t.Errorf("json row = %+v", r)
 		}
 		if r := rows[0]; r.Complete || r.State != "incomplete" || r.Problem == "" {

@@ -128,6 +128,9 @@ type Entry struct {
 	Ours bool
 	// Manifest is the backup's backup.json when it could be read.
 	Manifest *manifest.Backup
+	// Digest is the digest of what marks the backup complete (for OCI the
+	// manifest, which names the backup too), empty where the kind has none.
+	Digest string
 }
 
 // Dated returns the time in the backup's <ts>: its master's clock when it

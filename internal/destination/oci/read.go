@@ -317,7 +317,7 @@ func (d *Dest) unlisted(tag string) {
 
 func (d *Dest) entry(l *loaded) destination.Entry {
 	e := destination.Entry{
-		Name: l.tag, URL: d.t.url(l.tag), Ours: l.ours, Manifest: l.b,
+		Name: l.tag, URL: d.t.url(l.tag), Ours: l.ours, Manifest: l.b, Digest: string(l.digest),
 		ClusterID: l.m.Annotations[AnnotationClusterID],
 		Timestamp: l.m.Annotations[AnnotationTimestamp],
 		State:     destination.Complete, Problem: l.problem,
