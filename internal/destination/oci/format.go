@@ -165,6 +165,21 @@ func layerNamed(m *imgspecv1.Manifest, name string) (imgspecv1.Descriptor, bool)
 	return imgspecv1.Descriptor{}, false
 }
 
+// splitFor returns the Factory.Split of the kind scheme, whose BACKUP
+// arguments take the forms named.
+func splitFor(scheme, forms string) func(rest string) (string, string, error) {
+	return func(rest string) (string, string, error) {
+		where, name, err := splitBackup(rest)
+		switch {
+		case errors.Is(err, errNoName):
+			return "", "", fmt.Errorf("%s %w: use %s", shown(scheme+":"+rest), err, forms)
+		case err != nil:
+			return "", "", fmt.Errorf("%s %w", shown(scheme+":"+rest), err)
+		}
+		return where, name, nil
+	}
+}
+
 // errNoName is a BACKUP argument that names no backup in its destination.
 var errNoName = errors.New("names no backup")
 

@@ -51,16 +51,7 @@ func Layout() destination.Factory {
 			}
 			return open(layoutDir(dir), opts)
 		},
-		Split: func(rest string) (string, string, error) {
-			dir, name, err := splitBackup(rest)
-			if errors.Is(err, errNoName) {
-				return "", "", fmt.Errorf("%s %w: use oci:PATH:TAG or oci:PATH@DIGEST", shown("oci:"+rest), err)
-			}
-			if err != nil {
-				return "", "", fmt.Errorf("%s %w", shown("oci:"+rest), err)
-			}
-			return dir, name, nil
-		},
+		Split: splitFor("oci", "oci:PATH:TAG or oci:PATH@DIGEST"),
 	}
 }
 

@@ -68,16 +68,7 @@ func Registry() destination.Factory {
 			return open(t, opts)
 		},
 		Guess: guessRegistry,
-		Split: func(rest string) (string, string, error) {
-			repo, name, err := splitBackup(rest)
-			if errors.Is(err, errNoName) {
-				return "", "", fmt.Errorf("%s %w: use docker://HOST[:PORT]/REPO:TAG or docker://HOST[:PORT]/REPO@DIGEST", shown("docker:"+rest), err)
-			}
-			if err != nil {
-				return "", "", fmt.Errorf("%s %w", shown("docker:"+rest), err)
-			}
-			return repo, name, nil
-		},
+		Split: splitFor("docker", "docker://HOST[:PORT]/REPO:TAG or docker://HOST[:PORT]/REPO@DIGEST"),
 	}
 }
 
