@@ -68,6 +68,22 @@ func TestDestinationCommands(t *testing.T) {
 				}
 				run("verify", "docker://"+c.imageURL+"@"+digest)
 			}
+			// A file's URI names the backup that holds it, the layout's
+			// given as a path too.
+			snapshotURI := readResult(t, results, "snapshot-uri")
+			if c.imageURL == "" {
+				code, _, stderr := cli(t, nil, "verify", snapshotURI)
+				if want := "as a destination, give oci:" + snapshotURI; code != exitcode.Usage || !strings.Contains(stderr, want) {
+					t.Errorf("verify %s: exit %d, want %d saying %q:\n%s", snapshotURI, code, exitcode.Usage, want, stderr)
+				}
+				snapshotURI = "oci:" + snapshotURI
+			} else {
+				snapshotURI = "docker://" + snapshotURI
+			}
+			argv := append(append([]string{"verify"}, c.flags...), snapshotURI)
+			if code, _, stderr := cli(t, nil, argv...); code != exitcode.Usage || !strings.Contains(stderr, "is one of the files of "+c.dest+":"+tag) {
+				t.Errorf("verify %s: exit %d, want %d naming the backup:\n%s", snapshotURI, code, exitcode.Usage, stderr)
+			}
 			if _, stderr := run("upload", dir, c.dest); !strings.Contains(stderr, "already stored") {
 				t.Errorf("a second upload did not find the backup stored:\n%s", stderr)
 			}

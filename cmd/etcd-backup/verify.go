@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"time"
@@ -64,8 +63,8 @@ func verifyCommand() *command {
 							return destination.Verify(ctx, d, name, o, id)
 						})
 					}
-				} else if guess := destinations().Guess(args[0]); guess != "" && notExist(args[0]) {
-					return usage("%s is no directory here; for a backup in a registry, give %s", args[0], guess)
+				} else if guess := destinations().Guess(args[0]); guess != "" && !isDir(args[0]) {
+					return usage("%s is not a backup directory; as a destination, give %s", args[0], guess)
 				} else if latest || clusterID != "" {
 					return usage("--latest and --cluster-id apply to a destination TARGET (gs://, docker://, oci:), not to a local directory")
 				}
@@ -102,8 +101,8 @@ func checkAge(b *manifest.Backup, maxAge time.Duration, now time.Time) error {
 	return nil
 }
 
-// notExist reports whether nothing is at path.
-func notExist(path string) bool {
-	_, err := os.Lstat(path)
-	return errors.Is(err, fs.ErrNotExist)
+// isDir reports whether path is a directory.
+func isDir(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.IsDir()
 }

@@ -148,10 +148,10 @@ func TestVerifyNotADirectory(t *testing.T) {
 		want string
 	}{
 		{[]string{"verify", filepath.Join(dir, "none")}, "is not a backup directory"},
-		{[]string{"verify", ref}, ref + " is no directory here; for a backup in a registry, give docker://" + ref},
-		{[]string{"verify", "--latest", "mirror.example.com/etcd/backups"}, "for a backup in a registry, give docker://mirror.example.com/etcd/backups"},
-		{[]string{"download", ref, filepath.Join(dir, "down")}, "; for a registry, docker://" + ref},
-		{[]string{"list", "mirror.example.com/etcd/backups"}, "; for a registry, docker://mirror.example.com/etcd/backups"},
+		{[]string{"verify", ref}, ref + " is not a backup directory; as a destination, give docker://" + ref},
+		{[]string{"verify", "--latest", "mirror.example.com/etcd/backups"}, "; as a destination, give docker://mirror.example.com/etcd/backups"},
+		{[]string{"download", ref, filepath.Join(dir, "down")}, ", oci:PATH, e.g. docker://" + ref},
+		{[]string{"list", "mirror.example.com/etcd/backups"}, ", oci:PATH, e.g. docker://mirror.example.com/etcd/backups"},
 	}
 	for _, tt := range tests {
 		if code, _, stderr := cli(t, nil, tt.args...); code != exitcode.Usage || !strings.Contains(stderr, tt.want) {

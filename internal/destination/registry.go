@@ -23,7 +23,8 @@ type Factory struct {
 	Split func(rest string) (dest, name string, err error)
 	// Guess, where set, returns the URL of this kind that s, given without
 	// a scheme, most likely means (a registry's image reference, copied
-	// from upload's IMAGE_URL or from podman), or "".
+	// from upload's IMAGE_URL or from podman; a blob's file in a layout,
+	// from its snapshot-uri), or "".
 	Guess func(s string) string
 }
 
@@ -89,7 +90,7 @@ func (r *Registry) lookup(url string) (Factory, string, error) {
 	}
 	err := fmt.Errorf("%q is not a destination this program knows: use one of %s", url, r.forms())
 	if guess := r.Guess(url); guess != "" {
-		err = fmt.Errorf("%w; for a registry, %s", err, guess)
+		err = fmt.Errorf("%w, e.g. %s", err, guess)
 	}
 	return Factory{}, "", exitcode.With(exitcode.Usage, err)
 }

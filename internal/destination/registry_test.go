@@ -47,7 +47,7 @@ func TestRegistryOpen(t *testing.T) {
 		{"docker://HOST/repo", "docker //HOST/repo", exitcode.Failure, "opened"},
 		{"s3://bucket", "", exitcode.Usage, "use one of docker:PATH, oci:PATH"},
 		{"/plain/dir", "", exitcode.Usage, "is not a destination this program knows: use one of docker:PATH, oci:PATH"},
-		{"registry.example/etcd:tag", "", exitcode.Usage, "is not a destination this program knows: use one of docker:PATH, oci:PATH; for a registry, docker://registry.example/etcd:tag"},
+		{"registry.example/etcd:tag", "", exitcode.Usage, "is not a destination this program knows: use one of docker:PATH, oci:PATH, e.g. docker://registry.example/etcd:tag"},
 	}
 	for _, tt := range tests {
 		opened = ""

@@ -51,8 +51,34 @@ func Layout() destination.Factory {
 			}
 			return open(layoutDir(dir), opts)
 		},
-		Split: splitFor("oci", "oci:PATH:TAG or oci:PATH@DIGEST"),
+		Guess: func(s string) string {
+			if dir, _, ok := blobFile(s); ok && isLayout(dir) {
+				return "oci:" + s
+			}
+			return ""
+		},
+		Split: func(rest string) (string, string, error) {
+			if dir, pin, ok := blobFile(rest); ok {
+				return dir, "@" + pin.String(), nil
+			}
+			return splitFor("oci", "oci:PATH:TAG or oci:PATH@DIGEST")(rest)
+		},
 	}
+}
+
+// blobFile reads path as a blob's file in a layout, PATH/blobs/ALG/HEX, as
+// upload's snapshot-uri, resources-uri and manifest-uri name the files of a
+// backup in a layout, and returns the layout and the blob's digest: Open
+// then names the backup that holds it. Given without oci:, a blob's file
+// in a layout is guessed to mean that.
+func blobFile(path string) (string, digest.Digest, bool) {
+	encoded, rest := filepath.Base(path), filepath.Dir(path)
+	alg, rest := filepath.Base(rest), filepath.Dir(rest)
+	d := digest.NewDigestFromEncoded(digest.Algorithm(alg), encoded)
+	if filepath.Base(rest) != imgspecv1.ImageBlobsDir || d.Validate() != nil {
+		return "", "", false
+	}
+	return filepath.Dir(rest), d, true
 }
 
 type layoutDir string

@@ -213,6 +213,9 @@ func TestBackupURL(t *testing.T) {
 		{"oci:" + dir + "/layout" + pin, "oci:" + dir + "/layout", pin, ""},
 		{"oci:" + dir + "/usb@site:TAG", "oci:" + dir + "/usb@site", "TAG", ""},
 		{"oci:" + dir + "/usb@site" + pin, "oci:" + dir + "/usb@site", pin, ""},
+		// A layout's snapshot-uri: the blob's file.
+		{"oci:" + dir + "/layout/blobs/sha256/" + strings.Repeat("ab", 32), "oci:" + dir + "/layout", pin, ""},
+		{"oci:" + dir + "/layout/blobs/sha256/abc", "", "", "names no backup"},
 		{"docker://h.example:5000/etcd/backups@sha256:abc", "", "", `names a malformed digest "sha256:abc"`},
 		{"docker://h.example:5000/etcd/backups@sha256:", "", "", "names a malformed digest"},
 		{"docker://h.example:5000/etcd/backups", "", "", "names no backup: use docker://HOST[:PORT]/REPO:TAG or docker://HOST[:PORT]/REPO@DIGEST"},
