@@ -20,7 +20,7 @@ func verifyCommand() *command {
 	return &command{
 		name:    "verify",
 		args:    []string{"TARGET"},
-		summary: "check a backup end to end against its backup.json; --restore adds a trial restore",
+		summary: "check a backup end to end against its backup.json: a local DIR, one backup as download takes it, or --latest of a destination; --restore adds a trial restore",
 		setup: func(fs *pflag.FlagSet) runFunc {
 			var (
 				o         verify.Options
