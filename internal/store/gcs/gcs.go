@@ -13,20 +13,16 @@ package gcs
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"iter"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"sync/atomic"
 	"time"
 
-	"cloud.google.com/go/auth/credentials"
 	"cloud.google.com/go/storage"
 	"github.com/googleapis/gax-go/v2"
 	"google.golang.org/api/googleapi"
@@ -100,56 +96,6 @@ type Client struct {
 	opts Options
 }
 
-// ErrNoCredentials is returned by New when no credentials can be found.
-var ErrNoCredentials = errors.New("no Google Cloud credentials found: run the pod with Workload Identity (a Kubernetes service account bound to a Google service account), or set GOOGLE_APPLICATION_CREDENTIALS to a service account key file")
-
-// ErrCredentialsFile is returned by New when GOOGLE_APPLICATION_CREDENTIALS
-// is set and names no credentials file it can use.
-var ErrCredentialsFile = errors.New("GOOGLE_APPLICATION_CREDENTIALS names no credentials file")
-
-// ErrTokenFile is returned by New when the credentials file is an external
-// account's (Workload Identity Federation) and the file it reads its token
-// from cannot be read.
-var ErrTokenFile = errors.New("the token file of the credentials cannot be read")
-
-// checkTokenFile returns ErrTokenFile when file, a credentials file the
-// library accepted, is an external account's whose token file cannot be
-// read. The library reads that file only at the first request, and its
-// error then reads as a failed request: the cause is a pod without the
-// projected service account token the configuration names.
-func checkTokenFile(file string) error {
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return nil // read once already; the library reports its own failure
-	}
-	var cfg struct {
-		Type   string `json:"type"`
-		Source struct {
-			File string `json:"file"`
-		} `json:"credential_source"`
-	}
-	if json.Unmarshal(data, &cfg) != nil || cfg.Type != "external_account" || cfg.Source.File == "" {
-		return nil
-	}
-	f, err := os.Open(cfg.Source.File)
-	if err != nil {
-		return fmt.Errorf("%w: %s configures an external account (Workload Identity Federation) whose token is read from a file: %w; mount a projected service account token there, with the audience the pool's provider allows (pipelines/README.md shows how)", ErrTokenFile, file, err)
-	}
-	return f.Close()
-}
-
-// credentialsFileError says what is wrong with the file: not missing
-// credentials, which is what the library's error reads as, but most often
-// a Secret mounted other than as meant (the variable naming the mount's
-// directory, or another of its keys).
-func credentialsFileError(file string, err error) error {
-	var pe *fs.PathError
-	if !errors.As(err, &pe) {
-		err = fmt.Errorf("%s: %w", file, err)
-	}
-	return fmt.Errorf("%w: %w; give the path of the service account key's JSON file (with a Secret, its key below the mount path)", ErrCredentialsFile, err)
-}
-
 // New connects to Cloud Storage. Without an emulator it finds Application
 // Default Credentials first, so that their absence is one clear error rather
 // than a 401 on the first request.
@@ -165,17 +111,9 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 		// public host name.
 		copts = []option.ClientOption{option.WithEndpoint(endpoint), option.WithoutAuthentication(), storage.WithJSONReads()}
 	} else {
-		creds, err := credentials.DetectDefault(&credentials.DetectOptions{Scopes: []string{storage.ScopeReadWrite}, CredentialsFile: opts.CredentialsFile})
-		if err != nil && opts.CredentialsFile != "" {
-			return nil, credentialsFileError(opts.CredentialsFile, err)
-		}
+		creds, err := findCredentials(opts.CredentialsFile)
 		if err != nil {
-			return nil, fmt.Errorf("%w (%v)", ErrNoCredentials, err)
-		}
-		if opts.CredentialsFile != "" {
-			if err := checkTokenFile(opts.CredentialsFile); err != nil {
-				return nil, err
-			}
+			return nil, err
 		}
 		copts = []option.ClientOption{option.WithAuthCredentials(creds)}
 	}

@@ -490,11 +490,64 @@ func TestGCSCredentialsFile(t *testing.T) {
 	if err := os.WriteFile(pemKey, []byte("-----BEGIN PRIVATE KEY-----\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for _, file := range []string{filepath.Join(dir, "missing.json"), dir, pemKey} {
-		_, err := gcs.New(t.Context(), gcs.Options{CredentialsFile: file})
-		if !errors.Is(err, gcs.ErrCredentialsFile) || errors.Is(err, gcs.ErrNoCredentials) || strings.Contains(err.Error(), "\n") || strings.Count(err.Error(), file) != 1 {
-			t.Errorf("New with credentials file %s: %v, want ErrCredentialsFile in one line naming the file once", file, err)
+	write := func(name, content string) string {
+		file := filepath.Join(dir, name)
+		if err := os.WriteFile(file, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
 		}
+		return file
+	}
+	taken := "not one of service_account, external_account, impersonated_service_account, authorized_user, external_account_authorized_user"
+	cases := []struct {
+		file, says string
+	}{
+		{filepath.Join(dir, "missing.json"), "no such file"},
+		{dir, "is a directory"},
+		{pemKey, "not JSON"},
+		// A docker-registry Secret's key, mounted in place of the key file.
+		{write("dockerconfig.json", `{"auths":{"registry.example.com":{"auth":"eDp5"}}}`), `JSON without a "type": not a Google credentials file`},
+		{write("gdch.json", `{"type":"gdch_service_account","project":"p"}`), `its type is "gdch_service_account", ` + taken},
+		{write("big.json", `{"type":"service_account","pad":"`+strings.Repeat("x", 1<<20)+`"}`), "over 1024 KiB: not a credentials file"},
+		{write("badkey.json", `{"type":"service_account","client_email":"a@p.iam.gserviceaccount.com"}`), "credentials"},
+	}
+	for _, c := range cases {
+		_, err := gcs.New(t.Context(), gcs.Options{CredentialsFile: c.file})
+		if !errors.Is(err, gcs.ErrCredentialsFile) || errors.Is(err, gcs.ErrNoCredentials) || strings.Contains(err.Error(), "\n") || strings.Count(err.Error(), c.file) != 1 || !strings.Contains(err.Error(), c.says) {
+			t.Errorf("New with credentials file %s: %v, want ErrCredentialsFile in one line naming the file once and saying %q", c.file, err, c.says)
+		}
+	}
+}
+
+// TestGCSCredentialsFileTypes: each kind of credentials file an
+// administrator mounts is taken, as Application Default Credentials take it.
+func TestGCSCredentialsFileTypes(t *testing.T) {
+	key, err := rsa.GenerateKey(crand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemKey := string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}))
+	serviceAccount := map[string]any{"type": "service_account", "project_id": "p", "private_key_id": "k", "private_key": pemKey, "client_email": "backup@p.iam.gserviceaccount.com", "client_id": "1"}
+	user := map[string]any{"type": "authorized_user", "client_id": "c", "client_secret": "s", "refresh_token": "r"}
+	for _, cfg := range []map[string]any{
+		serviceAccount,
+		user,
+		{"type": "impersonated_service_account", "service_account_impersonation_url": "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/backup@p.iam.gserviceaccount.com:generateAccessToken", "source_credentials": user},
+		{"type": "external_account_authorized_user", "audience": "//iam.googleapis.com/locations/global/workforcePools/pool/providers/p", "client_id": "c", "client_secret": "s", "refresh_token": "r", "token_url": "https://sts.googleapis.com/v1/oauthtoken"},
+	} {
+		data, err := json.Marshal(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		file := filepath.Join(t.TempDir(), "key.json")
+		if err := os.WriteFile(file, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := gcs.New(t.Context(), gcs.Options{CredentialsFile: file})
+		if err != nil {
+			t.Errorf("New with a %s file: %v", cfg["type"], err)
+			continue
+		}
+		c.Close()
 	}
 }
 
