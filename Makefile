@@ -27,9 +27,16 @@ build:
 test:
 	CGO_ENABLED=1 $(GO) test -tags '$(TAGS)' -race -timeout 20m ./...
 
+# staticcheck, pinned, run from the module proxy: it also finds what the
+# libraries deprecate, which a later version of them may take away.
+STATICCHECK = honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }
 	$(GO) vet -tags '$(TAGS)' ./...
+	$(GO) vet -tags '$(TAGS) imagetest' ./internal/imagetest
+	$(GO) run $(STATICCHECK) -tags '$(TAGS)' ./...
+	$(GO) run $(STATICCHECK) -tags '$(TAGS) imagetest' ./internal/imagetest
 
 # A local etcd on a generated OpenShift-like host tree, a local GCS
 # emulator, then the real save, verify and upload.

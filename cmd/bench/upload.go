@@ -89,9 +89,11 @@ func (e *emulator) write(ctx context.Context, path, object string) (time.Duratio
 		return 0, err
 	}
 	defer f.Close()
+	// Cancelling the Writer's context is how it is abandoned.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	w := e.client.Bucket(benchBucket).Object(object).NewWriter(ctx)
 	if _, err := io.Copy(w, f); err != nil {
-		w.CloseWithError(err)
 		return 0, fmt.Errorf("write %s to the emulator: %w", object, err)
 	}
 	if err := w.Close(); err != nil {

@@ -201,7 +201,7 @@ func TestGCSStalledService(t *testing.T) {
 	if code != exitcode.Failure || !strings.Contains(stderr, "--timeout 2s reached") {
 		t.Errorf("exit %d:\n%s", code, stderr)
 	}
-	if objs, _, _ := srv.ListObjects("backups", "", "", false); len(objs) != 0 {
+	if objs, _ := srv.Objects("backups"); len(objs) != 0 {
 		t.Errorf("%d objects left", len(objs))
 	}
 }
@@ -235,7 +235,7 @@ func TestGCSUploadSIGTERM(t *testing.T) {
 	if !errors.As(err, &exit) || exit.ExitCode() != exitcode.Failure || !strings.Contains(stderr.String(), "interrupted by terminated") {
 		t.Fatalf("after SIGTERM: %v, want exit %d:\n%s", err, exitcode.Failure, stderr.String())
 	}
-	attrs, _, err := srv.ListObjects("backups", "", "", false)
+	attrs, err := srv.Objects("backups")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,7 +294,7 @@ func TestGCSUsage(t *testing.T) {
 	if code, _, stderr := cli(t, env, "upload", dir, "gs://backups/p"); code != exitcode.Verify || !strings.Contains(stderr, "refusing to upload") {
 		t.Errorf("upload of an empty directory: exit %d:\n%s", code, stderr)
 	}
-	if objs, _, _ := srv.ListObjects("backups", "", "", false); len(objs) != 0 {
+	if objs, _ := srv.Objects("backups"); len(objs) != 0 {
 		t.Errorf("refused commands wrote %d objects", len(objs))
 	}
 }
@@ -368,7 +368,7 @@ func TestGCSNoBucket(t *testing.T) {
 			t.Errorf("%v: exit %d, want %d and one line naming the missing bucket:\n%s", args, code, exitcode.Usage, stderr)
 		}
 	}
-	if objs, _, _ := srv.ListObjects("backups", "", "", false); len(objs) != 0 {
+	if objs, _ := srv.Objects("backups"); len(objs) != 0 {
 		t.Errorf("%d objects sent", len(objs))
 	}
 }

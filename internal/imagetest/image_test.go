@@ -175,7 +175,7 @@ func TestImage(t *testing.T) {
 		if out, err := b.exec(c, flags, "upload", "/backup/b", "gs://"+bucket+"/etcd"); err != nil {
 			t.Fatalf("upload in the image: %v\n%s", err, out)
 		}
-		objs, _, err := ca.emulator.ListObjects(bucket, "", "", false)
+		objs, err := ca.emulator.Objects(bucket)
 		if err != nil || len(objs) != 3 {
 			t.Errorf("the bucket holds %d objects (%v), want the 3 files of the backup", len(objs), err)
 		}

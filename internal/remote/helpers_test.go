@@ -175,7 +175,7 @@ func exists(srv *gcstest.Server, bkt, name string) bool {
 // objects lists every object name in bkt.
 func objects(t *testing.T, srv *gcstest.Server, bkt string) []string {
 	t.Helper()
-	attrs, _, err := srv.ListObjects(bkt, "", "", false)
+	attrs, err := srv.Objects(bkt)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -57,6 +57,12 @@ func New(t testing.TB, buckets ...string) *Server {
 	return s
 }
 
+// Objects lists every object in bucket.
+func (s *Server) Objects(bucket string) ([]fakestorage.ObjectAttrs, error) {
+	l, err := s.ListObjectsWithOptionsPaginated(bucket, fakestorage.ListOptions{})
+	return l.Objects, err
+}
+
 // Host is the value for $STORAGE_EMULATOR_HOST.
 func (s *Server) Host() string { return strings.TrimPrefix(s.URL(), "http://") }
 
