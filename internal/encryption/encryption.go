@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 
@@ -24,6 +23,7 @@ import (
 
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
+	"github.com/etcd-backup/etcd-backup/internal/smallfile"
 )
 
 // Format names the encryption in backup.json: every stored object is one
@@ -319,17 +319,12 @@ func (id *Identity) Decrypt(src io.Reader, recipients []string) (io.Reader, erro
 }
 
 func readKeyFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	data, err := smallfile.Read(path, maxKeyFile)
+	if errors.Is(err, smallfile.ErrTooLarge) {
+		return nil, fmt.Errorf("%s is larger than %d bytes: not a key file", path, maxKeyFile)
+	}
 	if err != nil {
 		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	if len(data) > maxKeyFile {
-		return nil, fmt.Errorf("%s is larger than %d bytes: not a key file", path, maxKeyFile)
 	}
 	// Windows editors and shells mark the text they write: a UTF-8 mark
 	// goes, UTF-16 (Windows PowerShell's Out-File) cannot be read as keys.

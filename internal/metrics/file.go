@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"os"
 	"slices"
 	"strings"
 
@@ -15,6 +13,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/etcd-backup/etcd-backup/internal/atomicfile"
+	"github.com/etcd-backup/etcd-backup/internal/smallfile"
 )
 
 // FileMode lets node-exporter, which runs as another user, read the file;
@@ -66,19 +65,11 @@ func readLastSuccess(path string) (*dto.MetricFamily, error) {
 }
 
 func readBounded(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	if len(data) > maxFileSize {
+	data, err := smallfile.Read(path, maxFileSize)
+	if errors.Is(err, smallfile.ErrTooLarge) {
 		return nil, fmt.Errorf("read %s: larger than %d bytes, not a metrics file of etcd-backup; remove it", path, maxFileSize)
 	}
-	return data, nil
+	return data, err
 }
 
 // carryOver adds to families the earlier last success series with labels

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"slices"
@@ -13,6 +12,8 @@ import (
 	"cloud.google.com/go/auth"
 	"cloud.google.com/go/auth/credentials"
 	"cloud.google.com/go/storage"
+
+	"github.com/etcd-backup/etcd-backup/internal/smallfile"
 )
 
 // ErrNoCredentials is returned by New when no credentials can be found.
@@ -55,7 +56,10 @@ func findCredentials(file string) (*auth.Credentials, error) {
 		}
 		return creds, nil
 	}
-	data, err := readCredentialsFile(file)
+	data, err := smallfile.Read(file, maxCredentialsFile)
+	if errors.Is(err, smallfile.ErrTooLarge) {
+		err = fmt.Errorf("over %d KiB: not a credentials file", maxCredentialsFile>>10)
+	}
 	if err != nil {
 		return nil, credentialsFileError(file, err)
 	}
@@ -79,22 +83,6 @@ func findCredentials(file string) (*auth.Credentials, error) {
 		return nil, err
 	}
 	return creds, nil
-}
-
-func readCredentialsFile(file string) ([]byte, error) {
-	f, err := os.Open(file)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxCredentialsFile+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > maxCredentialsFile {
-		return nil, fmt.Errorf("over %d KiB: not a credentials file", maxCredentialsFile>>10)
-	}
-	return data, nil
 }
 
 func typeList() string {
