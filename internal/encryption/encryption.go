@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"slices"
 	"strings"
 
@@ -63,7 +64,7 @@ func ParseRecipients(keys, files []string) (*Recipients, error) {
 }
 
 func (rs *Recipients) addFile(path string) error {
-	data, err := readKeyFile(path)
+	data, err := readKeyFile("recipients file", path)
 	if err != nil {
 		return err
 	}
@@ -197,7 +198,7 @@ type Passphrase func(path string) ([]byte, error)
 // not), or an SSH private key (ed25519 or RSA); a passphrase it asks for
 // with ask. Its errors never quote the file's content.
 func ReadIdentity(path string, ask Passphrase) (*Identity, error) {
-	data, err := readKeyFile(path)
+	data, err := readKeyFile("identity file", path)
 	if err != nil {
 		return nil, usage(err)
 	}
@@ -318,12 +319,17 @@ func (id *Identity) Decrypt(src io.Reader, recipients []string) (io.Reader, erro
 	return r, nil
 }
 
-func readKeyFile(path string) ([]byte, error) {
+// readKeyFile reads the file of keys at path; kind says which it is, since
+// a command may take several (--encrypt-to-file, --identity).
+func readKeyFile(kind, path string) ([]byte, error) {
 	data, err := smallfile.Read(path, maxKeyFile)
-	if errors.Is(err, smallfile.ErrTooLarge) {
-		return nil, fmt.Errorf("%s is larger than %d bytes: not a key file", path, maxKeyFile)
-	}
-	if err != nil {
+	var pe *fs.PathError
+	switch {
+	case errors.Is(err, smallfile.ErrTooLarge):
+		return nil, fmt.Errorf("%s %s is larger than %d bytes: not a key file", kind, path, maxKeyFile)
+	case errors.As(err, &pe):
+		return nil, fmt.Errorf("%s %s: %w", kind, path, pe.Err)
+	case err != nil:
 		return nil, err
 	}
 	// Windows editors and shells mark the text they write: a UTF-8 mark
