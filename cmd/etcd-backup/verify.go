@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"time"
@@ -38,6 +39,13 @@ func verifyCommand() *command {
 			return func(ctx context.Context, env *env, args []string) error {
 				o.Log = env.log
 				env.metrics.ClusterID = clusterID
+				if o.Restore && o.ScratchDir != "" {
+					// Before a backup is listed or fetched for a restore
+					// that cannot start.
+					if err := checkScratchDir(o.ScratchDir); err != nil {
+						return err
+					}
+				}
 				check := verify.Dir
 				if destinations().Knows(args[0]) {
 					check = func(ctx context.Context, target string, o verify.Options) (*manifest.Backup, error) {
@@ -97,6 +105,22 @@ func checkAge(b *manifest.Backup, maxAge time.Duration, now time.Time) error {
 	}
 	if age > maxAge {
 		return exitcode.With(exitcode.Stale, fmt.Errorf("backup %s of cluster %s is good but was taken %s ago, more than --max-age %s: take a backup, and find out why none was taken since", b.Timestamp, b.ClusterKey(), age.Round(time.Second), maxAge))
+	}
+	return nil
+}
+
+// checkScratchDir refuses a --scratch-dir that is not an existing
+// directory: a mistyped path or an unmounted volume, which is the
+// configuration's fault, not the backup's.
+func checkScratchDir(dir string) error {
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return usage("--scratch-dir %s does not exist: give an existing directory with room for the trial restore", dir)
+	case err != nil:
+		return usage("--scratch-dir: %v", err)
+	case !fi.IsDir():
+		return usage("--scratch-dir %s is not a directory: give an existing directory with room for the trial restore", dir)
 	}
 	return nil
 }

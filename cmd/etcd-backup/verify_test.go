@@ -160,6 +160,34 @@ func TestVerifyNotADirectory(t *testing.T) {
 	}
 }
 
+// TestVerifyScratchDir: a --scratch-dir that is missing or not a directory
+// is a usage error before anything is read, local or remote (the registry
+// here listens nowhere), not a failed trial restore.
+func TestVerifyScratchDir(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing")
+	tests := []struct {
+		scratch, target, want string
+	}{
+		{missing, dir, "--scratch-dir " + missing + " does not exist: give an existing directory"},
+		{file, dir, "--scratch-dir " + file + " is not a directory: give an existing directory"},
+		{missing, "docker://127.0.0.1:1/etcd/backups", "--scratch-dir " + missing + " does not exist"},
+	}
+	for _, tt := range tests {
+		args := []string{"verify", "--restore", "--scratch-dir", tt.scratch, tt.target}
+		if strings.Contains(tt.target, "://") {
+			args = append(args, "--latest")
+		}
+		if code, _, stderr := cli(t, nil, args...); code != exitcode.Usage || !strings.Contains(stderr, tt.want) {
+			t.Errorf("etcd-backup %s: exit %d, want %d saying %q:\n%s", strings.Join(args, " "), code, exitcode.Usage, tt.want, stderr)
+		}
+	}
+}
+
 // TestVerifyStructureBeyondChecksums damages both bbolt meta pages and then
 // rewrites the trailer and backup.json to match, as a tool that "repaired"
 // the checksums would: only the bbolt walk can still tell.
