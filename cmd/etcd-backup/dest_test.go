@@ -115,6 +115,9 @@ func TestDestinationCommands(t *testing.T) {
 			if !strings.Contains(stdout, "keep") {
 				t.Errorf("prune output:\n%s", stdout)
 			}
+			if _, stderr := run("prune", "--keep-last", "1", "--cluster-id", "other", c.dest); !strings.Contains(stderr, "no backups of cluster other at ") {
+				t.Errorf("prune of a cluster with no backups there said nothing of it:\n%s", stderr)
+			}
 		})
 	}
 	t.Run("image form", func(t *testing.T) {

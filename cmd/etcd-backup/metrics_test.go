@@ -193,7 +193,7 @@ func TestVerifyMaxAge(t *testing.T) {
 		{"too old", []string{"--latest", "--max-age", "1ms", "gs://backups/etcd"}, exitcode.Stale, "more than --max-age"},
 		{"of the cluster given", []string{"--latest", "--cluster-id", b.ClusterKey(), "--max-age", "1ms", "gs://backups/etcd"}, exitcode.Stale, b.Timestamp},
 		{"none", []string{"--latest", "--max-age", "26h", "gs://empty/etcd"}, exitcode.Stale, "no complete backup"},
-		{"none of that cluster", []string{"--latest", "--cluster-id", "other", "--max-age", "26h", "gs://backups/etcd"}, exitcode.Stale, "no complete backup of cluster other"},
+		{"none of that cluster", []string{"--latest", "--cluster-id", "other", "--max-age", "26h", "gs://backups/etcd"}, exitcode.Stale, "no complete backup of cluster other at gs://backups/etcd, which holds backups of " + b.ClusterKey() + " only"},
 		{"none, and no --max-age", []string{"--latest", "gs://empty/etcd"}, exitcode.Failure, "no complete backup"},
 		{"local, too old", []string{"--max-age", "1ms", dir}, exitcode.Stale, "more than --max-age"},
 		{"local, no --max-age", []string{dir}, exitcode.OK, "backup verified"},

@@ -46,6 +46,11 @@ func pruneCommand() *command {
 				if perr := printDecisions(env, decisions); err == nil {
 					err = perr
 				}
+				if err == nil && clusterID != "" && len(decisions) == 0 {
+					// A scheduled prune whose cluster ID is mistyped would
+					// otherwise never remove anything, and never say so.
+					env.log.Warn(fmt.Sprintf("no backups of cluster %s at %s, so nothing is pruned: 'etcd-backup list %s' shows the clusters there", clusterID, d.URL(), d.URL()))
+				}
 				return err
 			}
 		},

@@ -150,6 +150,10 @@ func TestGCSCommands(t *testing.T) {
 		if !regexp.MustCompile(`(?m)^keep +` + regexp.QuoteMeta(backupURL) + ` +newest complete backup$`).MatchString(stdout) {
 			t.Errorf("prune output:\n%s", stdout)
 		}
+		code, _, stderr = cli(t, env, "prune", "--keep-last", "1", "--cluster-id", "other", "gs://backups/etcd")
+		if code != 0 || !strings.Contains(stderr, "no backups of cluster other at gs://backups/etcd, so nothing is pruned") {
+			t.Errorf("prune of a cluster with no backups there: exit %d, want 0 with a warning:\n%s", code, stderr)
+		}
 	})
 
 	t.Run("corrupt object", func(t *testing.T) {

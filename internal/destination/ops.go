@@ -459,10 +459,13 @@ func Newest(ctx context.Context, d Dest, cluster string, log *slog.Logger) (Foun
 		return Found{}, err
 	}
 	var good, skipped []Entry
-	var clusters []string
+	var clusters, others []string
 	for _, e := range entries {
 		switch {
 		case cluster != "" && e.ClusterID != cluster:
+			if !slices.Contains(others, e.ClusterID) {
+				others = append(others, e.ClusterID)
+			}
 		case e.State != Complete:
 			skipped = append(skipped, e)
 		default:
@@ -493,6 +496,10 @@ func Newest(ctx context.Context, d Dest, cluster string, log *slog.Logger) (Foun
 		return found, nil
 	case len(skipped) > 0:
 		return Found{}, fmt.Errorf("%w at %s: the %d found are incomplete or corrupt (see 'etcd-backup list %s')", ErrNoBackup, d.URL(), len(skipped), d.URL())
+	case cluster != "" && len(others) > 0:
+		// Most often a cluster ID mistyped, or one from before a reinstall.
+		slices.Sort(others)
+		return Found{}, fmt.Errorf("%w of cluster %s at %s, which holds backups of %s only (see 'etcd-backup list %s')", ErrNoBackup, cluster, d.URL(), strings.Join(others, ", "), d.URL())
 	case cluster != "":
 		return Found{}, fmt.Errorf("%w of cluster %s at %s", ErrNoBackup, cluster, d.URL())
 	}

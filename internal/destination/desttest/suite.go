@@ -115,6 +115,11 @@ func testUploadListLatest(t *testing.T, h Harness, bs []Backup) {
 	if got := names(good); !slices.Equal(got, newestFirst) {
 		t.Errorf("newest = %q, want every one, newest first: %q", got, newestFirst)
 	}
+	// A cluster ID given wrong: the answer names the clusters there are.
+	_, err = destination.Newest(t.Context(), d, "no-such-cluster", Log(t))
+	if want := "which holds backups of " + entries[0].ClusterID + " only"; !errors.Is(err, destination.ErrNoBackup) || err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("newest of another cluster = %v, want %v saying %q", err, destination.ErrNoBackup, want)
+	}
 }
 
 func sameSet(a, b []string) bool {
