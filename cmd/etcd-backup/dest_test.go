@@ -166,7 +166,8 @@ func TestDestinationCommands(t *testing.T) {
 // TestRegistrySettings: a registry reached with settings that cannot work
 // is a usage error (exit 2) in one line that names what to give, at the
 // first attempt: plain HTTP without --tls-verify=false, a certificate no
-// trusted CA vouches for or for another name, no credentials, wrong ones.
+// trusted CA vouches for or for another name, no credentials, wrong ones
+// (named as the auth file that holds them).
 func TestRegistrySettings(t *testing.T) {
 	// No credentials from the machine running the test.
 	t.Setenv("HOME", t.TempDir())
@@ -205,9 +206,10 @@ func TestRegistrySettings(t *testing.T) {
 		{"plain HTTP, upload", []string{"upload", dir, plain.URL("backups/etcd")}, "", "--tls-verify=false"},
 		{"no CA for the certificate", []string{"list", "--authfile", secure.AuthFile, secure.URL("backups/etcd")}, "", "--cert-dir"},
 		{"a certificate for another name", []string{"list", "--cert-dir", secure.CertDir, "--authfile", byNameAuth, "docker://" + byName + "/backups/etcd"}, "", "as its certificate does"},
-		{"no credentials", []string{"list", "--cert-dir", secure.CertDir, secure.URL("backups/etcd")}, "", "--authfile"},
-		{"no credentials, upload", []string{"upload", "--cert-dir", secure.CertDir, dir, secure.URL("backups/etcd")}, "", "--authfile"},
-		{"wrong credentials", []string{"list", "--cert-dir", secure.CertDir, "--authfile", wrong, secure.URL("backups/etcd")}, "", "--authfile"},
+		{"no credentials", []string{"list", "--cert-dir", secure.CertDir, secure.URL("backups/etcd")}, "", "got none it accepts: give --authfile"},
+		{"no credentials, upload", []string{"upload", "--cert-dir", secure.CertDir, dir, secure.URL("backups/etcd")}, "", "got none it accepts: give --authfile"},
+		{"wrong credentials", []string{"list", "--cert-dir", secure.CertDir, "--authfile", wrong, secure.URL("backups/etcd")}, "", "refuses the credentials that --authfile " + wrong + " holds"},
+		{"wrong credentials, upload", []string{"upload", "--cert-dir", secure.CertDir, dir, secure.URL("backups/etcd")}, wrong, "refuses the credentials that $REGISTRY_AUTH_FILE " + wrong + " holds"},
 		{"--authfile missing", []string{"list", "--cert-dir", secure.CertDir, "--authfile", missing, secure.URL("backups/etcd")}, "", "--authfile: open " + missing},
 		{"$REGISTRY_AUTH_FILE missing", []string{"upload", "--cert-dir", secure.CertDir, dir, secure.URL("backups/etcd")}, missing, "$REGISTRY_AUTH_FILE: open " + missing},
 		{"--authfile not JSON", []string{"list", "--cert-dir", secure.CertDir, "--authfile", notJSON, secure.URL("backups/etcd")}, "", "is not a JSON object"},

@@ -362,10 +362,12 @@ func testNarrowAccept(t *testing.T, bs []desttest.Backup) {
 // testNoWrites: a registry in read-only maintenance (a 405 page), a
 // pull-through cache (distribution's UNSUPPORTED) and a registry that
 // creates no repository on a push (Harbor's NAME_UNKNOWN for a project
-// that does not exist) take no push; the last two are answered by a proxy
-// in front of a real registry. upload says why at once, exit 2. It
-// retried the first for 15 s and reported the second as "unsupported",
-// both exit 1, and the third exit 1.
+// that does not exist) take no push, nor does a registry with token scopes
+// from credentials that may only pull (its UNAUTHORIZED); all but the
+// first are answered by a proxy in front of a real registry. upload says
+// why at once, exit 2. It retried the first for 15 s and reported the
+// second as "unsupported", both exit 1, and the third exit 1; the fourth
+// asked for the --authfile that was given.
 func testNoWrites(t *testing.T, bs []desttest.Backup) {
 	refuse := func(status int, body string) func(http.ResponseWriter, *http.Request) bool {
 		return func(w http.ResponseWriter, r *http.Request) bool {
@@ -384,17 +386,23 @@ func testNoWrites(t *testing.T, bs []desttest.Backup) {
 		name     string
 		readOnly bool
 		fault    func(http.ResponseWriter, *http.Request) bool
+		auth     bool // an --authfile with an entry for the registry
 		says     string
 	}{
-		{"read-only", true, nil, noWrites},
-		{"pull-through cache", false, refuse(http.StatusMethodNotAllowed, `{"errors":[{"code":"UNSUPPORTED","message":"The operation is unsupported."}]}`), noWrites},
-		{"no such project", false, refuse(http.StatusNotFound, `{"errors":[{"code":"NAME_UNKNOWN","message":"project backups not found: project backups not found"}]}`), "/backups/nowrites on a push: create it first"},
+		{"read-only", true, nil, false, noWrites},
+		{"pull-through cache", false, refuse(http.StatusMethodNotAllowed, `{"errors":[{"code":"UNSUPPORTED","message":"The operation is unsupported."}]}`), false, noWrites},
+		{"no such project", false, refuse(http.StatusNotFound, `{"errors":[{"code":"NAME_UNKNOWN","message":"project backups not found: project backups not found"}]}`), false, "/backups/nowrites on a push: create it first"},
+		{"credentials that may only pull", false, refuse(http.StatusUnauthorized, `{"errors":[{"code":"UNAUTHORIZED","message":"access to the requested resource is not authorized"}]}`), true, "may pull but not push"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			p := ocitest.Start(t, ocitest.Options{ReadOnly: c.readOnly}).NewProxy(t)
 			p.Fault = c.fault
-			d := openDest(t, "docker://"+p.Host+"/backups/nowrites", destination.RegistryOptions{InsecureSkipTLSVerify: true})
+			opts := destination.RegistryOptions{InsecureSkipTLSVerify: true}
+			if c.auth {
+				opts.AuthFile = ocitest.WriteAuthFile(t, p.Host, "backup", "pull-only")
+			}
+			d := openDest(t, "docker://"+p.Host+"/backups/nowrites", opts)
 			_, err := destination.UploadDir(t.Context(), d, bs[0].Dir, nil)
 			if err == nil || !strings.Contains(err.Error(), c.says) || exitcode.Of(err) != exitcode.Usage {
 				t.Errorf("upload: %v (exit %d); want exit 2 saying %q", err, exitcode.Of(err), c.says)

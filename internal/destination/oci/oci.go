@@ -35,6 +35,9 @@ type Dest struct {
 	sys     *types.SystemContext
 	opts    destination.Options
 	scratch string
+	// creds names the auth file given with an entry for the registry
+	// ("--authfile FILE"), or is "".
+	creds string
 
 	mu sync.Mutex
 	// digests holds the manifest digest of each tag read so far: a tag of
@@ -65,11 +68,16 @@ func open(t transport, opts destination.Options) (*Dest, error) {
 	if err := cmp.Or(err, checkCertDir(opts.Registry.CertDir)); err != nil {
 		return nil, exitcode.With(exitcode.Usage, err)
 	}
-	if r, ok := t.(registry); ok && authFile != "" && r.uncovered(keys) {
-		// A near miss (another port, a typo) would only show as the
-		// registry's refusal, blamed on the credentials.
-		slices.Sort(keys)
-		opts.Log.Warn(fmt.Sprintf("%s %s has no entry for %s (its entries: %s): requests to it go without credentials; an entry names the registry exactly, with its port", given, authFile, r.host(), cmp.Or(strings.Join(keys, ", "), "none")))
+	var creds string
+	if r, ok := t.(registry); ok && authFile != "" {
+		if r.uncovered(keys) {
+			// A near miss (another port, a typo) would only show as the
+			// registry's refusal, blamed on the credentials.
+			slices.Sort(keys)
+			opts.Log.Warn(fmt.Sprintf("%s %s has no entry for %s (its entries: %s): requests to it go without credentials; an entry names the registry exactly, with its port", given, authFile, r.host(), cmp.Or(strings.Join(keys, ", "), "none")))
+		} else {
+			creds = given + " " + authFile
+		}
 	}
 	// containers/image keeps a blob cache and may consult lookaside
 	// signature storage; both go to a scratch directory, not $HOME or
@@ -92,7 +100,7 @@ func open(t transport, opts destination.Options) (*Dest, error) {
 		sys.DockerInsecureSkipTLSVerify = types.OptionalBoolTrue
 		sys.OCIInsecureSkipTLSVerify = true
 	}
-	return &Dest{t: t, sys: sys, opts: opts, scratch: scratch, digests: map[string]digest.Digest{}, gone: map[string]error{}, unreadable: map[string]string{}}, nil
+	return &Dest{t: t, sys: sys, opts: opts, scratch: scratch, creds: creds, digests: map[string]digest.Digest{}, gone: map[string]error{}, unreadable: map[string]string{}}, nil
 }
 
 // Kind names the destination in errors.
@@ -116,7 +124,9 @@ func (d *Dest) host() string {
 // layout.
 func (d *Dest) endpoint() endpoint {
 	if r, ok := d.t.(registry); ok {
-		return r.endpoint(d.sys)
+		e := r.endpoint(d.sys)
+		e.creds = d.creds
+		return e
 	}
 	return endpoint{}
 }

@@ -118,10 +118,12 @@ func checkCertDir(dir string) error {
 }
 
 // endpoint is where a registry's requests go: its host, "" for a layout,
-// and whether they may go in plain HTTP (--tls-verify=false).
+// whether they may go in plain HTTP (--tls-verify=false), and the auth
+// file that holds credentials for it ("--authfile FILE"), if one does.
 type endpoint struct {
 	host  string
 	plain bool
+	creds string
 }
 
 // settingsError returns err as a usage error (exit 2) that says what to
@@ -248,6 +250,10 @@ func settingsHint(err error, at endpoint) string {
 		return "the registry's certificate is not for the host in the URL: name the registry as its certificate does"
 	case errors.As(err, &invalid):
 		return "the registry's certificate is expired or not yet valid, or this machine's clock is wrong"
+	case (errors.As(err, &creds) || isCode(err, errcode.ErrorCodeUnauthorized)) && at.creds != "":
+		// A registry with token scopes (Quay, Harbor, OpenShift's)
+		// answers a push that the credentials may not make this way too.
+		return "the registry refuses the credentials that " + at.creds + " holds for it: they are wrong or expired, or they may pull but not push or delete (an image pull secret, a read-only robot account); give credentials that may push to and pull from the repository"
 	case errors.As(err, &creds), isCode(err, errcode.ErrorCodeUnauthorized):
 		return "the registry wants credentials and got none it accepts: give --authfile FILE (or $REGISTRY_AUTH_FILE) with an entry for its host, e.g. the .dockerconfigjson of a docker-registry Secret"
 	case isCode(err, errcode.ErrorCodeDenied):
