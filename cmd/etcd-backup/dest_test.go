@@ -184,12 +184,16 @@ func TestRegistrySettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	notJSON, notPEM, keyless := filepath.Join(t.TempDir(), "auth.json"), t.TempDir(), t.TempDir()
+	notJSON, notPEM, keyless, tlsSecret := filepath.Join(t.TempDir(), "auth.json"), t.TempDir(), t.TempDir(), t.TempDir()
 	for path, data := range map[string][]byte{
 		notJSON:                               []byte("auths: {}\n"),
 		filepath.Join(notPEM, "ca.crt"):       []byte("not a certificate\n"),
 		filepath.Join(keyless, "ca.crt"):      ca,
 		filepath.Join(keyless, "client.cert"): ca,
+		// A kubernetes.io/tls Secret mounted as it is.
+		filepath.Join(tlsSecret, "ca.crt"):  ca,
+		filepath.Join(tlsSecret, "tls.crt"): ca,
+		filepath.Join(tlsSecret, "tls.key"): []byte("a key\n"),
 	} {
 		if err := os.WriteFile(path, data, 0o600); err != nil {
 			t.Fatal(err)
@@ -216,6 +220,7 @@ func TestRegistrySettings(t *testing.T) {
 		{"--cert-dir missing", []string{"list", "--cert-dir", missing, "--authfile", secure.AuthFile, secure.URL("backups/etcd")}, "", "--cert-dir: open " + missing},
 		{"--cert-dir with a ca.crt that is no certificate", []string{"list", "--cert-dir", notPEM, "--authfile", secure.AuthFile, secure.URL("backups/etcd")}, "", "holds no PEM certificate"},
 		{"--cert-dir with a client certificate and no key", []string{"list", "--cert-dir", keyless, "--authfile", secure.AuthFile, secure.URL("backups/etcd")}, "", "client.key"},
+		{"--cert-dir with a kubernetes.io/tls Secret as it is", []string{"list", "--cert-dir", tlsSecret, "--authfile", secure.AuthFile, secure.URL("backups/etcd")}, "", "mount a kubernetes.io/tls Secret with items tls.crt as client.cert and tls.key as client.key"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"net"
 	"net/http"
@@ -110,11 +111,25 @@ func checkCertDir(dir string) error {
 		case ".cert", ".key":
 			base := strings.TrimSuffix(path, filepath.Ext(path))
 			if _, err := tls.LoadX509KeyPair(base+".cert", base+".key"); err != nil {
-				return fmt.Errorf("--cert-dir: client certificate %s.cert and key %s.key: %w", base, base, err)
+				return fmt.Errorf("--cert-dir: client certificate %s.cert and key %s.key: %w%s", base, base, err, tlsSecretHint(base))
 			}
 		}
 	}
 	return nil
+}
+
+// tlsSecretHint says how to mount a kubernetes.io/tls Secret when base.key
+// has base.crt beside it and no base.cert: the Secret's tls.crt and
+// tls.key, mounted as they are. A *.crt is a CA to trust, in containers'
+// certs.d as here; a client certificate is *.cert.
+func tlsSecretHint(base string) string {
+	_, errCert := os.Stat(base + ".cert")
+	_, errCrt := os.Stat(base + ".crt")
+	if !errors.Is(errCert, fs.ErrNotExist) || errCrt != nil {
+		return ""
+	}
+	name := filepath.Base(base)
+	return fmt.Sprintf(" (%s.crt is read as a CA to trust: a client certificate is named *.cert; mount a kubernetes.io/tls Secret with items %s.crt as client.cert and %s.key as client.key)", name, name, name)
 }
 
 // endpoint is where a registry's requests go: its host, "" for a layout,
