@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -184,12 +185,16 @@ func TestRegistrySettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	notJSON, notPEM, keyless, tlsSecret := filepath.Join(t.TempDir(), "auth.json"), t.TempDir(), t.TempDir(), t.TempDir()
+	notJSON, notPEM, keyless, tlsSecret, secretDir := filepath.Join(t.TempDir(), "auth.json"), t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir()
+	large := filepath.Join(t.TempDir(), "auth.json")
 	for path, data := range map[string][]byte{
 		notJSON:                               []byte("auths: {}\n"),
+		large:                                 append(bytes.Repeat([]byte(" "), 1<<20), "{}"...),
 		filepath.Join(notPEM, "ca.crt"):       []byte("not a certificate\n"),
 		filepath.Join(keyless, "ca.crt"):      ca,
 		filepath.Join(keyless, "client.cert"): ca,
+		// A kubernetes.io/dockerconfigjson Secret's mount path.
+		filepath.Join(secretDir, ".dockerconfigjson"): []byte(`{"auths":{}}`),
 		// A kubernetes.io/tls Secret mounted as it is.
 		filepath.Join(tlsSecret, "ca.crt"):  ca,
 		filepath.Join(tlsSecret, "tls.crt"): ca,
@@ -216,6 +221,8 @@ func TestRegistrySettings(t *testing.T) {
 		{"wrong credentials, upload", []string{"upload", "--cert-dir", secure.CertDir, dir, secure.URL("backups/etcd")}, wrong, "refuses the credentials that $REGISTRY_AUTH_FILE " + wrong + " holds"},
 		{"--authfile missing", []string{"list", "--cert-dir", secure.CertDir, "--authfile", missing, secure.URL("backups/etcd")}, "", "--authfile: open " + missing},
 		{"$REGISTRY_AUTH_FILE missing", []string{"upload", "--cert-dir", secure.CertDir, dir, secure.URL("backups/etcd")}, missing, "$REGISTRY_AUTH_FILE: open " + missing},
+		{"--authfile a Secret's mount path", []string{"list", "--cert-dir", secure.CertDir, "--authfile", secretDir, secure.URL("backups/etcd")}, "", "is a directory; give the file in it, " + filepath.Join(secretDir, ".dockerconfigjson")},
+		{"--authfile over 1 MiB", []string{"list", "--cert-dir", secure.CertDir, "--authfile", large, secure.URL("backups/etcd")}, "", large + " is over 1024 KiB: not an auth file"},
 		{"--authfile not JSON", []string{"list", "--cert-dir", secure.CertDir, "--authfile", notJSON, secure.URL("backups/etcd")}, "", "is not a JSON object"},
 		{"--cert-dir missing", []string{"list", "--cert-dir", missing, "--authfile", secure.AuthFile, secure.URL("backups/etcd")}, "", "--cert-dir: open " + missing},
 		{"--cert-dir with a ca.crt that is no certificate", []string{"list", "--cert-dir", notPEM, "--authfile", secure.AuthFile, secure.URL("backups/etcd")}, "", "holds no PEM certificate"},

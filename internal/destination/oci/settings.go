@@ -22,12 +22,17 @@ import (
 
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/proxy"
+	"github.com/etcd-backup/etcd-backup/internal/smallfile"
 )
+
+// maxAuthFile bounds an auth file, which holds a few lines per registry.
+const maxAuthFile = 1 << 20
 
 // checkAuthFile refuses an auth file that cannot hold credentials: one that
 // is missing or unreadable (a Secret mounted elsewhere, a mistyped path),
-// or not a JSON object. containers/image would read the first as no
-// credentials, and the registry's refusal would then hide the cause. given
+// over 1 MiB, or not a JSON object. containers/image would read the first
+// as no credentials, and the registry's refusal would then hide the cause;
+// the second, whole, before any request. given
 // names where the path came from. It returns the keys of the file's
 // entries (registries, with or without a port, a namespace or a scheme),
 // and whether the file is in the legacy form of a kubernetes.io/dockercfg
@@ -38,9 +43,12 @@ func checkAuthFile(path, given string) (keys []string, legacy bool, err error) {
 	if path == "" {
 		return nil, false, nil
 	}
-	data, err := os.ReadFile(path)
+	data, err := smallfile.Read(path, maxAuthFile)
+	if errors.Is(err, smallfile.ErrTooLarge) {
+		return nil, false, fmt.Errorf("%s: %s is over %d KiB: not an auth file", given, path, maxAuthFile>>10)
+	}
 	if err != nil {
-		return nil, false, fmt.Errorf("%s: %w", given, err)
+		return nil, false, fmt.Errorf("%s: %w%s", given, err, inDir(path))
 	}
 	var entries map[string]json.RawMessage
 	if err := json.Unmarshal(data, &entries); err != nil {
@@ -67,6 +75,17 @@ func checkAuthFile(path, given string) (keys []string, legacy bool, err error) {
 		}
 	}
 	return slices.Collect(maps.Keys(entries)), true, nil
+}
+
+// inDir says which file to give when path is a directory that holds an
+// auth file: the mount path of a Secret given for the file in it.
+func inDir(path string) string {
+	for _, name := range []string{".dockerconfigjson", ".dockercfg", "auth.json", "config.json"} {
+		if fi, err := os.Stat(filepath.Join(path, name)); err == nil && fi.Mode().IsRegular() {
+			return "; give the file in it, " + filepath.Join(path, name)
+		}
+	}
+	return ""
 }
 
 // covers reports whether one of an auth file's keys applies to host, as
