@@ -379,6 +379,7 @@ func TestReadIdentityErrors(t *testing.T) {
 	os.WriteFile(hardware, []byte("#    Recipient: age1yubikey1qwt50d05nh5vutpdzmlg5wn80xq5negm4uj9ghv0snvdd3yysf5yw3rhl3t\nAGE-PLUGIN-YUBIKEY-1NOTVALID\n"), 0o600)
 	keyPath, _ := ageKey(t)
 	protected := protectedKey(t, keyPath, "correct horse", true)
+	alone, _ := ageKey(t)
 	answer := func(pass string, err error) Passphrase {
 		return func(string) ([]byte, error) { return []byte(pass), err }
 	}
@@ -394,6 +395,7 @@ func TestReadIdentityErrors(t *testing.T) {
 		{"plugin", hardware, nil, "is an age plugin's (a key on a hardware token), and this tool runs no plugin"},
 		{"missing", garbage + ".absent", nil, "identity file " + garbage + ".absent: no such file"},
 		{"directory", filepath.Dir(garbage), nil, "identity file " + filepath.Dir(garbage) + ": is a directory"},
+		{"a Secret's mount path", filepath.Dir(alone), nil, "identity file " + filepath.Dir(alone) + ": is a directory; give the file in it, " + alone},
 		{"protected, no way to ask", protected, nil, "protected by a passphrase, which cannot be asked for here"},
 		{"protected, no terminal", protected, answer("", errors.New("open /dev/tty: no such device or address")), "could not be asked for (open /dev/tty"},
 		{"protected, wrong passphrase", protected, answer("battery staple", nil), "wrong passphrase"},

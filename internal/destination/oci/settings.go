@@ -48,7 +48,7 @@ func checkAuthFile(path, given string) (keys []string, legacy bool, err error) {
 		return nil, false, fmt.Errorf("%s: %s is over %d KiB: not an auth file", given, path, maxAuthFile>>10)
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("%s: %w%s", given, err, inDir(path))
+		return nil, false, fmt.Errorf("%s: %w", given, err)
 	}
 	var entries map[string]json.RawMessage
 	if err := json.Unmarshal(data, &entries); err != nil {
@@ -75,17 +75,6 @@ func checkAuthFile(path, given string) (keys []string, legacy bool, err error) {
 		}
 	}
 	return slices.Collect(maps.Keys(entries)), true, nil
-}
-
-// inDir says which file to give when path is a directory that holds an
-// auth file: the mount path of a Secret given for the file in it.
-func inDir(path string) string {
-	for _, name := range []string{".dockerconfigjson", ".dockercfg", "auth.json", "config.json"} {
-		if fi, err := os.Stat(filepath.Join(path, name)); err == nil && fi.Mode().IsRegular() {
-			return "; give the file in it, " + filepath.Join(path, name)
-		}
-	}
-	return ""
 }
 
 // covers reports whether one of an auth file's keys applies to host, as

@@ -102,6 +102,11 @@ func credentialsFileError(file string, err error) error {
 	if !errors.As(err, &pe) {
 		err = fmt.Errorf("%s: %w", file, err)
 	}
+	var dir smallfile.DirError
+	if errors.As(err, &dir) && dir.File != "" {
+		// The mount path of a Secret: the error names its one key.
+		return fmt.Errorf("%w: %w", ErrCredentialsFile, err)
+	}
 	return fmt.Errorf("%w: %w; give the path of the service account key's JSON file (with a Secret, its key below the mount path)", ErrCredentialsFile, err)
 }
 

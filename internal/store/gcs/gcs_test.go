@@ -497,12 +497,18 @@ func TestGCSCredentialsFile(t *testing.T) {
 		}
 		return file
 	}
+	// A Secret's mount path, given for its one key.
+	secret := t.TempDir()
+	if err := os.WriteFile(filepath.Join(secret, "key.json"), []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	taken := "not one of service_account, external_account, impersonated_service_account, authorized_user, external_account_authorized_user"
 	cases := []struct {
 		file, says string
 	}{
 		{filepath.Join(dir, "missing.json"), "no such file"},
-		{dir, "is a directory"},
+		{dir, "is a directory; give the path of the service account key's JSON file"},
+		{secret, "is a directory; give the file in it, " + filepath.Join(secret, "key.json")},
 		{pemKey, "not JSON"},
 		// A docker-registry Secret's key, mounted in place of the key file.
 		{write("dockerconfig.json", `{"auths":{"registry.example.com":{"auth":"eDp5"}}}`), `JSON without a "type": not a Google credentials file`},
@@ -512,9 +518,14 @@ func TestGCSCredentialsFile(t *testing.T) {
 	}
 	for _, c := range cases {
 		_, err := gcs.New(t.Context(), gcs.Options{CredentialsFile: c.file})
-		if !errors.Is(err, gcs.ErrCredentialsFile) || errors.Is(err, gcs.ErrNoCredentials) || strings.Contains(err.Error(), "\n") || strings.Count(err.Error(), c.file) != 1 || !strings.Contains(err.Error(), c.says) {
+		if !errors.Is(err, gcs.ErrCredentialsFile) || errors.Is(err, gcs.ErrNoCredentials) || strings.Contains(err.Error(), "\n") || strings.Count(err.Error(), c.file+":") != 1 || !strings.Contains(err.Error(), c.says) {
 			t.Errorf("New with credentials file %s: %v, want ErrCredentialsFile in one line naming the file once and saying %q", c.file, err, c.says)
 		}
+	}
+	// Named, the file in the Secret is all the line needs to say.
+	want := "give the file in it, " + filepath.Join(secret, "key.json")
+	if _, err := gcs.New(t.Context(), gcs.Options{CredentialsFile: secret}); err == nil || !strings.HasSuffix(err.Error(), want) {
+		t.Errorf("New with credentials file %s: %v, want it to end %q", secret, err, want)
 	}
 }
 
