@@ -224,6 +224,7 @@ func TestRegistrySettings(t *testing.T) {
 		{"--authfile a Secret's mount path", []string{"list", "--cert-dir", secure.CertDir, "--authfile", secretDir, secure.URL("backups/etcd")}, "", "is a directory; give the file in it, " + filepath.Join(secretDir, ".dockerconfigjson")},
 		{"--authfile over 1 MiB", []string{"list", "--cert-dir", secure.CertDir, "--authfile", large, secure.URL("backups/etcd")}, "", large + " is over 1024 KiB: not an auth file"},
 		{"--authfile not JSON", []string{"list", "--cert-dir", secure.CertDir, "--authfile", notJSON, secure.URL("backups/etcd")}, "", "is not a JSON object"},
+		{"--cert-dir the CA file", []string{"list", "--cert-dir", filepath.Join(secure.CertDir, "ca.crt"), "--authfile", secure.AuthFile, secure.URL("backups/etcd")}, "", "ca.crt is a file: give the directory that holds ca.crt (and client.cert, client.key), as /etc/containers/certs.d/HOST/ does, e.g. " + secure.CertDir},
 		{"--cert-dir missing", []string{"list", "--cert-dir", missing, "--authfile", secure.AuthFile, secure.URL("backups/etcd")}, "", "--cert-dir: open " + missing},
 		{"--cert-dir with a ca.crt that is no certificate", []string{"list", "--cert-dir", notPEM, "--authfile", secure.AuthFile, secure.URL("backups/etcd")}, "", "holds no PEM certificate"},
 		{"--cert-dir with a client certificate and no key", []string{"list", "--cert-dir", keyless, "--authfile", secure.AuthFile, secure.URL("backups/etcd")}, "", "client.key"},

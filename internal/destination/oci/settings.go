@@ -93,8 +93,8 @@ func covers(keys []string, host string) bool {
 }
 
 // checkCertDir refuses a --cert-dir that containers/image would pass over
-// in silence: one that does not exist, a CA file (*.crt) that holds no
-// certificate, a client certificate (*.cert) without its key (*.key) or
+// in silence: one that does not exist or is a file (the CA file, given for
+// its directory), a CA file (*.crt) that holds no certificate, a client certificate (*.cert) without its key (*.key) or
 // the other way round. The registry's refusal would otherwise blame its
 // certificate or the credentials.
 func checkCertDir(dir string) error {
@@ -102,6 +102,10 @@ func checkCertDir(dir string) error {
 		return nil
 	}
 	entries, err := os.ReadDir(dir)
+	if fi, serr := os.Stat(dir); err != nil && serr == nil && fi.Mode().IsRegular() {
+		// The CA file itself, given for the directory it is in.
+		return fmt.Errorf("--cert-dir: %s is a file: give the directory that holds ca.crt (and client.cert, client.key), as /etc/containers/certs.d/HOST/ does, e.g. %s", dir, filepath.Dir(dir))
+	}
 	if err != nil {
 		return fmt.Errorf("--cert-dir: %w", err)
 	}
