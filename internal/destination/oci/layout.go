@@ -22,6 +22,7 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/atomicfile"
 	"github.com/etcd-backup/etcd-backup/internal/destination"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
+	"github.com/etcd-backup/etcd-backup/internal/smallfile"
 )
 
 // Layout is the oci: kind: an OCI image layout directory.
@@ -549,6 +550,10 @@ func (l layoutDir) remove(blobs []digest.Digest) error {
 	return nil
 }
 
+// maxManifest bounds what is read of a blob that an index names as a
+// manifest or an index, as containers/image bounds a manifest.
+const maxManifest = 4 << 20
+
 // uses adds to blobs the blob d and, when it is a manifest or an index,
 // every blob it names.
 func (l layoutDir) uses(blobs map[digest.Digest]bool, d digest.Digest) error {
@@ -559,7 +564,10 @@ func (l layoutDir) uses(blobs map[digest.Digest]bool, d digest.Digest) error {
 		return fmt.Errorf("digest %q: %w", d, err)
 	}
 	blobs[d] = true
-	data, err := os.ReadFile(l.blobURL(d))
+	data, err := smallfile.Read(l.blobURL(d), maxManifest)
+	if errors.Is(err, smallfile.ErrTooLarge) {
+		return fmt.Errorf("blob %s, which the index names as a manifest, is over %d MiB: no manifest is; %s is damaged, or names another tool's content wrongly", d, maxManifest>>20, filepath.Join(string(l), imgspecv1.ImageIndexFile))
+	}
 	if err != nil {
 		return err
 	}

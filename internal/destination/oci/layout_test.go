@@ -118,40 +118,62 @@ func testLayoutDeleteWhenFull(t *testing.T, bs []desttest.Backup) {
 }
 
 // testLayoutDeleteBadEntry: a delete that meets an index entry whose digest
-// is malformed (another tool's, or damage) cannot tell which blobs that
-// entry uses: it fails naming the digest, at the first attempt, and changes
-// nothing.
+// is malformed (another tool's, or damage), or that names as a manifest a
+// blob far larger than any manifest (a snapshot's), cannot tell which
+// blobs that entry uses: it fails naming the digest, at the first attempt,
+// and changes nothing. The large blob is not read whole.
 func testLayoutDeleteBadEntry(t *testing.T, bs []desttest.Backup) {
-	dir := filepath.Join(t.TempDir(), "layout")
-	d, logged := openLogged(t, "oci:"+dir)
-	for _, b := range bs[:2] {
-		if _, err := destination.UploadDir(t.Context(), d, b.Dir, nil); err != nil {
-			t.Fatal(err)
-		}
+	large := bytes.Repeat([]byte("x"), 4<<20+1)
+	cases := []struct {
+		name  string
+		entry func(dir string) imgspecv1.Descriptor
+		says  string
+	}{
+		{"malformed digest", func(string) imgspecv1.Descriptor {
+			return imgspecv1.Descriptor{MediaType: imgspecv1.MediaTypeImageManifest, Digest: "sha256:zz", Size: 2}
+		}, `"sha256:zz"`},
+		{"a large blob as a manifest", func(dir string) imgspecv1.Descriptor {
+			d := digest.FromBytes(large)
+			if err := os.WriteFile(filepath.Join(dir, "blobs", "sha256", d.Encoded()), large, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return imgspecv1.Descriptor{MediaType: imgspecv1.MediaTypeImageManifest, Digest: d, Size: int64(len(large))}
+		}, digest.FromBytes(large).String() + ", which the index names as a manifest, is over 4 MiB"},
 	}
-	index := readIndex(t, dir)
-	index.Manifests = append(index.Manifests, imgspecv1.Descriptor{MediaType: imgspecv1.MediaTypeImageManifest, Digest: "sha256:zz", Size: 2})
-	data, err := json.Marshal(index)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "index.json"), data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	before := blobFiles(t, dir)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "layout")
+			d, logged := openLogged(t, "oci:"+dir)
+			for _, b := range bs[:2] {
+				if _, err := destination.UploadDir(t.Context(), d, b.Dir, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			index := readIndex(t, dir)
+			index.Manifests = append(index.Manifests, c.entry(dir))
+			data, err := json.Marshal(index)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "index.json"), data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			before := blobFiles(t, dir)
 
-	err = d.Delete(t.Context(), oci.Tag(bs[0].Manifest))
-	if err == nil || !strings.Contains(err.Error(), `"sha256:zz"`) {
-		t.Errorf("delete beside an entry with a malformed digest = %v, want it refused naming the digest", err)
-	}
-	if tags := indexTags(t, dir); len(tags) != 3 {
-		t.Errorf("index after the refused delete names %v, want all three entries", tags)
-	}
-	if got := blobFiles(t, dir); !slices.Equal(got, before) {
-		t.Errorf("blobs after the refused delete: %v, want %v", got, before)
-	}
-	if strings.Contains(logged.String(), "retrying") {
-		t.Errorf("a layout's delete was retried:\n%s", logged)
+			err = d.Delete(t.Context(), oci.Tag(bs[0].Manifest))
+			if err == nil || !strings.Contains(err.Error(), c.says) {
+				t.Errorf("delete beside the entry = %v, want it refused saying %q", err, c.says)
+			}
+			if tags := indexTags(t, dir); len(tags) != 3 {
+				t.Errorf("index after the refused delete names %v, want all three entries", tags)
+			}
+			if got := blobFiles(t, dir); !slices.Equal(got, before) {
+				t.Errorf("blobs after the refused delete: %v, want %v", got, before)
+			}
+			if strings.Contains(logged.String(), "retrying") {
+				t.Errorf("a layout's delete was retried:\n%s", logged)
+			}
+		})
 	}
 }
 
