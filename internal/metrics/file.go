@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -33,6 +34,12 @@ func writeFile(path string, r *Run, o Outcome) error {
 		return err
 	}
 	earlier, err := readLastSuccess(path)
+	var dir smallfile.DirError
+	if errors.As(err, &dir) {
+		// smallfile names a file in it to read, which would be another
+		// program's metrics here.
+		return fmt.Errorf("%s is a directory (node-exporter's textfile directory?): give --metrics-file a file of its own in it, e.g. %s", path, filepath.Join(path, "etcd-backup-"+r.Command+".prom"))
+	}
 	if err != nil {
 		return err
 	}

@@ -321,23 +321,41 @@ func TestFile(t *testing.T) {
 	}
 }
 
+// TestFileUnwritable: a metrics file that cannot be written costs a
+// warning naming it. node-exporter's textfile directory, given for a file
+// in it, is told to get a file of its own there, never pointed at the one
+// file of another program's it holds.
 func TestFileUnwritable(t *testing.T) {
 	dir := t.TempDir()
 	garbage := filepath.Join(dir, "garbage.prom")
 	if err := os.WriteFile(garbage, []byte("not { metrics\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for name, path := range map[string]string{
-		"no directory": filepath.Join(dir, "none", "m.prom"),
-		"not metrics":  garbage,
+	textfiles := t.TempDir()
+	other := filepath.Join(textfiles, "node.prom")
+	if err := os.WriteFile(other, []byte("node_up 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, path, says string
+	}{
+		{"no directory", filepath.Join(dir, "none", "m.prom"), ""},
+		{"not metrics", garbage, ""},
+		{"the textfile directory", textfiles, "give --metrics-file a file of its own in it, e.g. " + filepath.Join(textfiles, "etcd-backup-upload.prom")},
 	} {
-		t.Run(name, func(t *testing.T) {
+		t.Run(c.name, func(t *testing.T) {
 			log, logs := newLog()
-			Sinks{File: path}.Report(t.Context(), log, savedRun("c1"), at(time.Minute, 0))
-			if !strings.Contains(logs.String(), "metrics file not written") || !strings.Contains(logs.String(), path) {
-				t.Errorf("want a warning naming %s:\n%s", path, logs)
+			Sinks{File: c.path}.Report(t.Context(), log, savedRun("c1"), at(time.Minute, 0))
+			if !strings.Contains(logs.String(), "metrics file not written") || !strings.Contains(logs.String(), c.path) || !strings.Contains(logs.String(), c.says) {
+				t.Errorf("want a warning naming %s and saying %q:\n%s", c.path, c.says, logs)
+			}
+			if strings.Contains(logs.String(), other) {
+				t.Errorf("the warning points at another program's metrics file:\n%s", logs)
 			}
 		})
+	}
+	if data, err := os.ReadFile(other); err != nil || string(data) != "node_up 1\n" {
+		t.Errorf("another program's metrics file is now %q (%v)", data, err)
 	}
 }
 
