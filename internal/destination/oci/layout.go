@@ -565,10 +565,14 @@ func (l layoutDir) uses(blobs map[digest.Digest]bool, d digest.Digest) error {
 	}
 	blobs[d] = true
 	data, err := smallfile.Read(l.blobURL(d), maxManifest)
-	if errors.Is(err, smallfile.ErrTooLarge) {
+	var dir smallfile.DirError
+	switch {
+	case errors.Is(err, smallfile.ErrTooLarge):
 		return fmt.Errorf("blob %s, which the index names as a manifest, is over %d MiB: no manifest is; %s is damaged, or names another tool's content wrongly", d, maxManifest>>20, filepath.Join(string(l), imgspecv1.ImageIndexFile))
-	}
-	if err != nil {
+	case errors.As(err, &dir):
+		// Not a Secret's mount path: no file in it is the blob.
+		return fmt.Errorf("blob %s is a directory: the layout is damaged", l.blobURL(d))
+	case err != nil:
 		return err
 	}
 	var m struct {

@@ -119,9 +119,9 @@ func testLayoutDeleteWhenFull(t *testing.T, bs []desttest.Backup) {
 
 // testLayoutDeleteBadEntry: a delete that meets an index entry whose digest
 // is malformed (another tool's, or damage), or that names as a manifest a
-// blob far larger than any manifest (a snapshot's), cannot tell which
-// blobs that entry uses: it fails naming the digest, at the first attempt,
-// and changes nothing. The large blob is not read whole.
+// blob far larger than any manifest (a snapshot's) or a directory, cannot
+// tell which blobs that entry uses: it fails naming the digest, at the
+// first attempt, and changes nothing. The large blob is not read whole.
 func testLayoutDeleteBadEntry(t *testing.T, bs []desttest.Backup) {
 	large := bytes.Repeat([]byte("x"), 4<<20+1)
 	cases := []struct {
@@ -139,6 +139,17 @@ func testLayoutDeleteBadEntry(t *testing.T, bs []desttest.Backup) {
 			}
 			return imgspecv1.Descriptor{MediaType: imgspecv1.MediaTypeImageManifest, Digest: d, Size: int64(len(large))}
 		}, digest.FromBytes(large).String() + ", which the index names as a manifest, is over 4 MiB"},
+		{"a directory as a manifest", func(dir string) imgspecv1.Descriptor {
+			d := digest.FromString("a directory")
+			path := filepath.Join(dir, "blobs", "sha256", d.Encoded())
+			if err := os.MkdirAll(path, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(path, "data"), []byte("{}"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return imgspecv1.Descriptor{MediaType: imgspecv1.MediaTypeImageManifest, Digest: d, Size: 2}
+		}, "/blobs/sha256/" + digest.FromString("a directory").Encoded() + " is a directory: the layout is damaged"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
