@@ -139,15 +139,32 @@ func TestVerifyModes(t *testing.T) {
 // TestVerifyNotADirectory: a TARGET that is neither a directory nor a
 // destination URL is a usage error; one that reads as an image reference
 // without docker://, as upload's IMAGE_URL gives it, says what to give
-// instead, for download, list and upload too.
+// instead, for download, list and upload too. So do a file of a backup
+// and the directory that backups are kept in, given for a backup's
+// directory, for verify and upload.
 func TestVerifyNotADirectory(t *testing.T) {
 	dir := t.TempDir()
 	const ref = "mirror.example.com:8443/etcd/backups:c1_2026-12-03_090000-0123456789ab"
+	kept := t.TempDir()
+	one := filepath.Join(kept, "2026-12-03")
+	snapshot := filepath.Join(one, "snapshot_2026-12-03_090000.db")
+	if err := os.Mkdir(one, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{filepath.Join(one, manifest.FileName), snapshot} {
+		if err := os.WriteFile(path, []byte("{}"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	tests := []struct {
 		args []string
 		want string
 	}{
 		{[]string{"verify", filepath.Join(dir, "none")}, "is not a backup directory"},
+		{[]string{"verify", snapshot}, snapshot + " is not a backup directory but a file of one: give " + one},
+		{[]string{"upload", snapshot, "oci:" + filepath.Join(dir, "layout")}, snapshot + " is not a backup directory but a file of one: give " + one},
+		{[]string{"verify", kept}, kept + " has no backup.json, but directories in it do: give one of them, e.g. " + one},
+		{[]string{"upload", kept, "oci:" + filepath.Join(dir, "layout")}, kept + " has no backup.json, but directories in it do: give one of them, e.g. " + one},
 		{[]string{"verify", ref}, ref + " is not a backup directory; as a destination, give docker://" + ref},
 		{[]string{"verify", "--latest", "mirror.example.com/etcd/backups"}, "; as a destination, give docker://mirror.example.com/etcd/backups"},
 		{[]string{"download", ref, filepath.Join(dir, "down")}, ", oci:PATH, e.g. docker://" + ref},

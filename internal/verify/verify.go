@@ -14,7 +14,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -48,6 +50,9 @@ func failed(format string, a ...any) error {
 func Manifest(dir string) (*manifest.Backup, error) {
 	f, err := os.Open(filepath.Join(dir, manifest.FileName))
 	if errors.Is(err, fs.ErrNotExist) {
+		if inside := backupsIn(dir); len(inside) > 0 {
+			return nil, exitcode.With(exitcode.Usage, fmt.Errorf("%s has no %s, but directories in it do: give one of them, e.g. %s", dir, manifest.FileName, strings.Join(inside, ", ")))
+		}
 		return nil, failed("%s has no %s: not a complete backup%s", dir, manifest.FileName, unrecorded(dir))
 	}
 	if err != nil {
@@ -104,6 +109,30 @@ func Snapshot(ctx context.Context, path string, b *manifest.Backup) error {
 	return sameContent(b, st, "snapshot")
 }
 
+// maxNamed bounds how many backups backupsIn names.
+const maxNamed = 3
+
+// backupsIn returns up to maxNamed directories in dir, the last by name
+// first, that hold a backup.json: dir is then where backups are kept (a
+// volume), given for one of them. None when dir holds a snapshot itself.
+func backupsIn(dir string) []string {
+	if snaps, _ := filepath.Glob(filepath.Join(dir, "snapshot_*.db")); len(snaps) > 0 {
+		return nil
+	}
+	entries, _ := os.ReadDir(dir)
+	var found []string
+	for _, e := range slices.Backward(entries) {
+		path := filepath.Join(dir, e.Name())
+		if _, err := os.Stat(filepath.Join(path, manifest.FileName)); e.IsDir() && err == nil {
+			found = append(found, path)
+		}
+		if len(found) == maxNamed {
+			break
+		}
+	}
+	return found
+}
+
 // unrecorded says, of a directory without backup.json that holds a
 // snapshot, what it may be: the record is what every check compares with.
 func unrecorded(dir string) string {
@@ -141,6 +170,9 @@ func onlyThisBackup(dir string, b *manifest.Backup) error {
 // Content is for Stream, or NewReader as it is sent elsewhere.
 func Listing(dir string) (*manifest.Backup, error) {
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		if _, err := os.Stat(filepath.Join(filepath.Dir(dir), manifest.FileName)); fi != nil && err == nil {
+			return nil, exitcode.With(exitcode.Usage, fmt.Errorf("%s is not a backup directory but a file of one: give %s", dir, filepath.Dir(dir)))
+		}
 		return nil, exitcode.With(exitcode.Usage, fmt.Errorf("%s is not a backup directory", dir))
 	}
 	b, err := Manifest(dir)
