@@ -420,6 +420,45 @@ func TestLatestSkipsBad(t *testing.T) {
 	}
 }
 
+// TestDownloadAgain: download into a directory that holds the backup
+// already, from an earlier run, checks that copy and succeeds, where it
+// refused the directory as not empty. A copy that fails its check is the
+// copy's fault: exit 2, the directory as it was, and the stored backup
+// not passed over for an older one. Another backup there is refused.
+func TestDownloadAgain(t *testing.T) {
+	bs, layout := uploadedLayout(t)
+	dest := "oci:" + layout
+	down := filepath.Join(t.TempDir(), "down")
+	if code, _, stderr := cli(t, nil, "download", "--latest", dest, down); code != 0 {
+		t.Fatalf("download --latest: exit %d\n%s", code, stderr)
+	}
+	if code, _, stderr := cli(t, nil, "download", "--latest", dest, down); code != 0 || !strings.Contains(stderr, down+" holds this backup already, from an earlier download: checking it there") {
+		t.Errorf("download --latest again: exit %d, want 0, the copy there checked:\n%s", code, stderr)
+	}
+	b := readManifest(t, down)
+	archive := filepath.Join(down, b.File(manifest.KindResources).Name)
+	f, err := os.OpenFile(archive, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("x"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	before := dirNames(t, down)
+	code, _, stderr := cli(t, nil, "download", "--latest", dest, down)
+	if code != exitcode.Usage || !strings.Contains(stderr, "empty "+down+" and download again") || strings.Contains(stderr, "skipping") {
+		t.Errorf("download --latest again over a damaged copy: exit %d, want %d, nothing skipped:\n%s", code, exitcode.Usage, stderr)
+	}
+	if got := dirNames(t, down); !slices.Equal(got, before) {
+		t.Errorf("download directory after the refusal holds %v, want %v", got, before)
+	}
+	other := "oci:" + layout + ":" + oci.Tag(bs[0].Manifest)
+	if code, _, stderr := cli(t, nil, "download", other, down); code != exitcode.Usage || !strings.Contains(stderr, "is not empty") {
+		t.Errorf("download of another backup into %s: exit %d, want %d, not empty:\n%s", down, code, exitcode.Usage, stderr)
+	}
+}
+
 // TestUploadKeepsWhatItStored: upload's retention never removes the
 // backup the same run stored, even one older than the policy keeps (a
 // backup uploaded late, or taken on a master whose clock was behind):

@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
 	"github.com/spf13/pflag"
 
 	"github.com/etcd-backup/etcd-backup/internal/destination"
+	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
+	"github.com/etcd-backup/etcd-backup/internal/verify"
 )
 
 func downloadCommand() *command {
@@ -37,7 +41,11 @@ func downloadCommand() *command {
 				// day, the one to restore.
 				b, err := withBackup(ctx, env, o, args[0], latest, clusterID, destination.LatestGood, func(d destination.Dest, n string) (*manifest.Backup, error) {
 					name = n
-					return destination.Download(ctx, d, n, args[1], id)
+					b, err := destination.Download(ctx, d, n, args[1], id)
+					if errors.Is(err, destination.ErrDownloaded) {
+						return checkDownloaded(ctx, env, args[1])
+					}
+					return b, err
 				})
 				if err != nil {
 					return err
@@ -48,4 +56,17 @@ func downloadCommand() *command {
 			}
 		},
 	}
+}
+
+// checkDownloaded checks the backup that dir holds from an earlier run, in
+// place of downloading it again. A copy that fails its check says nothing
+// of the stored backup, which must not be passed over for an older one:
+// it is for the operator to remove.
+func checkDownloaded(ctx context.Context, env *env, dir string) (*manifest.Backup, error) {
+	env.log.Info(dir + " holds this backup already, from an earlier download: checking it there")
+	b, err := verify.Dir(ctx, dir, verify.Options{Log: env.log})
+	if exitcode.Of(err) == exitcode.Verify {
+		return nil, exitcode.With(exitcode.Usage, fmt.Errorf("%w; the stored backup was not read: empty %s and download again", err, dir))
+	}
+	return b, err
 }

@@ -1,6 +1,7 @@
 package destination
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -22,6 +23,7 @@ import (
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
 	"github.com/etcd-backup/etcd-backup/internal/progress"
+	"github.com/etcd-backup/etcd-backup/internal/smallfile"
 	"github.com/etcd-backup/etcd-backup/internal/verify"
 )
 
@@ -126,7 +128,8 @@ func (r readCloser) Close() error {
 // name, then backup.json. An encrypted backup is decrypted with id as it
 // streams, and its stored bytes are checked too; dir then holds the
 // plaintext backup, as save wrote it. On any failure nothing is left in
-// dir, and a dir it created is removed.
+// dir, and a dir it created is removed. A dir that holds this backup
+// already, as Download writes it, is left as it is: ErrDownloaded.
 func Download(ctx context.Context, d Dest, name, dir string, id *encryption.Identity) (*manifest.Backup, error) {
 	s, err := d.Open(ctx, name)
 	if err != nil {
@@ -155,12 +158,16 @@ func download(ctx context.Context, d Dest, name string, s Stored, dir string, id
 	b := s.Manifest()
 	raw := s.Raw()
 	if b.Encrypted() {
-		if id == nil {
-			return nil, exitcode.With(exitcode.Usage, fmt.Errorf("%s is encrypted to %s: give the identity that holds one of their private keys with --identity FILE", name, strings.Join(b.Recipients(), ", ")))
-		}
 		if raw, err = manifest.Marshal(b.Plain()); err != nil {
 			return nil, err
 		}
+	}
+	// A copy downloaded before is plaintext: it needs no identity.
+	if holds(dir, raw) {
+		return nil, exitcode.With(exitcode.Usage, fmt.Errorf("download directory %s %w: check it with 'etcd-backup verify %s', or give a new or empty directory", dir, ErrDownloaded, dir))
+	}
+	if b.Encrypted() && id == nil {
+		return nil, exitcode.With(exitcode.Usage, fmt.Errorf("%s is encrypted to %s: give the identity that holds one of their private keys with --identity FILE", name, strings.Join(b.Recipients(), ", ")))
 	}
 	created, err := prepareDir(dir)
 	if err != nil {
@@ -194,6 +201,17 @@ func download(ctx context.Context, d Dest, name string, s Stored, dir string, id
 		return nil, err
 	}
 	return b, nil
+}
+
+// ErrDownloaded is Download's error when dir holds the backup already, as
+// the download would have written it: a re-run, which need not fetch it
+// again, but whose copy is to be checked.
+var ErrDownloaded = errors.New("holds this backup already")
+
+// holds reports whether dir holds a backup.json that is raw.
+func holds(dir string, raw []byte) bool {
+	data, err := smallfile.Read(filepath.Join(dir, manifest.FileName), int64(len(raw)))
+	return err == nil && bytes.Equal(data, raw)
 }
 
 // prepareDir creates dir, or checks that it is an empty directory.

@@ -148,6 +148,10 @@ func testEncrypted(t *testing.T, h Harness, bs []Backup) {
 			t.Fatalf("download with %s: %v", filepath.Base(k.Identity), err)
 		}
 		sameFiles(t, b.Dir, dir)
+		// The plaintext copy is there already: a re-run needs no key.
+		if _, err := destination.Download(t.Context(), d, res.Name, dir, nil); !errors.Is(err, destination.ErrDownloaded) {
+			t.Errorf("download again, without an identity, into %s = %v, want ErrDownloaded", dir, err)
+		}
 	}
 	if _, err := destination.Verify(t.Context(), d, res.Name, verify.Options{Log: Log(t), Restore: true}, Identity(t, sshKey)); err != nil {
 		t.Errorf("verify --restore with the identity: %v", err)

@@ -180,6 +180,13 @@ func testDownloadVerify(t *testing.T, h Harness, bs []Backup) {
 		t.Fatalf("verify downloaded directory: %v", err)
 	}
 	sameFiles(t, bs[1].Dir, dir)
+	// A re-run into the same directory is told apart from a directory in
+	// use: it is there already, and nothing in the directory changes.
+	_, err := destination.Download(t.Context(), d, res.Name, dir, nil)
+	if !errors.Is(err, destination.ErrDownloaded) || exitcode.Of(err) != exitcode.Usage {
+		t.Errorf("download again into %s = %v (exit %d), want ErrDownloaded, exit %d", dir, err, exitcode.Of(err), exitcode.Usage)
+	}
+	sameFiles(t, bs[1].Dir, dir)
 }
 
 // copyBackup copies a backup directory, files keeping their modes.
