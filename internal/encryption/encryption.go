@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"slices"
 	"strings"
 
@@ -49,6 +50,10 @@ func ParseRecipients(keys, files []string) (*Recipients, error) {
 	rs := &Recipients{}
 	for _, k := range keys {
 		if err := rs.add(k); err != nil {
+			if fi, serr := os.Stat(k); serr == nil && fi.Mode().IsRegular() {
+				// A path, not key material: it may be quoted.
+				return nil, usage(fmt.Errorf("--encrypt-to: %s is a file: give it with --encrypt-to-file", k))
+			}
 			return nil, usage(fmt.Errorf("--encrypt-to: %w", err))
 		}
 	}
@@ -226,11 +231,26 @@ func ReadIdentity(path string, ask Passphrase) (*Identity, error) {
 		if err != nil && bytes.Contains(data, []byte("AGE-PLUGIN-")) {
 			return nil, usage(fmt.Errorf("identity %s is an age plugin's (a key on a hardware token), and this tool runs no plugin: give an age identity file (age-keygen) or an SSH private key", path))
 		}
+		if err != nil && publicKeys(data) {
+			return nil, usage(fmt.Errorf("identity %s holds public keys, as a recipients file does: give the private key whose public key the backup was encrypted to (the file age-keygen wrote, AGE-SECRET-KEY-1..., or the SSH private key)", path))
+		}
 		if err != nil {
 			return nil, usage(fmt.Errorf("identity %s: %v (want an age identity file, as age-keygen writes, or an SSH private key)", path, err))
 		}
 	}
 	return &Identity{path: path, ids: ids}, nil
+}
+
+// publicKeys reports whether data, which holds no identity, has a line
+// that is a public key: a recipients file, or an SSH key's .pub.
+func publicKeys(data []byte) bool {
+	for line := range strings.Lines(string(data)) {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "age1") || strings.HasPrefix(line, "ssh-ed25519 ") || strings.HasPrefix(line, "ssh-rsa ") {
+			return true
+		}
+	}
+	return false
 }
 
 // unlockSSH reads an SSH private key protected by a passphrase, as age -d

@@ -240,6 +240,7 @@ func TestParseRecipientsErrors(t *testing.T) {
 		{"private key as recipient", []string{secret}, nil, "that is a private key"},
 		{"private key line in file", nil, []string{write("priv", secret+"\n")}, "priv, line 1: that is a private key"},
 		{"unknown type", []string{"ecdsa-sha2-nistp256 AAAA"}, nil, "not an age public key"},
+		{"a recipients file given as a key", []string{good}, nil, "--encrypt-to: " + good + " is a file: give it with --encrypt-to-file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseRecipients(tc.keys, tc.files)
@@ -379,7 +380,12 @@ func TestReadIdentityErrors(t *testing.T) {
 	os.WriteFile(hardware, []byte("#    Recipient: age1yubikey1qwt50d05nh5vutpdzmlg5wn80xq5negm4uj9ghv0snvdd3yysf5yw3rhl3t\nAGE-PLUGIN-YUBIKEY-1NOTVALID\n"), 0o600)
 	keyPath, _ := ageKey(t)
 	protected := protectedKey(t, keyPath, "correct horse", true)
-	alone, _ := ageKey(t)
+	alone, pub := ageKey(t)
+	recipients := filepath.Join(t.TempDir(), "recipients.txt")
+	os.WriteFile(recipients, []byte("# the backup team\n"+pub+"\n"), 0o600)
+	_, sshPub := sshKey(t, "")
+	pubFile := filepath.Join(t.TempDir(), "id_ed25519.pub")
+	os.WriteFile(pubFile, []byte(sshPub+"\n"), 0o600)
 	answer := func(pass string, err error) Passphrase {
 		return func(string) ([]byte, error) { return []byte(pass), err }
 	}
@@ -395,6 +401,8 @@ func TestReadIdentityErrors(t *testing.T) {
 		{"plugin", hardware, nil, "is an age plugin's (a key on a hardware token), and this tool runs no plugin"},
 		{"missing", garbage + ".absent", nil, "identity file " + garbage + ".absent: no such file"},
 		{"directory", filepath.Dir(garbage), nil, "identity file " + filepath.Dir(garbage) + ": is a directory"},
+		{"a recipients file", recipients, nil, "identity " + recipients + " holds public keys, as a recipients file does: give the private key"},
+		{"an SSH public key", pubFile, nil, "identity " + pubFile + " holds public keys"},
 		{"a Secret's mount path", filepath.Dir(alone), nil, "identity file " + filepath.Dir(alone) + ": is a directory; give the file in it, " + alone},
 		{"protected, no way to ask", protected, nil, "protected by a passphrase, which cannot be asked for here"},
 		{"protected, no terminal", protected, answer("", errors.New("open /dev/tty: no such device or address")), "could not be asked for (open /dev/tty"},
