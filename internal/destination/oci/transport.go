@@ -107,6 +107,12 @@ func newRegistry(rest string) (registry, error) {
 		return registry{}, fmt.Errorf("%s: an IPv6 address cannot name a registry; give its host name", shown("docker:"+rest))
 	}
 	named, err := reference.ParseNormalizedNamed(s)
+	if lower := host + "/" + strings.ToLower(repo); err != nil && lower != s {
+		// Repository names are lowercase, as registries store them.
+		if _, lerr := reference.ParseNormalizedNamed(lower); lerr == nil {
+			return registry{}, fmt.Errorf("%s: %w: give docker://%s", shown("docker:"+rest), err, lower)
+		}
+	}
 	if err != nil {
 		return registry{}, fmt.Errorf("%s: %w", shown("docker:"+rest), err)
 	}
