@@ -31,14 +31,13 @@ const maxAuthFile = 1 << 20
 // checkAuthFile refuses an auth file that cannot hold credentials: one that
 // is missing or unreadable (a Secret mounted elsewhere, a mistyped path),
 // over 1 MiB, or not a JSON object. containers/image would read the first
-// as no credentials, and the registry's refusal would then hide the cause;
-// the second, whole, before any request. given
-// names where the path came from. It returns the keys of the file's
-// entries (registries, with or without a port, a namespace or a scheme),
-// and whether the file is in the legacy form of a kubernetes.io/dockercfg
-// Secret's .dockercfg (the type OpenShift makes for each service account):
-// entries by host, with no "auths" around them, which containers/image
-// reads only when told.
+// as no credentials, and the registry's refusal would then hide the cause,
+// and the second whole. given names where the path came from. It returns
+// the keys of the file's entries (registries, with or without a port, a
+// namespace or a scheme), and whether the file is in the legacy form of a
+// kubernetes.io/dockercfg Secret's .dockercfg (the type OpenShift makes for
+// each service account): entries by host, with no "auths" around them,
+// which containers/image reads only when told.
 func checkAuthFile(path, given string) (keys []string, legacy bool, err error) {
 	if path == "" {
 		return nil, false, nil
@@ -94,9 +93,10 @@ func covers(keys []string, host string) bool {
 
 // checkCertDir refuses a --cert-dir that containers/image would pass over
 // in silence: one that does not exist or is a file (the CA file, given for
-// its directory), a CA file (*.crt) that holds no certificate, a client certificate (*.cert) without its key (*.key) or
-// the other way round. The registry's refusal would otherwise blame its
-// certificate or the credentials.
+// its directory), a CA file (*.crt) that holds no certificate, a client
+// certificate (*.cert) without its key (*.key) or the other way round. The
+// registry's refusal would otherwise blame its certificate or the
+// credentials.
 func checkCertDir(dir string) error {
 	if dir == "" {
 		return nil
