@@ -95,7 +95,7 @@ func uploadCommand() *command {
 				// file's content as it is sent.
 				b, err := verify.Listing(dir)
 				if err != nil {
-					return fmt.Errorf("refusing to upload %s: %w", dir, err)
+					return fmt.Errorf("refusing to upload: %w", err)
 				}
 				env.metrics.Backup(b)
 				res, err := destination.UploadDir(ctx, d, dir, recipients)

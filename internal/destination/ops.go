@@ -79,13 +79,17 @@ func UploadDir(ctx context.Context, d Dest, dir string, to *encryption.Recipient
 	// instead of each paying its round trips after it. The first to fail
 	// stops the others.
 	g, gctx := errgroup.WithContext(ctx)
+	verdict := make(chan error, 1) // the first file found bad
 	for i, f := range b.Files {
 		open := func() (io.ReadCloser, error) {
-			file, err := os.Open(filepath.Join(dir, f.Name))
+			path := filepath.Join(dir, f.Name)
+			file, err := os.Open(path)
 			if err != nil {
 				return nil, err
 			}
-			checked := readCloser{verify.NewReader(ctx, file, plain, plain.Files[i]), file}
+			want := plain.Files[i]
+			want.Name = path // as the check's verdict names it
+			checked := readCloser{verify.NewReader(ctx, file, plain, want), file, verdict}
 			if to == nil {
 				return checked, nil
 			}
@@ -103,7 +107,14 @@ func UploadDir(ctx context.Context, d Dest, dir string, to *encryption.Recipient
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return Result{}, err
+		// A send cut short by a bad file fails with what is wrong with
+		// the file, not with how the destination saw the send end.
+		select {
+		case v := <-verdict:
+			return Result{}, v
+		default:
+			return Result{}, err
+		}
 	}
 	if err := structureErr(); err != nil {
 		return Result{}, err
@@ -111,10 +122,23 @@ func UploadDir(ctx context.Context, d Dest, dir string, to *encryption.Recipient
 	return up.Commit(ctx, b)
 }
 
-// readCloser closes the check and then the file under it.
+// readCloser closes the check and then the file under it, and passes the
+// check's first verdict on a bad file to verdict.
 type readCloser struct {
 	*verify.Reader
-	file *os.File
+	file    *os.File
+	verdict chan<- error
+}
+
+func (r readCloser) Read(p []byte) (int, error) {
+	n, err := r.Reader.Read(p)
+	if err != nil && err != io.EOF && exitcode.Of(err) == exitcode.Verify {
+		select {
+		case r.verdict <- err:
+		default:
+		}
+	}
+	return n, err
 }
 
 func (r readCloser) Close() error {

@@ -56,12 +56,12 @@ func Manifest(dir string) (*manifest.Backup, error) {
 		return nil, failed("%s has no %s: not a complete backup%s", dir, manifest.FileName, unrecorded(dir))
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", manifest.FileName, err)
+		return nil, err
 	}
 	defer f.Close()
 	b, err := manifest.Parse(f)
 	if errors.Is(err, manifest.ErrInvalid) {
-		return nil, exitcode.With(exitcode.Verify, err)
+		return nil, exitcode.With(exitcode.Verify, fmt.Errorf("%s: %w", dir, err))
 	}
 	if err != nil {
 		return nil, err
@@ -226,6 +226,7 @@ func localFile(ctx context.Context, dir string, b *manifest.Backup, want manifes
 		return fmt.Errorf("open %s: %w", path, err)
 	}
 	defer f.Close()
+	want.Name = path // as the verdict names it
 	return Stream(ctx, f, b, want)
 }
 
