@@ -7,8 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/etcd-backup/etcd-backup/internal/smallfile"
 )
 
 // ErrCredentials marks a CA bundle, client certificate or key that cannot
@@ -42,13 +45,13 @@ func checkCredentials(cfg Config, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	certPEM, err := os.ReadFile(cfg.Cert)
+	certPEM, err := readPEM(pemClientCert, cfg.Cert)
 	if err != nil {
-		return credentialsErr("read client certificate: %w", err)
+		return err
 	}
-	keyPEM, err := os.ReadFile(cfg.Key)
+	keyPEM, err := readPEM(pemClientKey, cfg.Key)
 	if err != nil {
-		return credentialsErr("read client key: %w", err)
+		return err
 	}
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	switch {
@@ -93,9 +96,9 @@ func checkCredentials(cfg Config, now time.Time) error {
 
 // readCABundle returns the certificates of a PEM bundle and their subjects.
 func readCABundle(path string) (*x509.CertPool, []string, error) {
-	data, err := os.ReadFile(path)
+	data, err := readPEM(pemCABundle, path)
 	if err != nil {
-		return nil, nil, credentialsErr("read CA bundle: %w", err)
+		return nil, nil, err
 	}
 	pool := x509.NewCertPool()
 	var subjects []string
@@ -114,4 +117,44 @@ func readCABundle(path string) (*x509.CertPool, []string, error) {
 		return nil, nil, credentialsErr("CA bundle %s holds no PEM certificate", path)
 	}
 	return pool, subjects, nil
+}
+
+// pemFile is one of the files the member is dialled with.
+type pemFile struct {
+	what, flag string
+	// keys are the names a mounted Secret or ConfigMap gives the file:
+	// kubernetes.io/tls, cert-manager's ca.crt, OpenShift's CA bundles.
+	keys []string
+}
+
+var (
+	pemCABundle   = pemFile{"CA bundle", "--cacert", []string{"ca.crt", "ca-bundle.crt"}}
+	pemClientCert = pemFile{"client certificate", "--cert", []string{"tls.crt"}}
+	pemClientKey  = pemFile{"client key", "--key", []string{"tls.key"}}
+)
+
+// maxPEM bounds what is read of a CA bundle, certificate or key: a system
+// bundle is a few hundred KiB, and a path mistyped to a snapshot must not
+// be read whole.
+const maxPEM = 4 << 20
+
+// readPEM reads the file f at path. A directory, as a Secret mounted
+// whole, names the file in it to give.
+func readPEM(f pemFile, path string) ([]byte, error) {
+	data, err := smallfile.Read(path, maxPEM)
+	var dir smallfile.DirError
+	switch {
+	case errors.Is(err, smallfile.ErrTooLarge):
+		return nil, credentialsErr("%s %s is larger than %d MiB, as no PEM file is: give the %s (%s)", f.what, path, maxPEM>>20, f.what, f.flag)
+	case errors.As(err, &dir) && dir.File == "":
+		for _, key := range f.keys {
+			if fi, serr := os.Stat(filepath.Join(path, key)); serr == nil && fi.Mode().IsRegular() {
+				return nil, credentialsErr("%s %s is a directory: give the file in it, %s (%s)", f.what, path, filepath.Join(path, key), f.flag)
+			}
+		}
+	}
+	if err != nil {
+		return nil, credentialsErr("read %s: %w", f.what, err)
+	}
+	return data, nil
 }
