@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -29,6 +30,9 @@ func pruneCommand() *command {
 			df := addDestFlags(fs, "fail when the service answers nothing for this long", false)
 			return func(ctx context.Context, env *env, args []string) error {
 				env.metrics.ClusterID, env.metrics.AllClusters = clusterID, clusterID == ""
+				if err := zeroPolicy(fs, policy); err != nil {
+					return err
+				}
 				if err := policy.Check(); err != nil {
 					return err
 				}
@@ -55,6 +59,29 @@ func pruneCommand() *command {
 			}
 		},
 	}
+}
+
+// zeroPolicy refuses rules given only as 0, which set none: to prune, 0
+// keeps all, as it does for upload, and whoever wrote it may have meant
+// "remove all", which prune never does.
+func zeroPolicy(fs *pflag.FlagSet, policy destination.Policy) error {
+	if policy != (destination.Policy{}) {
+		return nil
+	}
+	var given []string
+	for _, name := range []string{"keep-last", "keep-within"} {
+		if fs.Changed(name) {
+			given = append(given, "--"+name+" 0")
+		}
+	}
+	if len(given) == 0 {
+		return nil
+	}
+	verb := "sets"
+	if len(given) > 1 {
+		verb = "set"
+	}
+	return usage("%s %s no rule, so prune has nothing to apply: give --keep-last N of 1 or more, or --keep-within DURATION; the newest complete backup of each cluster is kept whatever they say", strings.Join(given, " and "), verb)
 }
 
 func printDecisions(env *env, decisions []destination.Decision) error {

@@ -280,6 +280,8 @@ func TestGCSUsage(t *testing.T) {
 		{"zero verify stall timeout", []string{"verify", "--stall-timeout", "0s", "gs://backups/p/x/2026-01-01_000000"}, "--stall-timeout must be positive"},
 		{"zero prune stall timeout", []string{"prune", "--keep-last", "1", "--stall-timeout", "0s", "gs://backups/p"}, "--stall-timeout must be positive"},
 		{"prune without policy", []string{"prune", "gs://backups/p"}, "no retention policy"},
+		{"prune --keep-last 0", []string{"prune", "--keep-last", "0", "gs://backups/p"}, "--keep-last 0 sets no rule, so prune has nothing to apply: give --keep-last N of 1 or more"},
+		{"prune with both 0", []string{"prune", "--keep-last", "0", "--keep-within", "0s", "gs://backups/p"}, "--keep-last 0 and --keep-within 0 set no rule"},
 		{"list as xml", []string{"list", "--output", "xml", "gs://backups/p"}, "--output"},
 		{"download a prefix", []string{"download", "gs://backups/p", dir}, "does not name one backup"},
 		{"cluster-id without latest", []string{"download", "--cluster-id", "x", "gs://backups/p/x/2026-01-01_000000", dir}, "--latest"},
