@@ -459,6 +459,29 @@ func TestDownloadAgain(t *testing.T) {
 	}
 }
 
+// TestDownloadDirIsAFile: a DIR that is a file, or lies under one, is a
+// usage error that names the file, and nothing is written.
+func TestDownloadDirIsAFile(t *testing.T) {
+	_, layout := uploadedLayout(t)
+	file := filepath.Join(t.TempDir(), "restore")
+	if err := os.WriteFile(file, []byte("notes"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ dir, want string }{
+		{file, "download directory " + file + " is a file: give a new or empty directory"},
+		{filepath.Join(file, "a", "b"), "download directory " + filepath.Join(file, "a", "b") + " lies under " + file + ", which is a file: give a new or empty directory"},
+	}
+	for _, tt := range tests {
+		code, _, stderr := cli(t, nil, "download", "--latest", "oci:"+layout, tt.dir)
+		if code != exitcode.Usage || !strings.Contains(stderr, tt.want) {
+			t.Errorf("download into %s: exit %d, want %d saying %q:\n%s", tt.dir, code, exitcode.Usage, tt.want, stderr)
+		}
+	}
+	if data, err := os.ReadFile(file); err != nil || string(data) != "notes" {
+		t.Errorf("the file after the refusals: %q, %v", data, err)
+	}
+}
+
 // TestUploadKeepsWhatItStored: upload's retention never removes the
 // backup the same run stored, even one older than the policy keeps (a
 // backup uploaded late, or taken on a master whose clock was behind):

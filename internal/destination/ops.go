@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -247,12 +248,30 @@ func prepareDir(dir string) (created bool, err error) {
 			return false, exitcode.With(exitcode.Usage, fmt.Errorf("create download directory: %w", err))
 		}
 		return true, nil
+	case errors.Is(err, syscall.ENOTDIR):
+		return false, exitcode.With(exitcode.Usage, fmt.Errorf("download directory %s %s: give a new or empty directory", dir, fileOn(dir)))
 	case err != nil:
 		return false, exitcode.With(exitcode.Usage, fmt.Errorf("download directory: %w", err))
 	case len(entries) > 0:
 		return false, exitcode.With(exitcode.Usage, fmt.Errorf("download directory %s is not empty: give a new or empty directory", dir))
 	}
 	return false, nil
+}
+
+// fileOn says which file stands where the path dir needs a directory:
+// dir itself, or the nearest of its parents.
+func fileOn(dir string) string {
+	for p := dir; ; p = filepath.Dir(p) {
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
+			if p == dir {
+				return "is a file"
+			}
+			return "lies under " + p + ", which is a file"
+		}
+		if p == filepath.Dir(p) {
+			return "is not a directory"
+		}
+	}
 }
 
 // fetch writes file f of the stored backup into dir, checked before it
