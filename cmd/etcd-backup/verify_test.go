@@ -200,6 +200,7 @@ func TestVerifyScratchDir(t *testing.T) {
 	}{
 		{missing, dir, "--scratch-dir " + missing + " does not exist: give an existing directory"},
 		{file, dir, "--scratch-dir " + file + " is not a directory: give an existing directory"},
+		{filepath.Join(file, "sub"), dir, "--scratch-dir: stat " + filepath.Join(file, "sub") + ": not a directory"},
 		{missing, "docker://127.0.0.1:1/etcd/backups", "--scratch-dir " + missing + " does not exist"},
 	}
 	for _, tt := range tests {
