@@ -35,9 +35,16 @@ func TestEncryptedCommands(t *testing.T) {
 		t.Errorf("an encrypted upload warned that it was not encrypted:\n%s", stderr)
 	}
 
-	code, _, stderr := cli(t, nil, "download", "--latest", dest, filepath.Join(t.TempDir(), "d"))
-	if code != exitcode.Usage || !strings.Contains(stderr, ageKey.Public) || !strings.Contains(stderr, "--identity") {
-		t.Errorf("download without an identity: exit %d, want %d naming the recipients and --identity:\n%s", code, exitcode.Usage, stderr)
+	one := "oci:" + filepath.Join(t.TempDir(), "one")
+	run(nil, "upload", "--encrypt-to", ageKey.Public, dir, one)
+	for dest, want := range map[string]string{
+		dest: ", " + ageKey.Public + ": give the identity that holds the private key of one of them with --identity FILE",
+		one:  " is encrypted to " + ageKey.Public + ": give the identity that holds its private key with --identity FILE",
+	} {
+		code, _, stderr := cli(t, nil, "download", "--latest", dest, filepath.Join(t.TempDir(), "d"))
+		if code != exitcode.Usage || !strings.Contains(stderr, want) {
+			t.Errorf("download of %s without an identity: exit %d, want %d saying %q:\n%s", dest, code, exitcode.Usage, want, stderr)
+		}
 	}
 	for _, k := range []desttest.Key{ageKey, sshKey} {
 		down := filepath.Join(t.TempDir(), "down")

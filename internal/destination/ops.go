@@ -192,7 +192,11 @@ func download(ctx context.Context, d Dest, name string, s Stored, dir string, id
 		return nil, exitcode.With(exitcode.Usage, fmt.Errorf("download directory %s %w: check it with 'etcd-backup verify %s', or give a new or empty directory", dir, ErrDownloaded, dir))
 	}
 	if b.Encrypted() && id == nil {
-		return nil, exitcode.With(exitcode.Usage, fmt.Errorf("%s is encrypted to %s: give the identity that holds one of their private keys with --identity FILE", name, strings.Join(b.Recipients(), ", ")))
+		keys, whose := b.Recipients(), "its private key"
+		if len(keys) > 1 {
+			whose = "the private key of one of them"
+		}
+		return nil, exitcode.With(exitcode.Usage, fmt.Errorf("%s is encrypted to %s: give the identity that holds %s with --identity FILE", name, strings.Join(keys, ", "), whose))
 	}
 	created, err := prepareDir(dir)
 	if err != nil {
