@@ -49,11 +49,11 @@ func Create(dir, name string) (*File, error) {
 	if _, err := os.Lstat(final); err == nil {
 		return nil, fmt.Errorf("create %s: %w", final, fs.ErrExist)
 	} else if !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("create %s: %w", final, err)
+		return nil, err
 	}
 	f, err := os.OpenFile(final+PartSuffix, os.O_WRONLY|os.O_CREATE|os.O_EXCL, Mode)
 	if err != nil {
-		return nil, fmt.Errorf("create %s: %w", final+PartSuffix, err)
+		return nil, err
 	}
 	return &File{File: f, final: final, link: os.Link}, nil
 }

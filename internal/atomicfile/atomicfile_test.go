@@ -82,6 +82,34 @@ func TestNeverReplaces(t *testing.T) {
 	}
 }
 
+// TestCreateErrors: what Create cannot do names the path once, with the
+// error to test for.
+func TestCreateErrors(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "b.db.part"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		dir, name, path string // path: what the error names
+		err             error
+	}{
+		{dir, "file", file, fs.ErrExist},
+		{dir, "b.db", filepath.Join(dir, "b.db.part"), fs.ErrExist},
+		{filepath.Join(dir, "missing"), "a.db", filepath.Join(dir, "missing", "a.db.part"), fs.ErrNotExist},
+		{file, "a.db", filepath.Join(file, "a.db"), unix.ENOTDIR},
+	}
+	for _, tt := range tests {
+		_, err := Create(tt.dir, tt.name)
+		if !errors.Is(err, tt.err) || strings.Count(err.Error(), tt.path) != 1 {
+			t.Errorf("Create(%s, %s) = %v, want %v naming %s once", tt.dir, tt.name, err, tt.err, tt.path)
+		}
+	}
+}
+
 func TestCommitRefusesRacingFinal(t *testing.T) {
 	dir := t.TempDir()
 	f, err := Create(dir, "a.db")
