@@ -107,6 +107,27 @@ func TestVerifyCatchesDamage(t *testing.T) {
 	}
 }
 
+// TestVerifyUnreadableFile: a file of the backup that cannot be read (here
+// a link to itself) is named once, by verify and by upload.
+func TestVerifyUnreadableFile(t *testing.T) {
+	good, b := savedBackup(t, 20)
+	dir := copyBackup(t, good)
+	archive := filepath.Join(dir, b.File(manifest.KindResources).Name)
+	if err := os.Remove(archive); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Base(archive), archive); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"verify", dir}, {"upload", dir, "oci:" + filepath.Join(t.TempDir(), "layout")}} {
+		code, _, stderr := cli(t, nil, args...)
+		_, line, _ := strings.Cut(stderr, "ERROR ")
+		if code == 0 || !strings.Contains(line, archive+": too many levels of symbolic links") || strings.Count(line, archive) != 1 {
+			t.Errorf("%s: exit %d, want a failure naming %s once:\n%s", args[0], code, archive, stderr)
+		}
+	}
+}
+
 // TestVerifyModes: a mode other than the one save gave is no damage (oras,
 // skopeo and FAT or exFAT media change it, and restore reads the file as
 // it is); one that lets others read the backup is warned about.

@@ -196,7 +196,7 @@ func listedFile(path string, want manifest.File) error {
 		return failed("%s is missing", path)
 	}
 	if err != nil {
-		return fmt.Errorf("stat %s: %w", path, err)
+		return err
 	}
 	if fi.Size() != want.Size {
 		return failed("%s is %d bytes, %s says %d", path, fi.Size(), manifest.FileName, want.Size)
@@ -223,7 +223,7 @@ func localFile(ctx context.Context, dir string, b *manifest.Backup, want manifes
 	path := filepath.Join(dir, want.Name)
 	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("open %s: %w", path, err)
+		return err
 	}
 	defer f.Close()
 	want.Name = path // as the verdict names it
