@@ -5,12 +5,14 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
+	"github.com/etcd-backup/etcd-backup/internal/store/gcs/gcstest"
 )
 
 // copyBackup copies the files of a backup directory into a new one.
@@ -50,6 +52,8 @@ func flipByte(t *testing.T, path string, at func(size int64) int64) {
 
 func TestVerifyCatchesDamage(t *testing.T) {
 	good, b := savedBackup(t, 200)
+	srv := gcstest.New(t, "backups")
+	env := map[string]string{"STORAGE_EMULATOR_HOST": srv.Host()}
 	snap := b.File(manifest.KindSnapshot).Name
 	res := b.File(manifest.KindResources).Name
 	tests := []struct {
@@ -95,8 +99,8 @@ func TestVerifyCatchesDamage(t *testing.T) {
 			// file in it: it is what the administrator looks at next.
 			// Upload checks a snapshot's structure as it sends it, and
 			// either check may be the one to find a flipped byte.
-			for _, args := range [][]string{{"verify", dir}, {"upload", dir, "oci:" + filepath.Join(t.TempDir(), "layout")}} {
-				code, _, stderr := cli(t, nil, args...)
+			for _, args := range [][]string{{"verify", dir}, {"upload", dir, "oci:" + filepath.Join(t.TempDir(), "layout")}, {"upload", dir, "gs://backups/etcd"}} {
+				code, _, stderr := cli(t, env, args...)
 				_, line, _ := strings.Cut(stderr, "ERROR ")
 				said := strings.Contains(line, tt.want) || args[0] == "upload" && strings.Contains(line, "snapshot database is corrupt")
 				if code != exitcode.Verify || !said || strings.Count(line, dir) != 1 {
@@ -104,6 +108,15 @@ func TestVerifyCatchesDamage(t *testing.T) {
 				}
 			}
 		})
+	}
+	objs, err := srv.Objects("backups")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		if path.Base(o.Name) == manifest.FileName {
+			t.Errorf("a refused upload committed %s", o.Name)
+		}
 	}
 }
 
