@@ -162,17 +162,21 @@ func TestPushUnreachable(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer silent.Close() // accepted by the kernel, never answered
-	for name, u := range map[string]string{"down": downURL, "silent": "http://" + silent.Addr().String()} {
+	tests := map[string]struct{ url, says string }{
+		"down":   {downURL, "connection refused"},
+		"silent": {"http://" + silent.Addr().String(), "http://" + silent.Addr().String() + ": no answer within 1s: check that it is the Pushgateway's address"},
+	}
+	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
 			log, logs := newLog()
 			const timeout = time.Second
 			start := time.Now()
-			Sinks{Push: mustParse(t, u), Timeout: timeout}.Report(t.Context(), log, savedRun("c1"), at(time.Minute, 0))
+			Sinks{Push: mustParse(t, tt.url), Timeout: timeout}.Report(t.Context(), log, savedRun("c1"), at(time.Minute, 0))
 			if d := time.Since(start); d > 5*timeout {
 				t.Errorf("took %s with a timeout of %s", d, timeout)
 			}
-			if strings.Count(logs.String(), "level=WARN") != 1 || !strings.Contains(logs.String(), "metrics not pushed") {
-				t.Errorf("want one warning:\n%s", logs)
+			if strings.Count(logs.String(), "level=WARN") != 1 || !strings.Contains(logs.String(), "metrics not pushed: push to ") || !strings.Contains(logs.String(), tt.says) {
+				t.Errorf("want one warning saying %q:\n%s", tt.says, logs)
 			}
 		})
 	}

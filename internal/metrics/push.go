@@ -87,6 +87,10 @@ func (p PushURL) push(ctx context.Context, client *http.Client, r *Run, o Outcom
 	noting := *client
 	noting.Transport = answers
 	if err := p.pusher(&noting, grouping).Gatherer(r.registry(o, nil)).AddContext(ctx); err != nil {
+		var ue *url.Error
+		if (ctx.Err() != nil || errors.As(err, &ue) && ue.Timeout()) && answers.last().code == 0 {
+			return fmt.Errorf("push to %s: no answer within %s: check that it is the Pushgateway's address and that this pod may reach it (a NetworkPolicy or a firewall that drops the packets)", p, client.Timeout)
+		}
 		return fmt.Errorf("push to %s: %w", p, p.explain(err, answers.last()))
 	}
 	if o.ExitCode != 0 || grouping[LabelCluster] == UnknownCluster || r.AllClusters {
