@@ -459,6 +459,18 @@ func TestDownloadAgain(t *testing.T) {
 	}
 }
 
+// TestDownloadRestoreLine: the line that says how to restore names DIR by
+// its absolute path, whatever was given.
+func TestDownloadRestoreLine(t *testing.T) {
+	_, layout := uploadedLayout(t)
+	cwd := t.TempDir()
+	t.Chdir(cwd)
+	code, _, stderr := cli(t, nil, "download", "--latest", "oci:"+layout, "restore")
+	if want := "restore with: cluster-restore.sh " + filepath.Join(cwd, "restore") + " "; code != 0 || !strings.Contains(stderr, want) {
+		t.Errorf("download into a relative DIR: exit %d, want 0 saying %q:\n%s", code, want, stderr)
+	}
+}
+
 // TestDownloadDirIsAFile: a DIR that is a file, or lies under one, is a
 // usage error that names the file, and nothing is written.
 func TestDownloadDirIsAFile(t *testing.T) {

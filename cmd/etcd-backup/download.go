@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 
 	"github.com/spf13/pflag"
 
@@ -50,7 +51,13 @@ func downloadCommand() *command {
 				if err != nil {
 					return err
 				}
-				env.log.Info("backup downloaded and verified; restore with: cluster-restore.sh "+args[1],
+				// Absolute: the line is pasted into a root shell, which
+				// sudo -i starts in another directory.
+				dir, err := filepath.Abs(args[1])
+				if err != nil {
+					dir = args[1]
+				}
+				env.log.Info("backup downloaded and verified; restore with: cluster-restore.sh "+dir,
 					"backup", name, "snapshot", b.File(manifest.KindSnapshot).Name, "revision", b.Etcd.Revision)
 				return nil
 			}
