@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -468,6 +469,28 @@ func TestDownloadRestoreLine(t *testing.T) {
 	code, _, stderr := cli(t, nil, "download", "--latest", "oci:"+layout, "restore")
 	if want := "restore with: cluster-restore.sh " + filepath.Join(cwd, "restore") + " "; code != 0 || !strings.Contains(stderr, want) {
 		t.Errorf("download into a relative DIR: exit %d, want 0 saying %q:\n%s", code, want, stderr)
+	}
+}
+
+// TestDownloadUnwritableDir: an empty DIR this user may not write (a volume
+// without the pod's fsGroup) is a usage error that says so, checked before
+// any file is fetched, not a failed download to retry.
+func TestDownloadUnwritableDir(t *testing.T) {
+	_, layout := uploadedLayout(t)
+	readableByAll(t, layout)
+	base := t.TempDir()
+	readableByAll(t, base)
+	dir := filepath.Join(base, "restore")
+	if err := os.Mkdir(dir, 0o555); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	out, err := unprivileged(ctx, t, "download", "--latest", "oci:"+layout, dir).CombinedOutput()
+	var exit *exec.ExitError
+	want := "download directory " + dir + " is not writable: "
+	if !errors.As(err, &exit) || exit.ExitCode() != exitcode.Usage || !strings.Contains(string(out), want) || !strings.Contains(string(out), "permission denied") {
+		t.Fatalf("%v, want exit %d saying %q:\n%s", err, exitcode.Usage, want, out)
 	}
 }
 

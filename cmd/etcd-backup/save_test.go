@@ -582,19 +582,47 @@ func TestSaveUnwritableDir(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	var cmd *exec.Cmd
-	if os.Geteuid() == 0 {
-		bin := copyExecutable(t)
-		cmd = exec.CommandContext(ctx, bin, "save", dir)
-		cmd.Env = []string{"ETCD_BACKUP_TEST_MAIN=1"}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	} else {
-		cmd = selfCommand(ctx, "save", dir)
-	}
-	out, err := cmd.CombinedOutput()
+	out, err := unprivileged(ctx, t, "save", dir).CombinedOutput()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != exitcode.Usage || !strings.Contains(string(out), "not writable") {
 		t.Fatalf("%v, want exit %d saying the directory is not writable:\n%s", err, exitcode.Usage, out)
+	}
+}
+
+// unprivileged runs this test binary's main with args as an unprivileged
+// user: nobody where the tests run as root, since root writes through
+// permission bits.
+func unprivileged(ctx context.Context, t *testing.T, args ...string) *exec.Cmd {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		return selfCommand(ctx, args...)
+	}
+	cmd := exec.CommandContext(ctx, copyExecutable(t), args...)
+	cmd.Env = []string{"ETCD_BACKUP_TEST_MAIN=1"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	return cmd
+}
+
+// readableByAll lets any user reach dir and read everything in it.
+func readableByAll(t *testing.T, dir string) {
+	t.Helper()
+	for d := filepath.Dir(dir); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		mode := fs.FileMode(0o644)
+		if e.IsDir() {
+			mode = 0o755
+		}
+		return os.Chmod(path, mode)
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -602,11 +630,7 @@ func TestSaveUnwritableDir(t *testing.T) {
 func copyExecutable(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	readableByAll(t, dir)
 	src, err := os.Open(os.Args[0])
 	if err != nil {
 		t.Fatal(err)

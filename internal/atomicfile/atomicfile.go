@@ -223,6 +223,18 @@ func Replace(path string, data []byte, mode fs.FileMode) (err error) {
 // formatted FAT32, and a snapshot can be larger.
 const fatMaxSize = 1<<32 - 1
 
+// Writable proves that dir takes new files from this process, by creating
+// one and removing it: permission bits, ACLs, a read-only mount and
+// security policies all have their say, as they will when the work is done.
+func Writable(dir string) error {
+	probe, err := os.CreateTemp(dir, ".etcd-backup-probe-*")
+	if err != nil {
+		return err
+	}
+	probe.Close()
+	return os.Remove(probe.Name())
+}
+
 // toFix is what to do about a file system that cannot hold a file.
 const toFix = "use a file system formatted exFAT, ext4 or XFS"
 

@@ -96,12 +96,10 @@ func isBackupFile(name string) bool {
 // checkWritable proves the directory takes new files before etcd is asked
 // for anything, so a read-only mount fails fast with a usage error.
 func (d *backupDir) checkWritable() error {
-	probe, err := os.CreateTemp(d.path, ".etcd-backup-probe-*")
-	if err != nil {
+	if err := atomicfile.Writable(d.path); err != nil {
 		return exitcode.With(exitcode.Usage, fmt.Errorf("backup directory %s is not writable: %w", d.path, err))
 	}
-	probe.Close()
-	return os.Remove(probe.Name())
+	return nil
 }
 
 // free returns the bytes available to this process in the directory.

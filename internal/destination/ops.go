@@ -259,6 +259,9 @@ func prepareDir(dir string) (created bool, err error) {
 	case len(entries) > 0:
 		return false, exitcode.With(exitcode.Usage, fmt.Errorf("download directory %s is not empty: give a new or empty directory", dir))
 	}
+	if err := atomicfile.Writable(dir); err != nil {
+		return false, exitcode.With(exitcode.Usage, fmt.Errorf("download directory %s is not writable: %w: give a directory that uid %d may write (in a pod, a volume its fsGroup owns)", dir, err, os.Getuid()))
+	}
 	return false, nil
 }
 

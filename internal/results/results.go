@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 
+	"github.com/etcd-backup/etcd-backup/internal/atomicfile"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 )
 
@@ -68,10 +69,8 @@ func CheckDir(dir string) error {
 	case !fi.IsDir():
 		return exitcode.With(exitcode.Usage, fmt.Errorf("--results-dir %s is not a directory", dir))
 	}
-	probe, err := os.CreateTemp(dir, ".etcd-backup-probe-*")
-	if err != nil {
+	if err := atomicfile.Writable(dir); err != nil {
 		return exitcode.With(exitcode.Usage, fmt.Errorf("--results-dir %s is not writable: %w", dir, err))
 	}
-	probe.Close()
-	return os.Remove(probe.Name())
+	return nil
 }
