@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/etcd-backup/etcd-backup/internal/atomicfile"
 	"github.com/etcd-backup/etcd-backup/internal/destination"
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
@@ -110,8 +111,9 @@ func checkAge(b *manifest.Backup, maxAge time.Duration, now time.Time) error {
 }
 
 // checkScratchDir refuses a --scratch-dir that is not an existing
-// directory: a mistyped path or an unmounted volume, which is the
-// configuration's fault, not the backup's.
+// directory this user may write: a mistyped path, an unmounted volume or
+// one without the pod's fsGroup, which is the configuration's fault, not
+// the backup's.
 func checkScratchDir(dir string) error {
 	fi, err := os.Stat(dir)
 	switch {
@@ -121,6 +123,9 @@ func checkScratchDir(dir string) error {
 		return usage("--scratch-dir: %v", err)
 	case !fi.IsDir():
 		return usage("--scratch-dir %s is not a directory: give an existing directory with room for the trial restore", dir)
+	}
+	if err := atomicfile.Writable(dir); err != nil {
+		return usage("--scratch-dir %s is not writable: %v: give a directory that uid %d may write", dir, err, os.Getuid())
 	}
 	return nil
 }

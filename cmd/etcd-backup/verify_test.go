@@ -1,14 +1,18 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/etcd-backup/etcd-backup/internal/exitcode"
 	"github.com/etcd-backup/etcd-backup/internal/manifest"
@@ -219,9 +223,9 @@ func TestVerifyNotADirectory(t *testing.T) {
 	}
 }
 
-// TestVerifyScratchDir: a --scratch-dir that is missing or not a directory
-// is a usage error before anything is read, local or remote (the registry
-// here listens nowhere), not a failed trial restore.
+// TestVerifyScratchDir: a --scratch-dir that is missing, not a directory or
+// not writable is a usage error before anything is read, local or remote
+// (the registry here listens nowhere), not a failed trial restore.
 func TestVerifyScratchDir(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "file")
@@ -245,6 +249,21 @@ func TestVerifyScratchDir(t *testing.T) {
 		if code, _, stderr := cli(t, nil, args...); code != exitcode.Usage || !strings.Contains(stderr, tt.want) {
 			t.Errorf("etcd-backup %s: exit %d, want %d saying %q:\n%s", strings.Join(args, " "), code, exitcode.Usage, tt.want, stderr)
 		}
+	}
+
+	// Not writable: as nobody where the tests run as root.
+	shared := t.TempDir()
+	readableByAll(t, shared)
+	readOnly := filepath.Join(shared, "scratch")
+	if err := os.Mkdir(readOnly, 0o555); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	out, err := unprivileged(ctx, t, "verify", "--restore", "--scratch-dir", readOnly, "--latest", "docker://127.0.0.1:1/etcd/backups").CombinedOutput()
+	var exit *exec.ExitError
+	if want := "--scratch-dir " + readOnly + " is not writable: "; !errors.As(err, &exit) || exit.ExitCode() != exitcode.Usage || !strings.Contains(string(out), want) {
+		t.Errorf("%v, want exit %d saying %q:\n%s", err, exitcode.Usage, want, out)
 	}
 }
 
