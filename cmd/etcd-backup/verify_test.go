@@ -145,6 +145,30 @@ func TestVerifyUnreadableFile(t *testing.T) {
 	}
 }
 
+// TestUploadUnreadableSnapshot: a snapshot this user may not read is named
+// once, whichever of upload's checks meets it first.
+func TestUploadUnreadableSnapshot(t *testing.T) {
+	good, b := savedBackup(t, 20)
+	dir := copyBackup(t, good)
+	readableByAll(t, dir)
+	snap := filepath.Join(dir, b.File(manifest.KindSnapshot).Name)
+	if err := os.Chmod(snap, 0); err != nil {
+		t.Fatal(err)
+	}
+	dest := t.TempDir()
+	readableByAll(t, dest)
+	if err := os.Chmod(dest, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	out, err := unprivileged(ctx, t, "upload", dir, "oci:"+filepath.Join(dest, "layout")).CombinedOutput()
+	_, line, _ := strings.Cut(string(out), "ERROR ")
+	if err == nil || !strings.Contains(line, "permission denied") || strings.Count(line, snap) != 1 {
+		t.Errorf("%v, want a failure naming %s once:\n%s", err, snap, out)
+	}
+}
+
 // TestVerifyModes: a mode other than the one save gave is no damage (oras,
 // skopeo and FAT or exFAT media change it, and restore reads the file as
 // it is); one that lets others read the backup is warned about.

@@ -70,6 +70,11 @@ func check(ctx context.Context, path string) (Status, error) {
 		return Status{}, err
 	}
 	f, err := os.Open(path)
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		// Check names the path.
+		return Status{}, fmt.Errorf("%s: %w", pe.Op, pe.Err)
+	}
 	if err != nil {
 		return Status{}, err
 	}
