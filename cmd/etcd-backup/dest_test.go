@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -478,20 +477,8 @@ func TestDownloadRestoreLine(t *testing.T) {
 func TestDownloadUnwritableDir(t *testing.T) {
 	_, layout := uploadedLayout(t)
 	readableByAll(t, layout)
-	base := t.TempDir()
-	readableByAll(t, base)
-	dir := filepath.Join(base, "restore")
-	if err := os.Mkdir(dir, 0o555); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	out, err := unprivileged(ctx, t, "download", "--latest", "oci:"+layout, dir).CombinedOutput()
-	var exit *exec.ExitError
-	want := "download directory " + dir + " is not writable: "
-	if !errors.As(err, &exit) || exit.ExitCode() != exitcode.Usage || !strings.Contains(string(out), want) || !strings.Contains(string(out), "permission denied") {
-		t.Fatalf("%v, want exit %d saying %q:\n%s", err, exitcode.Usage, want, out)
-	}
+	dir := readOnlyDir(t)
+	wantUsageUnprivileged(t, "download directory "+dir+" is not writable: ", "download", "--latest", "oci:"+layout, dir)
 }
 
 // TestDownloadDirIsAFile: a DIR that is a file, or lies under one, is a

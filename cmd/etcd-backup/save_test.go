@@ -576,16 +576,33 @@ func TestSaveSIGTERM(t *testing.T) {
 // TestSaveUnwritableDir runs as an unprivileged user where the tests run as
 // root, since root writes through permission bits.
 func TestSaveUnwritableDir(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "ro")
+	dir := readOnlyDir(t)
+	wantUsageUnprivileged(t, "backup directory "+dir+" is not writable", "save", dir)
+}
+
+// readOnlyDir returns a new directory that every user may reach and only
+// root may write.
+func readOnlyDir(t *testing.T) string {
+	t.Helper()
+	base := t.TempDir()
+	readableByAll(t, base)
+	dir := filepath.Join(base, "ro")
 	if err := os.Mkdir(dir, 0o555); err != nil {
 		t.Fatal(err)
 	}
+	return dir
+}
+
+// wantUsageUnprivileged runs etcd-backup with args as an unprivileged user
+// and wants exit 2, saying want.
+func wantUsageUnprivileged(t *testing.T, want string, args ...string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	out, err := unprivileged(ctx, t, "save", dir).CombinedOutput()
+	out, err := unprivileged(ctx, t, args...).CombinedOutput()
 	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.ExitCode() != exitcode.Usage || !strings.Contains(string(out), "not writable") {
-		t.Fatalf("%v, want exit %d saying the directory is not writable:\n%s", err, exitcode.Usage, out)
+	if !errors.As(err, &exit) || exit.ExitCode() != exitcode.Usage || !strings.Contains(string(out), want) {
+		t.Errorf("etcd-backup %s as an unprivileged user: %v, want exit %d saying %q:\n%s", strings.Join(args, " "), err, exitcode.Usage, want, out)
 	}
 }
 

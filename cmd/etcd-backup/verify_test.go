@@ -4,10 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"strings"
@@ -276,19 +274,9 @@ func TestVerifyScratchDir(t *testing.T) {
 	}
 
 	// Not writable: as nobody where the tests run as root.
-	shared := t.TempDir()
-	readableByAll(t, shared)
-	readOnly := filepath.Join(shared, "scratch")
-	if err := os.Mkdir(readOnly, 0o555); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	out, err := unprivileged(ctx, t, "verify", "--restore", "--scratch-dir", readOnly, "--latest", "docker://127.0.0.1:1/etcd/backups").CombinedOutput()
-	var exit *exec.ExitError
-	if want := "--scratch-dir " + readOnly + " is not writable: "; !errors.As(err, &exit) || exit.ExitCode() != exitcode.Usage || !strings.Contains(string(out), want) {
-		t.Errorf("%v, want exit %d saying %q:\n%s", err, exitcode.Usage, want, out)
-	}
+	readOnly := readOnlyDir(t)
+	wantUsageUnprivileged(t, "--scratch-dir "+readOnly+" is not writable: ",
+		"verify", "--restore", "--scratch-dir", readOnly, "--latest", "docker://127.0.0.1:1/etcd/backups")
 }
 
 // TestVerifyStructureBeyondChecksums damages both bbolt meta pages and then
